@@ -1,0 +1,123 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn format() -> KeyFormat {
+    KeyFormat::new([("live", "kw_live_"), ("test", "kw_test_")], "kw_root_").unwrap()
+}
+
+/// Deterministic entropy for property tests (xorshift64*; not for keys).
+struct Seeded(std::sync::Mutex<u64>);
+
+impl Entropy for Seeded {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), EntropyError> {
+        let mut s = self.0.lock().unwrap();
+        for b in dest {
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *b = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn generated_keys_have_the_documented_shape() {
+    let f = format();
+    let k = f.generate(&KeyKind::Environment("live".into()), &OsEntropy).unwrap();
+    let s = k.expose();
+    assert!(s.starts_with("kw_live_"));
+    assert_eq!(s.len(), "kw_live_".len() + BODY_LEN + CHECKSUM_LEN);
+    assert_eq!(k.start(), s[..12].to_string());
+    let parsed = f.parse(s).unwrap();
+    assert_eq!(parsed.kind, &KeyKind::Environment("live".into()));
+    let root = f.generate(&KeyKind::Root, &OsEntropy).unwrap();
+    assert_eq!(f.parse(root.expose()).unwrap().kind, &KeyKind::Root);
+}
+
+#[test]
+fn secrets_never_print() {
+    let k = format().generate(&KeyKind::Root, &OsEntropy).unwrap();
+    assert_eq!(format!("{k}"), "<redacted>");
+    assert!(!format!("{k:?}").contains(k.expose()));
+}
+
+#[test]
+fn longest_prefix_wins() {
+    let f = KeyFormat::new([("live", "ak_"), ("test", "ak_test_")], "root_").unwrap();
+    let k = f.generate(&KeyKind::Environment("test".into()), &OsEntropy).unwrap();
+    assert_eq!(f.parse(k.expose()).unwrap().kind, &KeyKind::Environment("test".into()));
+}
+
+#[test]
+fn rejects_garbage_before_lookup() {
+    let f = format();
+    assert_eq!(f.parse("").unwrap_err(), Malformed::Length);
+    assert_eq!(f.parse("hello").unwrap_err(), Malformed::Prefix);
+    assert_eq!(f.parse("kw_live_short").unwrap_err(), Malformed::Length);
+    let k = f.generate(&KeyKind::Environment("test".into()), &OsEntropy).unwrap();
+    let truncated = &k.expose()[..k.expose().len() - 1];
+    assert!(f.parse(truncated).is_err());
+    let spaced = format!("{} ", k.expose());
+    assert_eq!(f.parse(&spaced).unwrap_err(), Malformed::Alphabet);
+    assert_eq!(f.parse(&"x".repeat(MAX_SECRET_LEN + 1)).unwrap_err(), Malformed::Length);
+}
+
+#[test]
+fn config_errors_are_named() {
+    assert_eq!(
+        KeyFormat::new([("live", "kw_")], "kw_").unwrap_err(),
+        KeyFormatError::DuplicatePrefix("kw_".into())
+    );
+    assert!(matches!(KeyFormat::new([("Live", "kw_")], "r_"), Err(KeyFormatError::BadEnvironment(_))));
+    assert!(matches!(KeyFormat::new([("live", "kw-")], "r_"), Err(KeyFormatError::BadPrefix(_))));
+}
+
+#[test]
+fn hash_hex_round_trips() {
+    let h = KeyHash::of("kw_test_abc");
+    assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+    assert_eq!(KeyHash::from_hex("zz"), None);
+}
+
+#[test]
+fn scan_regex_names_every_prefix() {
+    let r = format().scan_regex();
+    for p in ["kw_live_", "kw_test_", "kw_root_"] {
+        assert!(r.contains(p), "{r}");
+    }
+}
+
+proptest! {
+    /// Every single-character change of a valid key is rejected: CRC32
+    /// detects every error burst of up to 32 bits, and one changed character
+    /// is an 8-bit burst.
+    #[test]
+    fn every_single_character_change_is_rejected(
+        seed in 1u64..,
+        pos in 0usize..(8 + BODY_LEN + CHECKSUM_LEN),
+        replacement in proptest::char::range('!', '~'),
+    ) {
+        let f = format();
+        let k = f.generate(&KeyKind::Environment("live".into()), &Seeded(std::sync::Mutex::new(seed))).unwrap();
+        let original = k.expose();
+        let mut bytes = original.as_bytes().to_vec();
+        prop_assume!(bytes[pos] != replacement as u8);
+        bytes[pos] = replacement as u8;
+        let changed = String::from_utf8(bytes).unwrap();
+        prop_assert!(f.parse(&changed).is_err(), "accepted {changed} (from {original})");
+    }
+
+    #[test]
+    fn parse_never_panics(s in ".{0,300}") {
+        let _ = format().parse(&s);
+    }
+
+    #[test]
+    fn generated_keys_always_parse(seed in 1u64..) {
+        let f = format();
+        let k = f.generate(&KeyKind::Environment("test".into()), &Seeded(std::sync::Mutex::new(seed))).unwrap();
+        prop_assert!(f.parse(k.expose()).is_ok());
+    }
+}
