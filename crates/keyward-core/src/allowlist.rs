@@ -92,7 +92,10 @@ mod tests {
         assert!(!l.allows(ip("203.0.113.8")));
         assert!(!l.allows(ip("2001:db9::1")));
         assert!(!l.allows(None));
-        assert_eq!(l.entries(), vec!["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]);
+        assert_eq!(
+            l.entries(),
+            vec!["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]
+        );
     }
 
     #[test]
@@ -102,8 +105,17 @@ mod tests {
 
     #[test]
     fn bad_entries_are_explained() {
-        assert!(matches!(IpAllowlist::parse(&["10.0.0.1/8"]), Err(AllowlistError::HostBits { .. })));
-        assert!(matches!(IpAllowlist::parse(&["10.0.0.0/33"]), Err(AllowlistError::Syntax(_))));
-        assert!(matches!(IpAllowlist::parse(&["example.com"]), Err(AllowlistError::Syntax(_))));
+        assert!(matches!(
+            IpAllowlist::parse(&["10.0.0.1/8"]),
+            Err(AllowlistError::HostBits { .. })
+        ));
+        assert!(matches!(
+            IpAllowlist::parse(&["10.0.0.0/33"]),
+            Err(AllowlistError::Syntax(_))
+        ));
+        assert!(matches!(
+            IpAllowlist::parse(&["example.com"]),
+            Err(AllowlistError::Syntax(_))
+        ));
     }
 }

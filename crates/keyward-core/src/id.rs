@@ -43,7 +43,9 @@ pub(crate) fn push_base62(
 pub fn has_shape(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|body| body.len() == ID_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .is_some_and(|body| {
+            body.len() == ID_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 #[cfg(test)]

@@ -89,7 +89,9 @@ pub struct ScopeCatalog {
 
 impl ScopeCatalog {
     /// A catalog of `declared` plus keyward's own management scopes.
-    pub fn new<'a>(declared: impl IntoIterator<Item = &'a str>) -> Result<ScopeCatalog, ScopeError> {
+    pub fn new<'a>(
+        declared: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ScopeCatalog, ScopeError> {
         let mut set = BTreeSet::new();
         for s in declared.into_iter().chain(KEYWARD_SCOPES.iter().copied()) {
             check_syntax(s)?;
@@ -142,7 +144,11 @@ mod tests {
     #[test]
     fn missing_lists_uncovered_scopes_in_order() {
         let s = ScopeSet::new(["vault:read".to_string(), "chat:*".to_string()]);
-        let need = ["vault:write".to_string(), "chat:write".to_string(), "a:b".to_string()];
+        let need = [
+            "vault:write".to_string(),
+            "chat:write".to_string(),
+            "a:b".to_string(),
+        ];
         assert_eq!(s.missing(&need), vec!["vault:write", "a:b"]);
     }
 
@@ -152,9 +158,18 @@ mod tests {
         assert!(c.check_grant("vox:read").is_ok());
         assert!(c.check_grant("vox:*").is_ok());
         assert!(c.check_grant("keyward:*").is_ok());
-        assert_eq!(c.check_grant("vox:write"), Err(ScopeError::Undeclared("vox:write".into())));
-        assert_eq!(c.check_grant("zzz:*"), Err(ScopeError::Undeclared("zzz:*".into())));
-        assert!(matches!(c.check_grant("bad scope"), Err(ScopeError::Syntax(_))));
+        assert_eq!(
+            c.check_grant("vox:write"),
+            Err(ScopeError::Undeclared("vox:write".into()))
+        );
+        assert_eq!(
+            c.check_grant("zzz:*"),
+            Err(ScopeError::Undeclared("zzz:*".into()))
+        );
+        assert!(matches!(
+            c.check_grant("bad scope"),
+            Err(ScopeError::Syntax(_))
+        ));
         assert!(ScopeCatalog::new(["a:*"]).is_err());
     }
 

@@ -99,7 +99,9 @@ impl KeyFormat {
         let mut add = |prefix: &str, kind: KeyKind| {
             let ok = !prefix.is_empty()
                 && prefix.len() <= 32
-                && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
                 return Err(KeyFormatError::BadPrefix(prefix.to_owned()));
             }
@@ -137,9 +139,15 @@ impl KeyFormat {
     }
 
     /// Generates a new secret of `kind` from `entropy`.
-    pub fn generate(&self, kind: &KeyKind, entropy: &dyn Entropy) -> Result<KeySecret, GenerateError> {
+    pub fn generate(
+        &self,
+        kind: &KeyKind,
+        entropy: &dyn Entropy,
+    ) -> Result<KeySecret, GenerateError> {
         let prefix = self.prefix_for(kind).ok_or(GenerateError::UnknownKind)?;
-        let mut s = Zeroizing::new(String::with_capacity(prefix.len() + BODY_LEN + CHECKSUM_LEN));
+        let mut s = Zeroizing::new(String::with_capacity(
+            prefix.len() + BODY_LEN + CHECKSUM_LEN,
+        ));
         s.push_str(prefix);
         crate::id::push_base62(&mut s, BODY_LEN, entropy).map_err(GenerateError::Entropy)?;
         let sum = checksum(s.as_bytes());

@@ -27,8 +27,12 @@ pub enum Denial {
     Disabled,
     Expired,
     IpNotAllowed,
-    InsufficientScope { missing: Vec<String> },
-    RateLimited { retry_after_seconds: u64 },
+    InsufficientScope {
+        missing: Vec<String>,
+    },
+    RateLimited {
+        retry_after_seconds: u64,
+    },
     CreditsExhausted,
 }
 
@@ -65,16 +69,25 @@ impl Denial {
     /// A human sentence that says what to do.
     pub fn message(&self) -> String {
         match self {
-            Denial::MissingCredentials => "No API key was presented. Send it as `Authorization: Bearer <key>`.".into(),
+            Denial::MissingCredentials => {
+                "No API key was presented. Send it as `Authorization: Bearer <key>`.".into()
+            }
             Denial::InvalidApiKey => "The API key is not valid.".into(),
             Denial::Revoked => "The API key has been revoked. Create a new key.".into(),
             Denial::Disabled => "The API key is disabled. Enable it or use another key.".into(),
             Denial::Expired => "The API key has expired. Create or rotate a key.".into(),
-            Denial::IpNotAllowed => "The client address is not in the API key's IP allowlist.".into(),
-            Denial::InsufficientScope { missing } => {
-                format!("The API key is missing required scope: {}", missing.join(", "))
+            Denial::IpNotAllowed => {
+                "The client address is not in the API key's IP allowlist.".into()
             }
-            Denial::RateLimited { retry_after_seconds } => {
+            Denial::InsufficientScope { missing } => {
+                format!(
+                    "The API key is missing required scope: {}",
+                    missing.join(", ")
+                )
+            }
+            Denial::RateLimited {
+                retry_after_seconds,
+            } => {
                 format!("Rate limit exceeded. Retry after {retry_after_seconds} seconds.")
             }
             Denial::CreditsExhausted => "Not enough credits left for this request.".into(),
@@ -161,13 +174,19 @@ mod tests {
     #[test]
     fn expiry_and_grace_are_deadlines() {
         assert_eq!(evaluate(&good(), demand(9_999, "10.1.1.1", &[])), Ok(()));
-        assert_eq!(evaluate(&good(), demand(10_000, "10.1.1.1", &[])), Err(Denial::Expired));
+        assert_eq!(
+            evaluate(&good(), demand(10_000, "10.1.1.1", &[])),
+            Err(Denial::Expired)
+        );
         let rotated = KeyPolicy {
             grace_until: Some(Timestamp(5_000)),
             ..good()
         };
         assert_eq!(evaluate(&rotated, demand(4_999, "10.1.1.1", &[])), Ok(()));
-        assert_eq!(evaluate(&rotated, demand(5_000, "10.1.1.1", &[])), Err(Denial::Expired));
+        assert_eq!(
+            evaluate(&rotated, demand(5_000, "10.1.1.1", &[])),
+            Err(Denial::Expired)
+        );
     }
 
     #[test]
@@ -185,16 +204,27 @@ mod tests {
             required_scopes: &need,
         };
         assert_eq!(evaluate(&everything_wrong, d), Err(Denial::Revoked));
-        let k = KeyPolicy { revoked: false, ..everything_wrong };
+        let k = KeyPolicy {
+            revoked: false,
+            ..everything_wrong
+        };
         assert_eq!(evaluate(&k, d), Err(Denial::Disabled));
         let k = KeyPolicy { enabled: true, ..k };
         assert_eq!(evaluate(&k, d), Err(Denial::Expired));
-        let k = KeyPolicy { expires_at: None, ..k };
+        let k = KeyPolicy {
+            expires_at: None,
+            ..k
+        };
         assert_eq!(evaluate(&k, d), Err(Denial::IpNotAllowed));
-        let k = KeyPolicy { allowlist: IpAllowlist::default(), ..k };
+        let k = KeyPolicy {
+            allowlist: IpAllowlist::default(),
+            ..k
+        };
         assert_eq!(
             evaluate(&k, d),
-            Err(Denial::InsufficientScope { missing: need.clone() })
+            Err(Denial::InsufficientScope {
+                missing: need.clone()
+            })
         );
     }
 
@@ -202,7 +232,13 @@ mod tests {
     fn codes_and_statuses_are_stable() {
         assert_eq!(Denial::InvalidApiKey.code(), "invalid_api_key");
         assert_eq!(Denial::InsufficientScope { missing: vec![] }.status(), 403);
-        assert_eq!(Denial::RateLimited { retry_after_seconds: 1 }.status(), 429);
+        assert_eq!(
+            Denial::RateLimited {
+                retry_after_seconds: 1
+            }
+            .status(),
+            429
+        );
         assert_eq!(Denial::CreditsExhausted.status(), 402);
     }
 

@@ -25,7 +25,9 @@ impl Entropy for Seeded {
 #[test]
 fn generated_keys_have_the_documented_shape() {
     let f = format();
-    let k = f.generate(&KeyKind::Environment("live".into()), &OsEntropy).unwrap();
+    let k = f
+        .generate(&KeyKind::Environment("live".into()), &OsEntropy)
+        .unwrap();
     let s = k.expose();
     assert!(s.starts_with("kw_live_"));
     assert_eq!(s.len(), "kw_live_".len() + BODY_LEN + CHECKSUM_LEN);
@@ -46,8 +48,13 @@ fn secrets_never_print() {
 #[test]
 fn longest_prefix_wins() {
     let f = KeyFormat::new([("live", "ak_"), ("test", "ak_test_")], "root_").unwrap();
-    let k = f.generate(&KeyKind::Environment("test".into()), &OsEntropy).unwrap();
-    assert_eq!(f.parse(k.expose()).unwrap().kind, &KeyKind::Environment("test".into()));
+    let k = f
+        .generate(&KeyKind::Environment("test".into()), &OsEntropy)
+        .unwrap();
+    assert_eq!(
+        f.parse(k.expose()).unwrap().kind,
+        &KeyKind::Environment("test".into())
+    );
 }
 
 #[test]
@@ -56,12 +63,17 @@ fn rejects_garbage_before_lookup() {
     assert_eq!(f.parse("").unwrap_err(), Malformed::Length);
     assert_eq!(f.parse("hello").unwrap_err(), Malformed::Prefix);
     assert_eq!(f.parse("kw_live_short").unwrap_err(), Malformed::Length);
-    let k = f.generate(&KeyKind::Environment("test".into()), &OsEntropy).unwrap();
+    let k = f
+        .generate(&KeyKind::Environment("test".into()), &OsEntropy)
+        .unwrap();
     let truncated = &k.expose()[..k.expose().len() - 1];
     assert!(f.parse(truncated).is_err());
     let spaced = format!("{} ", k.expose());
     assert_eq!(f.parse(&spaced).unwrap_err(), Malformed::Alphabet);
-    assert_eq!(f.parse(&"x".repeat(MAX_SECRET_LEN + 1)).unwrap_err(), Malformed::Length);
+    assert_eq!(
+        f.parse(&"x".repeat(MAX_SECRET_LEN + 1)).unwrap_err(),
+        Malformed::Length
+    );
 }
 
 #[test]
@@ -70,8 +82,14 @@ fn config_errors_are_named() {
         KeyFormat::new([("live", "kw_")], "kw_").unwrap_err(),
         KeyFormatError::DuplicatePrefix("kw_".into())
     );
-    assert!(matches!(KeyFormat::new([("Live", "kw_")], "r_"), Err(KeyFormatError::BadEnvironment(_))));
-    assert!(matches!(KeyFormat::new([("live", "kw-")], "r_"), Err(KeyFormatError::BadPrefix(_))));
+    assert!(matches!(
+        KeyFormat::new([("Live", "kw_")], "r_"),
+        Err(KeyFormatError::BadEnvironment(_))
+    ));
+    assert!(matches!(
+        KeyFormat::new([("live", "kw-")], "r_"),
+        Err(KeyFormatError::BadPrefix(_))
+    ));
 }
 
 #[test]

@@ -1,0 +1,774 @@
+//! Keys: create (secret shown once), list, read, update, revoke, rotate,
+//! delete, and verify.
+
+use std::net::IpAddr;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyward_core::allowlist::IpAllowlist;
+use keyward_core::clock::Timestamp;
+use keyward_core::id::new_id;
+use keyward_core::scope;
+use keyward_core::secret::{KeyKind, KeySecret};
+use keyward_store::{KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::views::{
+    CreateKey, KeyPage, KeyView, KeyWithSecret, Principal, RevokeKey, RotateKey, UpdateKey,
+    VerifyKey, VerifyResult,
+};
+use super::{encode_cursor, page_request, Caller, Json, MaybeJson, Query};
+use crate::app::AppState;
+use crate::credential::{Presented, Secret};
+use crate::error::{ApiError, FieldError};
+use crate::verifier::{Outcome, Request};
+
+const MAX_NAME: usize = 128;
+const MAX_ALLOWLIST: usize = 100;
+const MAX_SCOPES: usize = 100;
+const MAX_REASON: usize = 500;
+/// Thirty days: longer overlaps defeat the point of rotating.
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Field checks shared by create and update. Collects every problem at once.
+struct Checks<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    errors: Vec<FieldError>,
+}
+
+impl Checks<'_> {
+    fn name(&mut self, name: &str) -> String {
+        let n = name.trim();
+        if n.is_empty() || n.chars().count() > MAX_NAME || n.chars().any(char::is_control) {
+            self.errors.push(FieldError::new(
+                "name",
+                "invalid",
+                format!("name must be 1 to {MAX_NAME} printable characters"),
+            ));
+        }
+        n.to_owned()
+    }
+
+    fn scopes(&mut self, scopes: &[String]) -> Vec<String> {
+        if scopes.len() > MAX_SCOPES {
+            self.errors.push(FieldError::new(
+                "scopes",
+                "too_many",
+                format!("at most {MAX_SCOPES} scopes"),
+            ));
+            return Vec::new();
+        }
+        let catalog = &self.state.settings.catalog;
+        for (i, s) in scopes.iter().enumerate() {
+            match catalog.check_grant(s) {
+                Err(scope::ScopeError::Undeclared(_)) => self.errors.push(FieldError::new(
+                    format!("scopes[{i}]"),
+                    "unknown_scope",
+                    format!("{s:?} is not in this deployment's scope catalog"),
+                )),
+                Err(e) => self.errors.push(FieldError::new(
+                    format!("scopes[{i}]"),
+                    "invalid",
+                    e.to_string(),
+                )),
+                Ok(()) => {
+                    // No privilege escalation: a tenant key can only grant
+                    // those of keyward's own scopes that it holds itself.
+                    let held = &self.caller.key.policy.scopes;
+                    let escalates = scope::KEYWARD_SCOPES
+                        .iter()
+                        .any(|k| scope::covers(s, k) && !held.allows(k));
+                    if escalates && !self.caller.is_root() {
+                        self.errors.push(FieldError::new(
+                            format!("scopes[{i}]"),
+                            "not_grantable",
+                            format!("{s:?} can only be granted by a key that holds it"),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut out = scopes.to_vec();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn allowlist(&mut self, entries: &[String]) -> Vec<String> {
+        if entries.len() > MAX_ALLOWLIST {
+            self.errors.push(FieldError::new(
+                "ip_allowlist",
+                "too_many",
+                format!("at most {MAX_ALLOWLIST} entries"),
+            ));
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match IpAllowlist::parse(std::slice::from_ref(e)) {
+                Ok(l) => out.extend(l.entries()),
+                Err(err) => self.errors.push(FieldError::new(
+                    format!("ip_allowlist[{i}]"),
+                    "invalid_cidr",
+                    err.to_string(),
+                )),
+            }
+        }
+        out
+    }
+
+    fn expiry(&mut self, at: &str) -> Option<i64> {
+        match Timestamp::parse_rfc3339(at) {
+            Ok(t) if t <= self.state.clock.now() => {
+                self.errors.push(FieldError::new(
+                    "expires_at",
+                    "in_past",
+                    "expires_at must be in the future",
+                ));
+                None
+            }
+            Ok(t) => Some(t.0),
+            Err(e) => {
+                self.errors
+                    .push(FieldError::new("expires_at", "invalid", e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn metadata(&mut self, m: &Value) {
+        let max = self.state.settings.config.keys.metadata_max_bytes;
+        if !m.is_object() {
+            self.errors.push(FieldError::new(
+                "metadata",
+                "invalid",
+                "metadata must be a JSON object",
+            ));
+        } else if m.to_string().len() > max {
+            self.errors.push(FieldError::new(
+                "metadata",
+                "too_large",
+                format!("metadata must be at most {max} bytes as JSON"),
+            ));
+        }
+    }
+
+    fn tier(&mut self, t: &str) {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            self.errors.push(FieldError::new(
+                "tier",
+                "invalid",
+                "tier must be 1 to 64 characters of a-z, 0-9, _ and -",
+            ));
+        }
+    }
+
+    fn text(&mut self, field: &'static str, v: &str, max: usize) {
+        if v.chars().count() > max || v.chars().any(char::is_control) {
+            self.errors.push(FieldError::new(
+                field,
+                "invalid",
+                format!("{field} must be at most {max} printable characters"),
+            ));
+        }
+    }
+
+    fn credit_cap(&mut self, c: i64) {
+        if c < 0 {
+            self.errors.push(FieldError::new(
+                "credit_cap",
+                "out_of_range",
+                "credit_cap must not be negative",
+            ));
+        }
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.errors))
+        }
+    }
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("key"),
+        other => other.into(),
+    }
+}
+
+/// A key the caller may see, or 404 (never 403: ids of other tenants do not exist for them).
+async fn visible_key(state: &AppState, caller: &Caller, id: &str) -> Result<KeyRecord, ApiError> {
+    let k = state.store.get_key(id).await.map_err(not_found)?;
+    let sees = match k.class {
+        KeyClass::Root => caller.is_root(),
+        KeyClass::Tenant => caller.sees_tenant(k.tenant_id.as_deref()),
+    };
+    if sees {
+        Ok(k)
+    } else {
+        Err(ApiError::NotFound("key"))
+    }
+}
+
+fn generate(state: &AppState, environment: &str) -> Result<KeySecret, ApiError> {
+    state
+        .settings
+        .format
+        .generate(
+            &KeyKind::Environment(environment.to_owned()),
+            state.entropy.as_ref(),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "Key generation failed.");
+            ApiError::Internal
+        })
+}
+
+/// Creates a key. The response holds the secret; it is never shown again.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, security(("bearer" = [])), responses(
+    (status = 201, body = KeyWithSecret),
+    (status = 409, description = "name_taken", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+    (status = 422, description = "validation_failed", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, axum::Json<KeyWithSecret>), ApiError> {
+    caller.require("keyward:keys:write")?;
+    let tenant_id = match (&body.tenant_id, caller.tenant_id()) {
+        (Some(t), _) if !caller.sees_tenant(Some(t)) => return Err(ApiError::NotFound("tenant")),
+        (Some(t), _) => t.clone(),
+        (None, Some(own)) => own.to_owned(),
+        (None, None) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "tenant_id",
+                "required",
+                "root keys must say which tenant the key is for",
+            )]))
+        }
+    };
+    let mut c = Checks {
+        state: &state,
+        caller: &caller,
+        errors: Vec::new(),
+    };
+    let name = c.name(&body.name);
+    if !state
+        .settings
+        .format
+        .environments()
+        .any(|e| e == body.environment)
+    {
+        let known: Vec<&str> = state.settings.format.environments().collect();
+        c.errors.push(FieldError::new(
+            "environment",
+            "unknown_environment",
+            format!("environment must be one of: {}", known.join(", ")),
+        ));
+    }
+    let scopes = c.scopes(&body.scopes);
+    let ip_allowlist = c.allowlist(&body.ip_allowlist);
+    let expires_at = body.expires_at.as_deref().and_then(|e| c.expiry(e));
+    let metadata = body.metadata.unwrap_or_else(|| json!({}));
+    c.metadata(&metadata);
+    if let Some(t) = &body.tier {
+        c.tier(t);
+    }
+    if let Some(o) = &body.owner {
+        c.text("owner", o, 200);
+    }
+    if let Some(cap) = body.credit_cap {
+        c.credit_cap(cap);
+    }
+    c.finish()?;
+    state
+        .store
+        .get_tenant(&tenant_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("tenant"),
+            other => other.into(),
+        })?;
+
+    let secret = generate(&state, &body.environment)?;
+    let now = state.clock.now().0;
+    let record = KeyRecord {
+        id: new_id("key", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
+        class: KeyClass::Tenant,
+        tenant_id: Some(tenant_id.clone()),
+        name,
+        environment: body.environment,
+        hash: secret.hash().to_hex(),
+        start: secret.start(),
+        owner: body.owner,
+        scopes,
+        tier: body.tier,
+        credit_cap: body.credit_cap,
+        ip_allowlist,
+        expires_at,
+        metadata,
+        enabled: body.enabled.unwrap_or(true),
+        created_by: caller.key.record.id.clone(),
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        last_used_ip: None,
+        revoked_at: None,
+        revoked_reason: None,
+        rotated_from: None,
+        replaced_by: None,
+        grace_until: None,
+        deleted_at: None,
+    };
+    let audit = caller.audit(
+        &state,
+        "key.created",
+        &record.id,
+        Some(&tenant_id),
+        json!({ "name": record.name, "environment": record.environment, "scopes": record.scopes }),
+    )?;
+    state.store.create_key(&record, &audit).await?;
+    tracing::info!(key_id = %record.id, tenant_id = %tenant_id, actor = %caller.key.record.id, "Key created.");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(KeyWithSecret {
+            secret: secret.expose().to_owned(),
+            key: KeyView::new(&record, Timestamp(now)),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeys {
+    /// Root keys: filter by tenant. Tenant keys see their own tenant.
+    pub tenant_id: Option<String>,
+    pub environment: Option<String>,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: Option<String>,
+    /// `tenant` (default) or `root` (root keys only).
+    pub kind: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Lists keys, newest first (`keyward:keys:read`).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListKeys), security(("bearer" = [])), responses((status = 200, body = KeyPage)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListKeys>,
+) -> Result<axum::Json<KeyPage>, ApiError> {
+    caller.require("keyward:keys:read")?;
+    let mut errors = Vec::new();
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => {
+            let parsed = KeyStatus::parse(s);
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "status",
+                    "invalid",
+                    "status must be active, disabled, expired or revoked",
+                ));
+            }
+            parsed
+        }
+    };
+    let class = match q.kind.as_deref() {
+        None | Some("tenant") => KeyClass::Tenant,
+        Some("root") if caller.is_root() => KeyClass::Root,
+        Some("root") => return Err(ApiError::RootOnly),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "kind",
+                "invalid",
+                "kind must be tenant or root",
+            ));
+            KeyClass::Tenant
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let tenant_id = match (caller.is_root(), q.tenant_id) {
+        (true, t) => t,
+        (false, Some(t)) if Some(t.as_str()) != caller.tenant_id() => {
+            return Err(ApiError::NotFound("tenant"))
+        }
+        (false, _) => caller.tenant_id().map(str::to_owned),
+    };
+    let now = state.clock.now();
+    let filter = KeyFilter {
+        tenant_id,
+        class: Some(class),
+        environment: q.environment,
+        status,
+        now: now.0,
+    };
+    let page = state
+        .store
+        .list_keys(&filter, page_request(q.limit, q.cursor.as_deref())?)
+        .await?;
+    Ok(axum::Json(KeyPage {
+        data: page
+            .items
+            .iter()
+            .map(|(_, k)| KeyView::new(k, now))
+            .collect(),
+        next_cursor: page.next.map(encode_cursor),
+        has_more: page.next.is_some(),
+    }))
+}
+
+/// One key (`keyward:keys:read`).
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses(
+    (status = 200, body = KeyView),
+    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<KeyView>, ApiError> {
+    caller.require("keyward:keys:read")?;
+    let k = visible_key(&state, &caller, &id).await?;
+    Ok(axum::Json(KeyView::new(&k, state.clock.now())))
+}
+
+/// Changes a key's name, scopes, expiry, allowlist, metadata or enabled flag (`keyward:keys:write`).
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey, security(("bearer" = [])), responses(
+    (status = 200, body = KeyView),
+    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateKey>,
+) -> Result<axum::Json<KeyView>, ApiError> {
+    caller.require("keyward:keys:write")?;
+    let current = visible_key(&state, &caller, &id).await?;
+    if current.revoked_at.is_some() {
+        return Err(ApiError::Conflict {
+            code: "key_revoked",
+            message: "The key is revoked and can no longer be changed.".into(),
+        });
+    }
+    let mut c = Checks {
+        state: &state,
+        caller: &caller,
+        errors: Vec::new(),
+    };
+    let mut patch = KeyPatch {
+        updated_at: state.clock.now().0,
+        ..KeyPatch::default()
+    };
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(n) = &body.name {
+        patch.name = Some(c.name(n));
+        changed.push("name");
+    }
+    if let Some(s) = &body.scopes {
+        patch.scopes = Some(c.scopes(s));
+        changed.push("scopes");
+    }
+    if let Some(a) = &body.ip_allowlist {
+        patch.ip_allowlist = Some(c.allowlist(a));
+        changed.push("ip_allowlist");
+    }
+    if let Some(e) = &body.expires_at {
+        patch.expires_at = Some(e.as_deref().and_then(|e| c.expiry(e)));
+        changed.push("expires_at");
+    }
+    if let Some(m) = &body.metadata {
+        c.metadata(m);
+        patch.metadata = Some(m.clone());
+        changed.push("metadata");
+    }
+    if let Some(t) = &body.tier {
+        if let Some(t) = t {
+            c.tier(t);
+        }
+        patch.tier = Some(t.clone());
+        changed.push("tier");
+    }
+    if let Some(o) = &body.owner {
+        if let Some(o) = o {
+            c.text("owner", o, 200);
+        }
+        patch.owner = Some(o.clone());
+        changed.push("owner");
+    }
+    if let Some(cap) = body.credit_cap {
+        if let Some(cap) = cap {
+            c.credit_cap(cap);
+        }
+        patch.credit_cap = Some(cap);
+        changed.push("credit_cap");
+    }
+    if let Some(e) = body.enabled {
+        patch.enabled = Some(e);
+        changed.push(if e { "enabled" } else { "disabled" });
+    }
+    c.finish()?;
+    let audit = caller.audit(
+        &state,
+        "key.updated",
+        &id,
+        current.tenant_id.as_deref(),
+        json!({ "changed": changed }),
+    )?;
+    let k = state
+        .store
+        .update_key(&id, &patch, &audit)
+        .await
+        .map_err(not_found)?;
+    state.verifier.invalidate(&k);
+    Ok(axum::Json(KeyView::new(&k, state.clock.now())))
+}
+
+/// Revokes a key at once: the very next request with it is refused (`keyward:keys:write`).
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeKey, security(("bearer" = [])), responses((status = 200, body = KeyView)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    MaybeJson(body): MaybeJson<RevokeKey>,
+) -> Result<axum::Json<KeyView>, ApiError> {
+    caller.require("keyward:keys:write")?;
+    let current = visible_key(&state, &caller, &id).await?;
+    let reason = body.and_then(|b| b.reason);
+    if let Some(r) = &reason {
+        let mut c = Checks {
+            state: &state,
+            caller: &caller,
+            errors: Vec::new(),
+        };
+        c.text("reason", r, MAX_REASON);
+        c.finish()?;
+    }
+    let audit = caller.audit(
+        &state,
+        "key.revoked",
+        &id,
+        current.tenant_id.as_deref(),
+        json!({ "reason": reason }),
+    )?;
+    let k = state
+        .store
+        .revoke_key(&id, reason.as_deref(), &audit)
+        .await
+        .map_err(not_found)?;
+    state.verifier.invalidate(&k);
+    tracing::info!(key_id = %id, actor = %caller.key.record.id, "Key revoked.");
+    Ok(axum::Json(KeyView::new(&k, state.clock.now())))
+}
+
+/// Issues a new secret for a key. The old secret keeps working for
+/// `grace_seconds` (0 = it stops now). Returns the new secret once (`keyward:keys:write`).
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateKey, security(("bearer" = [])), responses(
+    (status = 201, body = KeyWithSecret),
+    (status = 409, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    MaybeJson(body): MaybeJson<RotateKey>,
+) -> Result<(StatusCode, axum::Json<KeyWithSecret>), ApiError> {
+    caller.require("keyward:keys:write")?;
+    let old = visible_key(&state, &caller, &id).await?;
+    let grace = body.map_or(0, |b| b.grace_seconds);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "grace_seconds",
+            "out_of_range",
+            format!("grace_seconds must be at most {MAX_GRACE_SECONDS} (30 days)"),
+        )]));
+    }
+    if old.class == KeyClass::Root {
+        return Err(ApiError::Conflict {
+            code: "root_key_rotation",
+            message: "Root keys are rotated with the CLI: create a new one, then revoke this one."
+                .into(),
+        });
+    }
+    let secret = generate(&state, &old.environment)?;
+    let now = state.clock.now();
+    let new_key = KeyRecord {
+        id: new_id("key", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
+        hash: secret.hash().to_hex(),
+        start: secret.start(),
+        created_by: caller.key.record.id.clone(),
+        created_at: now.0,
+        updated_at: now.0,
+        last_used_at: None,
+        last_used_ip: None,
+        rotated_from: Some(old.id.clone()),
+        replaced_by: None,
+        grace_until: None,
+        ..old.clone()
+    };
+    let grace_until = now.plus_seconds(i64::try_from(grace).unwrap_or(i64::MAX));
+    let audit = caller.audit(
+        &state,
+        "key.rotated",
+        &old.id,
+        old.tenant_id.as_deref(),
+        json!({ "new_key_id": new_key.id, "grace_seconds": grace }),
+    )?;
+    let created = state
+        .store
+        .rotate_key(&old.id, &new_key, grace_until.0, &audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::Conflict {
+                code: "key_not_rotatable",
+                message: m.to_owned(),
+            },
+            other => not_found(other),
+        })?;
+    state.verifier.invalidate(&old);
+    tracing::info!(key_id = %old.id, new_key_id = %created.id, grace_seconds = grace, "Key rotated.");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(KeyWithSecret {
+            secret: secret.expose().to_owned(),
+            key: KeyView::new(&created, now),
+        }),
+    ))
+}
+
+/// Deletes a key: it stops working at once and disappears from listings (`keyward:keys:write`).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses((status = 204)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("keyward:keys:write")?;
+    let current = visible_key(&state, &caller, &id).await?;
+    if current.id == caller.key.record.id {
+        return Err(ApiError::Conflict {
+            code: "cannot_delete_self",
+            message: "A key cannot delete itself; use another key.".into(),
+        });
+    }
+    let audit = caller.audit(
+        &state,
+        "key.deleted",
+        &id,
+        current.tenant_id.as_deref(),
+        json!({}),
+    )?;
+    let k = state
+        .store
+        .delete_key(&id, &audit)
+        .await
+        .map_err(not_found)?;
+    state.verifier.invalidate(&k);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Verifies a presented key. Always HTTP 200: the verdict is data
+/// (`valid`, `code`). Needs `keyward:keys:verify`; a tenant key verifies
+/// only its own tenant's keys (others are `invalid_api_key`).
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyKey, security(("bearer" = [])), responses((status = 200, body = VerifyResult)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<VerifyKey>,
+) -> Result<axum::Json<VerifyResult>, ApiError> {
+    caller.require("keyward:keys:verify")?;
+    let mut errors = Vec::new();
+    for (i, s) in body.scopes.iter().enumerate() {
+        if let Err(e) = scope::check_syntax(s) {
+            errors.push(FieldError::new(
+                format!("scopes[{i}]"),
+                "invalid",
+                e.to_string(),
+            ));
+        }
+    }
+    let ip = match body.ip.as_deref().map(str::parse::<IpAddr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(
+                "ip",
+                "invalid",
+                "ip must be an IPv4 or IPv6 address",
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let presented = Presented::Secret(Secret::new(body.key));
+    let outcome = state
+        .verifier
+        .verify(
+            &presented,
+            Request {
+                client_ip: ip,
+                required_scopes: &body.scopes,
+            },
+        )
+        .await?;
+    let foreign = |k: &crate::verifier::CachedKey| {
+        k.record.class != KeyClass::Tenant || !caller.sees_tenant(k.record.tenant_id.as_deref())
+    };
+    let result = match outcome {
+        Outcome::Valid(k) if !foreign(&k) => VerifyResult {
+            valid: true,
+            code: "valid",
+            key: Some(Principal::new(&k)),
+            missing_scopes: None,
+            message: None,
+        },
+        Outcome::Denied(d, Some(k)) if !foreign(&k) => VerifyResult {
+            valid: false,
+            code: d.code(),
+            missing_scopes: match &d {
+                keyward_core::verdict::Denial::InsufficientScope { missing } => {
+                    Some(missing.clone())
+                }
+                _ => None,
+            },
+            message: Some(d.message()),
+            key: Some(Principal::new(&k)),
+        },
+        Outcome::Denied(d, None) => VerifyResult {
+            valid: false,
+            code: d.code(),
+            key: None,
+            missing_scopes: None,
+            message: Some(d.message()),
+        },
+        // A key of another tenant (or a root key) does not exist for this caller.
+        _ => {
+            let d = keyward_core::verdict::Denial::InvalidApiKey;
+            VerifyResult {
+                valid: false,
+                code: d.code(),
+                key: None,
+                missing_scopes: None,
+                message: Some(d.message()),
+            }
+        }
+    };
+    Ok(axum::Json(result))
+}

@@ -1,0 +1,45 @@
+//! Health, readiness, `/v1/me` and the OpenAPI document.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use super::views::{Health, Principal};
+use super::Caller;
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Liveness: answers while the process runs. No authentication.
+#[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Health)))]
+pub async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Readiness: the store answers. No authentication.
+#[utoipa::path(get, path = "/v1/ready", tag = "meta", responses(
+    (status = 200, body = Health),
+    (status = 503, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
+    state.store.ping().await?;
+    Ok(axum::Json(Health {
+        status: "ready",
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// The principal behind the presented key. Needs no scope.
+#[utoipa::path(get, path = "/v1/me", tag = "meta", security(("bearer" = []), ("api_key" = []), ("basic" = [])), responses(
+    (status = 200, body = Principal),
+    (status = 401, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn me(caller: Caller) -> axum::Json<Principal> {
+    axum::Json(Principal::new(&caller.key))
+}
+
+/// This OpenAPI 3.1 document.
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(crate::openapi::document())
+}

@@ -1,0 +1,185 @@
+//! Tenants: the businesses, accounts or organizations that own keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyward_core::id::new_id;
+use keyward_store::{Tenant, TenantPatch};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::views::{CreateTenant, TenantPage, TenantView, UpdateTenant};
+use super::{encode_cursor, page_request, Caller, Json, Query};
+use crate::app::AppState;
+use crate::error::{ApiError, FieldError};
+
+const MAX_NAME: usize = 200;
+
+fn check_name(name: &str, errors: &mut Vec<FieldError>) {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        errors.push(FieldError::new(
+            "name",
+            "invalid",
+            format!("name must be 1 to {MAX_NAME} printable characters"),
+        ));
+    }
+}
+
+fn check_metadata(state: &AppState, m: &Value, errors: &mut Vec<FieldError>) {
+    let max = state.settings.config.keys.metadata_max_bytes;
+    if !m.is_object() {
+        errors.push(FieldError::new(
+            "metadata",
+            "invalid",
+            "metadata must be a JSON object",
+        ));
+    } else if m.to_string().len() > max {
+        errors.push(FieldError::new(
+            "metadata",
+            "too_large",
+            format!("metadata must be at most {max} bytes as JSON"),
+        ));
+    }
+}
+
+/// Creates a tenant. Root keys only (`keyward:tenants:write`).
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses(
+    (status = 201, body = TenantView),
+    (status = 422, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateTenant>,
+) -> Result<(StatusCode, axum::Json<TenantView>), ApiError> {
+    caller.require("keyward:tenants:write")?;
+    caller.require_root()?;
+    let mut errors = Vec::new();
+    check_name(&body.name, &mut errors);
+    let metadata = body.metadata.unwrap_or_else(|| json!({}));
+    check_metadata(&state, &metadata, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let now = state.clock.now().0;
+    let tenant = Tenant {
+        id: new_id("ten", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
+        name: body.name.trim().to_owned(),
+        metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = caller.audit(
+        &state,
+        "tenant.created",
+        &tenant.id,
+        Some(&tenant.id),
+        json!({ "name": tenant.name }),
+    )?;
+    state.store.create_tenant(&tenant, &audit).await?;
+    Ok((StatusCode::CREATED, axum::Json(TenantView::from(&tenant))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTenants {
+    /// 1 to 100, default 20.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Lists tenants, newest first. Root keys only (`keyward:tenants:read`).
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListTenants), security(("bearer" = [])), responses((status = 200, body = TenantPage)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListTenants>,
+) -> Result<axum::Json<TenantPage>, ApiError> {
+    caller.require("keyward:tenants:read")?;
+    caller.require_root()?;
+    let page = state
+        .store
+        .list_tenants(page_request(q.limit, q.cursor.as_deref())?)
+        .await?;
+    Ok(axum::Json(TenantPage {
+        data: page
+            .items
+            .iter()
+            .map(|(_, t)| TenantView::from(t))
+            .collect(),
+        next_cursor: page.next.map(encode_cursor),
+        has_more: page.next.is_some(),
+    }))
+}
+
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Tenant, ApiError> {
+    if !caller.sees_tenant(Some(id)) {
+        return Err(ApiError::NotFound("tenant"));
+    }
+    state.store.get_tenant(id).await.map_err(|e| match e {
+        keyward_store::StoreError::NotFound => ApiError::NotFound("tenant"),
+        other => other.into(),
+    })
+}
+
+/// One tenant. Root keys, or a key of that tenant (`keyward:tenants:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])), responses(
+    (status = 200, body = TenantView),
+    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TenantView>, ApiError> {
+    caller.require("keyward:tenants:read")?;
+    let t = visible(&state, &caller, &id).await?;
+    Ok(axum::Json(TenantView::from(&t)))
+}
+
+/// Renames a tenant or replaces its metadata (`keyward:tenants:write`).
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", request_body = UpdateTenant, security(("bearer" = [])), responses((status = 200, body = TenantView)))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateTenant>,
+) -> Result<axum::Json<TenantView>, ApiError> {
+    caller.require("keyward:tenants:write")?;
+    visible(&state, &caller, &id).await?;
+    let mut errors = Vec::new();
+    if let Some(n) = &body.name {
+        check_name(n, &mut errors);
+    }
+    if let Some(m) = &body.metadata {
+        check_metadata(&state, m, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let patch = TenantPatch {
+        name: body.name.map(|n| n.trim().to_owned()),
+        metadata: body.metadata,
+        updated_at: state.clock.now().0,
+    };
+    let mut changed = Vec::new();
+    if patch.name.is_some() {
+        changed.push("name");
+    }
+    if patch.metadata.is_some() {
+        changed.push("metadata");
+    }
+    let audit = caller.audit(
+        &state,
+        "tenant.updated",
+        &id,
+        Some(&id),
+        json!({ "changed": changed }),
+    )?;
+    let t = state.store.update_tenant(&id, &patch, &audit).await?;
+    // Cached principals carry the tenant name.
+    state.verifier.cache().clear();
+    Ok(axum::Json(TenantView::from(&t)))
+}

@@ -1,0 +1,346 @@
+//! The JSON shapes of the API. Times are RFC 3339 strings in UTC.
+
+use keyward_core::clock::Timestamp;
+use keyward_store::{AuditEvent, KeyRecord, Tenant};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::nullable;
+use crate::verifier::CachedKey;
+
+fn time(ms: i64) -> String {
+    Timestamp(ms).to_rfc3339()
+}
+
+fn opt_time(ms: Option<i64>) -> Option<String> {
+    ms.map(time)
+}
+
+/// An API key as management sees it. Never contains the secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Public id, e.g. `key_3fQ9…`; usable as the Basic-auth user name.
+    pub id: String,
+    /// `tenant` or `root`.
+    pub kind: &'static str,
+    pub tenant_id: Option<String>,
+    pub name: String,
+    pub environment: String,
+    /// Prefix and first body characters, e.g. `kw_live_AB7K`.
+    pub start: String,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: &'static str,
+    pub scopes: Vec<String>,
+    pub owner: Option<String>,
+    pub tier: Option<String>,
+    pub credit_cap: Option<i64>,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_used_at: Option<String>,
+    pub last_used_ip: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<String>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
+    /// When a rotated key's secret stops working.
+    pub grace_until: Option<String>,
+}
+
+impl KeyView {
+    pub fn new(k: &KeyRecord, now: Timestamp) -> KeyView {
+        KeyView {
+            id: k.id.clone(),
+            kind: k.class.as_str(),
+            tenant_id: k.tenant_id.clone(),
+            name: k.name.clone(),
+            environment: k.environment.clone(),
+            start: k.start.clone(),
+            status: k.status(now.0).as_str(),
+            scopes: k.scopes.clone(),
+            owner: k.owner.clone(),
+            tier: k.tier.clone(),
+            credit_cap: k.credit_cap,
+            ip_allowlist: k.ip_allowlist.clone(),
+            expires_at: opt_time(k.expires_at),
+            metadata: k.metadata.clone(),
+            enabled: k.enabled,
+            created_by: k.created_by.clone(),
+            created_at: time(k.created_at),
+            updated_at: time(k.updated_at),
+            last_used_at: opt_time(k.last_used_at),
+            last_used_ip: k.last_used_ip.clone(),
+            revoked_at: opt_time(k.revoked_at),
+            revoked_reason: k.revoked_reason.clone(),
+            rotated_from: k.rotated_from.clone(),
+            replaced_by: k.replaced_by.clone(),
+            grace_until: opt_time(k.grace_until),
+        }
+    }
+}
+
+/// The response to creating or rotating a key: the only time the secret is shown.
+#[derive(Serialize, ToSchema)]
+pub struct KeyWithSecret {
+    /// The plaintext secret. Shown once; keyward keeps only its hash.
+    pub secret: String,
+    pub key: KeyView,
+}
+
+/// The principal behind a key, as `/v1/me` and verification report it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Principal {
+    pub key_id: String,
+    pub key_name: String,
+    pub start: String,
+    /// `tenant` or `root`.
+    pub kind: &'static str,
+    pub tenant_id: Option<String>,
+    pub tenant_name: Option<String>,
+    pub environment: String,
+    pub scopes: Vec<String>,
+    pub owner: Option<String>,
+    pub tier: Option<String>,
+    pub expires_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+impl Principal {
+    pub fn new(k: &CachedKey) -> Principal {
+        let r = &k.record;
+        Principal {
+            key_id: r.id.clone(),
+            key_name: r.name.clone(),
+            start: r.start.clone(),
+            kind: r.class.as_str(),
+            tenant_id: r.tenant_id.clone(),
+            tenant_name: k.tenant_name.clone(),
+            environment: r.environment.clone(),
+            scopes: r.scopes.clone(),
+            owner: r.owner.clone(),
+            tier: r.tier.clone(),
+            expires_at: opt_time(effective_expiry(r)),
+            metadata: r.metadata.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> TenantView {
+        TenantView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            metadata: t.metadata.clone(),
+            created_at: time(t.created_at),
+            updated_at: time(t.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventView {
+    pub id: String,
+    pub at: String,
+    /// The key id that acted, or `cli`.
+    pub actor: String,
+    pub actor_ip: Option<String>,
+    pub tenant_id: Option<String>,
+    /// e.g. `key.created`, `key.revoked`, `tenant.updated`.
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl From<&AuditEvent> for AuditEventView {
+    fn from(e: &AuditEvent) -> AuditEventView {
+        AuditEventView {
+            id: e.id.clone(),
+            at: time(e.at),
+            actor: e.actor.clone(),
+            actor_ip: e.actor_ip.clone(),
+            tenant_id: e.tenant_id.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            details: e.details.clone(),
+        }
+    }
+}
+
+/// One page of keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyPage {
+    pub data: Vec<KeyView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// One page of tenants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantPage {
+    pub data: Vec<TenantView>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// One page of audit events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub data: Vec<AuditEventView>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Required for root keys; tenant keys create keys in their own tenant.
+    pub tenant_id: Option<String>,
+    /// Unique among the tenant's live keys.
+    pub name: String,
+    /// One of the configured environments, e.g. `live` or `test`.
+    pub environment: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub owner: Option<String>,
+    pub tier: Option<String>,
+    pub credit_cap: Option<i64>,
+    /// CIDRs or addresses, IPv4 or IPv6; empty allows all.
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
+    /// RFC 3339; must be in the future.
+    pub expires_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub enabled: Option<bool>,
+}
+
+/// Fields to change; absent fields stay, `null` clears nullable ones.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub owner: Option<Option<String>>,
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub tier: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub credit_cap: Option<Option<i64>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old secret keeps working; 0 (the default) ends it now.
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKey {
+    /// The key as presented to your service.
+    pub key: String,
+    /// Scopes the request needs; all must be held.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The client address, checked against the key's IP allowlist. A key
+    /// with an allowlist is refused (`ip_not_allowed`) if this is absent.
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResult {
+    pub valid: bool,
+    /// `valid`, or the denial code (`invalid_api_key`, `revoked_api_key`, …).
+    pub code: &'static str,
+    /// The principal, for every known key of the caller's tenant.
+    pub key: Option<Principal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_scopes: Option<Vec<String>>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+/// An RFC 9457 problem, as every error is answered by default.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDoc {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable snake_case code to branch on.
+    pub code: String,
+    /// With `insufficient_scope`.
+    pub missing_scopes: Option<Vec<String>>,
+    /// With `validation_failed`.
+    pub errors: Option<Vec<crate::error::FieldError>>,
+}
+
+/// When the key stops working: its expiry or its rotation grace, whichever is first.
+fn effective_expiry(r: &KeyRecord) -> Option<i64> {
+    match (r.expires_at, r.grace_until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

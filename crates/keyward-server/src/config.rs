@@ -1,0 +1,430 @@
+//! Configuration: a TOML file plus `KEYWARD_*` environment overrides, checked
+//! once at start into [`Settings`]. Every error names the setting.
+//!
+//! Environment overrides map `KEYWARD_A__B` to the setting `a.b`
+//! (`KEYWARD_LISTEN`, `KEYWARD_CACHE__TTL_SECONDS`, …). Values are read as
+//! TOML (`30`, `true`, `["a", "b"]`) and otherwise taken as strings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use keyward_core::allowlist::IpAllowlist;
+use keyward_core::scope::ScopeCatalog;
+use keyward_core::secret::KeyFormat;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that belong to the CLI, not to the configuration.
+const NOT_SETTINGS: &[&str] = &[
+    "KEYWARD_CONFIG",
+    "KEYWARD_URL",
+    "KEYWARD_ROOT_KEY",
+    "KEYWARD_LOG",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite store lives.
+    pub data_dir: PathBuf,
+    /// `postgres://…` for many nodes; default `sqlite://<data_dir>/keyward.db`.
+    pub store_url: Option<String>,
+    pub log: LogConfig,
+    pub keys: KeysConfig,
+    pub cache: CacheConfig,
+    pub usage: UsageConfig,
+    pub http: HttpConfig,
+    pub errors: ErrorsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            store_url: None,
+            log: LogConfig::default(),
+            keys: KeysConfig::default(),
+            cache: CacheConfig::default(),
+            usage: UsageConfig::default(),
+            http: HttpConfig::default(),
+            errors: ErrorsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `keyward_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `Authorization: Bearer <secret>`
+    Bearer,
+    /// `<keys.header>: <secret>`
+    Header,
+    /// `Authorization: Basic base64(key_id:secret)`
+    Basic,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Environment name → secret prefix.
+    pub environments: BTreeMap<String, String>,
+    /// Prefix of operator root keys.
+    pub root_prefix: String,
+    /// The deployment's scope catalog (keyward's own `keyward:*` scopes are
+    /// always added).
+    pub scopes: Vec<String>,
+    /// Header for the `header` scheme.
+    pub header: String,
+    /// Which ways of presenting a key are accepted.
+    pub schemes: Vec<Scheme>,
+    /// Largest accepted key metadata, as serialized JSON bytes.
+    pub metadata_max_bytes: usize,
+}
+
+impl Default for KeysConfig {
+    fn default() -> KeysConfig {
+        KeysConfig {
+            environments: BTreeMap::from([
+                ("live".to_owned(), "kw_live_".to_owned()),
+                ("test".to_owned(), "kw_test_".to_owned()),
+            ]),
+            root_prefix: "kw_root_".into(),
+            scopes: Vec::new(),
+            header: "X-API-Key".into(),
+            schemes: vec![Scheme::Bearer, Scheme::Header, Scheme::Basic],
+            metadata_max_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a known key is served from memory before it is re-read; the
+    /// bound on staleness if a change notification from another node is lost.
+    pub ttl_seconds: u64,
+    /// How long an unknown hash is remembered as unknown.
+    pub negative_ttl_seconds: u64,
+    /// Most entries kept.
+    pub capacity: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            ttl_seconds: 30,
+            negative_ttl_seconds: 5,
+            capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// How often `last_used_at` / `last_used_ip` are written, in milliseconds.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> UsageConfig {
+        UsageConfig {
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStyle {
+    /// RFC 9457 `application/problem+json` with a `code` member.
+    Problem,
+    /// `{"error": {"code": …, "message": …}}`.
+    Envelope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeCase {
+    /// `invalid_api_key`
+    Snake,
+    /// `INVALID_API_KEY`
+    Upper,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorsConfig {
+    pub style: ErrorStyle,
+    /// Problem `type` is this followed by the code.
+    pub type_base: String,
+    pub code_case: CodeCase,
+    /// Per-code replacements, e.g. `invalid_api_key = "unauthorized"`.
+    pub codes: BTreeMap<String, String>,
+    /// Per-code replacement messages.
+    pub messages: BTreeMap<String, String>,
+}
+
+impl Default for ErrorsConfig {
+    fn default() -> ErrorsConfig {
+        ErrorsConfig {
+            style: ErrorStyle::Problem,
+            type_base: "https://keyward.dev/errors/".into(),
+            code_case: CodeCase::Snake,
+            codes: BTreeMap::new(),
+            messages: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid setting {setting}: {message}")]
+    Invalid { setting: String, message: String },
+}
+
+fn invalid(setting: impl Into<String>, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        message: message.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `KEYWARD_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut doc: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, value) in env {
+            if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("KEYWARD_TEST_") {
+                continue;
+            }
+            let Some(setting) = name.strip_prefix("KEYWARD_") else {
+                continue;
+            };
+            let path: Vec<String> = setting.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut doc, &path, parse_env_value(&value))
+                .map_err(|m| invalid(format!("{name} ({})", path.join(".")), m))?;
+        }
+        // Round-trip through text so that serde errors carry the key path.
+        let merged = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        toml::from_str(&merged).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// The store URL in effect.
+    pub fn effective_store_url(&self) -> String {
+        match &self.store_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("keyward.db").display()),
+        }
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct Probe {
+        v: toml::Value,
+    }
+    match toml::from_str::<Probe>(&format!("v = {v}")) {
+        Ok(p) => p.v,
+        Err(_) => toml::Value::String(v.to_owned()),
+    }
+}
+
+fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty setting name".into());
+    };
+    let mut table = doc;
+    for p in parents {
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The checked, ready-to-use form of [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub format: KeyFormat,
+    pub catalog: ScopeCatalog,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Settings {
+    pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
+        let k = &config.keys;
+        if k.environments.is_empty() {
+            return Err(invalid(
+                "keys.environments",
+                "at least one environment is needed",
+            ));
+        }
+        let format = KeyFormat::new(
+            k.environments.iter().map(|(e, p)| (e.as_str(), p.as_str())),
+            &k.root_prefix,
+        )
+        .map_err(|e| invalid("keys.environments / keys.root_prefix", e))?;
+        let catalog = ScopeCatalog::new(k.scopes.iter().map(String::as_str))
+            .map_err(|e| invalid("keys.scopes", e))?;
+        if k.schemes.is_empty() {
+            return Err(invalid(
+                "keys.schemes",
+                "at least one of bearer, header, basic is needed",
+            ));
+        }
+        if axum::http::HeaderName::from_bytes(k.header.as_bytes()).is_err() {
+            return Err(invalid(
+                "keys.header",
+                format!("{:?} is not a valid header name", k.header),
+            ));
+        }
+        let trusted_proxies = IpAllowlist::parse(&config.http.trusted_proxies)
+            .map_err(|e| invalid("http.trusted_proxies", e))?
+            .entries()
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if config.cache.capacity == 0 {
+            return Err(invalid("cache.capacity", "must be at least 1"));
+        }
+        if config.usage.flush_interval_ms == 0 {
+            return Err(invalid("usage.flush_interval_ms", "must be at least 1"));
+        }
+        if config.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(Settings {
+            config,
+            format,
+            catalog,
+            trusted_proxies,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_with_nothing() {
+        let c = Config::load(None, env(&[])).unwrap();
+        let s = Settings::from_config(c).unwrap();
+        assert_eq!(s.config.listen.port(), 8080);
+        assert!(s.config.effective_store_url().ends_with("data/keyward.db"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_settings() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("KEYWARD_LISTEN", "0.0.0.0:9000"),
+                ("KEYWARD_CACHE__TTL_SECONDS", "7"),
+                ("KEYWARD_KEYS__SCOPES", r#"["vox:read"]"#),
+                ("KEYWARD_ROOT_KEY", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.cache.ttl_seconds, 7);
+        assert_eq!(c.keys.scopes, vec!["vox:read"]);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = Config::load(None, env(&[("KEYWARD_CACHE__TTL_SECONDS", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("ttl_seconds"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_NOPE", "1")])).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let mut c = Config::default();
+        c.keys.scopes = vec!["bad scope".into()];
+        let e = Settings::from_config(c).unwrap_err();
+        assert!(e.to_string().contains("keys.scopes"), "{e}");
+        let mut c = Config::default();
+        c.http.trusted_proxies = vec!["10.0.0.0/33".into()];
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("http.trusted_proxies"));
+    }
+}

@@ -1,0 +1,258 @@
+//! Finding the presented key in a request (SPEC §3) and the client address.
+//!
+//! Accepted, as configured: `Authorization: Bearer <secret>`,
+//! `<header>: <secret>`, `Authorization: Basic base64(key_id:secret)`.
+//! A key in the query string or a cookie is refused with an error that says
+//! where to put it instead. Header values that are not UTF-8 or not decodable
+//! are `invalid_api_key`, never a panic.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{header, HeaderMap, Uri};
+use base64::Engine;
+use ipnet::IpNet;
+use keyward_core::allowlist::canonical;
+use keyward_core::verdict::Denial;
+use zeroize::Zeroizing;
+
+use crate::config::{Scheme, Settings};
+use crate::error::ApiError;
+
+/// Query parameter and cookie names that carry keys in other products.
+const MISPLACED_NAMES: &[&str] = &[
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "token",
+    "access_token",
+    "x-api-key",
+];
+
+/// A credential as presented.
+#[derive(Debug)]
+pub enum Presented {
+    Secret(Secret),
+    /// HTTP Basic: both must match the same key.
+    Basic {
+        key_id: String,
+        secret: Secret,
+    },
+}
+
+impl Presented {
+    pub fn secret(&self) -> &str {
+        match self {
+            Presented::Secret(s) | Presented::Basic { secret: s, .. } => s.expose(),
+        }
+    }
+}
+
+/// A presented secret: never printed, wiped from memory on drop.
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(Zeroizing::new(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Extracts the credential, or `Ok(None)` if none was presented.
+pub fn extract(
+    headers: &HeaderMap,
+    uri: &Uri,
+    settings: &Settings,
+) -> Result<Option<Presented>, ApiError> {
+    let keys = &settings.config.keys;
+    refuse_misplaced(headers, uri, &keys.header)?;
+    let invalid = || ApiError::Denied(Denial::InvalidApiKey);
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| invalid())?.trim();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && keys.schemes.contains(&Scheme::Bearer) {
+            return Ok(Some(Presented::Secret(Secret::new(rest.to_owned()))));
+        }
+        if scheme.eq_ignore_ascii_case("basic") && keys.schemes.contains(&Scheme::Basic) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| invalid())?;
+            let text = String::from_utf8(decoded).map_err(|_| invalid())?;
+            let (key_id, secret) = text.split_once(':').ok_or_else(invalid)?;
+            return Ok(Some(Presented::Basic {
+                key_id: key_id.to_owned(),
+                secret: Secret::new(secret.to_owned()),
+            }));
+        }
+        if !keys.schemes.contains(&Scheme::Header) {
+            return Err(invalid());
+        }
+    }
+    if keys.schemes.contains(&Scheme::Header) {
+        if let Some(value) = headers.get(keys.header.as_str()) {
+            let value = value.to_str().map_err(|_| invalid())?.trim();
+            return Ok(Some(Presented::Secret(Secret::new(value.to_owned()))));
+        }
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        // An Authorization scheme this deployment does not accept.
+        return Err(invalid());
+    }
+    Ok(None)
+}
+
+fn refuse_misplaced(headers: &HeaderMap, uri: &Uri, header: &str) -> Result<(), ApiError> {
+    let misplaced = |name: &str| MISPLACED_NAMES.iter().any(|m| m.eq_ignore_ascii_case(name));
+    if let Some(q) = uri.query() {
+        if q.split('&')
+            .any(|pair| misplaced(pair.split('=').next().unwrap_or("")))
+        {
+            return Err(ApiError::CredentialsMisplaced {
+                place: "query string",
+                header: header.to_owned(),
+            });
+        }
+    }
+    for cookie in headers.get_all(header::COOKIE) {
+        let Ok(cookie) = cookie.to_str() else {
+            continue;
+        };
+        if cookie
+            .split(';')
+            .any(|c| misplaced(c.trim().split('=').next().unwrap_or("")))
+        {
+            return Err(ApiError::CredentialsMisplaced {
+                place: "Cookie header",
+                header: header.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The client address: the socket peer, or, when the peer is a trusted
+/// proxy, the right-most untrusted address in `X-Forwarded-For`.
+pub fn client_ip(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = canonical(peer?.ip());
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(v) = v.to_str() else { return Some(peer) };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(canonical(ip)),
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn settings() -> Settings {
+        Settings::from_config(Config::default()).unwrap()
+    }
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bearer_header_and_basic() {
+        let s = settings();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(extract(&h, &uri("/"), &s).unwrap().unwrap().secret(), "abc");
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("xyz"));
+        assert_eq!(extract(&h, &uri("/"), &s).unwrap().unwrap().secret(), "xyz");
+        let mut h = HeaderMap::new();
+        let b64 = base64::engine::general_purpose::STANDARD.encode("key_1:sec");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
+        );
+        match extract(&h, &uri("/"), &s).unwrap().unwrap() {
+            Presented::Basic { key_id, secret } => {
+                assert_eq!(key_id, "key_1");
+                assert_eq!(secret.expose(), "sec");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(extract(&HeaderMap::new(), &uri("/"), &s).unwrap().is_none());
+    }
+
+    #[test]
+    fn misplaced_and_broken_credentials_are_refused() {
+        let s = settings();
+        let e = extract(&HeaderMap::new(), &uri("/v1/me?api_key=kw_live_x"), &s).unwrap_err();
+        assert!(matches!(e, ApiError::CredentialsMisplaced { .. }));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        );
+        assert!(matches!(
+            extract(&h, &uri("/"), &s),
+            Err(ApiError::Denied(Denial::InvalidApiKey))
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert!(matches!(
+            extract(&h, &uri("/"), &s),
+            Err(ApiError::Denied(Denial::InvalidApiKey))
+        ));
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 10.0.0.2"),
+        );
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(peer), &h, &trusted),
+            Some("198.51.100.9".parse().unwrap())
+        );
+        let outsider: SocketAddr = "203.0.113.1:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(outsider), &h, &trusted),
+            Some("203.0.113.1".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The one place where errors become HTTP.
+//!
+//! Handlers return [`ApiError`]. Its `IntoResponse` attaches a [`Problem`]
+//! to an empty response; the [`render`] middleware then writes the body in
+//! the deployment's style (RFC 9457 problem+json by default, or the
+//! `{"error": {"code", "message"}}` envelope), with configured code spellings
+//! and messages. Nothing else in the server builds an error body.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyward_core::verdict::Denial;
+use keyward_store::StoreError;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::config::{CodeCase, ErrorStyle, Settings};
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, e.g. `scopes[1]` or `expires_at`.
+    pub field: String,
+    /// A stable code such as `unknown_scope`, `invalid_cidr`, `in_past`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> FieldError {
+        FieldError {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{}", .0.message())]
+    Denied(Denial),
+    #[error("API keys are not accepted in the {place}")]
+    CredentialsMisplaced { place: &'static str, header: String },
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("send the body as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no route for this path; see /openapi.json")]
+    RouteNotFound,
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("a live key with this name already exists in this tenant; pick another name")]
+    NameTaken,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the cursor is not valid; pass back next_cursor from a previous page")]
+    InvalidCursor,
+    #[error("storage is unavailable; retry shortly")]
+    Unavailable,
+    #[error("operator root keys only")]
+    RootOnly,
+    #[error("an internal error occurred")]
+    Internal,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Denied(d) => {
+                StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
+            ApiError::CredentialsMisplaced { .. }
+            | ApiError::InvalidBody(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCursor => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NameTaken | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RootOnly => StatusCode::FORBIDDEN,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Denied(d) => d.code(),
+            ApiError::CredentialsMisplaced { .. } => "credentials_misplaced",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound(_) | ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NameTaken => "name_taken",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::InvalidCursor => "invalid_cursor",
+            ApiError::Unavailable => "store_unavailable",
+            ApiError::RootOnly => "root_key_required",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::CredentialsMisplaced { place, header } => format!(
+                "API keys are not accepted in the {place}, where they leak into logs and histories. \
+                 Send the key as `Authorization: Bearer <key>` or in the `{header}` header."
+            ),
+            other => {
+                let s = other.to_string();
+                let mut c = s.chars();
+                match c.next() {
+                    Some(first) => first.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." },
+                    None => s,
+                }
+            }
+        }
+    }
+
+    /// The problem this error is, before deployment styling.
+    pub fn problem(&self) -> Problem {
+        let mut extra = Map::new();
+        match self {
+            ApiError::Denied(Denial::InsufficientScope { missing }) => {
+                extra.insert("missing_scopes".into(), json!(missing));
+            }
+            ApiError::Denied(Denial::RateLimited {
+                retry_after_seconds,
+            }) => {
+                extra.insert("retry_after".into(), json!(retry_after_seconds));
+            }
+            ApiError::Validation(errors) => {
+                extra.insert("errors".into(), json!(errors));
+            }
+            _ => {}
+        }
+        let status = self.status();
+        Problem {
+            status,
+            code: self.code(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            detail: self.detail(),
+            extra,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::NameTaken => ApiError::NameTaken,
+            StoreError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                message: message.to_owned(),
+            },
+            other => {
+                tracing::error!(error = %other, "Store operation failed.");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+/// An error response before it is rendered.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: String,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut res = problem.status.into_response();
+        res.extensions_mut().insert(Arc::new(problem));
+        res
+    }
+}
+
+/// Middleware: renders every [`Problem`] in the deployment's error style and
+/// adds `WWW-Authenticate` to 401s.
+pub async fn render(State(settings): State<Arc<Settings>>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    match res.extensions().get::<Arc<Problem>>().cloned() {
+        Some(problem) => render_problem(&settings, &problem, res),
+        None => res,
+    }
+}
+
+fn render_problem(settings: &Settings, p: &Problem, res: Response) -> Response {
+    let cfg = &settings.config.errors;
+    let code = cfg
+        .codes
+        .get(p.code)
+        .cloned()
+        .unwrap_or_else(|| match cfg.code_case {
+            CodeCase::Snake => p.code.to_owned(),
+            CodeCase::Upper => p.code.to_ascii_uppercase(),
+        });
+    let detail = cfg
+        .messages
+        .get(p.code)
+        .cloned()
+        .unwrap_or_else(|| p.detail.clone());
+    let (content_type, body) = match cfg.style {
+        ErrorStyle::Problem => {
+            let mut body = Map::new();
+            body.insert("type".into(), json!(format!("{}{}", cfg.type_base, p.code)));
+            body.insert("title".into(), json!(p.title));
+            body.insert("status".into(), json!(p.status.as_u16()));
+            body.insert("detail".into(), json!(detail));
+            body.insert("code".into(), json!(code));
+            body.extend(p.extra.clone());
+            ("application/problem+json", Value::Object(body))
+        }
+        ErrorStyle::Envelope => {
+            let mut inner = Map::new();
+            inner.insert("code".into(), json!(code));
+            inner.insert("message".into(), json!(detail));
+            inner.extend(p.extra.clone());
+            ("application/json", json!({ "error": inner }))
+        }
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.extensions.remove::<Arc<Problem>>();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if p.status == StatusCode::UNAUTHORIZED {
+        let challenge = if p.code == "missing_credentials" {
+            "Bearer realm=\"keyward\"".to_owned()
+        } else {
+            format!(
+                "Bearer realm=\"keyward\", error=\"invalid_token\", error_description=\"{}\"",
+                p.code
+            )
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            parts.headers.insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if let Some(retry) = p.extra.get("retry_after").and_then(Value::as_u64) {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}

@@ -1,0 +1,33 @@
+//! keyward's HTTP server as a library.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use keyward_core::clock::SystemClock;
+//! use keyward_server::{config::{Config, Settings}, Keyward};
+//! use keyward_store::SqlStore;
+//!
+//! let settings = Settings::from_config(Config::default())?;
+//! let store = SqlStore::open("sqlite://keyward.db").await?;
+//! let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Map: [`config`] (TOML + env → [`config::Settings`]), [`credential`]
+//! (finding the key in a request), [`verifier`] (the cached hot path),
+//! [`api`] (handlers), [`error`] (the one place errors become HTTP),
+//! [`usage`] (batched last-use writes), [`openapi`], [`app`] (wiring).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod credential;
+pub mod error;
+pub mod openapi;
+pub mod usage;
+pub mod verifier;
+
+pub use app::{build_app, AppState, Keyward};

@@ -1,0 +1,196 @@
+//! The records the store keeps. Times are milliseconds since the Unix epoch.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub metadata: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub metadata: Option<Value>,
+    pub updated_at: i64,
+}
+
+/// Tenant keys belong to a tenant; root keys belong to keyward's operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClass {
+    Tenant,
+    Root,
+}
+
+impl KeyClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyClass::Tenant => "tenant",
+            KeyClass::Root => "root",
+        }
+    }
+}
+
+/// One API key. Never holds the secret: only its hash and display start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub class: KeyClass,
+    pub tenant_id: Option<String>,
+    pub name: String,
+    pub environment: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    pub start: String,
+    pub owner: Option<String>,
+    pub scopes: Vec<String>,
+    pub tier: Option<String>,
+    pub credit_cap: Option<i64>,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub metadata: Value,
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub last_used_ip: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    pub rotated_from: Option<String>,
+    pub replaced_by: Option<String>,
+    pub grace_until: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+/// The lifecycle state shown to users, derived from the record and "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyStatus> {
+        Some(match s {
+            "active" => KeyStatus::Active,
+            "disabled" => KeyStatus::Disabled,
+            "expired" => KeyStatus::Expired,
+            "revoked" => KeyStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+impl KeyRecord {
+    pub fn status(&self, now: i64) -> KeyStatus {
+        let past = |t: Option<i64>| t.is_some_and(|t| now >= t);
+        if self.revoked_at.is_some() || self.deleted_at.is_some() {
+            KeyStatus::Revoked
+        } else if past(self.expires_at) || past(self.grace_until) {
+            KeyStatus::Expired
+        } else if !self.enabled {
+            KeyStatus::Disabled
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+/// Fields a key update may change; `None` leaves a field as it is, and
+/// `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub owner: Option<Option<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub tier: Option<Option<String>>,
+    pub credit_cap: Option<Option<i64>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    pub expires_at: Option<Option<i64>>,
+    pub metadata: Option<Value>,
+    pub enabled: Option<bool>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub tenant_id: Option<String>,
+    /// `None` lists tenant keys only.
+    pub class: Option<KeyClass>,
+    pub environment: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// The instant `status` is judged at.
+    pub now: i64,
+}
+
+/// A key's last use, recorded off the request path in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key_id: String,
+    pub at: i64,
+    pub ip: Option<String>,
+}
+
+/// What a management action records, written with the change itself.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: i64,
+    /// Who: a key id, or `cli` for commands run on the server's host.
+    pub actor: String,
+    pub actor_ip: Option<String>,
+    pub tenant_id: Option<String>,
+    /// `key.created`, `key.revoked`, `tenant.updated`, …
+    pub action: String,
+    /// The id of the thing acted on.
+    pub target: String,
+    /// Non-secret details (changed field names, reasons).
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub actor_ip: Option<String>,
+    pub tenant_id: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub tenant_id: Option<String>,
+}
+
+/// Newest first; `before` is the `seq` cursor of the last item already seen.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<(i64, T)>,
+    /// Present when more items follow; pass it back as `before`.
+    pub next: Option<i64>,
+}

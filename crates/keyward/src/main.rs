@@ -1,0 +1,436 @@
+//! The `keyward` binary: a thin CLI over the server and store libraries.
+//!
+//! `serve` runs the server; `root-keys create` bootstraps the first operator
+//! key straight into the store; `tenants …` and `keys …` call a running
+//! server's management API with the key in `KEYWARD_ROOT_KEY`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use keyward_core::clock::{Clock, SystemClock};
+use keyward_core::id::new_id;
+use keyward_core::secret::{KeyKind, OsEntropy};
+use keyward_server::config::{Config, LogFormat, Settings};
+use keyward_server::Keyward;
+use keyward_store::{AuditEntry, KeyClass, KeyRecord, SqlStore, Store};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "A self-hostable API-key platform.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (management API, verify API, /openapi.json).
+    Serve(ServerArgs),
+    /// Operator root keys (written straight into the store).
+    #[command(subcommand)]
+    RootKeys(RootKeys),
+    /// Tenants, through a running server's API.
+    #[command(subcommand)]
+    Tenants(Tenants),
+    /// Tenant API keys, through a running server's API.
+    #[command(subcommand)]
+    Keys(Keys),
+    /// Print the regular expression that matches this deployment's keys, for
+    /// secret scanners (GitHub custom patterns, gitleaks).
+    Regex(ServerArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory for the embedded SQLite store.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long)]
+    store_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RootKeys {
+    /// Create an operator root key; prints only the secret on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Scopes (default keyward:*).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Args)]
+struct Remote {
+    /// Base URL of a running keyward.
+    #[arg(long, env = "KEYWARD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Subcommand)]
+enum Tenants {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Create a key; prints the response, whose `secret` is shown only this once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "test")]
+        environment: String,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Allowed client address or CIDR (repeatable).
+        #[arg(long = "allow-ip")]
+        ip_allowlist: Vec<String>,
+        /// RFC 3339 expiry, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Rotate {
+        id: String,
+        /// Seconds the old secret keeps working (0 = stops now).
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Verify a key read from stdin (first line), so it stays out of argv and shell history.
+    Verify {
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::RootKeys(RootKeys::Create {
+            name,
+            scopes,
+            server,
+        }) => create_root_key(server, name, scopes).await,
+        Command::Regex(args) => {
+            let settings = load_settings(&args)?;
+            println!("{}", settings.format.scan_regex());
+            Ok(())
+        }
+        Command::Tenants(t) => match t {
+            Tenants::Create { name, remote } => {
+                call(
+                    &remote,
+                    "POST",
+                    "/v1/tenants",
+                    Some(json!({ "name": name })),
+                )
+                .await
+            }
+            Tenants::List { remote } => call(&remote, "GET", "/v1/tenants", None).await,
+        },
+        Command::Keys(k) => match k {
+            Keys::Create {
+                tenant,
+                name,
+                environment,
+                scopes,
+                ip_allowlist,
+                expires_at,
+                remote,
+            } => {
+                let body = json!({
+                    "tenant_id": tenant, "name": name, "environment": environment,
+                    "scopes": scopes, "ip_allowlist": ip_allowlist, "expires_at": expires_at,
+                });
+                call(&remote, "POST", "/v1/keys", Some(body)).await
+            }
+            Keys::List { tenant, remote } => {
+                let path = match tenant {
+                    Some(t) => format!("/v1/keys?tenant_id={t}"),
+                    None => "/v1/keys".to_owned(),
+                };
+                call(&remote, "GET", &path, None).await
+            }
+            Keys::Revoke { id, reason, remote } => {
+                call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/keys/{id}/revoke"),
+                    Some(json!({ "reason": reason })),
+                )
+                .await
+            }
+            Keys::Rotate {
+                id,
+                grace_seconds,
+                remote,
+            } => {
+                call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/keys/{id}/rotate"),
+                    Some(json!({ "grace_seconds": grace_seconds })),
+                )
+                .await
+            }
+            Keys::Verify { scopes, ip, remote } => {
+                let mut key = String::new();
+                std::io::stdin().lock().read_line(&mut key)?;
+                let body = json!({ "key": key.trim(), "scopes": scopes, "ip": ip });
+                call(&remote, "POST", "/v1/keys/verify", Some(body)).await
+            }
+        },
+    }
+}
+
+fn load_settings(args: &ServerArgs) -> Result<Settings> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(l) = &args.listen {
+        config.listen = l.parse().with_context(|| {
+            format!("invalid setting listen: {l:?} is not an address like 127.0.0.1:8080")
+        })?;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(u) = &args.store_url {
+        config.store_url = Some(u.clone());
+    }
+    Ok(Settings::from_config(config)?)
+}
+
+async fn open_store(settings: &Settings) -> Result<SqlStore> {
+    let url = settings.config.effective_store_url();
+    if url.starts_with("sqlite:") && settings.config.store_url.is_none() {
+        std::fs::create_dir_all(&settings.config.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                settings.config.data_dir.display()
+            )
+        })?;
+    }
+    SqlStore::open(&url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+}
+
+/// Hides a password in a store URL before it is printed.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(colon) => format!("{}:<redacted>{}", &url[..s + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let settings = load_settings(&args)?;
+    init_logging(&settings);
+    let store = open_store(&settings).await?;
+    let listen = settings.config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = %redact_url(&settings.config.effective_store_url()),
+        "Keyward is listening."
+    );
+    let store_handle = store.clone();
+    Keyward::new(settings, Arc::new(store), Arc::new(SystemClock))
+        .serve(listener, shutdown_signal())
+        .await?;
+    store_handle.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutdown requested; draining in-flight requests.");
+}
+
+async fn create_root_key(args: ServerArgs, name: String, scopes: Vec<String>) -> Result<()> {
+    let settings = load_settings(&args)?;
+    let scopes = if scopes.is_empty() {
+        vec!["keyward:*".to_owned()]
+    } else {
+        scopes
+    };
+    for s in &scopes {
+        settings.catalog.check_grant(s)?;
+    }
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.len() > 128 {
+        bail!("--name must be 1 to 128 characters");
+    }
+    let store = open_store(&settings).await?;
+    let secret = settings.format.generate(&KeyKind::Root, &OsEntropy)?;
+    let now = SystemClock.now().0;
+    let record = KeyRecord {
+        id: new_id("key", &OsEntropy)?,
+        class: KeyClass::Root,
+        tenant_id: None,
+        name,
+        environment: "root".into(),
+        hash: secret.hash().to_hex(),
+        start: secret.start(),
+        owner: None,
+        scopes,
+        tier: None,
+        credit_cap: None,
+        ip_allowlist: Vec::new(),
+        expires_at: None,
+        metadata: json!({}),
+        enabled: true,
+        created_by: "cli".into(),
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        last_used_ip: None,
+        revoked_at: None,
+        revoked_reason: None,
+        rotated_from: None,
+        replaced_by: None,
+        grace_until: None,
+        deleted_at: None,
+    };
+    let audit = AuditEntry {
+        id: new_id("evt", &OsEntropy)?,
+        at: now,
+        actor: "cli".into(),
+        actor_ip: None,
+        tenant_id: None,
+        action: "root_key.created".into(),
+        target: record.id.clone(),
+        details: json!({ "name": record.name, "scopes": record.scopes }),
+    };
+    store
+        .create_key(&record, &audit)
+        .await
+        .map_err(|e| match e {
+            keyward_store::StoreError::NameTaken => {
+                anyhow::anyhow!("a live root key named {:?} already exists", record.name)
+            }
+            other => other.into(),
+        })?;
+    store.close().await;
+    eprintln!(
+        "Created root key {} ({}). The secret below is shown only once:",
+        record.id, record.start
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", secret.expose())?;
+    Ok(())
+}
+
+async fn call(remote: &Remote, method: &str, path: &str, body: Option<Value>) -> Result<()> {
+    let key = std::env::var("KEYWARD_ROOT_KEY")
+        .context("set KEYWARD_ROOT_KEY to a root or management key")?;
+    let client = reqwest::Client::new();
+    let url = format!("{}{}", remote.url.trim_end_matches('/'), path);
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut req = client.request(method, &url).bearer_auth(key.trim());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach keyward at {}", remote.url))?;
+    let status = res.status();
+    let text = res.text().await?;
+    let pretty = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(())
+    } else {
+        eprintln!("{pretty}");
+        bail!("keyward answered {status}")
+    }
+}
