@@ -118,7 +118,7 @@ impl KeyFormat {
             add(prefix, KeyKind::Environment(env.to_owned()))?;
         }
         add(root_prefix, KeyKind::Root)?;
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Ok(KeyFormat { prefixes })
     }
 

@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bootstrap;
 pub mod config;
 pub mod credential;
 pub mod error;

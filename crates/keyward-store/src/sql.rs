@@ -39,7 +39,7 @@ const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at";
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
 /// Serializes migrations across nodes starting at once (PostgreSQL).
-const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_64;
+const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 

@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use keyward_core::clock::{Clock, SystemClock};
-use keyward_core::id::new_id;
-use keyward_core::secret::{KeyKind, OsEntropy};
+use keyward_core::clock::SystemClock;
+use keyward_core::secret::OsEntropy;
 use keyward_server::config::{Config, LogFormat, Settings};
 use keyward_server::Keyward;
-use keyward_store::{AuditEntry, KeyClass, KeyRecord, SqlStore, Store};
+use keyward_store::SqlStore;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -334,69 +333,18 @@ async fn shutdown_signal() {
 
 async fn create_root_key(args: ServerArgs, name: String, scopes: Vec<String>) -> Result<()> {
     let settings = load_settings(&args)?;
-    let scopes = if scopes.is_empty() {
-        vec!["keyward:*".to_owned()]
-    } else {
-        scopes
-    };
-    for s in &scopes {
-        settings.catalog.check_grant(s)?;
-    }
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.len() > 128 {
-        bail!("--name must be 1 to 128 characters");
-    }
     let store = open_store(&settings).await?;
-    let secret = settings.format.generate(&KeyKind::Root, &OsEntropy)?;
-    let now = SystemClock.now().0;
-    let record = KeyRecord {
-        id: new_id("key", &OsEntropy)?,
-        class: KeyClass::Root,
-        tenant_id: None,
-        name,
-        environment: "root".into(),
-        hash: secret.hash().to_hex(),
-        start: secret.start(),
-        owner: None,
-        scopes,
-        tier: None,
-        credit_cap: None,
-        ip_allowlist: Vec::new(),
-        expires_at: None,
-        metadata: json!({}),
-        enabled: true,
-        created_by: "cli".into(),
-        created_at: now,
-        updated_at: now,
-        last_used_at: None,
-        last_used_ip: None,
-        revoked_at: None,
-        revoked_reason: None,
-        rotated_from: None,
-        replaced_by: None,
-        grace_until: None,
-        deleted_at: None,
-    };
-    let audit = AuditEntry {
-        id: new_id("evt", &OsEntropy)?,
-        at: now,
-        actor: "cli".into(),
-        actor_ip: None,
-        tenant_id: None,
-        action: "root_key.created".into(),
-        target: record.id.clone(),
-        details: json!({ "name": record.name, "scopes": record.scopes }),
-    };
-    store
-        .create_key(&record, &audit)
-        .await
-        .map_err(|e| match e {
-            keyward_store::StoreError::NameTaken => {
-                anyhow::anyhow!("a live root key named {:?} already exists", record.name)
-            }
-            other => other.into(),
-        })?;
+    let created = keyward_server::bootstrap::create_root_key(
+        &settings,
+        &store,
+        &SystemClock,
+        &OsEntropy,
+        &name,
+        &scopes,
+    )
+    .await;
     store.close().await;
+    let (record, secret) = created?;
     eprintln!(
         "Created root key {} ({}). The secret below is shown only once:",
         record.id, record.start

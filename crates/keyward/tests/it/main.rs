@@ -1,1 +1,16 @@
-//! placeholder
+//! keyward's integration tests: one binary (every extra test binary costs
+//! minutes to link on small machines). DO NOT add more `[[test]]` targets;
+//! add a module here instead.
+//!
+//! Every test talks real HTTP over loopback to a real server on a real
+//! store. PostgreSQL tests need the server at `KEYWARD_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`) and fail loudly if it
+//! is unreachable.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+mod api;
+mod bad_input;
+mod kit;
+mod process;
+mod store;

@@ -1,0 +1,327 @@
+//! The real binary: bootstrap, secrets never stored or logged, restart, and
+//! graceful shutdown flushing last-use batches.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::kit::temp_dir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(data: &Path, log: &Path) -> Running {
+    let port = free_port();
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        // The most verbose logs, so the secrecy check has the most to search.
+        .env("KEYWARD_LOG", "trace")
+        .env("KEYWARD_USAGE__FLUSH_INTERVAL_MS", "60000")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/v1/health")).await.is_ok() {
+            return Running { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "keyward did not start; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+impl Running {
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                assert!(code.success(), "keyward exited with {code}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        panic!("keyward did not stop on SIGTERM");
+    }
+}
+
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn secrets_are_never_stored_or_logged_and_keys_survive_restart() {
+    let dir = temp_dir("proc");
+    let data = dir.join("data");
+    let log = dir.join("keyward.log");
+
+    // Bootstrap: only the secret on stdout.
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--data-dir"])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let root = stdout.trim().to_owned();
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(root.starts_with("kw_root_"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&root));
+
+    let srv = start(&data, &log).await;
+    let b = srv.base.clone();
+    let (s, tenant) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/tenants",
+        &root,
+        Some(json!({ "name": "Acme" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let t = tenant["id"].as_str().unwrap().to_owned();
+    let (s, created) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &root,
+        Some(json!({ "tenant_id": t, "name": "web", "environment": "live", "scopes": ["keyward:keys:read"] })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["key"]["id"].as_str().unwrap().to_owned();
+    let hash = keyward_core::secret::KeyHash::of(&secret).to_hex();
+
+    // Use the key every way there is, including the wrong ways.
+    assert_eq!(
+        call(&b, reqwest::Method::GET, "/v1/me", &secret, None)
+            .await
+            .0,
+        200
+    );
+    let (_, v) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/keys/verify",
+        &root,
+        Some(json!({ "key": secret })),
+    )
+    .await;
+    assert_eq!(v["valid"], true);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{b}/v1/me"))
+            .header("X-API-Key", &secret)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{b}/v1/me"))
+            .basic_auth(&id, Some(&secret))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{b}/v1/me?api_key={secret}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        http.get(format!("{b}/v1/me"))
+            .bearer_auth(format!("{secret}zz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let (s, rotated) = call(
+        &b,
+        reqwest::Method::POST,
+        &format!("/v1/keys/{id}/rotate"),
+        &root,
+        Some(json!({ "grace_seconds": 3600 })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    let new_id = rotated["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&b, reqwest::Method::GET, "/v1/me", &new_secret, None)
+            .await
+            .0,
+        200
+    );
+
+    // SIGTERM drains and flushes last use (the flush interval is a minute,
+    // so only the shutdown flush can have written it).
+    srv.terminate();
+
+    let log_text = std::fs::read(&log).unwrap();
+    assert!(
+        contains(&log_text, "Keyward is listening"),
+        "the log is empty, so the check would prove nothing"
+    );
+    assert!(contains(&log_text, &id), "the log should name key ids");
+    for (name, s) in [
+        ("root", &root),
+        ("key", &secret),
+        ("rotated key", &new_secret),
+    ] {
+        assert!(!contains(&log_text, s), "the {name} secret is in the log");
+        for f in files_under(&data) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !contains(&bytes, s),
+                "the {name} secret is in {}",
+                f.display()
+            );
+        }
+    }
+    let db_bytes: Vec<u8> = files_under(&data)
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert!(
+        contains(&db_bytes, &hash),
+        "the hash should be stored, so the search would find a secret"
+    );
+
+    // Restart on the same data: keys still verify, last use was flushed.
+    let srv = start(&data, &log).await;
+    let b = srv.base.clone();
+    assert_eq!(
+        call(&b, reqwest::Method::GET, "/v1/me", &secret, None)
+            .await
+            .1["key_id"],
+        id.as_str()
+    );
+    assert_eq!(
+        call(&b, reqwest::Method::GET, "/v1/me", &new_secret, None)
+            .await
+            .1["key_id"],
+        new_id.as_str()
+    );
+    let (_, k) = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("/v1/keys/{new_id}"),
+        &root,
+        None,
+    )
+    .await;
+    assert_ne!(k["last_used_at"], Value::Null, "{k}");
+    assert_eq!(k["last_used_ip"], "127.0.0.1");
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_config_is_a_clear_startup_error() {
+    let dir = temp_dir("cfg");
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(&cfg, "[keys]\nscopes = [\"bad scope\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keys.scopes"), "{err}");
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("KEYWARD_CACHE__TTL_SECONDS", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ttl_seconds"));
+}
+
+#[test]
+fn regex_matches_issued_keys() {
+    let out = Command::new(BIN).arg("regex").output().unwrap();
+    let re = String::from_utf8(out.stdout).unwrap();
+    for p in ["kw_live_", "kw_test_", "kw_root_"] {
+        assert!(re.contains(p), "{re}");
+    }
+}
