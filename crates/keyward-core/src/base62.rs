@@ -21,6 +21,20 @@ pub fn encode_fixed(mut value: u64, width: usize) -> String {
     out.into_iter().map(char::from).collect()
 }
 
+/// Decodes base62 symbols (most significant first); `None` on a non-symbol
+/// or overflow.
+pub fn decode(symbols: &[u8]) -> Option<u64> {
+    symbols.iter().try_fold(0u64, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'A'..=b'Z' => b - b'A' + 10,
+            b'a'..=b'z' => b - b'a' + 36,
+            _ => return None,
+        };
+        acc.checked_mul(62)?.checked_add(u64::from(digit))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +45,8 @@ mod tests {
         assert_eq!(encode_fixed(61, 6), "00000z");
         assert_eq!(encode_fixed(62, 6), "000010");
         assert_eq!(encode_fixed(u64::from(u32::MAX), 6), "4gfFC3");
+        assert_eq!(decode(b"4gfFC3"), Some(u64::from(u32::MAX)));
+        assert_eq!(decode(b"000010"), Some(62));
+        assert_eq!(decode(b"00-0"), None);
     }
 }

@@ -11,8 +11,15 @@ use std::time::Duration;
 use keyward_core::clock::Timestamp;
 use keyward_store::{KeyUse, Store};
 
+/// The latest use of one key: time and address, kept unformatted until flush.
+#[derive(Debug, Clone, Copy)]
+struct LastUse {
+    at: i64,
+    ip: Option<IpAddr>,
+}
+
 pub struct UsageRecorder {
-    pending: Mutex<HashMap<String, KeyUse>>,
+    pending: Mutex<HashMap<String, LastUse>>,
 }
 
 impl Default for UsageRecorder {
@@ -30,21 +37,12 @@ impl UsageRecorder {
 
     pub fn record(&self, key_id: &str, at: Timestamp, ip: Option<IpAddr>) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let new = LastUse { at: at.0, ip };
         match p.get_mut(key_id) {
             Some(u) if u.at >= at.0 => {}
-            Some(u) => {
-                u.at = at.0;
-                u.ip = ip.map(|i| i.to_string());
-            }
+            Some(u) => *u = new,
             None => {
-                p.insert(
-                    key_id.to_owned(),
-                    KeyUse {
-                        key_id: key_id.to_owned(),
-                        at: at.0,
-                        ip: ip.map(|i| i.to_string()),
-                    },
-                );
+                p.insert(key_id.to_owned(), new);
             }
         }
     }
@@ -53,7 +51,13 @@ impl UsageRecorder {
     pub async fn flush(&self, store: &dyn Store) {
         let batch: Vec<KeyUse> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.drain().map(|(_, u)| u).collect()
+            p.drain()
+                .map(|(key_id, u)| KeyUse {
+                    key_id,
+                    at: u.at,
+                    ip: u.ip.map(|i| i.to_string()),
+                })
+                .collect()
         };
         if batch.is_empty() {
             return;
@@ -64,7 +68,8 @@ impl UsageRecorder {
             for u in batch {
                 let newer = p.get(&u.key_id).is_some_and(|cur| cur.at >= u.at);
                 if !newer {
-                    p.insert(u.key_id.clone(), u);
+                    let ip = u.ip.as_deref().and_then(|s| s.parse().ok());
+                    p.insert(u.key_id, LastUse { at: u.at, ip });
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! made on other nodes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -67,9 +68,29 @@ struct Entry {
     expires: i64,
 }
 
+/// Hashes a [`KeyHash`] by taking its first eight bytes. They are already
+/// uniformly distributed (SHA-256), and nobody can choose them without a
+/// preimage attack, so re-hashing them with SipHash would only cost time.
+#[derive(Default)]
+pub struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+type KeyMap = HashMap<KeyHash, Entry, BuildHasherDefault<PrehashedHasher>>;
+
 /// Hash → key, with expiry; `None` values are the negative cache.
 pub struct KeyCache {
-    map: RwLock<HashMap<KeyHash, Entry>>,
+    map: RwLock<KeyMap>,
     ttl_ms: i64,
     negative_ttl_ms: i64,
     capacity: usize,
@@ -79,7 +100,7 @@ impl KeyCache {
     pub fn new(ttl_seconds: u64, negative_ttl_seconds: u64, capacity: usize) -> KeyCache {
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
         KeyCache {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(KeyMap::default()),
             ttl_ms: ms(ttl_seconds),
             negative_ttl_ms: ms(negative_ttl_seconds),
             capacity,
