@@ -79,7 +79,10 @@ fn measure(name: &str, mut op: impl FnMut(usize)) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = rt.block_on(SqlStore::open("sqlite::memory:")).unwrap();
     let mut config = Config::default();
     config.keys.scopes = vec!["vox:read".into(), "vox:calls:create".into()];
@@ -92,18 +95,32 @@ fn main() {
 
     let mut secrets = Vec::with_capacity(KEYS);
     for i in 0..KEYS {
-        let s = format.generate(&KeyKind::Environment("live".into()), &OsEntropy).unwrap();
+        let s = format
+            .generate(&KeyKind::Environment("live".into()), &OsEntropy)
+            .unwrap();
         let hash = s.hash();
         let cached = CachedKey::new(record(i, &hash, s.start()), Some("Bench".into()));
-        verifier.cache().insert(hash, Some(Arc::new(cached)), keyward_core::clock::Clock::now(&SystemClock));
+        verifier.cache().insert(
+            hash,
+            Some(Arc::new(cached)),
+            keyward_core::clock::Clock::now(&SystemClock),
+        );
         secrets.push(s.expose().to_owned());
     }
-    let presented: Vec<Presented> = secrets.iter().map(|s| Presented::Secret(Secret::new(s.clone()))).collect();
+    let presented: Vec<Presented> = secrets
+        .iter()
+        .map(|s| Presented::Secret(Secret::new(s.clone())))
+        .collect();
     let scopes = vec!["vox:calls:create".to_owned()];
     let ip = Some("10.1.2.3".parse().unwrap());
-    let req = Request { client_ip: ip, required_scopes: &scopes };
+    let req = Request {
+        client_ip: ip,
+        required_scopes: &scopes,
+    };
 
-    println!("verify hot path, {KEYS} keys cached, {BATCHES} batches x {PER_BATCH} ops, one thread");
+    println!(
+        "verify hot path, {KEYS} keys cached, {BATCHES} batches x {PER_BATCH} ops, one thread"
+    );
     let parse = measure("parse + checksum", |i| {
         black_box(format.parse(black_box(&secrets[i % KEYS])).is_ok());
     });
@@ -126,5 +143,9 @@ fn main() {
         let out = verifier.verify_cached(black_box(&garbage[i % KEYS]), req);
         assert!(matches!(out, Some(Outcome::Denied(..))));
     });
-    println!("ratio verify/sha256 = {:.2}, verify/parse = {:.2}", full / hash, full / parse);
+    println!(
+        "ratio verify/sha256 = {:.2}, verify/parse = {:.2}",
+        full / hash,
+        full / parse
+    );
 }
