@@ -31,6 +31,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub usage: Arc<UsageRecorder>,
+    /// Pooled client to the gateway upstream.
+    pub upstream: crate::gateway::UpstreamClient,
 }
 
 /// A keyward server, ready to route or serve.
@@ -41,6 +43,7 @@ pub struct Keyward {
 impl Keyward {
     pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Keyward {
         let usage = Arc::new(UsageRecorder::new());
+        let upstream = crate::gateway::client(&settings.config);
         let c = &settings.config.cache;
         let cache = KeyCache::new(c.ttl_seconds, c.negative_ttl_seconds, c.capacity);
         let verifier = Verifier::new(
@@ -57,6 +60,7 @@ impl Keyward {
                 verifier: Arc::new(verifier),
                 clock,
                 entropy: Arc::new(OsEntropy),
+                upstream,
                 usage,
             },
         }
@@ -70,7 +74,7 @@ impl Keyward {
     pub fn router(&self) -> Router {
         let limit = self.state.settings.config.http.max_body_bytes;
         api::routes()
-            .fallback(|| async { ApiError::RouteNotFound })
+            .fallback(crate::gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(limit))
             .layer(middleware::from_fn(

@@ -38,6 +38,95 @@ pub struct Config {
     pub usage: UsageConfig,
     pub http: HttpConfig,
     pub errors: ErrorsConfig,
+    /// Reverse-proxy settings for `[[routes]]`.
+    pub gateway: GatewayConfig,
+    /// Gateway routes: requests matching none of keyward's own paths are
+    /// matched against these, in order.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Base URL of the API behind keyward, e.g. `http://127.0.0.1:9000`.
+    pub upstream: Option<String>,
+    pub connect_timeout_ms: u64,
+    /// Time to the upstream's response headers.
+    pub timeout_ms: u64,
+    /// Names of the identity headers sent to the upstream. Any header of
+    /// these names arriving from a client is removed first.
+    pub identity_headers: IdentityHeaders,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            upstream: None,
+            connect_timeout_ms: 2_000,
+            timeout_ms: 30_000,
+            identity_headers: IdentityHeaders::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaders {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub environment: String,
+    pub scopes: String,
+    pub owner: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> IdentityHeaders {
+        IdentityHeaders {
+            key_id: "X-Keyward-Key-Id".into(),
+            tenant_id: "X-Keyward-Tenant-Id".into(),
+            environment: "X-Keyward-Environment".into(),
+            scopes: "X-Keyward-Scopes".into(),
+            owner: "X-Keyward-Owner".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP methods; empty matches every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path pattern: literal segments, `{name}` for one segment, `{*name}`
+    /// (last) for the rest.
+    pub path: String,
+    /// Scopes the key must hold (all of them).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Environments allowed on this route; empty allows all.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// A path parameter that must equal the key's tenant id (else 404).
+    pub tenant_param: Option<String>,
+    /// `false` forwards without a key (public routes).
+    #[serde(default = "yes")]
+    pub auth: bool,
+    /// Answer from keyward instead of forwarding: a JSON template whose
+    /// strings may contain `{key_id}`, `{key_name}`, `{start}`,
+    /// `{tenant_id}`, `{tenant_name}`, `{environment}`, `{owner}`, `{tier}`;
+    /// a string that is exactly `{scopes}` becomes the scope array.
+    pub respond: Option<toml::Value>,
+    /// Status of a `respond` answer.
+    #[serde(default = "ok_status")]
+    pub respond_status: u16,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ok_status() -> u16 {
+    200
 }
 
 impl Default for Config {
@@ -52,6 +141,8 @@ impl Default for Config {
             usage: UsageConfig::default(),
             http: HttpConfig::default(),
             errors: ErrorsConfig::default(),
+            gateway: GatewayConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -237,7 +328,7 @@ pub enum ConfigError {
     Invalid { setting: String, message: String },
 }
 
-fn invalid(setting: impl Into<String>, message: impl ToString) -> ConfigError {
+pub(crate) fn invalid(setting: impl Into<String>, message: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         setting: setting.into(),
         message: message.to_string(),
@@ -319,6 +410,7 @@ pub struct Settings {
     pub format: KeyFormat,
     pub catalog: ScopeCatalog,
     pub trusted_proxies: Vec<IpNet>,
+    pub routes: crate::gateway::RouteTable,
 }
 
 impl Settings {
@@ -364,11 +456,13 @@ impl Settings {
         if config.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        let routes = crate::gateway::RouteTable::compile(&config, &catalog)?;
         Ok(Settings {
             config,
             format,
             catalog,
             trusted_proxies,
+            routes,
         })
     }
 }

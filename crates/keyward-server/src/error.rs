@@ -75,6 +75,12 @@ pub enum ApiError {
     Unavailable,
     #[error("operator root keys only")]
     RootOnly,
+    #[error("keys of the {0} environment may not use this route")]
+    EnvironmentNotAllowed(String),
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream is unreachable or failed")]
+    UpstreamUnavailable,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -96,7 +102,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NameTaken | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RootOnly => StatusCode::FORBIDDEN,
+            ApiError::RootOnly | ApiError::EnvironmentNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +125,9 @@ impl ApiError {
             ApiError::InvalidCursor => "invalid_cursor",
             ApiError::Unavailable => "store_unavailable",
             ApiError::RootOnly => "root_key_required",
+            ApiError::EnvironmentNotAllowed(_) => "environment_not_allowed",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::UpstreamUnavailable => "upstream_unavailable",
             ApiError::Internal => "internal_error",
         }
     }

@@ -27,6 +27,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod credential;
 pub mod error;
+pub mod gateway;
 pub mod openapi;
 pub mod usage;
 pub mod verifier;

@@ -389,7 +389,13 @@ impl Store for SqlStore {
         .bind(t.created_at)
         .bind(t.updated_at)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() || db.code().as_deref() == Some("23505") || db.message().contains("UNIQUE") => {
+                StoreError::Conflict("a tenant with this id already exists")
+            }
+            _ => StoreError::Backend(e),
+        })?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

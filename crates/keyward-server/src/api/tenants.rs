@@ -60,12 +60,30 @@ pub async fn create(
     check_name(&body.name, &mut errors);
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     check_metadata(&state, &metadata, &mut errors);
+    if let Some(id) = &body.id {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            errors.push(FieldError::new(
+                "id",
+                "invalid",
+                "id must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let now = state.clock.now().0;
+    let id = match body.id {
+        Some(id) => id,
+        None => new_id("ten", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
+    };
     let tenant = Tenant {
-        id: new_id("ten", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
+        id,
         name: body.name.trim().to_owned(),
         metadata,
         created_at: now,
@@ -78,7 +96,17 @@ pub async fn create(
         Some(&tenant.id),
         json!({ "name": tenant.name }),
     )?;
-    state.store.create_tenant(&tenant, &audit).await?;
+    state
+        .store
+        .create_tenant(&tenant, &audit)
+        .await
+        .map_err(|e| match e {
+            keyward_store::StoreError::Conflict(m) => ApiError::Conflict {
+                code: "tenant_exists",
+                message: format!("{}.", capitalize(m)),
+            },
+            other => other.into(),
+        })?;
     Ok((StatusCode::CREATED, axum::Json(TenantView::from(&tenant))))
 }
 
@@ -182,4 +210,11 @@ pub async fn update(
     // Cached principals carry the tenant name.
     state.verifier.cache().clear();
     Ok(axum::Json(TenantView::from(&t)))
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }

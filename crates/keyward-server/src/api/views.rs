@@ -214,6 +214,9 @@ pub struct AuditPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// Optional id of your own (1-64 of A-Z a-z 0-9 _ -), e.g. an account id
+    /// such as `AC123456` used in account-scoped paths; default `ten_…`.
+    pub id: Option<String>,
     pub name: String,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,

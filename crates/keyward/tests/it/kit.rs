@@ -259,3 +259,12 @@ impl Reply {
         assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
 }
+
+/// Parses a TOML configuration the way `keyward serve --config` does.
+pub fn config_from_toml(text: &str) -> Config {
+    let path = temp_dir("cfg").join("keyward.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut c = Config::load(Some(&path), Vec::<(String, String)>::new()).unwrap();
+    c.usage.flush_interval_ms = 50;
+    c
+}

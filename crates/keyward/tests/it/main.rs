@@ -11,6 +11,8 @@
 
 mod api;
 mod bad_input;
+mod gateway;
 mod kit;
 mod process;
 mod store;
+mod upstream;

@@ -1,0 +1,548 @@
+//! Gateway mode: keyward as a reverse proxy in front of an existing API.
+//!
+//! Requests that match none of keyward's own paths are matched against the
+//! configured `[[routes]]` (in order). A matched route authenticates the key
+//! with the same verifier as the verify API, checks the route's scopes,
+//! environments and tenant path parameter, and then either answers from a
+//! JSON template (`respond`) or forwards to the upstream: the credential and
+//! hop-by-hop headers are stripped, client-sent identity headers are removed,
+//! keyward's identity headers and `X-Forwarded-For` / `Forwarded` are added,
+//! and bodies stream in both directions without buffering.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderName};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keyward_core::scope::ScopeCatalog;
+use keyward_core::verdict::Denial;
+use serde_json::Value;
+
+use crate::api::views::Principal;
+use crate::app::AppState;
+use crate::config::{invalid, Config, ConfigError, RouteConfig};
+use crate::credential;
+use crate::error::ApiError;
+use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub index: usize,
+    pub pattern: String,
+    methods: Vec<Method>,
+    segments: Vec<Segment>,
+    pub scopes: Vec<String>,
+    pub environments: Vec<String>,
+    pub tenant_param: Option<String>,
+    pub auth: bool,
+    pub respond: Option<(StatusCode, Value)>,
+}
+
+/// The routes of a deployment, checked at start.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    upstream: Option<Uri>,
+}
+
+fn parse_pattern(path: &str) -> Result<Vec<Segment>, String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("path {path:?} must start with /"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut out = Vec::new();
+    let mut names = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let seg = if let Some(inner) = p.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let (rest, name) = match inner.strip_prefix('*') {
+                Some(n) => (true, n),
+                None => (false, inner),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "parameter {p:?} in {path:?} needs a name of letters, digits and _"
+                ));
+            }
+            if names.contains(&name) {
+                return Err(format!("parameter {name:?} appears twice in {path:?}"));
+            }
+            names.push(name);
+            if rest {
+                if i + 1 != parts.len() {
+                    return Err(format!("{p:?} must be the last segment of {path:?}"));
+                }
+                Segment::Rest(name.to_owned())
+            } else {
+                Segment::Param(name.to_owned())
+            }
+        } else if p.contains('{') || p.contains('}') {
+            return Err(format!(
+                "segment {p:?} of {path:?} mixes text and a parameter"
+            ));
+        } else {
+            Segment::Literal((*p).to_owned())
+        };
+        out.push(seg);
+    }
+    Ok(out)
+}
+
+fn match_segments(segments: &[Segment], path: &str) -> Option<HashMap<String, String>> {
+    let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let mut params = HashMap::new();
+    let mut i = 0;
+    for seg in segments {
+        match seg {
+            Segment::Literal(l) => {
+                if parts.get(i)? != l {
+                    return None;
+                }
+            }
+            Segment::Param(name) => {
+                let v = parts.get(i)?;
+                if v.is_empty() {
+                    return None;
+                }
+                params.insert(name.clone(), (*v).to_owned());
+            }
+            Segment::Rest(name) => {
+                params.insert(name.clone(), parts.get(i..).unwrap_or_default().join("/"));
+                return Some(params);
+            }
+        }
+        i += 1;
+    }
+    (i == parts.len()).then_some(params)
+}
+
+impl RouteTable {
+    pub fn compile(config: &Config, catalog: &ScopeCatalog) -> Result<RouteTable, ConfigError> {
+        let upstream = match &config.gateway.upstream {
+            None => None,
+            Some(u) => {
+                let uri: Uri = u
+                    .parse()
+                    .map_err(|_| invalid("gateway.upstream", format!("{u:?} is not a URL")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(invalid(
+                        "gateway.upstream",
+                        format!("{u:?} must be an http:// URL with a host (https upstreams are not supported yet)"),
+                    ));
+                }
+                Some(uri)
+            }
+        };
+        let mut routes: Vec<Route> = Vec::new();
+        for (index, r) in config.routes.iter().enumerate() {
+            let setting = format!("routes[{index}] ({})", r.path);
+            routes.push(
+                compile_route(index, r, catalog, config, upstream.is_some())
+                    .map_err(|m| invalid(setting, m))?,
+            );
+        }
+        // Two routes with the same methods and the same shape would make the
+        // second unreachable: refuse them instead of guessing.
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[..i] {
+                let same_methods = a.methods.is_empty()
+                    || b.methods.is_empty()
+                    || a.methods.iter().any(|m| b.methods.contains(m));
+                if same_methods && shape(&a.segments) == shape(&b.segments) {
+                    return Err(invalid(
+                        format!("routes[{}] ({})", a.index, a.pattern),
+                        format!(
+                            "overlaps routes[{}] ({}), which would always win",
+                            b.index, b.pattern
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(RouteTable { routes, upstream })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The first route matching `method` and `path`, with its parameters.
+    pub fn find(&self, method: &Method, path: &str) -> Option<(&Route, HashMap<String, String>)> {
+        self.routes.iter().find_map(|r| {
+            if !r.methods.is_empty() && !r.methods.contains(method) {
+                return None;
+            }
+            match_segments(&r.segments, path).map(|p| (r, p))
+        })
+    }
+}
+
+/// The pattern with parameter names erased, for overlap checks.
+fn shape(segments: &[Segment]) -> Vec<String> {
+    segments
+        .iter()
+        .map(|s| match s {
+            Segment::Literal(l) => l.clone(),
+            Segment::Param(_) => "{}".into(),
+            Segment::Rest(_) => "{*}".into(),
+        })
+        .collect()
+}
+
+fn compile_route(
+    index: usize,
+    r: &RouteConfig,
+    catalog: &ScopeCatalog,
+    config: &Config,
+    has_upstream: bool,
+) -> Result<Route, String> {
+    let segments = parse_pattern(&r.path)?;
+    let mut methods = Vec::new();
+    for m in &r.methods {
+        methods.push(
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("{m:?} is not an HTTP method"))?,
+        );
+    }
+    for s in &r.scopes {
+        catalog.check_grant(s).map_err(|e| e.to_string())?;
+    }
+    for e in &r.environments {
+        if !config.keys.environments.contains_key(e) {
+            return Err(format!("environment {e:?} is not in keys.environments"));
+        }
+    }
+    if let Some(p) = &r.tenant_param {
+        if !segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(n) if n == p))
+        {
+            return Err(format!(
+                "tenant_param {p:?} is not a {{parameter}} of the path"
+            ));
+        }
+        if !r.auth {
+            return Err("a route with tenant_param needs auth".into());
+        }
+    }
+    let respond = match &r.respond {
+        None => {
+            if !has_upstream {
+                return Err("forwards to the upstream, but gateway.upstream is not set".into());
+            }
+            None
+        }
+        Some(t) => {
+            let status = StatusCode::from_u16(r.respond_status).map_err(|_| {
+                format!("respond_status {} is not an HTTP status", r.respond_status)
+            })?;
+            let body = serde_json::to_value(t).map_err(|e| e.to_string())?;
+            Some((status, body))
+        }
+    };
+    if respond.is_some() && !r.auth {
+        return Err("respond routes fill their template from the key, so they need auth".into());
+    }
+    Ok(Route {
+        index,
+        pattern: r.path.clone(),
+        methods,
+        segments,
+        scopes: r.scopes.clone(),
+        environments: r.environments.clone(),
+        tenant_param: r.tenant_param.clone(),
+        auth: r.auth,
+        respond,
+    })
+}
+
+/// The pooled HTTP/1.1 client to the upstream.
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub fn client(config: &Config) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(
+        config.gateway.connect_timeout_ms,
+    )));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// The router fallback: gateway routes, or 404.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    match serve(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let table = &state.settings.routes;
+    let path = req.uri().path().to_owned();
+    let Some((route, params)) = table.find(req.method(), &path) else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let key = if route.auth {
+        Some(authenticate(state, req.headers(), req.uri(), peer, route, &params).await?)
+    } else {
+        None
+    };
+    if let Some((status, template)) = &route.respond {
+        // Only auth routes may respond (checked at start), so key is Some.
+        let Some(key) = &key else {
+            return Err(ApiError::Internal);
+        };
+        let principal = Principal::new(key);
+        return Ok((*status, axum::Json(fill(template, &principal))).into_response());
+    }
+    forward(state, req, key.as_deref()).await
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    peer: Option<std::net::SocketAddr>,
+    route: &Route,
+    params: &HashMap<String, String>,
+) -> Result<std::sync::Arc<CachedKey>, ApiError> {
+    let presented = credential::extract(headers, uri, &state.settings)?
+        .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
+    let ip = credential::client_ip(peer, headers, &state.settings.trusted_proxies);
+    let verdict = state
+        .verifier
+        .verify(
+            &presented,
+            VerifyRequest {
+                client_ip: ip,
+                required_scopes: &route.scopes,
+            },
+        )
+        .await?;
+    let key = match verdict {
+        Outcome::Valid(k) => k,
+        Outcome::Denied(d, _) => return Err(ApiError::Denied(d)),
+    };
+    if !route.environments.is_empty() && !route.environments.contains(&key.record.environment) {
+        return Err(ApiError::EnvironmentNotAllowed(
+            key.record.environment.clone(),
+        ));
+    }
+    if let Some(p) = &route.tenant_param {
+        // Another account's path does not exist for this key.
+        if params.get(p).map(String::as_str) != key.record.tenant_id.as_deref() {
+            return Err(ApiError::NotFound("account"));
+        }
+    }
+    Ok(key)
+}
+
+/// Fills `{placeholders}` in every string of `template` from `p`.
+fn fill(template: &Value, p: &Principal) -> Value {
+    match template {
+        Value::String(s) if s == "{scopes}" => Value::from(p.scopes.clone()),
+        Value::String(s) => {
+            let mut out = s.clone();
+            for (name, value) in [
+                ("key_id", Some(p.key_id.as_str())),
+                ("key_name", Some(p.key_name.as_str())),
+                ("start", Some(p.start.as_str())),
+                ("tenant_id", p.tenant_id.as_deref()),
+                ("tenant_name", p.tenant_name.as_deref()),
+                ("environment", Some(p.environment.as_str())),
+                ("owner", p.owner.as_deref()),
+                ("tier", p.tier.as_deref()),
+            ] {
+                out = out.replace(&format!("{{{name}}}"), value.unwrap_or(""));
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill(v, p)).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), fill(v, p))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    req: Request,
+    key: Option<&CachedKey>,
+) -> Result<Response, ApiError> {
+    let Some(upstream) = &state.settings.routes.upstream else {
+        return Err(ApiError::Internal);
+    };
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let client_ip = credential::client_ip(peer, req.headers(), &state.settings.trusted_proxies);
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let base = upstream.path().trim_end_matches('/');
+    let target = format!(
+        "{}://{}{}{}",
+        upstream.scheme_str().unwrap_or("http"),
+        upstream.authority().map_or("", |a| a.as_str()),
+        base,
+        path_and_query
+    );
+    parts.uri = target
+        .parse()
+        .map_err(|_| ApiError::InvalidQuery("the request target cannot be forwarded".into()))?;
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    // The upstream never sees the credential.
+    h.remove(header::AUTHORIZATION);
+    h.remove(state.settings.config.keys.header.as_str());
+    // Identity headers come from keyward only.
+    let names = &state.settings.config.gateway.identity_headers;
+    for n in [
+        &names.key_id,
+        &names.tenant_id,
+        &names.environment,
+        &names.scopes,
+        &names.owner,
+    ] {
+        h.remove(n.as_str());
+    }
+    if let Some(k) = key {
+        let r = &k.record;
+        let mut set = |name: &str, value: &str| {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                h.insert(n, v);
+            }
+        };
+        set(&names.key_id, &r.id);
+        if let Some(t) = &r.tenant_id {
+            set(&names.tenant_id, t);
+        }
+        set(&names.environment, &r.environment);
+        set(&names.scopes, &r.scopes.join(" "));
+        if let Some(o) = &r.owner {
+            set(&names.owner, o);
+        }
+    }
+    if let Some(ip) = client_ip {
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev)
+                if peer.is_some_and(|p| {
+                    state
+                        .settings
+                        .trusted_proxies
+                        .iter()
+                        .any(|n| n.contains(&p.ip()))
+                }) =>
+            {
+                format!(
+                    "{prev}, {}",
+                    peer.map(|p| p.ip().to_string()).unwrap_or_default()
+                )
+            }
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
+    if let Some(a) = upstream.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
+        }
+    }
+    let request = axum::http::Request::from_parts(parts, body);
+    let timeout = Duration::from_millis(state.settings.config.gateway.timeout_ms);
+    let response = match tokio::time::timeout(timeout, state.upstream.request(request)).await {
+        Err(_) => return Err(ApiError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Upstream request failed.");
+            return Err(ApiError::UpstreamUnavailable);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments_and_rest() {
+        let s = parse_pattern("/v1/voice/accounts/{auth_id}/calls").unwrap();
+        let p = match_segments(&s, "/v1/voice/accounts/AC1/calls").unwrap();
+        assert_eq!(p["auth_id"], "AC1");
+        assert!(match_segments(&s, "/v1/voice/accounts/AC1/calls/x").is_none());
+        assert!(match_segments(&s, "/v1/voice/accounts//calls").is_none());
+        let r = parse_pattern("/v1/vox/{*rest}").unwrap();
+        assert_eq!(
+            match_segments(&r, "/v1/vox/calls/1").unwrap()["rest"],
+            "calls/1"
+        );
+        assert!(parse_pattern("v1").is_err());
+        assert!(parse_pattern("/a/{*x}/b").is_err());
+        assert!(parse_pattern("/a/x{y}").is_err());
+        assert!(parse_pattern("/a/{x}/{x}").is_err());
+    }
+}

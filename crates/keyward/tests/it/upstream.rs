@@ -1,0 +1,91 @@
+//! A fixture upstream for gateway tests (test code, not product): records
+//! what it receives and answers in a few documented ways.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+pub struct Running {
+    pub url: String,
+    pub upstream: Upstream,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Running {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.upstream.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream received nothing")
+    }
+}
+
+async fn handle(State(up): State<Upstream>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    up.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let mut res =
+        axum::Json(json!({ "upstream": true, "path": path, "bytes": body.len() })).into_response();
+    res.headers_mut()
+        .insert("connection", "x-secret-hop".parse().unwrap());
+    res.headers_mut()
+        .insert("x-secret-hop", "1".parse().unwrap());
+    res
+}
+
+pub async fn start() -> Running {
+    let upstream = Upstream::default();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(upstream.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let _ = Body::empty();
+    Running {
+        url,
+        upstream,
+        task,
+    }
+}
