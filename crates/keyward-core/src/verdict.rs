@@ -80,10 +80,7 @@ impl Denial {
                 "The client address is not in the API key's IP allowlist.".into()
             }
             Denial::InsufficientScope { missing } => {
-                format!(
-                    "The API key is missing required scope: {}",
-                    missing.join(", ")
-                )
+                format!("API key is missing required scope: {}", missing.join(", "))
             }
             Denial::RateLimited {
                 retry_after_seconds,

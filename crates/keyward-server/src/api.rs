@@ -128,8 +128,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = credential::extract(&parts.headers, &parts.uri, &state.settings)?
-            .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
+        let presented = credential::extract_with(
+            &parts.headers,
+            &parts.uri,
+            &state.settings,
+            credential::ALL_SCHEMES,
+        )?
+        .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
         let ip = client_ip(parts, state);
         let req = VerifyRequest {
             client_ip: ip,

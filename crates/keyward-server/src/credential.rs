@@ -67,11 +67,26 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Extracts the credential, or `Ok(None)` if none was presented.
+/// Every scheme: keyward's own management API accepts them all, whatever
+/// the deployment chose for its gateway routes.
+pub const ALL_SCHEMES: &[Scheme] = &[Scheme::Bearer, Scheme::Header, Scheme::Basic];
+
+/// Extracts the credential by the deployment's `keys.schemes`, or `Ok(None)`
+/// if none was presented.
 pub fn extract(
     headers: &HeaderMap,
     uri: &Uri,
     settings: &Settings,
+) -> Result<Option<Presented>, ApiError> {
+    extract_with(headers, uri, settings, &settings.config.keys.schemes)
+}
+
+/// Extracts the credential accepting only `schemes`.
+pub fn extract_with(
+    headers: &HeaderMap,
+    uri: &Uri,
+    settings: &Settings,
+    schemes: &[Scheme],
 ) -> Result<Option<Presented>, ApiError> {
     let keys = &settings.config.keys;
     refuse_misplaced(headers, uri, &keys.header)?;
@@ -80,10 +95,10 @@ pub fn extract(
         let value = value.to_str().map_err(|_| invalid())?.trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("bearer") && keys.schemes.contains(&Scheme::Bearer) {
+        if scheme.eq_ignore_ascii_case("bearer") && schemes.contains(&Scheme::Bearer) {
             return Ok(Some(Presented::Secret(Secret::new(rest.to_owned()))));
         }
-        if scheme.eq_ignore_ascii_case("basic") && keys.schemes.contains(&Scheme::Basic) {
+        if scheme.eq_ignore_ascii_case("basic") && schemes.contains(&Scheme::Basic) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(rest)
                 .map_err(|_| invalid())?;
@@ -94,11 +109,11 @@ pub fn extract(
                 secret: Secret::new(secret.to_owned()),
             }));
         }
-        if !keys.schemes.contains(&Scheme::Header) {
+        if !schemes.contains(&Scheme::Header) {
             return Err(invalid());
         }
     }
-    if keys.schemes.contains(&Scheme::Header) {
+    if schemes.contains(&Scheme::Header) {
         if let Some(value) = headers.get(keys.header.as_str()) {
             let value = value.to_str().map_err(|_| invalid())?.trim();
             return Ok(Some(Presented::Secret(Secret::new(value.to_owned()))));

@@ -134,6 +134,8 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
+            // Denial messages are written as final sentences already.
+            ApiError::Denied(d) => d.message(),
             ApiError::CredentialsMisplaced { place, header } => format!(
                 "API keys are not accepted in the {place}, where they leak into logs and histories. \
                  Send the key as `Authorization: Bearer <key>` or in the `{header}` header."
@@ -167,14 +169,25 @@ impl ApiError {
             _ => {}
         }
         let status = self.status();
+        let code = self.code();
         Problem {
             status,
-            code: self.code(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            code,
+            title: title_of(code),
             detail: self.detail(),
             extra,
         }
     }
+}
+
+/// The problem type's title: its code as words, e.g. `Insufficient scope`.
+fn title_of(code: &str) -> String {
+    let words = code.replace('_', " ");
+    let words = words.replace("api key", "API key");
+    let mut c = words.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 impl From<StoreError> for ApiError {

@@ -369,30 +369,64 @@ async fn authenticate(
     Ok(key)
 }
 
-/// Fills `{placeholders}` in every string of `template` from `p`.
+/// Fills `{placeholders}` in every string of `template` from `p`: `{key_id}`,
+/// `{key_name}`, `{start}`, `{tenant_id}`, `{tenant_name}`, `{environment}`,
+/// `{owner}`, `{tier}`, `{metadata.FIELD}`; a string that is exactly
+/// `{scopes}` becomes the scope array. Unknown placeholders stay as written.
 fn fill(template: &Value, p: &Principal) -> Value {
     match template {
         Value::String(s) if s == "{scopes}" => Value::from(p.scopes.clone()),
-        Value::String(s) => {
-            let mut out = s.clone();
-            for (name, value) in [
-                ("key_id", Some(p.key_id.as_str())),
-                ("key_name", Some(p.key_name.as_str())),
-                ("start", Some(p.start.as_str())),
-                ("tenant_id", p.tenant_id.as_deref()),
-                ("tenant_name", p.tenant_name.as_deref()),
-                ("environment", Some(p.environment.as_str())),
-                ("owner", p.owner.as_deref()),
-                ("tier", p.tier.as_deref()),
-            ] {
-                out = out.replace(&format!("{{{name}}}"), value.unwrap_or(""));
-            }
-            Value::String(out)
-        }
+        Value::String(s) => Value::String(fill_str(s, p)),
         Value::Array(a) => Value::Array(a.iter().map(|v| fill(v, p)).collect()),
         Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), fill(v, p))).collect()),
         other => other.clone(),
     }
+}
+
+fn placeholder(name: &str, p: &Principal) -> Option<String> {
+    let s = |v: &str| Some(v.to_owned());
+    match name {
+        "key_id" => s(&p.key_id),
+        "key_name" => s(&p.key_name),
+        "start" => s(&p.start),
+        "tenant_id" => Some(p.tenant_id.clone().unwrap_or_default()),
+        "tenant_name" => Some(p.tenant_name.clone().unwrap_or_default()),
+        "environment" => s(&p.environment),
+        "owner" => Some(p.owner.clone().unwrap_or_default()),
+        "tier" => Some(p.tier.clone().unwrap_or_default()),
+        "scopes" => Some(p.scopes.join(" ")),
+        other => other
+            .strip_prefix("metadata.")
+            .map(|field| match p.metadata.get(field) {
+                Some(Value::String(v)) => v.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(v) => v.to_string(),
+            }),
+    }
+}
+
+fn fill_str(s: &str, p: &Principal) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after
+            .find('}')
+            .and_then(|close| placeholder(&after[..close], p).map(|v| (close, v)))
+        {
+            Some((close, value)) => {
+                out.push_str(&value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -14,5 +14,6 @@ mod bad_input;
 mod gateway;
 mod kit;
 mod process;
+mod seeds;
 mod store;
 mod upstream;
