@@ -42,7 +42,9 @@ pub struct Keyward {
 
 impl Keyward {
     pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Keyward {
-        let usage = Arc::new(UsageRecorder::new());
+        let usage = Arc::new(UsageRecorder::new(
+            settings.config.usage.last_used_resolution_seconds,
+        ));
         let upstream = crate::gateway::client(&settings.config);
         let c = &settings.config.cache;
         let cache = KeyCache::new(c.ttl_seconds, c.negative_ttl_seconds, c.capacity);
@@ -110,7 +112,7 @@ impl Keyward {
             .with_graceful_shutdown(shutdown)
             .await;
         flusher.abort();
-        self.state.usage.flush(self.state.store.as_ref()).await;
+        self.state.usage.flush_all(self.state.store.as_ref()).await;
         tracing::info!("Server stopped; last-use batches flushed.");
         result
     }

@@ -244,12 +244,16 @@ impl Default for CacheConfig {
 pub struct UsageConfig {
     /// How often `last_used_at` / `last_used_ip` are written, in milliseconds.
     pub flush_interval_ms: u64,
+    /// A key's last use is rewritten at most this often (unless its client
+    /// address changed), so busy keys do not turn into a write per flush.
+    pub last_used_resolution_seconds: u64,
 }
 
 impl Default for UsageConfig {
     fn default() -> UsageConfig {
         UsageConfig {
             flush_interval_ms: 1000,
+            last_used_resolution_seconds: 60,
         }
     }
 }

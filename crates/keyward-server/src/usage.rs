@@ -1,6 +1,8 @@
 //! Last-use tracking off the request path. Verifications record into memory;
 //! a background task writes batches every `usage.flush_interval_ms`, and
-//! shutdown flushes what is left. A failed write keeps the batch for the next
+//! shutdown flushes what is left. A key's row is rewritten at most every
+//! `usage.last_used_resolution_seconds` unless its client address changed,
+//! so a busy key costs one write a minute, not one per flush. A failed write keeps the batch for the next
 //! attempt, so nothing is lost while the store is briefly unavailable.
 
 use std::collections::HashMap;
@@ -20,18 +22,20 @@ struct LastUse {
 
 pub struct UsageRecorder {
     pending: Mutex<HashMap<String, LastUse>>,
-}
-
-impl Default for UsageRecorder {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// What was last written per key, to skip rewrites within `resolution_ms`.
+    written: Mutex<HashMap<String, LastUse>>,
+    resolution_ms: i64,
 }
 
 impl UsageRecorder {
-    pub fn new() -> UsageRecorder {
+    /// Records uses; a key's row is rewritten at most every `resolution_seconds`
+    /// unless its client address changed.
+    pub fn new(resolution_seconds: u64) -> UsageRecorder {
         UsageRecorder {
             pending: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+            resolution_ms: i64::try_from(resolution_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
         }
     }
 
@@ -47,17 +51,37 @@ impl UsageRecorder {
         }
     }
 
-    /// Writes everything pending. On failure the batch is put back.
+    /// Writes everything pending that is newer than the resolution (or from
+    /// a new address). On failure the batch is put back.
     pub async fn flush(&self, store: &dyn Store) {
+        self.flush_with(store, false).await;
+    }
+
+    /// Writes everything pending, resolution or not: for shutdown.
+    pub async fn flush_all(&self, store: &dyn Store) {
+        self.flush_with(store, true).await;
+    }
+
+    async fn flush_with(&self, store: &dyn Store, everything: bool) {
         let batch: Vec<KeyUse> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.drain()
-                .map(|(key_id, u)| KeyUse {
-                    key_id,
-                    at: u.at,
-                    ip: u.ip.map(|i| i.to_string()),
-                })
-                .collect()
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = Vec::new();
+            for (key_id, u) in p.drain() {
+                let due = match written.get(&key_id) {
+                    None => true,
+                    Some(w) => everything || u.ip != w.ip || u.at - w.at >= self.resolution_ms,
+                };
+                if due {
+                    batch.push(KeyUse {
+                        key_id: key_id.clone(),
+                        at: u.at,
+                        ip: u.ip.map(|i| i.to_string()),
+                    });
+                    written.insert(key_id, u);
+                }
+            }
+            batch
         };
         if batch.is_empty() {
             return;
@@ -69,6 +93,10 @@ impl UsageRecorder {
                 let newer = p.get(&u.key_id).is_some_and(|cur| cur.at >= u.at);
                 if !newer {
                     let ip = u.ip.as_deref().and_then(|s| s.parse().ok());
+                    self.written
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&u.key_id);
                     p.insert(u.key_id, LastUse { at: u.at, ip });
                 }
             }

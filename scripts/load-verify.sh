@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Load benchmark for POST /v1/keys/verify with 10,000 cached keys, compared in
+# the same run against nginx answering `return 200` (the ceiling for this
+# machine). Sends traffic to 127.0.0.1 only; every run is bounded in time.
+#
+#   cargo build --release -p keyward && scripts/load-verify.sh
+#
+# Env: KEYWARD_BIN (default target/release/keyward), DURATION (10s),
+# CONNECTIONS (64), THREADS (2), KEYS (10000), ROUNDS (2).
+set -euo pipefail
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
+DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"; THREADS="${THREADS:-2}"
+KEYS="${KEYS:-10000}"; ROUNDS="${ROUNDS:-2}"
+KW_PORT=18481; NGINX_PORT=18482
+tmp="$(mktemp -d)"; pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+export KEYWARD_LOG=warn
+ROOT_KEY="$("$BIN" root-keys create --name load --data-dir "$tmp/data" 2>/dev/null)"
+"$BIN" serve --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & pids+=($!)
+cat >"$tmp/nginx.conf" <<NGINX
+worker_processes auto;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { default_type application/json; return 200 '{"valid":true}'; }
+  }
+}
+NGINX
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
+
+python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt"
+export ROOT_KEY KEYS_FILE="$tmp/keys.txt"
+lua="$root_dir/scripts/verify.lua"
+
+# Warm-up: every key into the cache.
+wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/dev/null
+
+run() { # name url → appends "name rps p50 p99 non2xx" to results
+  local out; out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$2")"
+  local rps p50 p99 errs
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
+  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+  errs="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+  echo "$1 $rps $p50 $p99 ${errs:-0}" >>"$tmp/results"
+}
+for _ in $(seq 1 "$ROUNDS"); do
+  run nginx "http://127.0.0.1:$NGINX_PORT"
+  run keyward "http://127.0.0.1:$KW_PORT"
+done
+
+python3 - "$tmp/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+agg = {}
+for name, rps, p50, p99, errs in rows:
+    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
+    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
+print("| target | req/s (median) | p50 ms | p99 ms | non-2xx |")
+print("|---|---:|---:|---:|---:|")
+for name in ("nginx", "keyward"):
+    a = agg[name]
+    print(f"| {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
+k, n = agg["keyward"], agg["nginx"]
+print(f"\nkeyward / nginx throughput: {statistics.median(k['rps']) / statistics.median(n['rps']):.2f}")
+PY
