@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -123,19 +124,44 @@ pub fn build_app(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock
     Keyward::new(settings, store, clock).router()
 }
 
-/// Logs each request without its query string (keys sent there by mistake
-/// must not reach the logs) and never a header.
-async fn log_request(req: Request, next: Next) -> Response {
+/// Gives every request an `X-Request-Id` (the client's, if it sent a sane
+/// one), passes it on to handlers and the upstream, returns it, and logs the
+/// request without its query string (keys sent there by mistake must not
+/// reach the logs) and never a header.
+async fn log_request(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let client_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| {
+            v.len() <= 128
+                && v.to_str()
+                    .is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()))
+        })
+        .cloned();
+    let request_id = match client_id {
+        Some(v) => v,
+        None => {
+            let id = keyward_core::id::new_id("req", &OsEntropy)
+                .unwrap_or_else(|_| "req_unavailable".into());
+            HeaderValue::from_str(&id)
+                .unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
+        }
+    };
+    req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let started = Instant::now();
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(REQUEST_ID, request_id.clone());
     let status = res.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let request_id = request_id.to_str().unwrap_or_default();
     if status >= 500 {
-        tracing::warn!(%method, %path, status, micros, "Request failed.");
+        tracing::warn!(%method, %path, status, micros, request_id, "Request failed.");
     } else {
-        tracing::debug!(%method, %path, status, micros, "Request served.");
+        tracing::debug!(%method, %path, status, micros, request_id, "Request served.");
     }
     res
 }
+
+const REQUEST_ID: &str = "x-request-id";

@@ -53,6 +53,9 @@ pub struct GatewayConfig {
     pub connect_timeout_ms: u64,
     /// Time to the upstream's response headers.
     pub timeout_ms: u64,
+    /// Largest request body forwarded (declared by Content-Length or counted
+    /// while streaming); larger ones answer 413.
+    pub max_body_bytes: u64,
     /// Names of the identity headers sent to the upstream. Any header of
     /// these names arriving from a client is removed first.
     pub identity_headers: IdentityHeaders,
@@ -64,6 +67,7 @@ impl Default for GatewayConfig {
             upstream: None,
             connect_timeout_ms: 2_000,
             timeout_ms: 30_000,
+            max_body_bytes: 1 << 30,
             identity_headers: IdentityHeaders::default(),
         }
     }

@@ -458,7 +458,24 @@ async fn forward(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     let client_ip = credential::client_ip(peer, req.headers(), &state.settings.trusted_proxies);
+    let limit = state.settings.config.gateway.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ));
+    }
     let (mut parts, body) = req.into_parts();
+    // Chunked bodies are counted as they stream; past the limit the upstream
+    // request is aborted.
+    let body = Body::new(http_body_util::Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let base = upstream.path().trim_end_matches('/');
     let target = format!(

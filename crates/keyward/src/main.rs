@@ -4,7 +4,7 @@
 //! key straight into the store; `tenants …` and `keys …` call a running
 //! server's management API with the key in `KEYWARD_ROOT_KEY`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -281,6 +281,7 @@ fn init_logging(settings: &Settings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match settings.config.log.format {
         LogFormat::Json => builder.json().init(),

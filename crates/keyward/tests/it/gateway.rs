@@ -15,6 +15,7 @@ scopes = ["vox:read", "vox:calls:read", "vox:calls:create"]
 [gateway]
 upstream = "{upstream}"
 timeout_ms = 500
+max_body_bytes = 4096
 
 [[routes]]
 methods = ["GET"]
@@ -113,8 +114,29 @@ async fn forwards_with_identity_and_without_credentials() {
     let all = format!("{:?}", up.seen());
     assert!(!all.contains(&secret), "the upstream saw the secret");
 
+    // A client's request id is kept and passed on.
+    let res = s
+        .http
+        .get(s.url("/public/x"))
+        .header("X-Request-Id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-abc-123");
+    assert_eq!(up.last().headers["x-request-id"], "trace-abc-123");
+
     // Denials never reach the upstream.
     let before = up.seen().len();
+    let big = "x".repeat(5000);
+    let r = s
+        .http
+        .post(s.url("/v1/vox/calls"))
+        .bearer_auth(&secret)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
     let (_, reader) = s.key(&t, "reader", json!({ "scopes": ["vox:read"] })).await;
     let r = s.post("/v1/vox/calls", &reader, json!({})).await;
     r.assert_problem(403, "insufficient_scope");
