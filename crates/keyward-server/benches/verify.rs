@@ -37,6 +37,7 @@ fn record(i: usize, hash: &KeyHash, start: String) -> KeyRecord {
         tier: None,
         credit_cap: None,
         ip_allowlist: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        sub_tenants: Vec::new(),
         expires_at: Some(i64::MAX / 2),
         metadata: serde_json::json!({}),
         enabled: true,

@@ -64,6 +64,7 @@ pub async fn create_root_key(
         tier: None,
         credit_cap: None,
         ip_allowlist: Vec::new(),
+        sub_tenants: Vec::new(),
         expires_at: None,
         metadata: json!({}),
         enabled: true,

@@ -59,6 +59,10 @@ pub struct GatewayConfig {
     /// Names of the identity headers sent to the upstream. Any header of
     /// these names arriving from a client is removed first.
     pub identity_headers: IdentityHeaders,
+    /// A header naming the sub-tenant a request acts for (e.g. `X-Tenant-ID`).
+    /// When set and present, its value must be one of the key's
+    /// `sub_tenants` (else 403 `tenant_not_allowed`); it is then forwarded.
+    pub tenant_header: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +73,7 @@ impl Default for GatewayConfig {
             timeout_ms: 30_000,
             max_body_bytes: 1 << 30,
             identity_headers: IdentityHeaders::default(),
+            tenant_header: None,
         }
     }
 }

@@ -77,6 +77,8 @@ pub enum ApiError {
     RootOnly,
     #[error("keys of the {0} environment may not use this route")]
     EnvironmentNotAllowed(String),
+    #[error("this API key may not act for the tenant named in {0}")]
+    TenantNotAllowed(String),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
     #[error("the upstream is unreachable or failed")]
@@ -102,7 +104,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NameTaken | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RootOnly | ApiError::EnvironmentNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::RootOnly
+            | ApiError::EnvironmentNotAllowed(_)
+            | ApiError::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::Unavailable => "store_unavailable",
             ApiError::RootOnly => "root_key_required",
             ApiError::EnvironmentNotAllowed(_) => "environment_not_allowed",
+            ApiError::TenantNotAllowed(_) => "tenant_not_allowed",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
             ApiError::Internal => "internal_error",

@@ -159,6 +159,14 @@ impl RouteTable {
                 Some(uri)
             }
         };
+        if let Some(h) = &config.gateway.tenant_header {
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(invalid(
+                    "gateway.tenant_header",
+                    format!("{h:?} is not a valid header name"),
+                ));
+            }
+        }
         let mut routes: Vec<Route> = Vec::new();
         for (index, r) in config.routes.iter().enumerate() {
             let setting = format!("routes[{index}] ({})", r.path);
@@ -364,6 +372,16 @@ async fn authenticate(
         // Another account's path does not exist for this key.
         if params.get(p).map(String::as_str) != key.record.tenant_id.as_deref() {
             return Err(ApiError::NotFound("account"));
+        }
+    }
+    if let Some(name) = &state.settings.config.gateway.tenant_header {
+        for value in headers.get_all(name.as_str()) {
+            let allowed = value
+                .to_str()
+                .is_ok_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
+            if !allowed {
+                return Err(ApiError::TenantNotAllowed(name.clone()));
+            }
         }
     }
     Ok(key)

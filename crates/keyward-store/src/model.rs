@@ -50,6 +50,8 @@ pub struct KeyRecord {
     pub tier: Option<String>,
     pub credit_cap: Option<i64>,
     pub ip_allowlist: Vec<String>,
+    /// Sub-tenants this key may act for through the tenant header.
+    pub sub_tenants: Vec<String>,
     pub expires_at: Option<i64>,
     pub metadata: Value,
     pub enabled: bool,
@@ -121,6 +123,7 @@ pub struct KeyPatch {
     pub tier: Option<Option<String>>,
     pub credit_cap: Option<Option<i64>>,
     pub ip_allowlist: Option<Vec<String>>,
+    pub sub_tenants: Option<Vec<String>>,
     pub expires_at: Option<Option<i64>>,
     pub metadata: Option<Value>,
     pub enabled: Option<bool>,

@@ -34,7 +34,8 @@ pub struct SqlStore {
 
 const KEY_COLUMNS: &str = "seq, id, class, tenant_id, name, environment, hash, start, owner, scopes, \
     tier, credit_cap, ip_allowlist, expires_at, metadata, enabled, created_by, created_at, updated_at, \
-    last_used_at, last_used_ip, revoked_at, revoked_reason, rotated_from, replaced_by, grace_until, deleted_at";
+    last_used_at, last_used_ip, revoked_at, revoked_reason, rotated_from, replaced_by, grace_until, deleted_at, \
+    sub_tenants";
 const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at";
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
@@ -203,6 +204,7 @@ fn key_from_row(r: &AnyRow) -> StoreResult<(i64, KeyRecord)> {
             rotated_from: r.try_get("rotated_from")?,
             replaced_by: r.try_get("replaced_by")?,
             grace_until: r.try_get("grace_until")?,
+            sub_tenants: parse_strings("sub_tenants", &r.try_get::<String, _>("sub_tenants")?)?,
             deleted_at: r.try_get("deleted_at")?,
         },
     ))
@@ -330,7 +332,7 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, k: &KeyRecord) -> Store
     sqlx::query(
         "INSERT INTO keys (id, class, tenant_id, name, environment, hash, start, owner, scopes, tier, \
          credit_cap, ip_allowlist, expires_at, metadata, enabled, created_by, created_at, updated_at, \
-         rotated_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         rotated_from, sub_tenants) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(&k.id)
     .bind(k.class.as_str())
@@ -351,6 +353,7 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, k: &KeyRecord) -> Store
     .bind(k.created_at)
     .bind(k.updated_at)
     .bind(k.rotated_from.clone())
+    .bind(strings_text(&k.sub_tenants))
     .execute(&mut **tx)
     .await
     .map_err(map_unique)?;
@@ -557,6 +560,9 @@ impl Store for SqlStore {
         }
         if let Some(v) = &patch.ip_allowlist {
             set(&mut b, "ip_allowlist", Bind::Text(Some(strings_text(v))));
+        }
+        if let Some(v) = &patch.sub_tenants {
+            set(&mut b, "sub_tenants", Bind::Text(Some(strings_text(v))));
         }
         if let Some(v) = patch.expires_at {
             set(&mut b, "expires_at", Bind::Int(v));

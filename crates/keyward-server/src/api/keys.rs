@@ -119,6 +119,33 @@ impl Checks<'_> {
         out
     }
 
+    fn sub_tenants(&mut self, ids: &[String]) -> Vec<String> {
+        if ids.len() > MAX_ALLOWLIST {
+            self.errors.push(FieldError::new(
+                "sub_tenants",
+                "too_many",
+                format!("at most {MAX_ALLOWLIST} entries"),
+            ));
+        }
+        for (i, t) in ids.iter().enumerate() {
+            let ok = !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok {
+                self.errors.push(FieldError::new(
+                    format!("sub_tenants[{i}]"),
+                    "invalid",
+                    "sub-tenant ids are 1 to 64 characters of A-Z, a-z, 0-9, _, - and .",
+                ));
+            }
+        }
+        let mut out = ids.to_vec();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn expiry(&mut self, at: &str) -> Option<i64> {
         match Timestamp::parse_rfc3339(at) {
             Ok(t) if t <= self.state.clock.now() => {
@@ -278,6 +305,7 @@ pub async fn create(
     }
     let scopes = c.scopes(&body.scopes);
     let ip_allowlist = c.allowlist(&body.ip_allowlist);
+    let sub_tenants = c.sub_tenants(&body.sub_tenants);
     let expires_at = body.expires_at.as_deref().and_then(|e| c.expiry(e));
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     c.metadata(&metadata);
@@ -315,6 +343,7 @@ pub async fn create(
         tier: body.tier,
         credit_cap: body.credit_cap,
         ip_allowlist,
+        sub_tenants,
         expires_at,
         metadata,
         enabled: body.enabled.unwrap_or(true),
@@ -487,6 +516,10 @@ pub async fn update(
     if let Some(a) = &body.ip_allowlist {
         patch.ip_allowlist = Some(c.allowlist(a));
         changed.push("ip_allowlist");
+    }
+    if let Some(t) = &body.sub_tenants {
+        patch.sub_tenants = Some(c.sub_tenants(t));
+        changed.push("sub_tenants");
     }
     if let Some(e) = &body.expires_at {
         patch.expires_at = Some(e.as_deref().and_then(|e| c.expiry(e)));

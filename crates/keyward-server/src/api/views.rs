@@ -36,6 +36,8 @@ pub struct KeyView {
     pub tier: Option<String>,
     pub credit_cap: Option<i64>,
     pub ip_allowlist: Vec<String>,
+    /// Sub-tenants the key may name in the gateway's tenant header.
+    pub sub_tenants: Vec<String>,
     pub expires_at: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Value,
@@ -70,6 +72,7 @@ impl KeyView {
             tier: k.tier.clone(),
             credit_cap: k.credit_cap,
             ip_allowlist: k.ip_allowlist.clone(),
+            sub_tenants: k.sub_tenants.clone(),
             expires_at: opt_time(k.expires_at),
             metadata: k.metadata.clone(),
             enabled: k.enabled,
@@ -247,6 +250,9 @@ pub struct CreateKey {
     /// CIDRs or addresses, IPv4 or IPv6; empty allows all.
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
+    /// Sub-tenant ids this key may act for (gateway tenant header).
+    #[serde(default)]
+    pub sub_tenants: Vec<String>,
     /// RFC 3339; must be in the future.
     pub expires_at: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -270,6 +276,7 @@ pub struct UpdateKey {
     #[schema(value_type = Option<i64>)]
     pub credit_cap: Option<Option<i64>>,
     pub ip_allowlist: Option<Vec<String>>,
+    pub sub_tenants: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,

@@ -5,9 +5,10 @@
 use super::Dialect;
 
 /// `(version, statements)`. Append only: never edit a released migration.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE tenants (
     seq {SEQ},
     id TEXT NOT NULL UNIQUE,
@@ -61,7 +62,14 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_by_tenant ON audit_events (tenant_id, seq);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE keys ADD COLUMN sub_tenants TEXT NOT NULL DEFAULT '[]';
+"#,
+    ),
+];
 
 pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<String>)> {
     let seq = match dialect {

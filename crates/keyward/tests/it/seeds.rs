@@ -249,7 +249,11 @@ async fn telephony_account_scoped_paths_and_tenant_header() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let (key_id, live) = s
-        .key("AC123456", "prod", json!({ "environment": "live" }))
+        .key(
+            "AC123456",
+            "prod",
+            json!({ "environment": "live", "sub_tenants": ["tenant_xyz"] }),
+        )
         .await;
     assert!(live.starts_with("tvx_sk_live_"));
     let (_, sandbox) = s
@@ -280,6 +284,31 @@ async fn telephony_account_scoped_paths_and_tenant_header() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(up.last().headers["x-tenant-id"], "tenant_xyz");
+    // A tenant the key may not act for is refused before the upstream.
+    let before = up.seen().len();
+    let res = s
+        .http
+        .get(s.url("/v1/voice/accounts/AC123456/calls"))
+        .bearer_auth(&live)
+        .header("X-Tenant-ID", "tenant_other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "TENANT_NOT_ALLOWED"
+    );
+    let res = s
+        .http
+        .get(s.url("/v1/account/AC123456/numbers"))
+        .bearer_auth(&sandbox)
+        .header("X-Tenant-ID", "tenant_xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(up.seen().len(), before);
 
     // curl https://api.tryvox.io/v1/account/{account_id}/numbers
     assert_eq!(

@@ -33,6 +33,7 @@ fn key(id: &str, name: &str, hash: &str) -> KeyRecord {
         tier: Some("standard".into()),
         credit_cap: Some(100),
         ip_allowlist: vec!["10.0.0.0/8".into()],
+        sub_tenants: vec!["tenant_xyz".into()],
         expires_at: Some(5_000),
         metadata: json!({ "k": [1, 2] }),
         enabled: true,
