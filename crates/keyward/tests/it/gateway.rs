@@ -220,6 +220,24 @@ async fn upstream_down_and_slow_are_502_and_504() {
         .assert_problem(403, "insufficient_scope");
     let r = s2.get("/public/x", &secret).await;
     r.assert_problem(502, "upstream_unavailable");
+
+    // The upstream comes back on the same address: the gateway recovers.
+    let back = upstream::start_on(dead.trim_start_matches("http://")).await;
+    let r = s2.get("/public/x", &secret).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(back.last().uri, "/public/x");
+
+    // An upstream that accepts and then drops the connection: 502, no hang.
+    let resetter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_url = format!("http://{}", resetter.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = resetter.accept().await {
+            drop(sock);
+        }
+    });
+    let s3 = Server::start_with(Backend::Sqlite, config(&reset_url)).await;
+    let r = s3.call(Method::GET, "/public/x", None, None).await;
+    r.assert_problem(502, "upstream_unavailable");
 }
 
 #[test]

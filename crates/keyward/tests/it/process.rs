@@ -25,6 +25,11 @@ fn free_port() -> u16 {
 }
 
 async fn start(data: &Path, log: &Path) -> Running {
+    // The most verbose logs, so the secrecy check has the most to search.
+    start_with(data, log, &[], "trace").await
+}
+
+async fn start_with(data: &Path, log: &Path, extra: &[&str], level: &str) -> Running {
     let port = free_port();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -39,8 +44,8 @@ async fn start(data: &Path, log: &Path) -> Running {
             "--data-dir",
         ])
         .arg(data)
-        // The most verbose logs, so the secrecy check has the most to search.
-        .env("KEYWARD_LOG", "trace")
+        .args(extra)
+        .env("KEYWARD_LOG", level)
         .env("KEYWARD_USAGE__FLUSH_INTERVAL_MS", "60000")
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
@@ -324,4 +329,70 @@ fn regex_matches_issued_keys() {
     for p in ["kw_live_", "kw_test_", "kw_root_"] {
         assert!(re.contains(p), "{re}");
     }
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The documented bound: a gateway moving 100 MB each way holds far less
+/// than the body in memory.
+const STREAM_RSS_BOUND_KIB: u64 = 64 * 1024;
+
+#[tokio::test]
+async fn streams_100_mb_each_way_with_bounded_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let up = crate::upstream::start().await;
+    let dir = temp_dir("stream");
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(
+        &cfg,
+        format!("[gateway]\nupstream = \"{}\"\n[[routes]]\npath = \"/stream/{{*rest}}\"\nauth = false\n", up.url),
+    )
+    .unwrap();
+    let srv = start_with(
+        &dir.join("data"),
+        &dir.join("keyward.log"),
+        &["--config", cfg.to_str().unwrap()],
+        "warn",
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    let upload = vec![b'u'; SIZE as usize];
+    let res = http
+        .post(format!("{}/stream/upload", srv.base))
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["received"], SIZE);
+
+    let mut res = http
+        .get(format!("{}/stream/download/{SIZE}", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut n = 0u64;
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        n += chunk.len() as u64;
+    }
+    assert_eq!(n, SIZE);
+
+    let peak = peak_rss_kib(srv.child.id());
+    eprintln!("keyward peak RSS after 100 MB each way: {peak} KiB");
+    assert!(
+        peak < STREAM_RSS_BOUND_KIB,
+        "keyward peaked at {peak} KiB moving 100 MB each way"
+    );
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
 }

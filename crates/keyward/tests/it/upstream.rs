@@ -48,9 +48,58 @@ impl Running {
     }
 }
 
+/// Counts a request body frame by frame, never holding more than one frame.
+async fn count(mut body: Body) -> u64 {
+    use http_body_util::BodyExt;
+    let mut n = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            n += d.len() as u64;
+        }
+    }
+    n
+}
+
+/// A body of `n` bytes produced in 64 KiB chunks as the reader pulls them.
+pub struct Generated {
+    left: u64,
+    chunk: Bytes,
+}
+
+pub fn generated(n: u64) -> Generated {
+    Generated {
+        left: n,
+        chunk: Bytes::from(vec![b'k'; 64 * 1024]),
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let take = self.left.min(self.chunk.len() as u64) as usize;
+        self.left -= take as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..take)))))
+    }
+}
+
 async fn handle(State(up): State<Upstream>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    if path == "/stream/upload" {
+        let n = count(body).await;
+        return axum::Json(json!({ "received": n })).into_response();
+    }
+    if let Some(n) = path.strip_prefix("/stream/download/") {
+        return Body::new(generated(n.parse().unwrap_or(0))).into_response();
+    }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -73,11 +122,16 @@ async fn handle(State(up): State<Upstream>, req: Request) -> Response {
 }
 
 pub async fn start() -> Running {
+    start_on("127.0.0.1:0").await
+}
+
+/// Starts the fixture on a given address (to bring a "down" upstream back).
+pub async fn start_on(addr: &str) -> Running {
     let upstream = Upstream::default();
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(upstream.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
