@@ -34,6 +34,8 @@ pub struct AppState {
     pub usage: Arc<UsageRecorder>,
     /// Pooled client to the gateway upstream.
     pub upstream: crate::gateway::UpstreamClient,
+    /// Gateway routes in force (reloadable).
+    pub routes: crate::gateway::LiveRoutes,
 }
 
 /// A keyward server, ready to route or serve.
@@ -47,6 +49,7 @@ impl Keyward {
             settings.config.usage.last_used_resolution_seconds,
         ));
         let upstream = crate::gateway::client(&settings.config);
+        let routes = crate::gateway::LiveRoutes::new(settings.routes.clone());
         let c = &settings.config.cache;
         let cache = KeyCache::new(c.ttl_seconds, c.negative_ttl_seconds, c.capacity);
         let verifier = Verifier::new(
@@ -64,6 +67,7 @@ impl Keyward {
                 clock,
                 entropy: Arc::new(OsEntropy),
                 upstream,
+                routes,
                 usage,
             },
         }

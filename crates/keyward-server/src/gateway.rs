@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::api::views::Principal;
 use crate::app::AppState;
-use crate::config::{invalid, Config, ConfigError, RouteConfig};
+use crate::config::{invalid, Config, ConfigError, GatewayConfig, RouteConfig};
 use crate::credential;
 use crate::error::ApiError;
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
@@ -70,6 +70,8 @@ pub struct Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     upstream: Option<Uri>,
+    /// The `[gateway]` settings these routes were compiled with.
+    pub gateway: GatewayConfig,
 }
 
 fn parse_pattern(path: &str) -> Result<Vec<Segment>, String> {
@@ -193,7 +195,11 @@ impl RouteTable {
                 }
             }
         }
-        Ok(RouteTable { routes, upstream })
+        Ok(RouteTable {
+            routes,
+            upstream,
+            gateway: config.gateway.clone(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -313,7 +319,8 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let table = &state.settings.routes;
+    let table = state.routes.current();
+    let table = table.as_ref();
     let path = req.uri().path().to_owned();
     let Some((route, params)) = table.find(req.method(), &path) else {
         return Err(ApiError::RouteNotFound);
@@ -323,7 +330,7 @@ async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     let key = if route.auth {
-        Some(authenticate(state, req.headers(), req.uri(), peer, route, &params).await?)
+        Some(authenticate(state, table, req.headers(), req.uri(), peer, route, &params).await?)
     } else {
         None
     };
@@ -335,11 +342,12 @@ async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
         let principal = Principal::new(key);
         return Ok((*status, axum::Json(fill(template, &principal))).into_response());
     }
-    forward(state, req, key.as_deref()).await
+    forward(state, table, req, key.as_deref()).await
 }
 
 async fn authenticate(
     state: &AppState,
+    table: &RouteTable,
     headers: &HeaderMap,
     uri: &Uri,
     peer: Option<std::net::SocketAddr>,
@@ -374,7 +382,7 @@ async fn authenticate(
             return Err(ApiError::NotFound("account"));
         }
     }
-    if let Some(name) = &state.settings.config.gateway.tenant_header {
+    if let Some(name) = &table.gateway.tenant_header {
         for value in headers.get_all(name.as_str()) {
             let allowed = value
                 .to_str()
@@ -465,10 +473,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn forward(
     state: &AppState,
+    table: &RouteTable,
     req: Request,
     key: Option<&CachedKey>,
 ) -> Result<Response, ApiError> {
-    let Some(upstream) = &state.settings.routes.upstream else {
+    let Some(upstream) = &table.upstream else {
         return Err(ApiError::Internal);
     };
     let peer = req
@@ -476,7 +485,7 @@ async fn forward(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     let client_ip = credential::client_ip(peer, req.headers(), &state.settings.trusted_proxies);
-    let limit = state.settings.config.gateway.max_body_bytes;
+    let limit = table.gateway.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -513,7 +522,7 @@ async fn forward(
     h.remove(header::AUTHORIZATION);
     h.remove(state.settings.config.keys.header.as_str());
     // Identity headers come from keyward only.
-    let names = &state.settings.config.gateway.identity_headers;
+    let names = &table.gateway.identity_headers;
     for n in [
         &names.key_id,
         &names.tenant_id,
@@ -579,7 +588,7 @@ async fn forward(
         }
     }
     let request = axum::http::Request::from_parts(parts, body);
-    let timeout = Duration::from_millis(state.settings.config.gateway.timeout_ms);
+    let timeout = Duration::from_millis(table.gateway.timeout_ms);
     let response = match tokio::time::timeout(timeout, state.upstream.request(request)).await {
         Err(_) => return Err(ApiError::UpstreamTimeout),
         Ok(Err(e)) => {
@@ -613,5 +622,31 @@ mod tests {
         assert!(parse_pattern("/a/{*x}/b").is_err());
         assert!(parse_pattern("/a/x{y}").is_err());
         assert!(parse_pattern("/a/{x}/{x}").is_err());
+    }
+}
+
+/// The route table in force, replaceable while serving (`SIGHUP`): requests
+/// in flight keep the table they started with.
+#[derive(Clone)]
+pub struct LiveRoutes(std::sync::Arc<std::sync::RwLock<std::sync::Arc<RouteTable>>>);
+
+impl LiveRoutes {
+    pub fn new(table: RouteTable) -> LiveRoutes {
+        LiveRoutes(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(table),
+        )))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<RouteTable> {
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Checks `config` completely and, only if it is valid, swaps in its
+    /// routes and `[gateway]` settings. On error the old table stays.
+    pub fn reload(&self, config: Config) -> Result<usize, ConfigError> {
+        let settings = crate::config::Settings::from_config(config)?;
+        let n = settings.routes.routes.len();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(settings.routes);
+        Ok(n)
     }
 }

@@ -235,6 +235,10 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_settings(args: &ServerArgs) -> Result<Settings> {
+    Ok(Settings::from_config(load_config(args)?)?)
+}
+
+fn load_config(args: &ServerArgs) -> Result<Config> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(l) = &args.listen {
         config.listen = l.parse().with_context(|| {
@@ -247,7 +251,7 @@ fn load_settings(args: &ServerArgs) -> Result<Settings> {
     if let Some(u) = &args.store_url {
         config.store_url = Some(u.clone());
     }
-    Ok(Settings::from_config(config)?)
+    Ok(config)
 }
 
 async fn open_store(settings: &Settings) -> Result<SqlStore> {
@@ -303,11 +307,38 @@ async fn serve(args: ServerArgs) -> Result<()> {
         "Keyward is listening."
     );
     let store_handle = store.clone();
-    Keyward::new(settings, Arc::new(store), Arc::new(SystemClock))
-        .serve(listener, shutdown_signal())
-        .await?;
+    let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock));
+    let reloader = tokio::spawn(reload_on_sighup(args, server.state().routes.clone()));
+    server.serve(listener, shutdown_signal()).await?;
+    reloader.abort();
     store_handle.close().await;
     Ok(())
+}
+
+/// `SIGHUP` re-reads the configuration and swaps in its `[gateway]` and
+/// `[[routes]]` without dropping connections; an invalid file is refused and
+/// the running routes stay.
+async fn reload_on_sighup(args: ServerArgs, routes: keyward_server::gateway::LiveRoutes) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match load_config(&args).and_then(|c| routes.reload(c).map_err(anyhow::Error::from)) {
+                Ok(n) => tracing::info!(routes = n, "Configuration reloaded; new routes in force."),
+                Err(e) => {
+                    tracing::error!(error = %e, "Configuration reload refused; the running routes stay.")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (args, routes);
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -396,3 +396,68 @@ async fn streams_100_mb_each_way_with_bounded_memory() {
     srv.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sighup_reloads_routes_and_refuses_a_bad_config() {
+    let dir = temp_dir("reload");
+    let data = dir.join("data");
+    let cfg = dir.join("keyward.toml");
+    let log = dir.join("keyward.log");
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let routes = |path: &str| {
+        format!("[[routes]]\npath = \"{path}\"\nrespond = {{ key = \"{{key_id}}\" }}\n")
+    };
+    std::fs::write(&cfg, routes("/first")).unwrap();
+    let srv = start_with(&data, &log, &["--config", cfg.to_str().unwrap()], "info").await;
+    // One client, so the same keep-alive connection is used across the reload.
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let req = http.get(format!("{}{path}", srv.base)).bearer_auth(&root);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/first").await, 200);
+    assert_eq!(status("/second").await, 404);
+
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &srv.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    std::fs::write(&cfg, routes("/second")).unwrap();
+    assert!(hup().success());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if status("/second").await == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reloaded, "SIGHUP did not bring in the new route");
+    assert_eq!(status("/first").await, 404);
+
+    // A bad file is refused; the running routes stay.
+    std::fs::write(&cfg, "[[routes]]\npath = \"no-slash\"\nrespond = {}\n").unwrap();
+    assert!(hup().success());
+    let mut refused = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reload refused")
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the bad config was not reported");
+    assert_eq!(status("/second").await, 200);
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
