@@ -2,7 +2,7 @@
 """Creates one tenant and N keys on a running keyward, writing the secrets to
 a file (one per line). Test data for load runs; the file lives in a temp dir.
 
-usage: mint_keys.py BASE_URL ROOT_KEY N OUT_FILE
+usage: mint_keys.py BASE_URL ROOT_KEY N OUT_FILE [SCOPE ...]
 """
 import http.client
 import json
@@ -11,6 +11,7 @@ import threading
 from urllib.parse import urlparse
 
 base, root, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+scopes = sys.argv[5:]
 u = urlparse(base)
 headers = {"Authorization": f"Bearer {root}", "Content-Type": "application/json"}
 
@@ -32,7 +33,7 @@ secrets = [None] * n
 def worker(start, step):
     c = http.client.HTTPConnection(u.hostname, u.port)
     for i in range(start, n, step):
-        secrets[i] = post(c, "/v1/keys", {"tenant_id": tenant, "name": f"k{i}", "environment": "test"})["secret"]
+        secrets[i] = post(c, "/v1/keys", {"tenant_id": tenant, "name": f"k{i}", "environment": "test", "scopes": scopes})["secret"]
 
 
 threads = [threading.Thread(target=worker, args=(i, 4)) for i in range(4)]

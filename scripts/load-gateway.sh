@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Gateway load benchmark, side by side in one run on 127.0.0.1:
+#   1. the upstream direct (nginx `return 200`, the ceiling),
+#   2. nginx checking X-API-Key against a `map` of the same 10,000 keys
+#      (plaintext, as nginx needs them) and proxying to that upstream,
+#   3. the keyward gateway (checksum, SHA-256, cache, scopes, identity
+#      headers) proxying to that upstream.
+#
+#   cargo build --release -p keyward && scripts/load-gateway.sh
+#
+# Env: KEYWARD_BIN, DURATION (10s), CONNECTIONS (64), THREADS (2), KEYS (10000), ROUNDS (2).
+set -euo pipefail
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
+DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"; THREADS="${THREADS:-2}"
+KEYS="${KEYS:-10000}"; ROUNDS="${ROUNDS:-2}"
+UP_PORT=18491; MAP_PORT=18492; KW_PORT=18493
+tmp="$(mktemp -d)"; pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+cat >"$tmp/keyward.toml" <<TOML
+[keys]
+scopes = ["items:read"]
+[gateway]
+upstream = "http://127.0.0.1:$UP_PORT"
+[[routes]]
+methods = ["GET"]
+path = "/v1/items"
+scopes = ["items:read"]
+TOML
+export KEYWARD_LOG=warn
+ROOT_KEY="$("$BIN" root-keys create --name load --data-dir "$tmp/data" --config "$tmp/keyward.toml" 2>/dev/null)"
+"$BIN" serve --config "$tmp/keyward.toml" --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & pids+=($!)
+for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
+python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" items:read
+
+{
+  echo "worker_processes auto; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;"
+  echo "events { worker_connections 4096; }"
+  echo "http { access_log off;"
+  echo "  map_hash_max_size 65536; map_hash_bucket_size 128;"
+  echo '  map $http_x_api_key $key_ok { default 0;'
+  while read -r k; do echo "    \"$k\" 1;"; done <"$tmp/keys.txt"
+  echo "  }"
+  echo "  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }"
+  echo "  server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '{\"items\":[]}'; } }"
+  echo "  server { listen 127.0.0.1:$MAP_PORT; location / {"
+  echo '    if ($key_ok = 0) { return 401; }'
+  echo '    proxy_set_header X-API-Key ""; proxy_http_version 1.1; proxy_set_header Connection "";'
+  echo "    proxy_pass http://api; } }"
+  echo "}"
+} >"$tmp/nginx.conf"
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+sleep 0.5
+export KEYS_FILE="$tmp/keys.txt"
+lua="$root_dir/scripts/gateway.lua"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/dev/null   # warm keyward's cache
+
+run() {
+  local out; out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$2")"
+  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" >>"$tmp/results"
+}
+for _ in $(seq 1 "$ROUNDS"); do
+  run upstream "http://127.0.0.1:$UP_PORT"
+  run nginx-map "http://127.0.0.1:$MAP_PORT"
+  run keyward "http://127.0.0.1:$KW_PORT"
+done
+
+python3 - "$tmp/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+agg = {}
+for name, rps, p50, p99, errs in rows:
+    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
+    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
+print("| target | req/s (median) | p50 ms | p99 ms | non-2xx |")
+print("|---|---:|---:|---:|---:|")
+for name in ("upstream", "nginx-map", "keyward"):
+    a = agg[name]
+    print(f"| {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
+med = {n: statistics.median(a["rps"]) for n, a in agg.items()}
+print(f"\nkeyward / nginx-map throughput: {med['keyward'] / med['nginx-map']:.2f}; keyward / upstream: {med['keyward'] / med['upstream']:.2f}")
+PY
