@@ -25,33 +25,20 @@ const PER_BATCH: usize = 200_000;
 
 fn record(i: usize, hash: &KeyHash, start: String) -> KeyRecord {
     KeyRecord {
-        id: format!("key_{i:022}"),
-        class: KeyClass::Tenant,
         tenant_id: Some("ten_bench".into()),
         name: format!("k{i}"),
-        environment: "live".into(),
-        hash: hash.to_hex(),
-        start,
-        owner: None,
         scopes: vec!["vox:read".into(), "vox:calls:*".into()],
-        tier: None,
-        credit_cap: None,
         ip_allowlist: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
-        sub_tenants: Vec::new(),
         expires_at: Some(i64::MAX / 2),
-        metadata: serde_json::json!({}),
-        enabled: true,
-        created_by: "bench".into(),
-        created_at: 0,
-        updated_at: 0,
-        last_used_at: None,
-        last_used_ip: None,
-        revoked_at: None,
-        revoked_reason: None,
-        rotated_from: None,
-        replaced_by: None,
-        grace_until: None,
-        deleted_at: None,
+        ..KeyRecord::issued(
+            format!("key_{i:022}"),
+            KeyClass::Tenant,
+            "live".into(),
+            hash.to_hex(),
+            start,
+            "bench".into(),
+            0,
+        )
     }
 }
 

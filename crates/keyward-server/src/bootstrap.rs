@@ -51,34 +51,20 @@ pub async fn create_root_key(
         .generate(&KeyKind::Root, entropy)
         .map_err(|e| entropy_err(&e))?;
     let now = clock.now().0;
+    let id = new_id("key", entropy).map_err(|e| entropy_err(&e))?;
+    let issued = KeyRecord::issued(
+        id,
+        KeyClass::Root,
+        "root".into(),
+        secret.hash().to_hex(),
+        secret.start(),
+        "cli".into(),
+        now,
+    );
     let record = KeyRecord {
-        id: new_id("key", entropy).map_err(|e| entropy_err(&e))?,
-        class: KeyClass::Root,
-        tenant_id: None,
         name: name.to_owned(),
-        environment: "root".into(),
-        hash: secret.hash().to_hex(),
-        start: secret.start(),
-        owner: None,
         scopes,
-        tier: None,
-        credit_cap: None,
-        ip_allowlist: Vec::new(),
-        sub_tenants: Vec::new(),
-        expires_at: None,
-        metadata: json!({}),
-        enabled: true,
-        created_by: "cli".into(),
-        created_at: now,
-        updated_at: now,
-        last_used_at: None,
-        last_used_ip: None,
-        revoked_at: None,
-        revoked_reason: None,
-        rotated_from: None,
-        replaced_by: None,
-        grace_until: None,
-        deleted_at: None,
+        ..issued
     };
     let audit = AuditEntry {
         id: new_id("evt", entropy).map_err(|e| entropy_err(&e))?,

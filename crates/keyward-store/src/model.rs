@@ -68,6 +68,50 @@ pub struct KeyRecord {
     pub deleted_at: Option<i64>,
 }
 
+impl KeyRecord {
+    /// A freshly issued, enabled key with no scopes, limits or history:
+    /// callers fill in the rest with struct-update syntax.
+    pub fn issued(
+        id: String,
+        class: KeyClass,
+        environment: String,
+        hash: String,
+        start: String,
+        created_by: String,
+        now: i64,
+    ) -> KeyRecord {
+        KeyRecord {
+            id,
+            class,
+            tenant_id: None,
+            name: String::new(),
+            environment,
+            hash,
+            start,
+            owner: None,
+            scopes: Vec::new(),
+            tier: None,
+            credit_cap: None,
+            ip_allowlist: Vec::new(),
+            sub_tenants: Vec::new(),
+            expires_at: None,
+            metadata: Value::Object(serde_json::Map::new()),
+            enabled: true,
+            created_by,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_from: None,
+            replaced_by: None,
+            grace_until: None,
+            deleted_at: None,
+        }
+    }
+}
+
 /// The lifecycle state shown to users, derived from the record and "now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {

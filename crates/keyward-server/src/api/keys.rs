@@ -330,14 +330,19 @@ pub async fn create(
 
     let secret = generate(&state, &body.environment)?;
     let now = state.clock.now().0;
+    let id = new_id("key", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?;
+    let issued = KeyRecord::issued(
+        id,
+        KeyClass::Tenant,
+        body.environment,
+        secret.hash().to_hex(),
+        secret.start(),
+        caller.key.record.id.clone(),
+        now,
+    );
     let record = KeyRecord {
-        id: new_id("key", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
-        class: KeyClass::Tenant,
         tenant_id: Some(tenant_id.clone()),
         name,
-        environment: body.environment,
-        hash: secret.hash().to_hex(),
-        start: secret.start(),
         owner: body.owner,
         scopes,
         tier: body.tier,
@@ -347,17 +352,7 @@ pub async fn create(
         expires_at,
         metadata,
         enabled: body.enabled.unwrap_or(true),
-        created_by: caller.key.record.id.clone(),
-        created_at: now,
-        updated_at: now,
-        last_used_at: None,
-        last_used_ip: None,
-        revoked_at: None,
-        revoked_reason: None,
-        rotated_from: None,
-        replaced_by: None,
-        grace_until: None,
-        deleted_at: None,
+        ..issued
     };
     let audit = caller.audit(
         &state,
