@@ -17,6 +17,7 @@ pub enum AllowlistError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpAllowlist {
     nets: Vec<IpNet>,
+    deny_all: bool,
 }
 
 impl IpAllowlist {
@@ -42,7 +43,19 @@ impl IpAllowlist {
             };
             nets.push(net);
         }
-        Ok(IpAllowlist { nets })
+        Ok(IpAllowlist {
+            nets,
+            deny_all: false,
+        })
+    }
+
+    /// An allowlist that allows no address at all: the safe reading of a
+    /// stored list that cannot be parsed.
+    pub fn deny_all() -> IpAllowlist {
+        IpAllowlist {
+            nets: Vec::new(),
+            deny_all: true,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,6 +70,9 @@ impl IpAllowlist {
     /// Whether `ip` may use the key. An empty list allows all; a non-empty
     /// list with no known client address allows none.
     pub fn allows(&self, ip: Option<IpAddr>) -> bool {
+        if self.deny_all {
+            return false;
+        }
         if self.nets.is_empty() {
             return true;
         }
@@ -101,6 +117,7 @@ mod tests {
     #[test]
     fn empty_allows_all() {
         assert!(IpAllowlist::default().allows(None));
+        assert!(!IpAllowlist::deny_all().allows(Some("127.0.0.1".parse().unwrap())));
     }
 
     #[test]

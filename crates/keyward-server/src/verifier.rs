@@ -37,7 +37,7 @@ impl CachedKey {
         // rather than allowing all.
         let allowlist = IpAllowlist::parse(&record.ip_allowlist).unwrap_or_else(|_| {
             tracing::error!(key_id = %record.id, "Stored IP allowlist is invalid; denying all addresses.");
-            IpAllowlist::parse(&["0.0.0.0/32"]).unwrap_or_default()
+            IpAllowlist::deny_all()
         });
         let policy = KeyPolicy {
             revoked: record.revoked_at.is_some() || record.deleted_at.is_some(),
