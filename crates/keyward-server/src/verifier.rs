@@ -116,11 +116,17 @@ impl KeyCache {
     }
 
     pub fn insert(&self, hash: KeyHash, key: Option<Arc<CachedKey>>, now: Timestamp) {
-        let ttl = if key.is_some() {
+        let full = if key.is_some() {
             self.ttl_ms
         } else {
             self.negative_ttl_ms
         };
+        // Spread expiries over (ttl/2, ttl] by the key's own hash bytes, so
+        // keys cached together (a warm-up, a restart) do not all expire in
+        // the same instant and stampede the store.
+        let spread = u64::from_le_bytes(hash.0[8..16].try_into().unwrap_or([0; 8]));
+        let half = (full / 2).max(1).unsigned_abs();
+        let ttl = full - i64::try_from(spread % half).unwrap_or(0);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.capacity {
             map.retain(|_, e| e.expires > now.0);
