@@ -299,3 +299,47 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(i: u32) -> KeyHash {
+        KeyHash::of(&format!("kw_test_{i}"))
+    }
+
+    #[test]
+    fn expiries_are_spread_over_the_second_half_of_the_ttl() {
+        // Negative entries use the same spreading; a 30 s negative TTL here.
+        let cache = KeyCache::new(30, 30, 10_000);
+        let t0 = Timestamp(1_000_000);
+        for i in 0..1_000 {
+            cache.insert(hash(i), None, t0);
+        }
+        let alive = |secs: i64| {
+            (0..1_000)
+                .filter(|i| {
+                    cache
+                        .get(&hash(*i), Timestamp(t0.0 + secs * 1000))
+                        .is_some()
+                })
+                .count()
+        };
+        assert_eq!(alive(14), 1_000, "nothing expires before half the TTL");
+        let mid = alive(22);
+        assert!(
+            mid > 100 && mid < 900,
+            "expiries are spread, {mid} of 1000 alive at 22 s"
+        );
+        assert_eq!(alive(30), 0, "everything expires by the TTL");
+    }
+
+    #[test]
+    fn capacity_is_a_bound() {
+        let cache = KeyCache::new(30, 30, 10);
+        for i in 0..100 {
+            cache.insert(hash(i), None, Timestamp(0));
+            assert!(cache.len() <= 10);
+        }
+    }
+}
