@@ -10,6 +10,7 @@
 //! - [`clock`]: time as a parameter, so expiry and grace are testable.
 //! - [`verdict`]: the ordered checks of a verification and their stable codes.
 //! - [`id`]: public, prefixed identifiers such as `key_…`.
+//! - [`ratelimit`]: GCRA, the exact check-and-spend behind rate limits.
 //!
 //! A server embeds this crate, looks a [`secret::KeyHash`] up in its store,
 //! and hands the stored facts to [`verdict::evaluate`].
@@ -19,6 +20,7 @@ pub mod allowlist;
 pub mod base62;
 pub mod clock;
 pub mod id;
+pub mod ratelimit;
 pub mod scope;
 pub mod secret;
 pub mod verdict;

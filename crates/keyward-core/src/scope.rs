@@ -14,6 +14,8 @@ pub const KEYWARD_SCOPES: &[&str] = &[
     "keyward:tenants:read",
     "keyward:tenants:write",
     "keyward:audit:read",
+    "keyward:credits:read",
+    "keyward:credits:write",
 ];
 
 const MAX_SCOPE_LEN: usize = 128;

@@ -87,7 +87,7 @@ fn main() {
             .generate(&KeyKind::Environment("live".into()), &OsEntropy)
             .unwrap();
         let hash = s.hash();
-        let cached = CachedKey::new(record(i, &hash, s.start()), Some("Bench".into()));
+        let cached = CachedKey::new(record(i, &hash, s.start()), Some("Bench".into()), None);
         verifier.cache().insert(
             hash,
             Some(Arc::new(cached)),

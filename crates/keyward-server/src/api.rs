@@ -2,6 +2,7 @@
 //! [`Caller`] that every authenticated handler starts from.
 
 pub mod audit;
+pub mod credits;
 pub mod keys;
 pub mod meta;
 pub mod tenants;
@@ -34,6 +35,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/me", get(meta::me))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get).patch(tenants::update))
+        .route(
+            "/v1/tenants/{id}/credits",
+            get(credits::get).post(credits::change),
+        )
+        .route(
+            "/v1/tenants/{id}/credits/refill",
+            axum::routing::put(credits::set_refill).delete(credits::clear_refill),
+        )
+        .route("/v1/tenants/{id}/credits/ledger", get(credits::ledger))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/verify", post(keys::verify))
         .route(
@@ -44,6 +54,32 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/audit", get(audit::list))
         .route("/openapi.json", get(meta::openapi))
+}
+
+/// Checks a tier name given to a key or tenant: only operators set tiers
+/// (they decide what a customer pays for), and when the deployment declares
+/// tiers the name must be one of them.
+pub(crate) fn check_tier(state: &AppState, caller: &Caller, t: &str, errors: &mut Vec<FieldError>) {
+    if !caller.is_root() {
+        errors.push(FieldError::new(
+            "tier",
+            "not_grantable",
+            "only operator root keys set tiers",
+        ));
+    } else if !crate::limits::valid_tier_name(t) {
+        errors.push(FieldError::new(
+            "tier",
+            "invalid",
+            "tier must be 1 to 64 characters of a-z, 0-9, _ and -",
+        ));
+    } else if !state.settings.tiers.is_empty() && state.settings.tiers.get(t).is_none() {
+        let known: Vec<&str> = state.settings.tiers.names().into_keys().collect();
+        errors.push(FieldError::new(
+            "tier",
+            "unknown_tier",
+            format!("tier must be one of: {}", known.join(", ")),
+        ));
+    }
 }
 
 /// JSON bodies, with every rejection turned into a typed problem.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, BodyLimit};
 use crate::config::Settings;
 use crate::error::{self, ApiError};
+use crate::limits::{CreditSpender, Limits, MemoryLimiter};
 use crate::usage::UsageRecorder;
 use crate::verifier::{KeyCache, Verifier};
 
@@ -36,6 +37,10 @@ pub struct AppState {
     pub upstream: crate::gateway::UpstreamClient,
     /// Gateway routes in force (reloadable).
     pub routes: crate::gateway::LiveRoutes,
+    /// Rate limiter and credit spender.
+    pub limits: Arc<Limits>,
+    /// `idempotency.methods`, parsed.
+    pub idempotent_methods: Arc<Vec<Method>>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -59,8 +64,23 @@ impl Keyward {
             cache,
             Arc::clone(&usage),
         );
+        let limits = Arc::new(Limits {
+            limiter: Arc::new(MemoryLimiter::default()),
+            credits: CreditSpender::new(Arc::clone(&store), Arc::clone(&clock)),
+        });
+        let idempotent_methods = Arc::new(
+            settings
+                .config
+                .idempotency
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                .collect(),
+        );
         Keyward {
             state: AppState {
+                limits,
+                idempotent_methods,
                 settings: Arc::new(settings),
                 store,
                 verifier: Arc::new(verifier),
@@ -110,6 +130,7 @@ impl Keyward {
             .state
             .usage
             .spawn_flusher(Arc::clone(&self.state.store), interval);
+        let purger = spawn_purger(&self.state);
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -117,10 +138,29 @@ impl Keyward {
             .with_graceful_shutdown(shutdown)
             .await;
         flusher.abort();
+        purger.abort();
         self.state.usage.flush_all(self.state.store.as_ref()).await;
         tracing::info!("Server stopped; last-use batches flushed.");
         result
     }
+}
+
+/// Deletes idempotency records past their replay window, now and then.
+fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let store = Arc::clone(&state.store);
+    let clock = Arc::clone(&state.clock);
+    let every = Duration::from_secs(state.settings.config.idempotency.purge_interval_seconds);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match store.purge_idempotency(clock.now().0).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "Purged expired idempotency records."),
+                Err(e) => tracing::warn!(error = %e, "Could not purge idempotency records."),
+            }
+        }
+    })
 }
 
 /// Convenience: the router for `settings` over `store` with `clock`.

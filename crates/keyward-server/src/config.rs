@@ -40,9 +40,95 @@ pub struct Config {
     pub errors: ErrorsConfig,
     /// Reverse-proxy settings for `[[routes]]`.
     pub gateway: GatewayConfig,
+    /// Rate-limit tiers and the credits they refill.
+    pub limits: LimitsConfig,
+    /// Idempotent retries through the gateway.
+    pub idempotency: IdempotencyConfig,
     /// Gateway routes: requests matching none of keyward's own paths are
     /// matched against these, in order.
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The tier of keys whose key and tenant name none; none means such
+    /// keys are not rate limited.
+    pub default_tier: Option<String>,
+    /// Named tiers: `[limits.tiers.free] limit = 100, window_seconds = 60`.
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Tokens per window (a request costs its route's `cost`, default 1).
+    pub limit: u64,
+    pub window_seconds: u64,
+    /// Most tokens spendable at once; defaults to `limit`.
+    pub burst: Option<u64>,
+    /// Credits refilled for tenants of this tier (unless a tenant has its
+    /// own schedule): `{ amount = 100000, every = "monthly", mode = "set" }`.
+    pub refill: Option<keyward_store::limits::Refill>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a completed response is replayed.
+    pub ttl_seconds: u64,
+    /// How long an unfinished request holds its key (if keyward dies
+    /// mid-request, a retry after this succeeds). At least the gateway
+    /// timeout.
+    pub lock_seconds: u64,
+    /// Methods where `Idempotency-Key` is honoured.
+    pub methods: Vec<String>,
+    /// Largest request body of an idempotent request (it is buffered to
+    /// fingerprint it); larger ones answer 413.
+    pub max_body_bytes: u64,
+    /// Largest response body stored for replay. A larger response is
+    /// passed on and replayed with its status and headers only.
+    pub max_response_bytes: u64,
+    /// Response headers stored and replayed with the body.
+    pub replay_headers: Vec<String>,
+    /// How often expired records are purged.
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> IdempotencyConfig {
+        IdempotencyConfig {
+            ttl_seconds: 86_400,
+            lock_seconds: 60,
+            methods: vec!["POST".into(), "PATCH".into()],
+            max_body_bytes: 1 << 20,
+            max_response_bytes: 1 << 20,
+            replay_headers: [
+                "content-type",
+                "content-language",
+                "content-location",
+                "location",
+                "etag",
+                "last-modified",
+            ]
+            .map(String::from)
+            .to_vec(),
+            purge_interval_seconds: 600,
+        }
+    }
+}
+
+/// Whether a route takes `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdempotencyMode {
+    /// Honoured when sent (on `idempotency.methods`).
+    #[default]
+    Optional,
+    /// Requests without it answer 400 `idempotency_key_required`.
+    Required,
+    /// Passed to the upstream untouched.
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -128,6 +214,19 @@ pub struct RouteConfig {
     /// Status of a `respond` answer.
     #[serde(default = "ok_status")]
     pub respond_status: u16,
+    /// Rate-limit tokens a request costs (0 allowed).
+    #[serde(default = "one")]
+    pub cost: u64,
+    /// Credits a request costs, spent from the tenant's balance after every
+    /// other check passed.
+    #[serde(default)]
+    pub credits: i64,
+    #[serde(default)]
+    pub idempotency: IdempotencyMode,
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn yes() -> bool {
@@ -151,6 +250,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             errors: ErrorsConfig::default(),
             gateway: GatewayConfig::default(),
+            limits: LimitsConfig::default(),
+            idempotency: IdempotencyConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -424,6 +525,7 @@ pub struct Settings {
     pub catalog: ScopeCatalog,
     pub trusted_proxies: Vec<IpNet>,
     pub routes: crate::gateway::RouteTable,
+    pub tiers: crate::limits::Tiers,
 }
 
 impl Settings {
@@ -469,6 +571,42 @@ impl Settings {
         if config.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        let tiers = crate::limits::Tiers::compile(&config.limits)?;
+        let i = &config.idempotency;
+        if i.ttl_seconds == 0 {
+            return Err(invalid("idempotency.ttl_seconds", "must be at least 1"));
+        }
+        if i.lock_seconds.saturating_mul(1000) < config.gateway.timeout_ms {
+            return Err(invalid(
+                "idempotency.lock_seconds",
+                format!(
+                    "must be at least the gateway timeout ({} ms), or a slow request could run twice",
+                    config.gateway.timeout_ms
+                ),
+            ));
+        }
+        if i.purge_interval_seconds == 0 {
+            return Err(invalid(
+                "idempotency.purge_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        for m in &i.methods {
+            if axum::http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                return Err(invalid(
+                    "idempotency.methods",
+                    format!("{m:?} is not an HTTP method"),
+                ));
+            }
+        }
+        for h in &i.replay_headers {
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(invalid(
+                    "idempotency.replay_headers",
+                    format!("{h:?} is not a valid header name"),
+                ));
+            }
+        }
         let routes = crate::gateway::RouteTable::compile(&config, &catalog)?;
         Ok(Settings {
             config,
@@ -476,6 +614,7 @@ impl Settings {
             catalog,
             trusted_proxies,
             routes,
+            tiers,
         })
     }
 }

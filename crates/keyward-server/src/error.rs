@@ -83,6 +83,14 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("the upstream is unreachable or failed")]
     UpstreamUnavailable,
+    #[error("this route requires an Idempotency-Key header (1 to 255 printable characters, e.g. a UUID) so a retry never runs twice")]
+    IdempotencyKeyRequired,
+    #[error("the Idempotency-Key header {0}")]
+    InvalidIdempotencyKey(&'static str),
+    #[error("a request with this Idempotency-Key is still in progress; retry after it completes")]
+    IdempotencyInProgress,
+    #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -109,6 +117,11 @@ impl ApiError {
             | ApiError::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ApiError::IdempotencyKeyRequired | ApiError::InvalidIdempotencyKey(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +146,10 @@ impl ApiError {
             ApiError::TenantNotAllowed(_) => "tenant_not_allowed",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Internal => "internal_error",
         }
     }
@@ -167,6 +184,9 @@ impl ApiError {
                 retry_after_seconds,
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
+            }
+            ApiError::IdempotencyInProgress => {
+                extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {
                 extra.insert("errors".into(), json!(errors));
@@ -239,6 +259,13 @@ pub async fn render(State(settings): State<Arc<Settings>>, req: Request, next: N
         Some(problem) => render_problem(&settings, &problem, res),
         None => res,
     }
+}
+
+/// `e` rendered in the deployment's style now, rather than by the
+/// middleware (for responses that are stored, like idempotent replays).
+pub fn render_now(settings: &Settings, e: ApiError) -> Response {
+    let problem = e.problem();
+    render_problem(settings, &problem, e.into_response())
 }
 
 fn render_problem(settings: &Settings, p: &Problem, res: Response) -> Response {

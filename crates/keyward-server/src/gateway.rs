@@ -26,10 +26,13 @@ use serde_json::Value;
 
 use crate::api::views::Principal;
 use crate::app::AppState;
-use crate::config::{invalid, Config, ConfigError, GatewayConfig, RouteConfig};
+use crate::config::{invalid, Config, ConfigError, GatewayConfig, IdempotencyMode, RouteConfig};
 use crate::credential;
 use crate::error::ApiError;
+use crate::idempotency;
+use crate::limits::RateState;
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
 const HOP_BY_HOP: &[&str] = &[
@@ -63,6 +66,11 @@ pub struct Route {
     pub tenant_param: Option<String>,
     pub auth: bool,
     pub respond: Option<(StatusCode, Value)>,
+    /// Rate-limit tokens per request.
+    pub cost: u64,
+    /// Credits per request.
+    pub credits: i64,
+    pub idempotency: IdempotencyMode,
 }
 
 /// The routes of a deployment, checked at start.
@@ -283,6 +291,29 @@ fn compile_route(
     if respond.is_some() && !r.auth {
         return Err("respond routes fill their template from the key, so they need auth".into());
     }
+    if r.credits < 0 {
+        return Err("credits must not be negative".into());
+    }
+    if !r.auth && (r.credits > 0 || r.idempotency == IdempotencyMode::Required) {
+        return Err(
+            "credits and required idempotency belong to a key, so the route needs auth".into(),
+        );
+    }
+    if respond.is_some() && r.idempotency == IdempotencyMode::Required {
+        return Err("respond routes answer from keyward and take no Idempotency-Key".into());
+    }
+    if let Some(t) = config
+        .limits
+        .tiers
+        .values()
+        .find(|t| r.cost > t.burst.unwrap_or(t.limit))
+    {
+        return Err(format!(
+            "cost {} is more than a tier's burst ({}), so such keys could never call it",
+            r.cost,
+            t.burst.unwrap_or(t.limit)
+        ));
+    }
     Ok(Route {
         index,
         pattern: r.path.clone(),
@@ -293,6 +324,9 @@ fn compile_route(
         tenant_param: r.tenant_param.clone(),
         auth: r.auth,
         respond,
+        cost: r.cost,
+        credits: r.credits,
+        idempotency: r.idempotency,
     })
 }
 
@@ -312,13 +346,22 @@ pub fn client(config: &Config) -> UpstreamClient {
 
 /// The router fallback: gateway routes, or 404.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    match serve(&state, req).await {
+    let mut rate = None;
+    let mut response = match serve(&state, req, &mut rate).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if let Some(r) = rate {
+        r.write_headers(response.headers_mut());
     }
+    response
 }
 
-async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
+async fn serve(
+    state: &AppState,
+    req: Request,
+    rate: &mut Option<RateState>,
+) -> Result<Response, ApiError> {
     let table = state.routes.current();
     let table = table.as_ref();
     let path = req.uri().path().to_owned();
@@ -329,20 +372,243 @@ async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let key = if route.auth {
-        Some(authenticate(state, table, req.headers(), req.uri(), peer, route, &params).await?)
-    } else {
-        None
-    };
+    if !route.auth {
+        return forward(state, table, req, None).await;
+    }
+    let key = authenticate(state, table, req.headers(), req.uri(), peer, route, &params).await?;
     if let Some((status, template)) = &route.respond {
-        // Only auth routes may respond (checked at start), so key is Some.
-        let Some(key) = &key else {
-            return Err(ApiError::Internal);
-        };
-        let principal = Principal::new(key);
+        spend(state, route, &key, rate).await?;
+        let principal = Principal::new(&key);
         return Ok((*status, axum::Json(fill(template, &principal))).into_response());
     }
-    forward(state, table, req, key.as_deref()).await
+    let idempotency_key = match route.idempotency {
+        IdempotencyMode::Off => None,
+        _ if !state.idempotent_methods.contains(req.method()) => None,
+        mode => match idempotency::key_of(req.headers())? {
+            None if mode == IdempotencyMode::Required => {
+                return Err(ApiError::IdempotencyKeyRequired)
+            }
+            k => k,
+        },
+    };
+    match idempotency_key {
+        None => {
+            spend(state, route, &key, rate).await?;
+            forward(state, table, req, Some(&key)).await
+        }
+        Some(k) => idempotent(state, table, route, req, &key, k, rate).await,
+    }
+}
+
+/// Spends the route's rate-limit cost and credits for `key`, reporting the
+/// rate-limit state for the response's headers either way.
+async fn spend(
+    state: &AppState,
+    route: &Route,
+    key: &CachedKey,
+    rate: &mut Option<RateState>,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    match state
+        .limits
+        .spend(&state.settings.tiers, key, route.cost, route.credits, now)
+        .await?
+    {
+        Ok(spent) => {
+            *rate = spent.rate;
+            Ok(())
+        }
+        Err(refused) => {
+            *rate = refused.rate;
+            Err(ApiError::Denied(refused.denial))
+        }
+    }
+}
+
+/// The gateway path for a request with an `Idempotency-Key`: claim, then
+/// spend and forward, store the response; or replay / refuse.
+async fn idempotent(
+    state: &AppState,
+    table: &RouteTable,
+    route: &Route,
+    req: Request,
+    key: &CachedKey,
+    idempotency_key: String,
+    rate: &mut Option<RateState>,
+) -> Result<Response, ApiError> {
+    let cfg = &state.settings.config.idempotency;
+    let limit = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
+    let (parts, body) = req.into_parts();
+    let body =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::PayloadTooLarge(limit))
+            }
+            Err(_) => {
+                return Err(ApiError::InvalidBody(
+                    "the request body could not be read".into(),
+                ))
+            }
+        };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fingerprint = idempotency::fingerprint(&parts.method, path_and_query, &body);
+    let scope = idempotency::scope(key.record.tenant_id.as_deref(), &key.record.id);
+    let now = state.clock.now().0;
+    let ttl = i64::try_from(cfg.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let lock = i64::try_from(cfg.lock_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let claim = IdempotencyClaim {
+        scope: scope.clone(),
+        key: idempotency_key.clone(),
+        fingerprint,
+        now,
+        lock_until: now.saturating_add(lock),
+        expires_at: now.saturating_add(ttl.max(lock)),
+    };
+    match state.store.claim_idempotency(&claim).await? {
+        ClaimOutcome::Claimed => {}
+        ClaimOutcome::InProgress => return Err(ApiError::IdempotencyInProgress),
+        ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+        ClaimOutcome::Completed(stored) => {
+            // A replay spends nothing; it reports the current rate state.
+            if let Some(p) = state.settings.tiers.policy_for(key) {
+                let d = state
+                    .limits
+                    .limiter
+                    .spend(&key.record.id, p, 0, state.clock.now())
+                    .await?;
+                *rate = Some(RateState::from_decision(p, &d));
+            }
+            return Ok(replay(stored));
+        }
+    }
+    // From here on the key is ours: give it back unless a response is stored.
+    let release = |e: ApiError| async {
+        if let Err(err) = state
+            .store
+            .release_idempotency(&scope, &idempotency_key)
+            .await
+        {
+            tracing::warn!(error = %err, "Could not release an idempotency key; it frees itself after idempotency.lock_seconds.");
+        }
+        e
+    };
+    if let Err(e) = spend(state, route, key, rate).await {
+        return Err(release(e).await);
+    }
+    let req = Request::from_parts(parts, Body::from(body));
+    let response = match forward(state, table, req, Some(key)).await {
+        Ok(r) => r,
+        // Refused before anything was sent: the request can be retried.
+        Err(e @ (ApiError::UpstreamUnavailable | ApiError::PayloadTooLarge(_))) => {
+            return Err(release(e).await)
+        }
+        // A timeout may have run upstream: record it so a retry cannot run twice.
+        Err(e) => crate::error::render_now(&state.settings, e),
+    };
+    let (parts, body) = response.into_parts();
+    let max = usize::try_from(cfg.max_response_bytes).unwrap_or(usize::MAX);
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<axum::body::Bytes> = Vec::new();
+    let mut size = 0usize;
+    let mut complete = true;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(c) => {
+                size += c.len();
+                chunks.push(c);
+                if size > max {
+                    complete = false;
+                    break;
+                }
+            }
+            Err(_) => {
+                // The upstream broke off mid-body: what it did is unknown, so
+                // retries get this 502 rather than a second execution.
+                let failed =
+                    crate::error::render_now(&state.settings, ApiError::UpstreamUnavailable);
+                let (parts, body) = failed.into_parts();
+                let body = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                let stored = stored_of(&parts, body.clone(), cfg);
+                if let Err(e) = state
+                    .store
+                    .complete_idempotency(&scope, &idempotency_key, &stored, claim.expires_at)
+                    .await
+                {
+                    tracing::error!(error = %e, "Could not store an idempotent response.");
+                }
+                return Ok(Response::from_parts(parts, Body::from(body)));
+            }
+        }
+    }
+    let body_bytes: Vec<u8> = if complete {
+        chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    } else {
+        Vec::new()
+    };
+    let stored = stored_of(&parts, body_bytes, cfg);
+    if let Err(e) = state
+        .store
+        .complete_idempotency(&scope, &idempotency_key, &stored, claim.expires_at)
+        .await
+    {
+        tracing::error!(error = %e, "Could not store an idempotent response; retries get 409 until idempotency.lock_seconds.");
+    }
+    let body = if complete {
+        Body::from(axum::body::Bytes::from(stored.body))
+    } else {
+        let head = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+        Body::from_stream(futures_util::StreamExt::chain(head, stream))
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The stored form of a response: status, the configured headers, body.
+fn stored_of(
+    parts: &axum::http::response::Parts,
+    body: Vec<u8>,
+    cfg: &crate::config::IdempotencyConfig,
+) -> StoredResponse {
+    let headers = cfg
+        .replay_headers
+        .iter()
+        .flat_map(|name| {
+            parts
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(move |v| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (name.to_ascii_lowercase(), v.to_owned()))
+                })
+        })
+        .collect();
+    StoredResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    }
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(Body::from(stored.body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    for (name, value) in stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    h.insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 async fn authenticate(

@@ -18,7 +18,8 @@
 //! Map: [`config`] (TOML + env → [`config::Settings`]), [`credential`]
 //! (finding the key in a request), [`verifier`] (the cached hot path),
 //! [`api`] (handlers), [`error`] (the one place errors become HTTP),
-//! [`usage`] (batched last-use writes), [`openapi`], [`app`] (wiring).
+//! [`usage`] (batched last-use writes), [`limits`] (rate limits and
+//! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -28,6 +29,8 @@ pub mod config;
 pub mod credential;
 pub mod error;
 pub mod gateway;
+pub mod idempotency;
+pub mod limits;
 pub mod openapi;
 pub mod usage;
 pub mod verifier;

@@ -29,6 +29,11 @@ use crate::api;
         api::keys::delete,
         api::keys::verify,
         api::audit::list,
+        api::credits::get,
+        api::credits::change,
+        api::credits::set_refill,
+        api::credits::clear_refill,
+        api::credits::ledger,
     ),
     modifiers(&Security),
     tags(
@@ -36,6 +41,7 @@ use crate::api;
         (name = "tenants", description = "Businesses, accounts or organizations that own keys."),
         (name = "keys", description = "API keys: issue, manage, verify."),
         (name = "audit", description = "Append-only log of management actions."),
+        (name = "credits", description = "Tenant credit balances, refills and the ledger."),
     )
 )]
 struct ApiDoc;

@@ -27,11 +27,19 @@ use crate::usage::UsageRecorder;
 pub struct CachedKey {
     pub record: KeyRecord,
     pub tenant_name: Option<String>,
+    /// The tenant's rate-limit tier, used when the key names none.
+    pub tenant_tier: Option<String>,
     pub policy: KeyPolicy,
+    /// The key's own rate limit, if it has one.
+    pub rate_override: Option<keyward_core::ratelimit::RatePolicy>,
 }
 
 impl CachedKey {
-    pub fn new(record: KeyRecord, tenant_name: Option<String>) -> CachedKey {
+    pub fn new(
+        record: KeyRecord,
+        tenant_name: Option<String>,
+        tenant_tier: Option<String>,
+    ) -> CachedKey {
         // Stored allowlists were validated on write; an unparsable one (only
         // possible by editing the database by hand) denies every address
         // rather than allowing all.
@@ -47,10 +55,16 @@ impl CachedKey {
             allowlist,
             scopes: ScopeSet::new(record.scopes.iter().cloned()),
         };
+        // Validated on write, like the allowlist.
+        let rate_override = record.rate_limit.and_then(|r| {
+            keyward_core::ratelimit::RatePolicy::new("key", r.limit, r.window_ms, r.burst).ok()
+        });
         CachedKey {
             record,
             tenant_name,
+            tenant_tier,
             policy,
+            rate_override,
         }
     }
 }
@@ -281,15 +295,19 @@ impl Verifier {
         let Some(record) = self.store.find_key_by_hash(&hash.to_hex()).await? else {
             return Ok(None);
         };
-        let tenant_name = match &record.tenant_id {
+        let (tenant_name, tenant_tier) = match &record.tenant_id {
             Some(t) => match self.store.get_tenant(t).await {
-                Ok(t) => Some(t.name),
-                Err(StoreError::NotFound) => None,
+                Ok(t) => (Some(t.name), t.tier),
+                Err(StoreError::NotFound) => (None, None),
                 Err(e) => return Err(e),
             },
-            None => None,
+            None => (None, None),
         };
-        Ok(Some(Arc::new(CachedKey::new(record, tenant_name))))
+        Ok(Some(Arc::new(CachedKey::new(
+            record,
+            tenant_name,
+            tenant_tier,
+        ))))
     }
 
     /// Drops a key from this node's cache after a change to it.

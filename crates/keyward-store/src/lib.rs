@@ -12,11 +12,13 @@
 //! in the integration tests runs against both.
 #![forbid(unsafe_code)]
 
+pub mod limits;
 mod model;
 pub mod sql;
 
 use async_trait::async_trait;
 
+pub use limits::LimitStore;
 pub use model::*;
 pub use sql::SqlStore;
 
@@ -32,6 +34,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage is unavailable: {0}")]
     Backend(#[from] sqlx::Error),
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
 }
@@ -41,7 +45,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Durable state. Implementations must be safe to share across tasks and,
 /// for PostgreSQL, across nodes.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: LimitStore + Send + Sync + 'static {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 

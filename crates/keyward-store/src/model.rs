@@ -9,12 +9,15 @@ pub struct Tenant {
     pub metadata: Value,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The rate-limit tier of the tenant's keys that name none themselves.
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TenantPatch {
     pub name: Option<String>,
     pub metadata: Option<Value>,
+    pub tier: Option<Option<String>>,
     pub updated_at: i64,
 }
 
@@ -66,6 +69,16 @@ pub struct KeyRecord {
     pub replaced_by: Option<String>,
     pub grace_until: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// This key's own rate limit, overriding its tier.
+    pub rate_limit: Option<RateLimitOverride>,
+}
+
+/// A per-key rate limit: `limit` tokens per `window_ms`, bucket `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitOverride {
+    pub limit: u64,
+    pub window_ms: u64,
+    pub burst: u64,
 }
 
 impl KeyRecord {
@@ -108,6 +121,7 @@ impl KeyRecord {
             replaced_by: None,
             grace_until: None,
             deleted_at: None,
+            rate_limit: None,
         }
     }
 }
@@ -166,6 +180,7 @@ pub struct KeyPatch {
     pub scopes: Option<Vec<String>>,
     pub tier: Option<Option<String>>,
     pub credit_cap: Option<Option<i64>>,
+    pub rate_limit: Option<Option<RateLimitOverride>>,
     pub ip_allowlist: Option<Vec<String>>,
     pub sub_tenants: Option<Vec<String>>,
     pub expires_at: Option<Option<i64>>,

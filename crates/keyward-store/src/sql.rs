@@ -6,6 +6,7 @@
 //! BIGINT milliseconds, booleans as 0/1, and no `$n IS NULL` tricks (PostgreSQL
 //! cannot type an untyped NULL parameter): optional filters build the SQL.
 
+mod limits;
 pub mod schema;
 
 use std::str::FromStr;
@@ -35,8 +36,8 @@ pub struct SqlStore {
 const KEY_COLUMNS: &str = "seq, id, class, tenant_id, name, environment, hash, start, owner, scopes, \
     tier, credit_cap, ip_allowlist, expires_at, metadata, enabled, created_by, created_at, updated_at, \
     last_used_at, last_used_ip, revoked_at, revoked_reason, rotated_from, replaced_by, grace_until, deleted_at, \
-    sub_tenants";
-const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at";
+    sub_tenants, rate_limit";
+const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at, tier";
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
 /// Serializes migrations across nodes starting at once (PostgreSQL).
@@ -162,6 +163,10 @@ fn strings_text(v: &[String]) -> String {
     Value::from(v.to_vec()).to_string()
 }
 
+fn rate_limit_text(r: Option<&RateLimitOverride>) -> Option<String> {
+    r.and_then(|r| serde_json::to_string(r).ok())
+}
+
 fn parse_json(column: &str, s: &str) -> StoreResult<Value> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
@@ -206,6 +211,13 @@ fn key_from_row(r: &AnyRow) -> StoreResult<(i64, KeyRecord)> {
             grace_until: r.try_get("grace_until")?,
             sub_tenants: parse_strings("sub_tenants", &r.try_get::<String, _>("sub_tenants")?)?,
             deleted_at: r.try_get("deleted_at")?,
+            rate_limit: match r.try_get::<Option<String>, _>("rate_limit")? {
+                None => None,
+                Some(s) => Some(
+                    serde_json::from_str(&s)
+                        .map_err(|e| StoreError::Corrupt(format!("rate_limit: {e}")))?,
+                ),
+            },
         },
     ))
 }
@@ -219,6 +231,7 @@ fn tenant_from_row(r: &AnyRow) -> StoreResult<(i64, Tenant)> {
             metadata: parse_json("metadata", &r.try_get::<String, _>("metadata")?)?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            tier: r.try_get("tier")?,
         },
     ))
 }
@@ -296,7 +309,7 @@ impl Built {
     }
 }
 
-fn paged<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
+pub(crate) fn paged<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
     let limit = limit as usize;
     let next = if rows.len() > limit {
         rows.truncate(limit);
@@ -307,7 +320,7 @@ fn paged<T>(mut rows: Vec<(i64, T)>, limit: u32) -> Page<T> {
     Page { items: rows, next }
 }
 
-async fn insert_audit(
+pub(crate) async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, Any>,
     a: &AuditEntry,
 ) -> Result<(), sqlx::Error> {
@@ -332,7 +345,7 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, k: &KeyRecord) -> Store
     sqlx::query(
         "INSERT INTO keys (id, class, tenant_id, name, environment, hash, start, owner, scopes, tier, \
          credit_cap, ip_allowlist, expires_at, metadata, enabled, created_by, created_at, updated_at, \
-         rotated_from, sub_tenants) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+         rotated_from, sub_tenants, rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(&k.id)
     .bind(k.class.as_str())
@@ -354,6 +367,7 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, k: &KeyRecord) -> Store
     .bind(k.updated_at)
     .bind(k.rotated_from.clone())
     .bind(strings_text(&k.sub_tenants))
+    .bind(rate_limit_text(k.rate_limit.as_ref()))
     .execute(&mut **tx)
     .await
     .map_err(map_unique)?;
@@ -384,13 +398,14 @@ impl Store for SqlStore {
     async fn create_tenant(&self, t: &Tenant, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenants (id, name, metadata, created_at, updated_at, tier) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&t.id)
         .bind(&t.name)
         .bind(json_text(&t.metadata))
         .bind(t.created_at)
         .bind(t.updated_at)
+        .bind(t.tier.clone())
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -448,6 +463,10 @@ impl Store for SqlStore {
         if let Some(m) = &patch.metadata {
             let p = b.arg(Bind::Text(Some(json_text(m))));
             b.sql.push_str(&format!(", metadata = {p}"));
+        }
+        if let Some(t) = &patch.tier {
+            let p = b.arg(Bind::Text(t.clone()));
+            b.sql.push_str(&format!(", tier = {p}"));
         }
         let p = b.arg(Bind::Text(Some(id.to_owned())));
         b.sql
@@ -557,6 +576,13 @@ impl Store for SqlStore {
         }
         if let Some(v) = patch.credit_cap {
             set(&mut b, "credit_cap", Bind::Int(v));
+        }
+        if let Some(v) = &patch.rate_limit {
+            set(
+                &mut b,
+                "rate_limit",
+                Bind::Text(rate_limit_text(v.as_ref())),
+            );
         }
         if let Some(v) = &patch.ip_allowlist {
             set(&mut b, "ip_allowlist", Bind::Text(Some(strings_text(v))));

@@ -5,20 +5,24 @@ use std::net::IpAddr;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use keyward_core::allowlist::IpAllowlist;
 use keyward_core::clock::Timestamp;
 use keyward_core::id::new_id;
 use keyward_core::scope;
 use keyward_core::secret::{KeyKind, KeySecret};
-use keyward_store::{KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, StoreError};
+use keyward_core::verdict::Denial;
+use keyward_store::{
+    KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, RateLimitOverride, StoreError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::views::{
-    CreateKey, KeyPage, KeyView, KeyWithSecret, Principal, RevokeKey, RotateKey, UpdateKey,
-    VerifyKey, VerifyResult,
+    CreateKey, CreditState, KeyPage, KeyView, KeyWithSecret, Principal, RateLimitSpec,
+    RateLimitState, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
-use super::{encode_cursor, page_request, Caller, Json, MaybeJson, Query};
+use super::{check_tier, encode_cursor, page_request, Caller, Json, MaybeJson, Query};
 use crate::app::AppState;
 use crate::credential::{Presented, Secret};
 use crate::error::{ApiError, FieldError};
@@ -183,16 +187,35 @@ impl Checks<'_> {
     }
 
     fn tier(&mut self, t: &str) {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !ok {
+        check_tier(self.state, self.caller, t, &mut self.errors);
+    }
+
+    fn rate_limit(&mut self, r: &RateLimitSpec) -> Option<RateLimitOverride> {
+        if !self.caller.is_root() {
             self.errors.push(FieldError::new(
-                "tier",
-                "invalid",
-                "tier must be 1 to 64 characters of a-z, 0-9, _ and -",
+                "rate_limit",
+                "not_grantable",
+                "only operator root keys set a key's own rate limit",
             ));
+            return None;
+        }
+        let burst = r.burst.unwrap_or(r.limit);
+        match keyward_core::ratelimit::RatePolicy::new(
+            "key",
+            r.limit,
+            r.window_seconds.saturating_mul(1000),
+            burst,
+        ) {
+            Ok(_) => Some(RateLimitOverride {
+                limit: r.limit,
+                window_ms: r.window_seconds.saturating_mul(1000),
+                burst,
+            }),
+            Err(e) => {
+                self.errors
+                    .push(FieldError::new("rate_limit", "invalid", e.to_string()));
+                None
+            }
         }
     }
 
@@ -318,6 +341,7 @@ pub async fn create(
     if let Some(cap) = body.credit_cap {
         c.credit_cap(cap);
     }
+    let rate_limit = body.rate_limit.as_ref().and_then(|r| c.rate_limit(r));
     c.finish()?;
     state
         .store
@@ -347,6 +371,7 @@ pub async fn create(
         scopes,
         tier: body.tier,
         credit_cap: body.credit_cap,
+        rate_limit,
         ip_allowlist,
         sub_tenants,
         expires_at,
@@ -526,11 +551,33 @@ pub async fn update(
         changed.push("metadata");
     }
     if let Some(t) = &body.tier {
-        if let Some(t) = t {
-            c.tier(t);
+        match t {
+            Some(t) => c.tier(t),
+            None if !caller.is_root() => c.errors.push(FieldError::new(
+                "tier",
+                "not_grantable",
+                "only operator root keys change a key's tier",
+            )),
+            None => {}
         }
         patch.tier = Some(t.clone());
         changed.push("tier");
+    }
+    if let Some(r) = &body.rate_limit {
+        let value = match r {
+            Some(r) => c.rate_limit(r),
+            None if !caller.is_root() => {
+                c.errors.push(FieldError::new(
+                    "rate_limit",
+                    "not_grantable",
+                    "only operator root keys change a key's own rate limit",
+                ));
+                None
+            }
+            None => None,
+        };
+        patch.rate_limit = Some(value);
+        changed.push("rate_limit");
     }
     if let Some(o) = &body.owner {
         if let Some(o) = o {
@@ -718,7 +765,7 @@ pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<VerifyKey>,
-) -> Result<axum::Json<VerifyResult>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     caller.require("keyward:keys:verify")?;
     let mut errors = Vec::new();
     for (i, s) in body.scopes.iter().enumerate() {
@@ -745,6 +792,13 @@ pub async fn verify(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    if body.credits.is_some_and(|c| c < 0) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "credits",
+            "out_of_range",
+            "credits must not be negative",
+        )]));
+    }
     let presented = Presented::Secret(Secret::new(body.key));
     let outcome = state
         .verifier
@@ -759,44 +813,72 @@ pub async fn verify(
     let foreign = |k: &crate::verifier::CachedKey| {
         k.record.class != KeyClass::Tenant || !caller.sees_tenant(k.record.tenant_id.as_deref())
     };
+    let denied = |d: Denial, key: Option<Principal>| VerifyResult {
+        valid: false,
+        code: d.code(),
+        missing_scopes: match &d {
+            Denial::InsufficientScope { missing } => Some(missing.clone()),
+            _ => None,
+        },
+        retry_after: match &d {
+            Denial::RateLimited {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ => None,
+        },
+        message: Some(d.message()),
+        key,
+        ratelimit: None,
+        credits: None,
+    };
+    let mut rate = None;
     let result = match outcome {
-        Outcome::Valid(k) if !foreign(&k) => VerifyResult {
-            valid: true,
-            code: "valid",
-            key: Some(Principal::new(&k)),
-            missing_scopes: None,
-            message: None,
-        },
-        Outcome::Denied(d, Some(k)) if !foreign(&k) => VerifyResult {
-            valid: false,
-            code: d.code(),
-            missing_scopes: match &d {
-                keyward_core::verdict::Denial::InsufficientScope { missing } => {
-                    Some(missing.clone())
+        Outcome::Valid(k) if !foreign(&k) => {
+            // Rate limit, then credits: spent only now that all else passed.
+            let spent = state
+                .limits
+                .spend(
+                    &state.settings.tiers,
+                    &k,
+                    body.cost.unwrap_or(1),
+                    body.credits.unwrap_or(0),
+                    state.clock.now(),
+                )
+                .await?;
+            match spent {
+                Ok(spent) => {
+                    rate = spent.rate;
+                    VerifyResult {
+                        valid: true,
+                        code: "valid",
+                        key: Some(Principal::new(&k)),
+                        missing_scopes: None,
+                        message: None,
+                        ratelimit: rate.as_ref().map(RateLimitState::from),
+                        credits: spent.credits.map(|c| CreditState {
+                            balance: c.balance,
+                            key_remaining: c.key_remaining,
+                        }),
+                        retry_after: None,
+                    }
                 }
-                _ => None,
-            },
-            message: Some(d.message()),
-            key: Some(Principal::new(&k)),
-        },
-        Outcome::Denied(d, None) => VerifyResult {
-            valid: false,
-            code: d.code(),
-            key: None,
-            missing_scopes: None,
-            message: Some(d.message()),
-        },
-        // A key of another tenant (or a root key) does not exist for this caller.
-        _ => {
-            let d = keyward_core::verdict::Denial::InvalidApiKey;
-            VerifyResult {
-                valid: false,
-                code: d.code(),
-                key: None,
-                missing_scopes: None,
-                message: Some(d.message()),
+                Err(refused) => {
+                    rate = refused.rate;
+                    VerifyResult {
+                        ratelimit: rate.as_ref().map(RateLimitState::from),
+                        ..denied(refused.denial, Some(Principal::new(&k)))
+                    }
+                }
             }
         }
+        Outcome::Denied(d, Some(k)) if !foreign(&k) => denied(d, Some(Principal::new(&k))),
+        Outcome::Denied(d, None) => denied(d, None),
+        // A key of another tenant (or a root key) does not exist for this caller.
+        _ => denied(Denial::InvalidApiKey, None),
     };
-    Ok(axum::Json(result))
+    let mut response = axum::Json(result).into_response();
+    if let Some(r) = rate {
+        r.write_headers(response.headers_mut());
+    }
+    Ok(response)
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::views::{CreateTenant, TenantPage, TenantView, UpdateTenant};
-use super::{encode_cursor, page_request, Caller, Json, Query};
+use super::{check_tier, encode_cursor, page_request, Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
 
@@ -60,6 +60,9 @@ pub async fn create(
     check_name(&body.name, &mut errors);
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     check_metadata(&state, &metadata, &mut errors);
+    if let Some(t) = &body.tier {
+        check_tier(&state, &caller, t, &mut errors);
+    }
     if let Some(id) = &body.id {
         let ok = !id.is_empty()
             && id.len() <= 64
@@ -88,6 +91,7 @@ pub async fn create(
         metadata,
         created_at: now,
         updated_at: now,
+        tier: body.tier,
     };
     let audit = caller.audit(
         &state,
@@ -184,12 +188,22 @@ pub async fn update(
     if let Some(m) = &body.metadata {
         check_metadata(&state, m, &mut errors);
     }
+    match &body.tier {
+        Some(Some(t)) => check_tier(&state, &caller, t, &mut errors),
+        Some(None) if !caller.is_root() => errors.push(FieldError::new(
+            "tier",
+            "not_grantable",
+            "only operator root keys set tiers",
+        )),
+        _ => {}
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let patch = TenantPatch {
         name: body.name.map(|n| n.trim().to_owned()),
         metadata: body.metadata,
+        tier: body.tier,
         updated_at: state.clock.now().0,
     };
     let mut changed = Vec::new();
@@ -198,6 +212,9 @@ pub async fn update(
     }
     if patch.metadata.is_some() {
         changed.push("metadata");
+    }
+    if patch.tier.is_some() {
+        changed.push("tier");
     }
     let audit = caller.audit(
         &state,

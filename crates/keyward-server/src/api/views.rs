@@ -35,6 +35,8 @@ pub struct KeyView {
     pub owner: Option<String>,
     pub tier: Option<String>,
     pub credit_cap: Option<i64>,
+    /// The key's own rate limit, overriding its tier's.
+    pub rate_limit: Option<RateLimitSpec>,
     pub ip_allowlist: Vec<String>,
     /// Sub-tenants the key may name in the gateway's tenant header.
     pub sub_tenants: Vec<String>,
@@ -71,6 +73,7 @@ impl KeyView {
             owner: k.owner.clone(),
             tier: k.tier.clone(),
             credit_cap: k.credit_cap,
+            rate_limit: k.rate_limit.map(RateLimitSpec::from),
             ip_allowlist: k.ip_allowlist.clone(),
             sub_tenants: k.sub_tenants.clone(),
             expires_at: opt_time(k.expires_at),
@@ -130,7 +133,7 @@ impl Principal {
             environment: r.environment.clone(),
             scopes: r.scopes.clone(),
             owner: r.owner.clone(),
-            tier: r.tier.clone(),
+            tier: r.tier.clone().or_else(|| k.tenant_tier.clone()),
             expires_at: opt_time(effective_expiry(r)),
             metadata: r.metadata.clone(),
         }
@@ -141,6 +144,8 @@ impl Principal {
 pub struct TenantView {
     pub id: String,
     pub name: String,
+    /// Rate-limit tier of the tenant's keys that name none.
+    pub tier: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
@@ -152,6 +157,7 @@ impl From<&Tenant> for TenantView {
         TenantView {
             id: t.id.clone(),
             name: t.name.clone(),
+            tier: t.tier.clone(),
             metadata: t.metadata.clone(),
             created_at: time(t.created_at),
             updated_at: time(t.updated_at),
@@ -221,6 +227,8 @@ pub struct CreateTenant {
     /// such as `AC123456` used in account-scoped paths; default `ten_…`.
     pub id: Option<String>,
     pub name: String,
+    /// One of `limits.tiers` (operators only).
+    pub tier: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -229,6 +237,10 @@ pub struct CreateTenant {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,
+    /// One of `limits.tiers`, or `null` (operators only).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub tier: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -245,8 +257,12 @@ pub struct CreateKey {
     #[serde(default)]
     pub scopes: Vec<String>,
     pub owner: Option<String>,
+    /// One of `limits.tiers` (operators only).
     pub tier: Option<String>,
+    /// Most credits this key may spend in all.
     pub credit_cap: Option<i64>,
+    /// The key's own rate limit (operators only).
+    pub rate_limit: Option<RateLimitSpec>,
     /// CIDRs or addresses, IPv4 or IPv6; empty allows all.
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
@@ -275,6 +291,9 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>)]
     pub credit_cap: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimitSpec>)]
+    pub rate_limit: Option<Option<RateLimitSpec>>,
     pub ip_allowlist: Option<Vec<String>>,
     pub sub_tenants: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -310,6 +329,11 @@ pub struct VerifyKey {
     /// The client address, checked against the key's IP allowlist. A key
     /// with an allowlist is refused (`ip_not_allowed`) if this is absent.
     pub ip: Option<String>,
+    /// Rate-limit tokens this request costs (default 1; 0 only reads the
+    /// state).
+    pub cost: Option<u64>,
+    /// Credits this request costs, spent from the key's tenant (default 0).
+    pub credits: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -322,6 +346,156 @@ pub struct VerifyResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_scopes: Option<Vec<String>>,
     pub message: Option<String>,
+    /// Rate-limit state after this request, when the key has a limit.
+    pub ratelimit: Option<RateLimitState>,
+    /// Credit state after this request, when credits were spent.
+    pub credits: Option<CreditState>,
+    /// With `rate_limited`: seconds until the same request would pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// A rate limit: `limit` tokens per `window_seconds`, at most `burst` at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub limit: u64,
+    pub window_seconds: u64,
+    /// Defaults to `limit`.
+    pub burst: Option<u64>,
+}
+
+impl From<keyward_store::RateLimitOverride> for RateLimitSpec {
+    fn from(r: keyward_store::RateLimitOverride) -> RateLimitSpec {
+        RateLimitSpec {
+            limit: r.limit,
+            window_seconds: r.window_ms / 1000,
+            burst: Some(r.burst),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitState {
+    /// The tier (or `key` for a key's own limit).
+    pub policy: String,
+    pub limit: u64,
+    pub window_seconds: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_seconds: u64,
+}
+
+impl From<&crate::limits::RateState> for RateLimitState {
+    fn from(r: &crate::limits::RateState) -> RateLimitState {
+        RateLimitState {
+            policy: r.policy.clone(),
+            limit: r.limit,
+            window_seconds: r.window_seconds,
+            remaining: r.remaining,
+            reset_seconds: r.reset_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditState {
+    /// The tenant's balance after this request.
+    pub balance: i64,
+    /// What the key may still spend under its `credit_cap`.
+    pub key_remaining: Option<i64>,
+}
+
+/// A refill schedule. `set` makes the balance the amount (unused credits
+/// lapse); `add` adds the amount. Boundaries are UTC midnights (daily) or
+/// the 1st of the month (monthly); a new schedule applies at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillSpec {
+    pub amount: i64,
+    /// `daily` or `monthly`.
+    #[schema(value_type = String)]
+    pub every: keyward_store::limits::RefillPeriod,
+    /// `set` or `add`.
+    #[schema(value_type = String)]
+    pub mode: keyward_store::limits::RefillMode,
+}
+
+impl From<keyward_store::limits::Refill> for RefillSpec {
+    fn from(r: keyward_store::limits::Refill) -> RefillSpec {
+        RefillSpec {
+            amount: r.amount,
+            every: r.every,
+            mode: r.mode,
+        }
+    }
+}
+
+/// A tenant's credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsView {
+    pub tenant_id: String,
+    pub balance: i64,
+    /// The schedule in force.
+    pub refill: Option<RefillSpec>,
+    /// `tenant` (its own schedule), `tier`, or null.
+    pub refill_source: Option<&'static str>,
+    pub last_refill_at: Option<String>,
+    pub next_refill_at: Option<String>,
+}
+
+/// A grant (positive) or adjustment (either sign) of a tenant's credits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeCredits {
+    /// `grant` or `adjust`.
+    pub kind: String,
+    pub amount: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerEntryView {
+    pub id: String,
+    pub tenant_id: String,
+    pub at: String,
+    /// `grant`, `adjust`, `refill` or `spend`.
+    pub kind: &'static str,
+    /// Change to the balance; negative for spends.
+    pub amount: i64,
+    pub balance_after: i64,
+    /// Spend entries: the key that spent.
+    pub key_id: Option<String>,
+    /// Spend entries: how many requests the entry covers.
+    pub requests: i64,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl From<&keyward_store::limits::LedgerEntry> for LedgerEntryView {
+    fn from(e: &keyward_store::limits::LedgerEntry) -> LedgerEntryView {
+        LedgerEntryView {
+            id: e.id.clone(),
+            tenant_id: e.tenant_id.clone(),
+            at: time(e.at),
+            kind: e.kind.as_str(),
+            amount: e.amount,
+            balance_after: e.balance_after,
+            key_id: e.key_id.clone(),
+            requests: e.requests,
+            actor: e.actor.clone(),
+            reason: e.reason.clone(),
+            idempotency_key: e.idempotency_key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerPage {
+    pub data: Vec<LedgerEntryView>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -69,6 +69,57 @@ CREATE INDEX audit_by_tenant ON audit_events (tenant_id, seq);
 ALTER TABLE keys ADD COLUMN sub_tenants TEXT NOT NULL DEFAULT '[]';
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE tenants ADD COLUMN tier TEXT;
+ALTER TABLE keys ADD COLUMN rate_limit TEXT;
+CREATE TABLE credit_accounts (
+    tenant_id TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL,
+    refill TEXT,
+    last_refill_at BIGINT,
+    next_refill_at BIGINT,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE key_credits (
+    key_id TEXT PRIMARY KEY,
+    spent BIGINT NOT NULL
+);
+CREATE TABLE credit_ledger (
+    seq {SEQ},
+    id TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL,
+    key_id TEXT,
+    requests BIGINT NOT NULL,
+    actor TEXT,
+    reason TEXT,
+    idempotency_key TEXT,
+    fingerprint TEXT
+);
+CREATE INDEX credit_ledger_by_tenant ON credit_ledger (tenant_id, seq);
+CREATE UNIQUE INDEX credit_ledger_idempotency ON credit_ledger (tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE idempotency_records (
+    scope TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    locked_until BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    status BIGINT,
+    headers TEXT,
+    body TEXT,
+    PRIMARY KEY (scope, idem_key)
+);
+CREATE INDEX idempotency_by_expiry ON idempotency_records (expires_at);
+"#,
+    ),
 ];
 
 pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<String>)> {

@@ -48,6 +48,11 @@ fn key(id: &str, name: &str, hash: &str) -> KeyRecord {
         replaced_by: None,
         grace_until: None,
         deleted_at: None,
+        rate_limit: Some(keyward_store::RateLimitOverride {
+            limit: 10,
+            window_ms: 60_000,
+            burst: 5,
+        }),
     }
 }
 
@@ -64,6 +69,7 @@ async fn conformance(backend: Backend) {
         metadata: json!({}),
         created_at: 1,
         updated_at: 1,
+        tier: Some("gold".into()),
     };
     store
         .create_tenant(&t, &audit("tenant.created", "ten_1", 1))
@@ -80,6 +86,7 @@ async fn conformance(backend: Backend) {
             &TenantPatch {
                 name: Some("Uno".into()),
                 metadata: None,
+                tier: Some(None),
                 updated_at: 2,
             },
             &audit("tenant.updated", "ten_1", 2),
@@ -87,6 +94,7 @@ async fn conformance(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((patched.name.as_str(), patched.updated_at), ("Uno", 2));
+    assert_eq!(patched.tier, None);
 
     // Keys round-trip every field.
     let k1 = key("key_1", "alpha", &"a".repeat(64));
@@ -316,4 +324,317 @@ async fn conformance_postgres() {
 #[tokio::test]
 async fn walkthrough_on_postgres() {
     crate::api::walkthrough(Backend::Postgres).await;
+}
+
+/// Credits and idempotency records, the same on both backends. Two handles
+/// on one database stand for two nodes.
+async fn limits_conformance(backend: Backend) {
+    use keyward_store::limits::*;
+    let url = fresh_store_url(backend).await;
+    let a = SqlStore::open(&url).await.unwrap();
+    let b = SqlStore::open(&url).await.unwrap();
+    let t = "ten_credits";
+    let spend = |key: &str, cost: i64, cap: Option<i64>| SpendRequest {
+        tenant_id: t.into(),
+        key_id: key.into(),
+        cost,
+        key_cap: cap,
+        refill: None,
+    };
+    // A tenant that never had credits has none, and spends nothing.
+    assert_eq!(a.credit_account(t, None, 10).await.unwrap().balance, 0);
+    let out = a
+        .spend_credits(&[spend("key_a", 1, None)], 10)
+        .await
+        .unwrap();
+    assert!(!out[0].admitted);
+
+    // Grant 10: idempotent by key, and the ledger and audit log record it once.
+    let grant = |key: Option<&str>, amount: i64, fp: &str| CreditChange {
+        id: format!("led_{fp}_{amount}"),
+        tenant_id: t.into(),
+        kind: LedgerKind::Grant,
+        amount,
+        at: 20,
+        actor: "key_root".into(),
+        reason: Some("welcome".into()),
+        idempotency_key: key.map(str::to_owned),
+        fingerprint: fp.into(),
+        refill: None,
+    };
+    let first = a
+        .change_credits(
+            &grant(Some("g1"), 10, "fp1"),
+            &audit("credits.granted", t, 20),
+        )
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.entry.balance_after, 10);
+    let again = b
+        .change_credits(
+            &grant(Some("g1"), 10, "fp1"),
+            &audit("credits.granted", t, 21),
+        )
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.entry, first.entry);
+    assert!(matches!(
+        a.change_credits(
+            &grant(Some("g1"), 11, "fp2"),
+            &audit("credits.granted", t, 22)
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(a.credit_account(t, None, 23).await.unwrap().balance, 10);
+
+    // A batch is decided in order: 3 + 3 + 3 fit in 10, the fourth does not;
+    // a cost of 1 still fits after that. The key cap (5) stops key_c early.
+    let out = a
+        .spend_credits(
+            &[
+                spend("key_a", 3, None),
+                spend("key_a", 3, None),
+                spend("key_c", 3, Some(5)),
+                spend("key_c", 3, Some(5)),
+                spend("key_a", 3, None),
+                spend("key_a", 1, None),
+            ],
+            30,
+        )
+        .await
+        .unwrap();
+    let admitted: Vec<bool> = out.iter().map(|o| o.admitted).collect();
+    assert_eq!(admitted, [true, true, true, false, false, true]);
+    assert_eq!(out[5].balance, 0);
+    assert_eq!(out[3].key_remaining, Some(2));
+    assert_eq!(b.credit_account(t, None, 31).await.unwrap().balance, 0);
+
+    // Never negative: an adjustment below zero is refused.
+    assert!(matches!(
+        a.change_credits(
+            &CreditChange {
+                kind: LedgerKind::Adjust,
+                ..grant(None, -1, "fp3")
+            },
+            &audit("credits.adjusted", t, 32)
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Concurrent batches from two nodes: 40 credits, 100 spends of 1 → 40.
+    a.change_credits(&grant(None, 40, "fp4"), &audit("credits.granted", t, 40))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let batch: Vec<SpendRequest> = (0..5).map(|_| spend("key_d", 1, None)).collect();
+        tasks.push(tokio::spawn(async move {
+            s.spend_credits(&batch, 41)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|o| o.admitted)
+                .count()
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    assert_eq!(total, 40);
+    assert_eq!(a.credit_account(t, None, 42).await.unwrap().balance, 0);
+
+    // Refills: a tier schedule applies on first sight, then at boundaries;
+    // the tenant's own schedule wins over it.
+    let monthly_set = Refill {
+        amount: 100,
+        every: RefillPeriod::Monthly,
+        mode: RefillMode::Set,
+    };
+    let t2 = "ten_refill";
+    let now = 1_795_371_590_000; // 2026-11-22T18:19:50Z
+    let acc = a.credit_account(t2, Some(monthly_set), now).await.unwrap();
+    assert_eq!(acc.balance, 100);
+    assert_eq!(acc.next_refill_at, Some(1_796_083_200_000));
+    let out = a
+        .spend_credits(
+            &[SpendRequest {
+                tenant_id: t2.into(),
+                key_id: "key_r".into(),
+                cost: 30,
+                key_cap: None,
+                refill: Some(monthly_set),
+            }],
+            now + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out[0].balance, 70);
+    // Not due yet: nothing changes; due: set back to 100.
+    let acc = a
+        .credit_account(t2, Some(monthly_set), now + 2)
+        .await
+        .unwrap();
+    assert_eq!(acc.balance, 70);
+    let acc = a
+        .credit_account(t2, Some(monthly_set), 1_796_083_200_000)
+        .await
+        .unwrap();
+    assert_eq!(acc.balance, 100);
+    let own = Refill {
+        amount: 5,
+        every: RefillPeriod::Daily,
+        mode: RefillMode::Add,
+    };
+    a.set_refill(
+        t2,
+        Some(own),
+        1_796_083_200_001,
+        &audit("credits.refill_set", t2, 1),
+    )
+    .await
+    .unwrap();
+    let acc = a
+        .credit_account(t2, Some(monthly_set), 1_796_083_200_002)
+        .await
+        .unwrap();
+    assert_eq!(acc.balance, 105, "the tenant's own add-5 applies at once");
+    assert_eq!(acc.refill, Some(own));
+
+    // The ledger pages newest first and accounts for every change.
+    let page = a
+        .list_ledger(
+            t,
+            PageRequest {
+                limit: 3,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let mut all = page.items.clone();
+    let mut next = page.next;
+    while let Some(before) = next {
+        let p = a
+            .list_ledger(
+                t,
+                PageRequest {
+                    limit: 3,
+                    before: Some(before),
+                },
+            )
+            .await
+            .unwrap();
+        all.extend(p.items);
+        next = p.next;
+    }
+    let sum: i64 = all.iter().map(|(_, e)| e.amount).sum();
+    assert_eq!(sum, 0, "grants of 10 + 40, spends of 50");
+    assert_eq!(
+        all.iter()
+            .filter(|(_, e)| e.kind == LedgerKind::Grant)
+            .count(),
+        2
+    );
+
+    // Idempotency records: claim, in progress, mismatch, complete, replay,
+    // expiry; an abandoned claim can be taken over after its lock.
+    let claim = |key: &str, fp: &str, now: i64| IdempotencyClaim {
+        scope: "ten_1/key_1".into(),
+        key: key.into(),
+        fingerprint: fp.into(),
+        now,
+        lock_until: now + 60_000,
+        expires_at: now + 86_400_000,
+    };
+    assert_eq!(
+        a.claim_idempotency(&claim("k1", "f", 0)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        b.claim_idempotency(&claim("k1", "f", 1)).await.unwrap(),
+        ClaimOutcome::InProgress
+    );
+    assert_eq!(
+        b.claim_idempotency(&claim("k1", "g", 1)).await.unwrap(),
+        ClaimOutcome::Mismatch
+    );
+    let stored = StoredResponse {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: b"{\"id\":1}".to_vec(),
+    };
+    a.complete_idempotency("ten_1/key_1", "k1", &stored, 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.claim_idempotency(&claim("k1", "f", 2)).await.unwrap(),
+        ClaimOutcome::Completed(stored.clone())
+    );
+    // Another scope is another key space.
+    let mut other = claim("k1", "f", 3);
+    other.scope = "ten_2/key_9".into();
+    assert_eq!(
+        a.claim_idempotency(&other).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Past its window the key is free again.
+    assert_eq!(
+        a.claim_idempotency(&claim("k1", "h", 86_400_001))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Abandoned: in progress until the lock passes, then taken over.
+    a.claim_idempotency(&claim("k2", "f", 0)).await.unwrap();
+    assert_eq!(
+        b.claim_idempotency(&claim("k2", "f", 59_999))
+            .await
+            .unwrap(),
+        ClaimOutcome::InProgress
+    );
+    assert_eq!(
+        b.claim_idempotency(&claim("k2", "f", 60_000))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Released: free at once.
+    a.claim_idempotency(&claim("k3", "f", 0)).await.unwrap();
+    a.release_idempotency("ten_1/key_1", "k3").await.unwrap();
+    assert_eq!(
+        b.claim_idempotency(&claim("k3", "f", 1)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Purge removes what expired and nothing else.
+    // (k3 was claimed at 1, so its record ends at 86_400_001.)
+    a.complete_idempotency("ten_2/key_9", "k1", &stored, 200_000_000)
+        .await
+        .unwrap();
+    assert_eq!(a.purge_idempotency(86_400_000).await.unwrap(), 0);
+    assert_eq!(a.purge_idempotency(86_400_002).await.unwrap(), 1);
+    assert_eq!(a.purge_idempotency(86_400_002).await.unwrap(), 0);
+    let mut later = claim("k1", "f", 199_999_999);
+    later.scope = "ten_2/key_9".into();
+    assert_eq!(
+        b.claim_idempotency(&later).await.unwrap(),
+        ClaimOutcome::Completed(stored.clone()),
+        "a completed record inside its window survives the purge"
+    );
+}
+
+#[tokio::test]
+async fn limits_conformance_sqlite() {
+    limits_conformance(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn limits_conformance_postgres() {
+    limits_conformance(Backend::Postgres).await;
 }

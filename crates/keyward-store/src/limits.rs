@@ -1,0 +1,296 @@
+//! Durable state for SPEC §6: tenant credit balances with their ledger, and
+//! idempotency records for the gateway.
+//!
+//! Credits are spent in batches ([`LimitStore::spend_credits`]): the server
+//! queues concurrent spends and commits them together, one transaction per
+//! batch, deciding each request in arrival order against the locked balance.
+//! A request is answered only after its batch committed, so a spend that was
+//! answered is durable, and a balance read after a crash never shows credits
+//! that were already spent.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Page, PageRequest, StoreResult};
+
+/// How often a refill happens. Boundaries are UTC: midnight, or the first
+/// day of the month at midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefillPeriod {
+    Daily,
+    Monthly,
+}
+
+/// What a refill does to the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefillMode {
+    /// The balance becomes the amount: unused credits do not carry over
+    /// (a monthly allowance).
+    Set,
+    /// The amount is added to the balance (a top-up).
+    Add,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refill {
+    pub amount: i64,
+    pub every: RefillPeriod,
+    pub mode: RefillMode,
+}
+
+/// A tenant's credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditAccount {
+    pub tenant_id: String,
+    pub balance: i64,
+    /// The tenant's own refill schedule (a tier's schedule applies otherwise).
+    pub refill: Option<Refill>,
+    pub last_refill_at: Option<i64>,
+    pub next_refill_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// Kinds of ledger entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerKind {
+    /// Credits granted by an operator (positive).
+    Grant,
+    /// A correction by an operator (either sign).
+    Adjust,
+    /// A scheduled refill.
+    Refill,
+    /// Requests' spends, one entry per key per batch (negative).
+    Spend,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Grant => "grant",
+            LedgerKind::Adjust => "adjust",
+            LedgerKind::Refill => "refill",
+            LedgerKind::Spend => "spend",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LedgerKind> {
+        Some(match s {
+            "grant" => LedgerKind::Grant,
+            "adjust" => LedgerKind::Adjust,
+            "refill" => LedgerKind::Refill,
+            "spend" => LedgerKind::Spend,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub tenant_id: String,
+    pub at: i64,
+    pub kind: LedgerKind,
+    /// Change to the balance (negative for spends).
+    pub amount: i64,
+    pub balance_after: i64,
+    /// The key that spent (spend entries).
+    pub key_id: Option<String>,
+    /// Requests this entry covers (spend entries), else 0.
+    pub requests: i64,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One request's spend, as queued by the server.
+#[derive(Debug, Clone)]
+pub struct SpendRequest {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub cost: i64,
+    /// The most this key may spend in all (its `credit_cap`).
+    pub key_cap: Option<i64>,
+    /// The refill schedule in force for the tenant (its own or its tier's),
+    /// applied first if due.
+    pub refill: Option<Refill>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendOutcome {
+    pub admitted: bool,
+    /// The tenant's balance after this request.
+    pub balance: i64,
+    /// What the key may still spend under its cap, if it has one.
+    pub key_remaining: Option<i64>,
+}
+
+/// A grant or adjustment by an operator.
+#[derive(Debug, Clone)]
+pub struct CreditChange {
+    /// Ledger entry id to use.
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: LedgerKind,
+    pub amount: i64,
+    pub at: i64,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Replays: the same key returns the first entry instead of applying twice.
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the request under `idempotency_key`; the same key with
+    /// another fingerprint is [`crate::StoreError::Conflict`].
+    pub fingerprint: String,
+    pub refill: Option<Refill>,
+}
+
+/// The result of [`LimitStore::change_credits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeOutcome {
+    pub entry: LedgerEntry,
+    /// `true` when this was a replay of an earlier change with the same key.
+    pub replayed: bool,
+}
+
+/// A stored response, replayed for a repeated idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A claim on an idempotency key before forwarding.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Tenant and key the idempotency key belongs to.
+    pub scope: String,
+    pub key: String,
+    /// Hash of method, path and body.
+    pub fingerprint: String,
+    pub now: i64,
+    /// Until when the claim holds if the request never completes (a crash).
+    pub lock_until: i64,
+    /// Until when a completed response is replayed.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This request owns the key: forward, then complete or release.
+    Claimed,
+    /// Another request with this key is in flight.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+    /// Completed before: replay this.
+    Completed(StoredResponse),
+}
+
+#[async_trait]
+pub trait LimitStore: Send + Sync + 'static {
+    /// The tenant's credit account, after applying a due refill of
+    /// `refill` (the schedule in force). A tenant that never had credits
+    /// has a zero balance.
+    async fn credit_account(
+        &self,
+        tenant_id: &str,
+        refill: Option<Refill>,
+        now: i64,
+    ) -> StoreResult<CreditAccount>;
+    /// Spends a batch in one transaction: each request, in order, is
+    /// admitted only if its tenant's balance covers its cost and its key's cap
+    /// allows it. Outcomes are in the order of `batch`.
+    async fn spend_credits(
+        &self,
+        batch: &[SpendRequest],
+        now: i64,
+    ) -> StoreResult<Vec<SpendOutcome>>;
+    /// Applies a grant or adjustment; the balance never goes below zero
+    /// ([`crate::StoreError::Conflict`] if it would).
+    /// A replay (same idempotency key) writes no audit event.
+    async fn change_credits(
+        &self,
+        change: &CreditChange,
+        audit: &crate::AuditEntry,
+    ) -> StoreResult<ChangeOutcome>;
+    /// Sets or clears the tenant's own refill schedule.
+    async fn set_refill(
+        &self,
+        tenant_id: &str,
+        refill: Option<Refill>,
+        now: i64,
+        audit: &crate::AuditEntry,
+    ) -> StoreResult<CreditAccount>;
+    async fn list_ledger(
+        &self,
+        tenant_id: &str,
+        page: PageRequest,
+    ) -> StoreResult<Page<LedgerEntry>>;
+
+    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> StoreResult<ClaimOutcome>;
+    /// Stores the response of a claimed key for replay.
+    async fn complete_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Gives a claimed key back (the request was never forwarded).
+    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()>;
+    /// Deletes records whose replay window ended; returns how many.
+    async fn purge_idempotency(&self, now: i64) -> StoreResult<u64>;
+}
+
+/// The first refill boundary strictly after `now` (ms since the epoch, UTC).
+pub fn next_boundary(period: RefillPeriod, now: i64) -> i64 {
+    use time::{Date, Month, OffsetDateTime, Time};
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000) else {
+        return now.saturating_add(86_400_000);
+    };
+    let date = t.date();
+    let next: Option<Date> = match period {
+        RefillPeriod::Daily => date.next_day(),
+        RefillPeriod::Monthly => {
+            let (y, m) = match date.month() {
+                Month::December => (date.year() + 1, Month::January),
+                m => (date.year(), m.next()),
+            };
+            Date::from_calendar_date(y, m, 1).ok()
+        }
+    };
+    match next {
+        Some(d) => {
+            let at = d.with_time(Time::MIDNIGHT).assume_utc();
+            i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+        }
+        None => now.saturating_add(86_400_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_utc_midnights() {
+        // 2026-11-22T18:19:50Z
+        let now = 1_795_371_590_000;
+        assert_eq!(next_boundary(RefillPeriod::Daily, now), 1_795_392_000_000);
+        // 2026-12-01T00:00:00Z
+        assert_eq!(next_boundary(RefillPeriod::Monthly, now), 1_796_083_200_000);
+        // December rolls into the next year: 2026-12-15 → 2027-01-01.
+        assert_eq!(
+            next_boundary(RefillPeriod::Monthly, 1_797_292_800_000),
+            1_798_761_600_000
+        );
+        // Exactly at a boundary, the next one is a full period later.
+        assert_eq!(
+            next_boundary(RefillPeriod::Daily, 1_795_392_000_000),
+            1_795_478_400_000
+        );
+    }
+}

@@ -1,0 +1,600 @@
+//! [`LimitStore`] for [`SqlStore`]: credit accounts, the ledger and
+//! idempotency records, in the same portable SQL as the rest of the store.
+//!
+//! Row locks: `UPDATE … SET x = x … RETURNING` takes the row lock in
+//! PostgreSQL (so concurrent nodes serialize on a tenant's balance) and is
+//! plain SQL in SQLite, whose single connection serializes everything anyway.
+
+use async_trait::async_trait;
+use base64::Engine;
+use keyward_core::id::new_id;
+use keyward_core::secret::OsEntropy;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use super::{insert_audit, paged, Bind, Built, SqlStore};
+use crate::limits::*;
+use crate::{Page, PageRequest, StoreError, StoreResult};
+
+const ACCOUNT_COLUMNS: &str =
+    "tenant_id, balance, refill, last_refill_at, next_refill_at, updated_at";
+const LEDGER_COLUMNS: &str =
+    "seq, id, tenant_id, at, kind, amount, balance_after, key_id, requests, \
+    actor, reason, idempotency_key, fingerprint";
+
+type Tx<'a> = sqlx::Transaction<'a, Any>;
+
+fn ledger_id() -> StoreResult<String> {
+    new_id("led", &OsEntropy).map_err(|e| StoreError::Corrupt(format!("entropy: {e}")))
+}
+
+fn account_from_row(r: &AnyRow) -> StoreResult<CreditAccount> {
+    let refill = match r.try_get::<Option<String>, _>("refill")? {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("refill: {e}")))?,
+        ),
+    };
+    Ok(CreditAccount {
+        tenant_id: r.try_get("tenant_id")?,
+        balance: r.try_get("balance")?,
+        refill,
+        last_refill_at: r.try_get("last_refill_at")?,
+        next_refill_at: r.try_get("next_refill_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn ledger_from_row(r: &AnyRow) -> StoreResult<(i64, LedgerEntry, Option<String>)> {
+    let kind: String = r.try_get("kind")?;
+    Ok((
+        r.try_get("seq")?,
+        LedgerEntry {
+            id: r.try_get("id")?,
+            tenant_id: r.try_get("tenant_id")?,
+            at: r.try_get("at")?,
+            kind: LedgerKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("ledger kind {kind:?}")))?,
+            amount: r.try_get("amount")?,
+            balance_after: r.try_get("balance_after")?,
+            key_id: r.try_get("key_id")?,
+            requests: r.try_get("requests")?,
+            actor: r.try_get("actor")?,
+            reason: r.try_get("reason")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+        },
+        r.try_get("fingerprint")?,
+    ))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation()
+        || db.code().as_deref() == Some("23505")
+        || db.message().contains("UNIQUE constraint failed"))
+}
+
+async fn insert_ledger(
+    tx: &mut Tx<'_>,
+    e: &LedgerEntry,
+    fingerprint: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO credit_ledger ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &LEDGER_COLUMNS["seq, ".len()..]
+    ))
+    .bind(&e.id)
+    .bind(&e.tenant_id)
+    .bind(e.at)
+    .bind(e.kind.as_str())
+    .bind(e.amount)
+    .bind(e.balance_after)
+    .bind(e.key_id.clone())
+    .bind(e.requests)
+    .bind(e.actor.clone())
+    .bind(e.reason.clone())
+    .bind(e.idempotency_key.clone())
+    .bind(fingerprint.map(str::to_owned))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates the account if missing, then locks and returns it.
+async fn lock_account(tx: &mut Tx<'_>, tenant_id: &str, now: i64) -> StoreResult<CreditAccount> {
+    sqlx::query(
+        "INSERT INTO credit_accounts (tenant_id, balance, updated_at) VALUES ($1, 0, $2) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(&format!(
+        "UPDATE credit_accounts SET balance = balance WHERE tenant_id = $1 RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    account_from_row(&row)
+}
+
+/// Applies `refill` to a locked account if it is due, writing the ledger.
+async fn refill_if_due(
+    tx: &mut Tx<'_>,
+    account: &mut CreditAccount,
+    refill: Option<Refill>,
+    now: i64,
+) -> StoreResult<()> {
+    // The tenant's own schedule wins over its tier's.
+    let Some(r) = account.refill.or(refill) else {
+        return Ok(());
+    };
+    if account.next_refill_at.is_some_and(|next| next > now) {
+        return Ok(());
+    }
+    let before = account.balance;
+    let after = match r.mode {
+        RefillMode::Set => r.amount.max(0),
+        RefillMode::Add => before.saturating_add(r.amount).max(0),
+    };
+    account.balance = after;
+    account.last_refill_at = Some(now);
+    account.next_refill_at = Some(next_boundary(r.every, now));
+    sqlx::query(
+        "UPDATE credit_accounts SET balance = $1, last_refill_at = $2, next_refill_at = $3, updated_at = $2 \
+         WHERE tenant_id = $4",
+    )
+    .bind(after)
+    .bind(now)
+    .bind(account.next_refill_at)
+    .bind(&account.tenant_id)
+    .execute(&mut **tx)
+    .await?;
+    let entry = LedgerEntry {
+        id: ledger_id()?,
+        tenant_id: account.tenant_id.clone(),
+        at: now,
+        kind: LedgerKind::Refill,
+        amount: after - before,
+        balance_after: after,
+        key_id: None,
+        requests: 0,
+        actor: None,
+        reason: Some(format!(
+            "{} refill ({})",
+            match r.every {
+                RefillPeriod::Daily => "daily",
+                RefillPeriod::Monthly => "monthly",
+            },
+            match r.mode {
+                RefillMode::Set => "set",
+                RefillMode::Add => "add",
+            }
+        )),
+        idempotency_key: None,
+    };
+    insert_ledger(tx, &entry, None).await?;
+    Ok(())
+}
+
+/// Creates the key's spend counter if missing, then locks and returns it.
+async fn lock_key_spent(tx: &mut Tx<'_>, key_id: &str) -> StoreResult<i64> {
+    sqlx::query(
+        "INSERT INTO key_credits (key_id, spent) VALUES ($1, 0) ON CONFLICT (key_id) DO NOTHING",
+    )
+    .bind(key_id)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query("UPDATE key_credits SET spent = spent WHERE key_id = $1 RETURNING spent")
+        .bind(key_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("spent")?)
+}
+
+#[async_trait]
+impl LimitStore for SqlStore {
+    async fn credit_account(
+        &self,
+        tenant_id: &str,
+        refill: Option<Refill>,
+        now: i64,
+    ) -> StoreResult<CreditAccount> {
+        let mut tx = self.pool.begin().await?;
+        let mut account = lock_account(&mut tx, tenant_id, now).await?;
+        refill_if_due(&mut tx, &mut account, refill, now).await?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn spend_credits(
+        &self,
+        batch: &[SpendRequest],
+        now: i64,
+    ) -> StoreResult<Vec<SpendOutcome>> {
+        let mut outcomes = vec![
+            SpendOutcome {
+                admitted: false,
+                balance: 0,
+                key_remaining: None,
+            };
+            batch.len()
+        ];
+        // Tenants in order of first appearance, so lock order is stable
+        // within a batch; across batches PostgreSQL may still meet a
+        // deadlock, which it breaks by failing one transaction (the callers
+        // of that batch get an error, nothing is spent).
+        let mut tenants: Vec<&str> = Vec::new();
+        for r in batch {
+            if !tenants.contains(&r.tenant_id.as_str()) {
+                tenants.push(&r.tenant_id);
+            }
+        }
+        tenants.sort_unstable();
+        let mut tx = self.pool.begin().await?;
+        for tenant in tenants {
+            let idx: Vec<usize> = (0..batch.len())
+                .filter(|&i| batch[i].tenant_id == tenant)
+                .collect();
+            let mut account = lock_account(&mut tx, tenant, now).await?;
+            refill_if_due(&mut tx, &mut account, batch[idx[0]].refill, now).await?;
+            // Per key: (key id, spent before, spent now, requests admitted).
+            let mut keys: Vec<(String, i64, i64, i64)> = Vec::new();
+            for &i in &idx {
+                let r = &batch[i];
+                if !keys.iter().any(|k| k.0 == r.key_id) {
+                    let spent = if r.key_cap.is_some() {
+                        lock_key_spent(&mut tx, &r.key_id).await?
+                    } else {
+                        0
+                    };
+                    keys.push((r.key_id.clone(), spent, spent, 0));
+                }
+                let Some(k) = keys.iter_mut().find(|k| k.0 == r.key_id) else {
+                    continue;
+                };
+                let cost = r.cost.max(0);
+                let cap_ok = r.key_cap.is_none_or(|cap| k.2.saturating_add(cost) <= cap);
+                let admitted = cap_ok && account.balance >= cost;
+                if admitted {
+                    account.balance -= cost;
+                    k.2 += cost;
+                    k.3 += 1;
+                }
+                outcomes[i] = SpendOutcome {
+                    admitted,
+                    balance: account.balance,
+                    key_remaining: r.key_cap.map(|cap| (cap - k.2).max(0)),
+                };
+            }
+            let total: i64 = keys.iter().map(|k| k.2 - k.1).sum();
+            if total == 0 {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE credit_accounts SET balance = $1, updated_at = $2 WHERE tenant_id = $3",
+            )
+            .bind(account.balance)
+            .bind(now)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+            // Ledger balances after each key's entry, in the order written.
+            let mut running = account.balance + total;
+            for (key_id, before, after, requests) in &keys {
+                let spent = after - before;
+                if *requests == 0 {
+                    continue;
+                }
+                if batch
+                    .iter()
+                    .any(|r| r.key_id == *key_id && r.key_cap.is_some())
+                {
+                    sqlx::query("UPDATE key_credits SET spent = $1 WHERE key_id = $2")
+                        .bind(*after)
+                        .bind(key_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                running -= spent;
+                let entry = LedgerEntry {
+                    id: ledger_id()?,
+                    tenant_id: tenant.to_owned(),
+                    at: now,
+                    kind: LedgerKind::Spend,
+                    amount: -spent,
+                    balance_after: running,
+                    key_id: Some(key_id.clone()),
+                    requests: *requests,
+                    actor: None,
+                    reason: None,
+                    idempotency_key: None,
+                };
+                insert_ledger(&mut tx, &entry, None).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn change_credits(
+        &self,
+        c: &CreditChange,
+        audit: &crate::AuditEntry,
+    ) -> StoreResult<ChangeOutcome> {
+        let find = |key: String| async move {
+            let row = sqlx::query(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM credit_ledger WHERE tenant_id = $1 AND idempotency_key = $2"
+            ))
+            .bind(&c.tenant_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(ledger_from_row).transpose()
+        };
+        let replay = |(_, entry, fp): (i64, LedgerEntry, Option<String>)| {
+            if fp.as_deref() == Some(c.fingerprint.as_str()) {
+                Ok(ChangeOutcome {
+                    entry,
+                    replayed: true,
+                })
+            } else {
+                Err(StoreError::Conflict(
+                    "this Idempotency-Key was used for a different credit change",
+                ))
+            }
+        };
+        if let Some(key) = &c.idempotency_key {
+            if let Some(found) = find(key.clone()).await? {
+                return replay(found);
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut account = lock_account(&mut tx, &c.tenant_id, c.at).await?;
+        refill_if_due(&mut tx, &mut account, c.refill, c.at).await?;
+        let after = account.balance.saturating_add(c.amount);
+        if after < 0 {
+            return Err(StoreError::Conflict(
+                "the change would make the balance negative",
+            ));
+        }
+        sqlx::query(
+            "UPDATE credit_accounts SET balance = $1, updated_at = $2 WHERE tenant_id = $3",
+        )
+        .bind(after)
+        .bind(c.at)
+        .bind(&c.tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        let entry = LedgerEntry {
+            id: c.id.clone(),
+            tenant_id: c.tenant_id.clone(),
+            at: c.at,
+            kind: c.kind,
+            amount: c.amount,
+            balance_after: after,
+            key_id: None,
+            requests: 0,
+            actor: Some(c.actor.clone()),
+            reason: c.reason.clone(),
+            idempotency_key: c.idempotency_key.clone(),
+        };
+        match insert_ledger(&mut tx, &entry, Some(&c.fingerprint)).await {
+            Ok(()) => {}
+            // A concurrent change with the same key won: answer with it.
+            Err(e) if is_unique_violation(&e) && c.idempotency_key.is_some() => {
+                drop(tx);
+                let key = c.idempotency_key.clone().unwrap_or_default();
+                return match find(key).await? {
+                    Some(found) => replay(found),
+                    None => Err(StoreError::Backend(e)),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(ChangeOutcome {
+            entry,
+            replayed: false,
+        })
+    }
+
+    async fn set_refill(
+        &self,
+        tenant_id: &str,
+        refill: Option<Refill>,
+        now: i64,
+        audit: &crate::AuditEntry,
+    ) -> StoreResult<CreditAccount> {
+        let text = refill
+            .map(|r| serde_json::to_string(&r))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        lock_account(&mut tx, tenant_id, now).await?;
+        // A new schedule applies at once, then at each boundary.
+        let row = sqlx::query(&format!(
+            "UPDATE credit_accounts SET refill = $1, next_refill_at = NULL, updated_at = $2 \
+             WHERE tenant_id = $3 RETURNING {ACCOUNT_COLUMNS}"
+        ))
+        .bind(text)
+        .bind(now)
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let account = account_from_row(&row)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn list_ledger(
+        &self,
+        tenant_id: &str,
+        page: PageRequest,
+    ) -> StoreResult<Page<LedgerEntry>> {
+        let mut b = Built::new(format!(
+            "SELECT {LEDGER_COLUMNS} FROM credit_ledger WHERE tenant_id = "
+        ));
+        let p = b.arg(Bind::Text(Some(tenant_id.to_owned())));
+        b.sql.push_str(&p);
+        if let Some(before) = page.before {
+            let p = b.arg(Bind::Int(Some(before)));
+            b.sql.push_str(&format!(" AND seq < {p}"));
+        }
+        let p = b.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
+        b.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+        let rows = b.query().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| ledger_from_row(r).map(|(seq, e, _)| (seq, e)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paged(items, page.limit))
+    }
+
+    async fn claim_idempotency(&self, c: &IdempotencyClaim) -> StoreResult<ClaimOutcome> {
+        for _ in 0..4 {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_records (scope, idem_key, fingerprint, state, locked_until, expires_at, created_at) \
+                 VALUES ($1, $2, $3, 'in_flight', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
+            )
+            .bind(&c.scope)
+            .bind(&c.key)
+            .bind(&c.fingerprint)
+            .bind(c.lock_until)
+            .bind(c.expires_at)
+            .bind(c.now)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(ClaimOutcome::Claimed);
+            }
+            let row = sqlx::query(
+                "SELECT fingerprint, state, locked_until, expires_at, status, headers, body \
+                 FROM idempotency_records WHERE scope = $1 AND idem_key = $2",
+            )
+            .bind(&c.scope)
+            .bind(&c.key)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                continue;
+            };
+            let state: String = row.try_get("state")?;
+            let fingerprint: String = row.try_get("fingerprint")?;
+            let locked_until: i64 = row.try_get("locked_until")?;
+            let expires_at: i64 = row.try_get("expires_at")?;
+            if state == "done" && expires_at <= c.now {
+                // Its replay window ended: the key is free again.
+                sqlx::query(
+                    "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 \
+                     AND state = 'done' AND expires_at <= $3",
+                )
+                .bind(&c.scope)
+                .bind(&c.key)
+                .bind(c.now)
+                .execute(&self.pool)
+                .await?;
+                continue;
+            }
+            if state == "in_flight" && locked_until <= c.now {
+                // Abandoned (the gateway died mid-request): take it over.
+                let taken = sqlx::query(
+                    "UPDATE idempotency_records SET fingerprint = $1, locked_until = $2, expires_at = $3, created_at = $4 \
+                     WHERE scope = $5 AND idem_key = $6 AND state = 'in_flight' AND locked_until <= $4",
+                )
+                .bind(&c.fingerprint)
+                .bind(c.lock_until)
+                .bind(c.expires_at)
+                .bind(c.now)
+                .bind(&c.scope)
+                .bind(&c.key)
+                .execute(&self.pool)
+                .await?;
+                if taken.rows_affected() == 1 {
+                    return Ok(ClaimOutcome::Claimed);
+                }
+                continue;
+            }
+            if fingerprint != c.fingerprint {
+                return Ok(ClaimOutcome::Mismatch);
+            }
+            if state == "in_flight" {
+                return Ok(ClaimOutcome::InProgress);
+            }
+            let status: i64 = row.try_get::<Option<i64>, _>("status")?.unwrap_or(500);
+            let headers: Vec<(String, String)> =
+                match row.try_get::<Option<String>, _>("headers")? {
+                    None => Vec::new(),
+                    Some(s) => serde_json::from_str::<Vec<(String, String)>>(&s)
+                        .map_err(|e| StoreError::Corrupt(format!("idempotency headers: {e}")))?,
+                };
+            let body = match row.try_get::<Option<String>, _>("body")? {
+                None => Vec::new(),
+                Some(s) => base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?,
+            };
+            return Ok(ClaimOutcome::Completed(StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                headers,
+                body,
+            }));
+        }
+        // Four rounds of the record changing under us: report it as busy.
+        Ok(ClaimOutcome::InProgress)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let headers = Value::from(
+            response
+                .headers
+                .iter()
+                .map(|(n, v)| Value::from(vec![n.clone(), v.clone()]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        sqlx::query(
+            "UPDATE idempotency_records SET state = 'done', status = $1, headers = $2, body = $3, expires_at = $4 \
+             WHERE scope = $5 AND idem_key = $6",
+        )
+        .bind(i64::from(response.status))
+        .bind(headers)
+        .bind(base64::engine::general_purpose::STANDARD.encode(&response.body))
+        .bind(expires_at)
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 AND state = 'in_flight'",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, now: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_records WHERE expires_at <= $1 AND (state = 'done' OR locked_until <= $1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
