@@ -13,6 +13,7 @@ mod api;
 mod bad_input;
 mod gateway;
 mod kit;
+mod limits;
 mod process;
 mod seeds;
 mod store;

@@ -112,6 +112,25 @@ async fn handle(State(up): State<Upstream>, req: Request) -> Response {
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    if path.starts_with("/create") {
+        // A slow write that says which execution it was, so tests can tell
+        // a replay from a second run.
+        let execution = {
+            let seen = up.seen.lock().unwrap();
+            seen.iter().filter(|s| s.uri.starts_with("/create")).count()
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut res = (
+            axum::http::StatusCode::CREATED,
+            axum::Json(json!({ "execution": execution, "echo": String::from_utf8_lossy(&body) })),
+        )
+            .into_response();
+        res.headers_mut()
+            .insert("location", format!("/things/{execution}").parse().unwrap());
+        res.headers_mut()
+            .insert("x-not-replayed", "1".parse().unwrap());
+        return res;
+    }
     let mut res =
         axum::Json(json!({ "upstream": true, "path": path, "bytes": body.len() })).into_response();
     res.headers_mut()
