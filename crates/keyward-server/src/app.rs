@@ -63,6 +63,7 @@ impl Keyward {
             Arc::clone(&clock),
             cache,
             Arc::clone(&usage),
+            settings.config.limits.default_tier.clone(),
         );
         let limits = Arc::new(Limits {
             limiter: Arc::new(MemoryLimiter::default()),

@@ -27,7 +27,8 @@ use crate::usage::UsageRecorder;
 pub struct CachedKey {
     pub record: KeyRecord,
     pub tenant_name: Option<String>,
-    /// The tenant's rate-limit tier, used when the key names none.
+    /// The tenant's rate-limit tier (or the deployment's default tier),
+    /// used when the key names none.
     pub tenant_tier: Option<String>,
     pub policy: KeyPolicy,
     /// The key's own rate limit, if it has one.
@@ -186,6 +187,8 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     cache: KeyCache,
     usage: Arc<UsageRecorder>,
+    /// `limits.default_tier`, the tier of keys whose tenant names none.
+    default_tier: Option<String>,
 }
 
 /// What a verification asks for besides the key.
@@ -202,6 +205,7 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         cache: KeyCache,
         usage: Arc<UsageRecorder>,
+        default_tier: Option<String>,
     ) -> Verifier {
         Verifier {
             format,
@@ -209,6 +213,7 @@ impl Verifier {
             clock,
             cache,
             usage,
+            default_tier,
         }
     }
 
@@ -303,6 +308,7 @@ impl Verifier {
             },
             None => (None, None),
         };
+        let tenant_tier = tenant_tier.or_else(|| self.default_tier.clone());
         Ok(Some(Arc::new(CachedKey::new(
             record,
             tenant_name,

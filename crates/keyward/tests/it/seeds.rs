@@ -65,9 +65,34 @@ async fn voice_agent_quickstart() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    let first = res.text().await.unwrap();
     let seen = up.last();
     assert_eq!(seen.uri, "/v1/vox/calls");
     assert_eq!(seen.headers["idempotency-key"], "9b2e1c7a-quickstart-001");
+    // "A retry never places two calls": the retry is a replay.
+    let retry = s
+        .http
+        .post(s.url("/v1/vox/calls"))
+        .bearer_auth(&secret)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", "9b2e1c7a-quickstart-001")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), first);
+    let placed = up
+        .seen()
+        .iter()
+        .filter(|r| r.method == "POST" && r.uri == "/v1/vox/calls")
+        .count();
+    assert_eq!(placed, 1, "one call placed");
+    // Without an Idempotency-Key, call creation is refused.
+    s.post("/v1/vox/calls", &secret, call.clone())
+        .await
+        .assert_problem(400, "idempotency_key_required");
     assert_eq!(serde_json::from_slice::<Value>(&seen.body).unwrap(), call);
     assert_eq!(seen.headers["x-keyward-tenant-id"], business.as_str());
     assert_eq!(s.get("/v1/vox/calls", &secret).await.status, StatusCode::OK);
@@ -368,6 +393,13 @@ async fn platform_me_and_scoped_problem_details() {
     );
     assert!(secret.starts_with("ak_live_"));
 
+    // Paid calls need credits (see platform_tiers_credits_and_idempotent_creates).
+    s.post(
+        &format!("/v1/tenants/{tenant}/credits"),
+        &s.root,
+        json!({ "kind": "grant", "amount": 100_000 }),
+    )
+    .await;
     // GET /api/v2/vault/projects?limit=10 — scoped, forwarded with the query.
     assert_eq!(
         s.get("/api/v2/vault/projects?limit=10", &secret)
@@ -407,4 +439,92 @@ async fn platform_me_and_scoped_problem_details() {
         )
         .await;
     r.assert_problem(400, "credentials_misplaced");
+}
+
+#[tokio::test]
+async fn platform_tiers_credits_and_idempotent_creates() {
+    let (s, up) = example("platform").await;
+    let tenant = s.tenant("Alloovium customer").await;
+    let credits = format!("/v1/tenants/{tenant}/credits");
+    // A paid call before the welcome grant: 402.
+    let (_, secret) = s
+        .key(
+            &tenant,
+            "Production Backend",
+            json!({ "environment": "live", "scopes": ["vault:read", "vault:write"] }),
+        )
+        .await;
+    s.get("/api/v2/vault/projects?limit=10", &secret)
+        .await
+        .assert_problem(402, "credits_exhausted");
+
+    // "New developer accounts start with 100,000 free API credits."
+    let welcome = s
+        .http
+        .post(s.url(&credits))
+        .bearer_auth(&s.root)
+        .header("Idempotency-Key", format!("welcome-{tenant}"))
+        .json(&json!({ "kind": "grant", "amount": 100_000, "reason": "Free credits for new accounts" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(welcome.status(), StatusCode::CREATED);
+
+    // /api/v2/me "costs 1 rate-limit token": the standard tier's fields show it.
+    let me = s.get("/api/v2/me", &secret).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["rate_limit_tier"], "standard", "the default tier");
+    assert_eq!(me.headers["ratelimit-policy"], "\"standard\";q=600;w=60");
+    // Two tokens spent: the refused paid call (rate limits come before
+    // credits, SPEC §4) and this one.
+    assert_eq!(me.headers["ratelimit"], "\"standard\";r=598;t=1");
+
+    // Create a project with an Idempotency-Key; the retry is replayed.
+    let create = || {
+        s.http
+            .post(s.url("/api/v2/vault/projects"))
+            .bearer_auth(&secret)
+            .header("Idempotency-Key", "create-tower-2026-04-08")
+            .header("Content-Type", "application/json")
+            .body(r#"{"name": "Downtown Tower", "project_type": "commercial"}"#)
+            .send()
+    };
+    let first = create().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = first.text().await.unwrap();
+    let retry = create().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), first);
+    let writes = up.seen().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(writes, 1, "no duplicate writes");
+    s.post(
+        "/api/v2/vault/projects",
+        &secret,
+        json!({ "name": "Downtown Tower", "project_type": "commercial" }),
+    )
+    .await
+    .assert_problem(400, "idempotency_key_required");
+
+    // One paid call since the grant (the create); the replay and the
+    // refused calls cost nothing.
+    let balance = s.get(&credits, &s.root).await;
+    assert_eq!(balance.body["balance"], 100_000 - 1);
+
+    // A free-tier key runs into 429 with an honest Retry-After.
+    let (_, free) = s
+        .key(
+            &tenant,
+            "Hobby",
+            json!({ "environment": "test", "tier": "free", "scopes": ["vault:read"] }),
+        )
+        .await;
+    for _ in 0..10 {
+        assert_eq!(s.get("/api/v2/me", &free).await.status, StatusCode::OK);
+    }
+    let limited = s.get("/api/v2/me", &free).await;
+    limited.assert_problem(429, "rate_limited");
+    assert_eq!(limited.headers["retry-after"], "6");
+    s.clock.advance_seconds(6);
+    assert_eq!(s.get("/api/v2/me", &free).await.status, StatusCode::OK);
 }
