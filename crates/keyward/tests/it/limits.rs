@@ -390,7 +390,7 @@ refill = {{ amount = 500, every = "monthly", mode = "set" }}
     s.get(&format!("/v1/tenants/{other}/credits"), &reader)
         .await
         .assert_problem(404, "not_found");
-    s.get(&format!("/v1/tenants/nope/credits"), &s.root)
+    s.get("/v1/tenants/nope/credits", &s.root)
         .await
         .assert_problem(404, "not_found");
 

@@ -461,3 +461,192 @@ async fn sighup_reloads_routes_and_refuses_a_bad_config() {
     srv.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGKILL in the middle of paid traffic and of an idempotent request:
+/// every answered spend is still spent after the restart (the ledger and the
+/// balance agree), and the idempotency claim of the request that died frees
+/// itself after `idempotency.lock_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_no_spend_and_frees_idempotency_claims() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let up = crate::upstream::start().await;
+    let dir = temp_dir("crash");
+    let data = dir.join("data");
+    let cfg = dir.join("keyward.toml");
+    let log = dir.join("keyward.log");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[gateway]
+upstream = "{}"
+timeout_ms = 2000
+[idempotency]
+lock_seconds = 2
+
+[[routes]]
+methods = ["GET"]
+path = "/paid"
+credits = 3
+respond = {{ ok = true }}
+
+[[routes]]
+methods = ["POST"]
+path = "/create/sleep/{{ms}}"
+idempotency = "required"
+"#,
+            up.url
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut srv = start_with(&data, &log, &args, "info").await;
+    let b = srv.base.clone();
+    let (_, tenant) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/tenants",
+        &root,
+        Some(json!({ "name": "Acme" })),
+    )
+    .await;
+    let t = tenant["id"].as_str().unwrap().to_owned();
+    let credits = format!("/v1/tenants/{t}/credits");
+    let (s, _) = call(
+        &b,
+        reqwest::Method::POST,
+        &credits,
+        &root,
+        Some(json!({ "kind": "grant", "amount": 3000 })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (_, created) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &root,
+        Some(json!({ "tenant_id": t, "name": "k", "environment": "live" })),
+    )
+    .await;
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    // Paid traffic from 16 clients; SIGKILL once 100 answers came back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (stop, answered, b, secret) =
+            (stop.clone(), answered.clone(), b.clone(), secret.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(res) = http
+                    .get(format!("{b}/paid"))
+                    .bearer_auth(&secret)
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if res.status() == 200 && res.bytes().await.is_ok() {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while answered.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answered = answered.load(Ordering::SeqCst) as i64;
+
+    let srv = start_with(&data, &log, &args, "info").await;
+    let b = srv.base.clone();
+    let (_, balance) = call(&b, reqwest::Method::GET, &credits, &root, None).await;
+    let balance = balance["balance"].as_i64().unwrap();
+    let (_, ledger) = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("{credits}/ledger?limit=100"),
+        &root,
+        None,
+    )
+    .await;
+    let spent_requests: i64 = ledger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "spend")
+        .map(|e| e["requests"].as_i64().unwrap())
+        .sum();
+    assert!(
+        answered <= spent_requests,
+        "answered {answered}, durable {spent_requests}"
+    );
+    assert_eq!(
+        balance,
+        3000 - 3 * spent_requests,
+        "the balance and the ledger agree"
+    );
+    assert!(balance >= 0);
+
+    // An idempotent request in flight when keyward dies.
+    let post = |b: String| {
+        let secret = secret.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{b}/create/sleep/1500"))
+                .bearer_auth(&secret)
+                .header("Idempotency-Key", "crash-1")
+                .json(&json!({ "n": 1 }))
+                .send()
+                .await
+        }
+    };
+    let mut srv = srv;
+    let pending = tokio::spawn(post(b.clone()));
+    let arrived = || {
+        up.seen()
+            .iter()
+            .filter(|s| s.uri == "/create/sleep/1500")
+            .count()
+    };
+    while arrived() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the client saw the connection die"
+    );
+    let killed_at = std::time::Instant::now();
+
+    let srv = start_with(&data, &log, &args, "info").await;
+    let retry = post(srv.base.clone()).await.unwrap();
+    if killed_at.elapsed() < Duration::from_millis(1900) {
+        assert_eq!(retry.status(), 409, "still claimed right after the crash");
+        tokio::time::sleep(Duration::from_millis(2100).saturating_sub(killed_at.elapsed())).await;
+    }
+    let retry = post(srv.base.clone()).await.unwrap();
+    assert_eq!(retry.status(), 201, "the abandoned claim was released");
+    assert_eq!(arrived(), 2);
+    let replay = post(srv.base.clone()).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}

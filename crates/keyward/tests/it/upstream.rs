@@ -115,11 +115,16 @@ async fn handle(State(up): State<Upstream>, req: Request) -> Response {
     if path.starts_with("/create") {
         // A slow write that says which execution it was, so tests can tell
         // a replay from a second run.
+        // Recorded on arrival (above), so a request cut off mid-way counts.
         let execution = {
             let seen = up.seen.lock().unwrap();
             seen.iter().filter(|s| s.uri.starts_with("/create")).count()
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ms = path
+            .strip_prefix("/create/sleep/")
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(300);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         let mut res = (
             axum::http::StatusCode::CREATED,
             axum::Json(json!({ "execution": execution, "echo": String::from_utf8_lossy(&body) })),
