@@ -10,6 +10,7 @@
 set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
+unset KEYWARD_BIN   # not a keyward setting: keyward refuses unknown KEYWARD_* variables
 DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"; THREADS="${THREADS:-2}"
 KEYS="${KEYS:-10000}"; ROUNDS="${ROUNDS:-2}"
 KW_PORT=18481; NGINX_PORT=18482

@@ -3,6 +3,8 @@
 a file (one per line). Test data for load runs; the file lives in a temp dir.
 
 usage: mint_keys.py BASE_URL ROOT_KEY N OUT_FILE [SCOPE ...]
+
+Prints the new tenant's id on stdout.
 """
 import http.client
 import json
@@ -43,3 +45,4 @@ for t in threads:
     t.join()
 with open(out, "w") as f:
     f.write("\n".join(secrets) + "\n")
+print(tenant)

@@ -62,7 +62,7 @@ pub enum LedgerKind {
     Adjust,
     /// A scheduled refill.
     Refill,
-    /// Requests' spends, one entry per key per batch (negative).
+    /// Requests' spends, one entry per tenant per committed batch (negative).
     Spend,
 }
 
@@ -96,7 +96,7 @@ pub struct LedgerEntry {
     /// Change to the balance (negative for spends).
     pub amount: i64,
     pub balance_after: i64,
-    /// The key that spent (spend entries).
+    /// The key that spent (spend entries whose batch had one key only).
     pub key_id: Option<String>,
     /// Requests this entry covers (spend entries), else 0.
     pub requests: i64,

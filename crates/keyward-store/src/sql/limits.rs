@@ -280,16 +280,16 @@ impl LimitStore for SqlStore {
             .bind(tenant)
             .execute(&mut *tx)
             .await?;
-            // Ledger balances after each key's entry, in the order written.
-            let mut running = account.balance + total;
-            for (key_id, before, after, requests) in &keys {
-                let spent = after - before;
-                if *requests == 0 {
-                    continue;
-                }
-                if batch
-                    .iter()
-                    .any(|r| r.key_id == *key_id && r.key_cap.is_some())
+            let mut spenders = keys.iter().filter(|k| k.3 > 0);
+            let only_key = match (spenders.next(), spenders.next()) {
+                (Some(k), None) => Some(k.0.clone()),
+                _ => None,
+            };
+            for (key_id, _, after, requests) in &keys {
+                if *requests > 0
+                    && batch
+                        .iter()
+                        .any(|r| r.key_id == *key_id && r.key_cap.is_some())
                 {
                     sqlx::query("UPDATE key_credits SET spent = $1 WHERE key_id = $2")
                         .bind(*after)
@@ -297,22 +297,24 @@ impl LimitStore for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                 }
-                running -= spent;
-                let entry = LedgerEntry {
-                    id: ledger_id()?,
-                    tenant_id: tenant.to_owned(),
-                    at: now,
-                    kind: LedgerKind::Spend,
-                    amount: -spent,
-                    balance_after: running,
-                    key_id: Some(key_id.clone()),
-                    requests: *requests,
-                    actor: None,
-                    reason: None,
-                    idempotency_key: None,
-                };
-                insert_ledger(&mut tx, &entry, None).await?;
             }
+            // One entry per tenant per batch (with its key when only one
+            // key spent): the ledger is for balances; per-key usage is
+            // counted by usage records.
+            let entry = LedgerEntry {
+                id: ledger_id()?,
+                tenant_id: tenant.to_owned(),
+                at: now,
+                kind: LedgerKind::Spend,
+                amount: -total,
+                balance_after: account.balance,
+                key_id: only_key,
+                requests: keys.iter().map(|k| k.3).sum(),
+                actor: None,
+                reason: None,
+                idempotency_key: None,
+            };
+            insert_ledger(&mut tx, &entry, None).await?;
         }
         tx.commit().await?;
         Ok(outcomes)

@@ -259,7 +259,7 @@ respond = {{ paid = true }}
     let balance = s.get(&credits, &s.root).await;
     assert_eq!(balance.body["balance"], 1000 % 7);
 
-    // The ledger accounts for every credit: spends are per key per batch.
+    // The ledger accounts for every credit: one spend entry per batch.
     let mut entries = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

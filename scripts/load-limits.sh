@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# What rate limiting and credits cost the gateway, side by side in one run on
+# 127.0.0.1: two keyward gateways in front of the same upstream (nginx
+# `return 200`), identical but for the limits:
+#   off: no tiers, no credits on the route;
+#   on:  every key in a tier (GCRA check-and-spend per request) and the route
+#        costing 1 credit (a group-committed SQLite spend per request; the
+#        response waits for the commit). The tier is generous (1,000,000/s)
+#        and the balance large, so nothing is refused: this measures the
+#        cost of the checks, not of 429s.
+#
+#   cargo build --release -p keyward && scripts/load-limits.sh
+#
+# Env: KEYWARD_BIN, DURATION (10s), CONNECTIONS (64), THREADS (2), KEYS (10000), ROUNDS (2).
+set -euo pipefail
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
+unset KEYWARD_BIN   # not a keyward setting: keyward refuses unknown KEYWARD_* variables
+DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"; THREADS="${THREADS:-2}"
+KEYS="${KEYS:-10000}"; ROUNDS="${ROUNDS:-2}"
+UP_PORT=18591; OFF_PORT=18592; ON_PORT=18593
+tmp="$(mktemp -d)"; pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+route='
+[[routes]]
+methods = ["GET"]
+path = "/v1/items"
+scopes = ["items:read"]'
+common="[keys]
+scopes = [\"items:read\"]
+[gateway]
+upstream = \"http://127.0.0.1:$UP_PORT\""
+printf '%s\n%s\n' "$common" "$route" >"$tmp/off.toml"
+printf '%s\n[limits]\ndefault_tier = "load"\n[limits.tiers.load]\nlimit = 1000000\nwindow_seconds = 1\n%s\ncredits = 1\n' "$common" "$route" >"$tmp/on.toml"
+
+echo "worker_processes auto; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '{\"items\":[]}'; } } }" >"$tmp/nginx.conf"
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+export KEYWARD_LOG=warn
+start() { # name port
+  local root
+  root="$("$BIN" root-keys create --name load --data-dir "$tmp/$1" --config "$tmp/$1.toml" 2>/dev/null)"
+  "$BIN" serve --config "$tmp/$1.toml" --data-dir "$tmp/$1" --listen "127.0.0.1:$2" 2>"$tmp/$1.log" & pids+=($!)
+  for _ in $(seq 1 100); do curl -sf "127.0.0.1:$2/v1/health" >/dev/null && break; sleep 0.1; done
+  local tenant
+  tenant="$(python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$2" "$root" "$KEYS" "$tmp/$1.keys" items:read)"
+  curl -sf -o /dev/null -H "Authorization: Bearer $root" -H 'Content-Type: application/json' \
+    -d '{"kind":"grant","amount":1000000000000}' "127.0.0.1:$2/v1/tenants/$tenant/credits"
+  echo "$root" >"$tmp/$1.root"; echo "$tenant" >"$tmp/$1.tenant"
+}
+start off $OFF_PORT
+start on $ON_PORT
+
+lua="$root_dir/scripts/gateway.lua"
+for name in off on; do   # warm each cache
+  port=$OFF_PORT; [ "$name" = on ] && port=$ON_PORT
+  KEYS_FILE="$tmp/$name.keys" wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$port" >/dev/null
+done
+
+run() { # name port
+  local out; out="$(KEYS_FILE="$tmp/$1.keys" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$2")"
+  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" >>"$tmp/results"
+}
+for _ in $(seq 1 "$ROUNDS"); do
+  run off $OFF_PORT
+  run on $ON_PORT
+done
+
+python3 - "$tmp/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+agg = {}
+for name, rps, p50, p99, errs in rows:
+    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
+    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
+print("| keyward gateway | req/s (median) | p50 ms | p99 ms | non-2xx |")
+print("|---|---:|---:|---:|---:|")
+for name in ("off", "on"):
+    a = agg[name]
+    print(f"| limits {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
+on, off = (statistics.median(agg[n]["rps"]) for n in ("on", "off"))
+print(f"\nlimits on / off throughput: {on / off:.2f} (cost {100 * (1 - on / off):.1f} %)")
+PY
+# The spends were real: credits spent on "on" (one per 2xx, warm-up included).
+balance="$(curl -sf -H "Authorization: Bearer $(cat "$tmp/on.root")" "127.0.0.1:$ON_PORT/v1/tenants/$(cat "$tmp/on.tenant")/credits" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')"
+echo "credits spent by the 'on' gateway: $((1000000000000 - balance))"
