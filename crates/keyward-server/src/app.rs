@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, BodyLimit};
 use crate::config::Settings;
 use crate::error::{self, ApiError};
-use crate::limits::{CreditSpender, Limits, MemoryLimiter};
+use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use crate::usage::UsageRecorder;
 use crate::verifier::{KeyCache, Verifier};
 
@@ -65,9 +65,28 @@ impl Keyward {
             Arc::clone(&usage),
             settings.config.limits.default_tier.clone(),
         );
+        let cc = &settings.config.credits;
+        let node_id = cc.node_id.clone().unwrap_or_else(|| {
+            if settings.config.effective_store_url().starts_with("sqlite:") {
+                "local".into()
+            } else {
+                keyward_core::id::new_id("node", &OsEntropy).unwrap_or_else(|_| "node".into())
+            }
+        });
+        let bank = CreditBank::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            BankConfig {
+                node_id,
+                max_reservation: cc.max_reservation,
+                idle_release_ms: i64::try_from(cc.idle_release_seconds.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+                stale_ms: i64::try_from(cc.stale_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+            },
+        );
         let limits = Arc::new(Limits {
             limiter: Arc::new(MemoryLimiter::default()),
-            credits: CreditSpender::new(Arc::clone(&store), Arc::clone(&clock)),
+            credits: Arc::new(bank),
         });
         let idempotent_methods = Arc::new(
             settings
@@ -132,6 +151,21 @@ impl Keyward {
             .usage
             .spawn_flusher(Arc::clone(&self.state.store), interval);
         let purger = spawn_purger(&self.state);
+        let bank = Arc::clone(&self.state.limits.credits);
+        match bank.recover_own().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                reservations = n,
+                node = bank.node_id(),
+                "Counted this node's credit reservations left by a crash as spent."
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "Could not recover this node's credit reservations.")
+            }
+        }
+        let settler = bank.spawn_settler(Duration::from_millis(
+            self.state.settings.config.credits.settle_interval_ms,
+        ));
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -140,6 +174,10 @@ impl Keyward {
             .await;
         flusher.abort();
         purger.abort();
+        settler.abort();
+        if let Err(e) = bank.settle(true).await {
+            tracing::error!(error = %e, "Could not settle credits at shutdown; the reservations are counted as spent at the next start.");
+        }
         self.state.usage.flush_all(self.state.store.as_ref()).await;
         tracing::info!("Server stopped; last-use batches flushed.");
         result

@@ -42,6 +42,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Rate-limit tiers and the credits they refill.
     pub limits: LimitsConfig,
+    /// How this node holds and settles credits.
+    pub credits: CreditsConfig,
     /// Idempotent retries through the gateway.
     pub idempotency: IdempotencyConfig,
     /// Gateway routes: requests matching none of keyward's own paths are
@@ -70,6 +72,38 @@ pub struct TierConfig {
     /// Credits refilled for tenants of this tier (unless a tenant has its
     /// own schedule): `{ amount = 100000, every = "monthly", mode = "set" }`.
     pub refill: Option<keyward_store::limits::Refill>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CreditsConfig {
+    /// This node's name in credit reservations. Default: `local` on SQLite
+    /// (one node), a random id per process on PostgreSQL. Give each node a
+    /// stable one so a node that crashed settles its own reservations when
+    /// it comes back.
+    pub node_id: Option<String>,
+    /// How often spends are written to the ledger.
+    pub settle_interval_ms: u64,
+    /// Largest reservation a node takes at once: at most this much is
+    /// counted as spent if the node crashes.
+    pub max_reservation: i64,
+    /// Reservations unused this long go back to the balance.
+    pub idle_release_seconds: u64,
+    /// A reservation its node has not refreshed for this long is counted as
+    /// spent by the other nodes (its node stopped). 0 turns this off.
+    pub stale_seconds: u64,
+}
+
+impl Default for CreditsConfig {
+    fn default() -> CreditsConfig {
+        CreditsConfig {
+            node_id: None,
+            settle_interval_ms: 1_000,
+            max_reservation: 10_000,
+            idle_release_seconds: 10,
+            stale_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -251,6 +285,7 @@ impl Default for Config {
             errors: ErrorsConfig::default(),
             gateway: GatewayConfig::default(),
             limits: LimitsConfig::default(),
+            credits: CreditsConfig::default(),
             idempotency: IdempotencyConfig::default(),
             routes: Vec::new(),
         }
@@ -572,6 +607,27 @@ impl Settings {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
         let tiers = crate::limits::Tiers::compile(&config.limits)?;
+        let c = &config.credits;
+        if c.settle_interval_ms == 0 {
+            return Err(invalid("credits.settle_interval_ms", "must be at least 1"));
+        }
+        if c.max_reservation < 1 {
+            return Err(invalid("credits.max_reservation", "must be at least 1"));
+        }
+        if c.stale_seconds > 0 && c.stale_seconds.saturating_mul(1000) < 4 * c.settle_interval_ms {
+            return Err(invalid(
+                "credits.stale_seconds",
+                "must be at least four settle intervals, or live nodes would look stopped",
+            ));
+        }
+        if let Some(n) = &c.node_id {
+            if n.is_empty() || n.len() > 64 || n.chars().any(char::is_control) {
+                return Err(invalid(
+                    "credits.node_id",
+                    "must be 1 to 64 printable characters",
+                ));
+            }
+        }
         let i = &config.idempotency;
         if i.ttl_seconds == 0 {
             return Err(invalid("idempotency.ttl_seconds", "must be at least 1"));

@@ -6,24 +6,23 @@
 //! - [`RateLimiter`]: an atomic check-and-spend per key. [`MemoryLimiter`]
 //!   keeps GCRA state in sharded maps (one node); a Redis implementation of
 //!   the same trait runs the same arithmetic in a script (many nodes).
-//! - [`CreditSpender`]: queues spends and commits them in batches (group
-//!   commit) through [`LimitStore::spend_credits`]; each caller waits for its
-//!   batch's commit, so every answered spend is durable and exact.
+//! - [`CreditBank`]: credits spent from reservations that already left the
+//!   stored balance (durable before any request uses them), settled into the
+//!   ledger in the background.
 //! - [`Limits`]: both together, in the order of SPEC §4: rate limit, then
 //!   credits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue};
 use keyward_core::clock::Timestamp;
 use keyward_core::ratelimit::{self, Decision, RatePolicy, Tat};
 use keyward_core::verdict::Denial;
-use keyward_store::limits::{Refill, SpendOutcome, SpendRequest};
+use keyward_store::limits::{Recover, Refill, ReserveRequest, Settlement};
 use keyward_store::{Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{invalid, ConfigError, LimitsConfig};
 use crate::verifier::CachedKey;
@@ -251,85 +250,291 @@ impl RateState {
     }
 }
 
-struct Pending {
-    request: SpendRequest,
-    reply: oneshot::Sender<Result<SpendOutcome, String>>,
+/// One request's spend of credits.
+#[derive(Debug, Clone)]
+pub struct SpendRequest {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub cost: i64,
+    /// The most this key may spend in all (its `credit_cap`).
+    pub key_cap: Option<i64>,
+    /// The refill schedule in force for the tenant.
+    pub refill: Option<Refill>,
 }
 
-/// Group commit for credit spends: one writer task takes whatever spends are
-/// queued, commits them in one transaction and answers each.
-pub struct CreditSpender {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendOutcome {
+    pub admitted: bool,
+    /// The tenant's balance as this node sees it: the stored balance plus
+    /// this node's unspent reservation.
+    pub balance: i64,
+    /// What the key may still spend under its cap, if it has one.
+    pub key_remaining: Option<i64>,
+}
+
+/// One tenant's credits on this node.
+#[derive(Debug, Default)]
+struct TenantBank {
+    /// Reserved and not yet spent: already out of the stored balance.
+    reserved: i64,
+    /// Spent since the last settlement, in all and per key.
+    unsettled: i64,
+    requests: i64,
+    keys: HashMap<String, i64>,
+    /// Settled totals of capped keys, read from the store once.
+    key_totals: HashMap<String, i64>,
+    /// The stored balance last seen.
+    stored: i64,
+    /// Size of the next reservation; doubles while reservations run out
+    /// within a second of each other.
+    want: i64,
+    last_reserve: i64,
+    last_spend: i64,
+    last_settle: i64,
+}
+
+/// Credit settings of this node.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub node_id: String,
+    pub max_reservation: i64,
+    pub idle_release_ms: i64,
+    pub stale_ms: i64,
+}
+
+/// Credits on this node: requests spend from reservations taken out of the
+/// stored balance beforehand, so a spend is an in-memory subtraction under
+/// the tenant's lock, and a crash can lose unspent reservations but never
+/// give back spent credits. [`CreditBank::settle`] records spends in the
+/// ledger and releases idle reservations; it runs every
+/// `credits.settle_interval_ms` and at shutdown.
+pub struct CreditBank {
     store: Arc<dyn Store>,
     clock: Arc<dyn keyward_core::clock::Clock>,
-    queue: OnceLock<mpsc::Sender<Pending>>,
+    config: BankConfig,
+    tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBank>>>>,
+    /// Serializes settlements (the ticker, shutdown and ledger reads).
+    settling: tokio::sync::Mutex<()>,
 }
 
-/// Most spends committed in one transaction.
-const BATCH: usize = 512;
-
-impl CreditSpender {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn keyward_core::clock::Clock>) -> CreditSpender {
-        CreditSpender {
+impl CreditBank {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn keyward_core::clock::Clock>,
+        config: BankConfig,
+    ) -> CreditBank {
+        CreditBank {
             store,
             clock,
-            queue: OnceLock::new(),
+            config,
+            tenants: Mutex::new(HashMap::new()),
+            settling: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn queue(&self) -> &mpsc::Sender<Pending> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(4 * BATCH);
-            tokio::spawn(write_batches(
-                Arc::clone(&self.store),
-                Arc::clone(&self.clock),
-                rx,
-            ));
-            tx
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    fn bank(&self, tenant: &str) -> Arc<tokio::sync::Mutex<TenantBank>> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(tenants.entry(tenant.to_owned()).or_default())
+    }
+
+    /// This node's unspent reservation for `tenant` (part of its balance).
+    pub async fn reserved(&self, tenant: &str) -> i64 {
+        self.bank(tenant).lock().await.reserved
+    }
+
+    /// Spends `cost` credits, or refuses, exactly: the tenant's lock is held
+    /// from the check to the spend, including a reservation from the store
+    /// when this node's runs short.
+    pub async fn spend(&self, r: SpendRequest) -> Result<SpendOutcome, StoreError> {
+        let entry = self.bank(&r.tenant_id);
+        let mut b = entry.lock().await;
+        let cost = r.cost.max(0);
+        let refused = |b: &TenantBank, key_remaining| SpendOutcome {
+            admitted: false,
+            balance: b.stored + b.reserved,
+            key_remaining,
+        };
+        let mut key_spent = None;
+        if let Some(cap) = r.key_cap {
+            let settled = match b.key_totals.get(&r.key_id) {
+                Some(v) => *v,
+                None => {
+                    let v = self.store.key_credits_spent(&r.key_id).await?;
+                    b.key_totals.insert(r.key_id.clone(), v);
+                    v
+                }
+            };
+            let spent = settled + b.keys.get(&r.key_id).copied().unwrap_or(0);
+            if spent + cost > cap {
+                return Ok(refused(&b, Some((cap - spent).max(0))));
+            }
+            key_spent = Some(spent);
+        }
+        let now = self.clock.now().0;
+        if b.reserved < cost {
+            let grow = b.want > 0 && now - b.last_reserve < 1_000;
+            let want = if grow {
+                b.want.saturating_mul(2)
+            } else {
+                cost.saturating_mul(10)
+            };
+            b.want = want.min(self.config.max_reservation).max(cost);
+            let got = self
+                .store
+                .reserve_credits(
+                    &ReserveRequest {
+                        tenant_id: r.tenant_id.clone(),
+                        node_id: self.config.node_id.clone(),
+                        min: cost - b.reserved,
+                        want: b.want,
+                        refill: r.refill,
+                    },
+                    now,
+                )
+                .await?;
+            b.reserved += got.granted;
+            b.stored = got.balance;
+            b.last_reserve = now;
+            if b.reserved < cost {
+                return Ok(refused(&b, r.key_cap.zip(key_spent).map(|(c, s)| c - s)));
+            }
+        }
+        b.reserved -= cost;
+        b.unsettled += cost;
+        b.requests += 1;
+        *b.keys.entry(r.key_id.clone()).or_default() += cost;
+        b.last_spend = now;
+        Ok(SpendOutcome {
+            admitted: true,
+            balance: b.stored + b.reserved,
+            key_remaining: r.key_cap.zip(key_spent).map(|(c, s)| c - s - cost),
         })
     }
 
-    /// Spends `request.cost` credits, or refuses, after the spend (or the
-    /// refusal) is decided against the committed balance.
-    pub async fn spend(&self, request: SpendRequest) -> Result<SpendOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue()
-            .send(Pending { request, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the credit writer has stopped".into()))?;
-        match answer.await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "credits could not be spent, nothing was charged: {e}"
-            ))),
-            Err(_) => Err(StoreError::Unavailable(
-                "the credit writer has stopped".into(),
-            )),
+    /// Records this node's spends in the ledger, releases reservations idle
+    /// for `credits.idle_release_seconds` (all of them with `release_all`),
+    /// refreshes the rest, and counts stale reservations of stopped nodes
+    /// as spent. On failure nothing is lost: the counts stay for the next
+    /// settlement.
+    pub async fn settle(&self, release_all: bool) -> Result<(), StoreError> {
+        let _one = self.settling.lock().await;
+        let now = self.clock.now().0;
+        let banks: Vec<(String, Arc<tokio::sync::Mutex<TenantBank>>)> = {
+            let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            tenants
+                .iter()
+                .map(|(t, b)| (t.clone(), Arc::clone(b)))
+                .collect()
+        };
+        let mut taken = Vec::new();
+        for (tenant, bank) in &banks {
+            let mut b = bank.lock().await;
+            let idle = now - b.last_spend >= self.config.idle_release_ms;
+            let release = if release_all || idle { b.reserved } else { 0 };
+            let heartbeat = b.reserved > release && now - b.last_settle >= self.config.stale_ms / 4;
+            if b.unsettled == 0 && release == 0 && !heartbeat {
+                continue;
+            }
+            let keys = std::mem::take(&mut b.keys);
+            let key_spends: Vec<(String, i64)> = keys
+                .iter()
+                .filter(|(k, _)| b.key_totals.contains_key(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            let s = Settlement {
+                tenant_id: tenant.clone(),
+                spent: std::mem::take(&mut b.unsettled),
+                requests: std::mem::take(&mut b.requests),
+                release,
+                key_id: (keys.len() == 1)
+                    .then(|| keys.keys().next().cloned())
+                    .flatten(),
+                key_spends,
+                remaining: b.reserved - release,
+            };
+            b.reserved -= release;
+            b.stored += release;
+            b.last_settle = now;
+            taken.push((Arc::clone(bank), s, keys));
         }
+        let settlements: Vec<Settlement> = taken.iter().map(|(_, s, _)| s.clone()).collect();
+        let result = if settlements.is_empty() {
+            Ok(())
+        } else {
+            self.store
+                .settle_credits(&self.config.node_id, &settlements, now)
+                .await
+        };
+        for (bank, s, keys) in taken {
+            let mut b = bank.lock().await;
+            if result.is_ok() {
+                for (k, v) in &s.key_spends {
+                    if let Some(total) = b.key_totals.get_mut(k) {
+                        *total += v;
+                    }
+                }
+            } else {
+                // Put everything back; the next settlement retries.
+                b.unsettled += s.spent;
+                b.requests += s.requests;
+                b.reserved += s.release;
+                b.stored -= s.release;
+                for (k, v) in keys {
+                    *b.keys.entry(k).or_default() += v;
+                }
+            }
+        }
+        result?;
+        if self.config.stale_ms > 0 {
+            let n = self
+                .store
+                .recover_reservations(
+                    Recover::StaleExcept {
+                        node_id: &self.config.node_id,
+                        before: now - self.config.stale_ms,
+                    },
+                    now,
+                )
+                .await?;
+            if n > 0 {
+                tracing::warn!(
+                    reservations = n,
+                    "Counted stale credit reservations of stopped nodes as spent."
+                );
+            }
+        }
+        Ok(())
     }
-}
 
-async fn write_batches(
-    store: Arc<dyn Store>,
-    clock: Arc<dyn keyward_core::clock::Clock>,
-    mut rx: mpsc::Receiver<Pending>,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let requests: Vec<SpendRequest> = batch.iter().map(|p| p.request.clone()).collect();
-        let result = store.spend_credits(&requests, clock.now().0).await;
-        match result {
-            Ok(outcomes) => {
-                for (p, o) in batch.drain(..).zip(outcomes) {
-                    let _ = p.reply.send(Ok(o));
+    /// At start: this node's reservations left by a crash are counted as
+    /// spent (what was spent from them is unknown).
+    pub async fn recover_own(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now().0;
+        self.store
+            .recover_reservations(Recover::Node(&self.config.node_id), now)
+            .await
+    }
+
+    /// Settles every `interval` until aborted.
+    pub fn spawn_settler(
+        self: &Arc<Self>,
+        interval: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let bank = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = bank.settle(false).await {
+                    tracing::warn!(error = %e, "Could not settle credits; retrying at the next tick.");
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for p in batch.drain(..) {
-                    let _ = p.reply.send(Err(message.clone()));
-                }
-            }
-        }
+        })
     }
 }
 
@@ -350,7 +555,7 @@ pub struct Refused {
 /// Rate limits and credits together.
 pub struct Limits {
     pub limiter: Arc<dyn RateLimiter>,
-    pub credits: CreditSpender,
+    pub credits: Arc<CreditBank>,
 }
 
 impl Limits {

@@ -1,12 +1,15 @@
 //! Durable state for SPEC §6: tenant credit balances with their ledger, and
 //! idempotency records for the gateway.
 //!
-//! Credits are spent in batches ([`LimitStore::spend_credits`]): the server
-//! queues concurrent spends and commits them together, one transaction per
-//! batch, deciding each request in arrival order against the locked balance.
-//! A request is answered only after its batch committed, so a spend that was
-//! answered is durable, and a balance read after a crash never shows credits
-//! that were already spent.
+//! Credits are spent from *reservations*: a node takes credits out of the
+//! tenant's balance durably ([`LimitStore::reserve_credits`]) before it lets
+//! requests spend them from memory, and later records what was spent
+//! ([`LimitStore::settle_credits`], one ledger entry per tenant per
+//! settlement) and gives back what it no longer needs. A request is only
+//! admitted against credits that already left the stored balance, so after a
+//! crash the balance never shows credits that were spent, and nothing is
+//! spent twice; what a crashed node had reserved but not settled is counted
+//! as spent when it is recovered ([`LimitStore::recover_reservations`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -105,26 +108,53 @@ pub struct LedgerEntry {
     pub idempotency_key: Option<String>,
 }
 
-/// One request's spend, as queued by the server.
+/// A node asking for credits of a tenant.
 #[derive(Debug, Clone)]
-pub struct SpendRequest {
+pub struct ReserveRequest {
     pub tenant_id: String,
-    pub key_id: String,
-    pub cost: i64,
-    /// The most this key may spend in all (its `credit_cap`).
-    pub key_cap: Option<i64>,
+    pub node_id: String,
+    /// Take nothing unless at least this much is available.
+    pub min: i64,
+    /// Take up to this much.
+    pub want: i64,
     /// The refill schedule in force for the tenant (its own or its tier's),
     /// applied first if due.
     pub refill: Option<Refill>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpendOutcome {
-    pub admitted: bool,
-    /// The tenant's balance after this request.
+pub struct Reserved {
+    /// Credits moved from the balance into this node's reservation.
+    pub granted: i64,
+    /// The stored balance after the reservation.
     pub balance: i64,
-    /// What the key may still spend under its cap, if it has one.
-    pub key_remaining: Option<i64>,
+}
+
+/// What a node spent of its reservation since the last settlement, and
+/// what it gives back.
+#[derive(Debug, Clone, Default)]
+pub struct Settlement {
+    pub tenant_id: String,
+    pub spent: i64,
+    pub requests: i64,
+    /// Unspent reserved credits returned to the balance.
+    pub release: i64,
+    /// The key that spent, when only one did.
+    pub key_id: Option<String>,
+    /// Spends of keys with a credit cap, added to their totals.
+    pub key_spends: Vec<(String, i64)>,
+    /// This node's reservation left after the settlement (for the ledger's
+    /// `balance_after`).
+    pub remaining: i64,
+}
+
+/// Which reservations [`LimitStore::recover_reservations`] takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Recover<'a> {
+    /// All of this node's, at its start (left by a crash).
+    Node(&'a str),
+    /// Other nodes' reservations not settled since `before`.
+    StaleExcept { node_id: &'a str, before: i64 },
 }
 
 /// A grant or adjustment by an operator.
@@ -200,14 +230,24 @@ pub trait LimitStore: Send + Sync + 'static {
         refill: Option<Refill>,
         now: i64,
     ) -> StoreResult<CreditAccount>;
-    /// Spends a batch in one transaction: each request, in order, is
-    /// admitted only if its tenant's balance covers its cost and its key's cap
-    /// allows it. Outcomes are in the order of `batch`.
-    async fn spend_credits(
+    /// Moves credits from the tenant's balance into this node's reservation:
+    /// `min(balance, want)` if that is at least `min`, else nothing.
+    async fn reserve_credits(&self, request: &ReserveRequest, now: i64) -> StoreResult<Reserved>;
+    /// Records spends from this node's reservations (a ledger `spend` entry
+    /// per tenant) and returns released credits to the balances, in one
+    /// transaction.
+    async fn settle_credits(
         &self,
-        batch: &[SpendRequest],
+        node_id: &str,
+        settlements: &[Settlement],
         now: i64,
-    ) -> StoreResult<Vec<SpendOutcome>>;
+    ) -> StoreResult<()>;
+    /// Counts reservations as spent (ledger entries): their nodes stopped
+    /// without settling, so what they spent is unknown. Returns how many
+    /// reservations were recovered.
+    async fn recover_reservations(&self, which: Recover<'_>, now: i64) -> StoreResult<u64>;
+    /// What a key has spent in all (for its `credit_cap`), as settled.
+    async fn key_credits_spent(&self, key_id: &str) -> StoreResult<i64>;
     /// Applies a grant or adjustment; the balance never goes below zero
     /// ([`crate::StoreError::Conflict`] if it would).
     /// A replay (same idempotency key) writes no audit event.

@@ -36,7 +36,10 @@ fn tier_refill(state: &AppState, tenant: &Tenant) -> Option<Refill> {
         .refill_for_tenant(tenant.tier.as_deref())
 }
 
-fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsView {
+/// The balance as this node knows it: stored plus this node's unspent
+/// reservation (other nodes' reservations are not shown: they may be spent).
+async fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsView {
+    let reserved = state.limits.credits.reserved(&tenant.id).await;
     let tier = tier_refill(state, tenant);
     let (refill, source) = match (a.refill, tier) {
         (Some(r), _) => (Some(r), Some("tenant")),
@@ -46,7 +49,7 @@ fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsView {
     let time = |ms: i64| keyward_core::clock::Timestamp(ms).to_rfc3339();
     CreditsView {
         tenant_id: a.tenant_id.clone(),
-        balance: a.balance,
+        balance: a.balance + reserved,
         refill: refill.map(RefillSpec::from),
         refill_source: source,
         last_refill_at: a.last_refill_at.map(time),
@@ -71,7 +74,7 @@ pub async fn get(
         .store
         .credit_account(&id, tier_refill(&state, &tenant), state.clock.now().0)
         .await?;
-    Ok(axum::Json(view(&state, &tenant, &account)))
+    Ok(axum::Json(view(&state, &tenant, &account).await))
 }
 
 /// Grants (`kind: grant`, amount > 0) or adjusts (`kind: adjust`, either
@@ -239,7 +242,7 @@ pub async fn set_refill(
         .store
         .credit_account(&id, tier_refill(&state, &tenant), now)
         .await?;
-    Ok(axum::Json(view(&state, &tenant, &account)))
+    Ok(axum::Json(view(&state, &tenant, &account).await))
 }
 
 /// Removes the tenant's own refill schedule (its tier's applies, if any).
@@ -255,7 +258,7 @@ pub async fn clear_refill(
     let audit = caller.audit(&state, "credits.refill_cleared", &id, Some(&id), json!({}))?;
     let now = state.clock.now().0;
     let account = state.store.set_refill(&id, None, now, &audit).await?;
-    Ok(axum::Json(view(&state, &tenant, &account)))
+    Ok(axum::Json(view(&state, &tenant, &account).await))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -277,6 +280,8 @@ pub async fn ledger(
 ) -> Result<axum::Json<LedgerPage>, ApiError> {
     caller.require("keyward:credits:read")?;
     visible(&state, &caller, &id).await?;
+    // This node's spends so far belong in the answer.
+    state.limits.credits.settle(false).await?;
     let page = state
         .store
         .list_ledger(&id, page_request(q.limit, q.cursor.as_deref())?)

@@ -178,21 +178,6 @@ async fn refill_if_due(
     Ok(())
 }
 
-/// Creates the key's spend counter if missing, then locks and returns it.
-async fn lock_key_spent(tx: &mut Tx<'_>, key_id: &str) -> StoreResult<i64> {
-    sqlx::query(
-        "INSERT INTO key_credits (key_id, spent) VALUES ($1, 0) ON CONFLICT (key_id) DO NOTHING",
-    )
-    .bind(key_id)
-    .execute(&mut **tx)
-    .await?;
-    let row = sqlx::query("UPDATE key_credits SET spent = spent WHERE key_id = $1 RETURNING spent")
-        .bind(key_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.try_get("spent")?)
-}
-
 #[async_trait]
 impl LimitStore for SqlStore {
     async fn credit_account(
@@ -208,116 +193,182 @@ impl LimitStore for SqlStore {
         Ok(account)
     }
 
-    async fn spend_credits(
-        &self,
-        batch: &[SpendRequest],
-        now: i64,
-    ) -> StoreResult<Vec<SpendOutcome>> {
-        let mut outcomes = vec![
-            SpendOutcome {
-                admitted: false,
-                balance: 0,
-                key_remaining: None,
-            };
-            batch.len()
-        ];
-        // Tenants in order of first appearance, so lock order is stable
-        // within a batch; across batches PostgreSQL may still meet a
-        // deadlock, which it breaks by failing one transaction (the callers
-        // of that batch get an error, nothing is spent).
-        let mut tenants: Vec<&str> = Vec::new();
-        for r in batch {
-            if !tenants.contains(&r.tenant_id.as_str()) {
-                tenants.push(&r.tenant_id);
-            }
-        }
-        tenants.sort_unstable();
+    async fn reserve_credits(&self, r: &ReserveRequest, now: i64) -> StoreResult<Reserved> {
         let mut tx = self.pool.begin().await?;
-        for tenant in tenants {
-            let idx: Vec<usize> = (0..batch.len())
-                .filter(|&i| batch[i].tenant_id == tenant)
-                .collect();
-            let mut account = lock_account(&mut tx, tenant, now).await?;
-            refill_if_due(&mut tx, &mut account, batch[idx[0]].refill, now).await?;
-            // Per key: (key id, spent before, spent now, requests admitted).
-            let mut keys: Vec<(String, i64, i64, i64)> = Vec::new();
-            for &i in &idx {
-                let r = &batch[i];
-                if !keys.iter().any(|k| k.0 == r.key_id) {
-                    let spent = if r.key_cap.is_some() {
-                        lock_key_spent(&mut tx, &r.key_id).await?
-                    } else {
-                        0
-                    };
-                    keys.push((r.key_id.clone(), spent, spent, 0));
-                }
-                let Some(k) = keys.iter_mut().find(|k| k.0 == r.key_id) else {
-                    continue;
-                };
-                let cost = r.cost.max(0);
-                let cap_ok = r.key_cap.is_none_or(|cap| k.2.saturating_add(cost) <= cap);
-                let admitted = cap_ok && account.balance >= cost;
-                if admitted {
-                    account.balance -= cost;
-                    k.2 += cost;
-                    k.3 += 1;
-                }
-                outcomes[i] = SpendOutcome {
-                    admitted,
-                    balance: account.balance,
-                    key_remaining: r.key_cap.map(|cap| (cap - k.2).max(0)),
-                };
-            }
-            let total: i64 = keys.iter().map(|k| k.2 - k.1).sum();
-            if total == 0 {
-                continue;
-            }
+        let mut account = lock_account(&mut tx, &r.tenant_id, now).await?;
+        refill_if_due(&mut tx, &mut account, r.refill, now).await?;
+        let granted = if account.balance >= r.min.max(1) {
+            account.balance.min(r.want.max(r.min))
+        } else {
+            0
+        };
+        if granted > 0 {
+            account.balance -= granted;
             sqlx::query(
                 "UPDATE credit_accounts SET balance = $1, updated_at = $2 WHERE tenant_id = $3",
             )
             .bind(account.balance)
             .bind(now)
-            .bind(tenant)
+            .bind(&r.tenant_id)
             .execute(&mut *tx)
             .await?;
-            let mut spenders = keys.iter().filter(|k| k.3 > 0);
-            let only_key = match (spenders.next(), spenders.next()) {
-                (Some(k), None) => Some(k.0.clone()),
-                _ => None,
-            };
-            for (key_id, _, after, requests) in &keys {
-                if *requests > 0
-                    && batch
-                        .iter()
-                        .any(|r| r.key_id == *key_id && r.key_cap.is_some())
-                {
-                    sqlx::query("UPDATE key_credits SET spent = $1 WHERE key_id = $2")
-                        .bind(*after)
-                        .bind(key_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            sqlx::query(
+                "INSERT INTO credit_reservations (tenant_id, node_id, amount, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, node_id) DO UPDATE \
+                 SET amount = credit_reservations.amount + excluded.amount, updated_at = excluded.updated_at",
+            )
+            .bind(&r.tenant_id)
+            .bind(&r.node_id)
+            .bind(granted)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Reserved {
+            granted,
+            balance: account.balance,
+        })
+    }
+
+    async fn settle_credits(
+        &self,
+        node_id: &str,
+        settlements: &[Settlement],
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for s in settlements {
+            let mut account = lock_account(&mut tx, &s.tenant_id, now).await?;
+            let held = sqlx::query(
+                "UPDATE credit_reservations SET amount = amount - $1, updated_at = $2 \
+                 WHERE tenant_id = $3 AND node_id = $4",
+            )
+            .bind(s.spent + s.release)
+            .bind(now)
+            .bind(&s.tenant_id)
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await?;
+            if held.rows_affected() == 0 {
+                // Another node counted this reservation as spent already
+                // (this node looked stopped): its spends are in the ledger
+                // and its remainder is gone; adding either would count twice.
+                tracing::warn!(tenant = %s.tenant_id, "A credit reservation was recovered by another node; its settlement is skipped.");
+                continue;
             }
-            // One entry per tenant per batch (with its key when only one
-            // key spent): the ledger is for balances; per-key usage is
-            // counted by usage records.
+            if s.release > 0 {
+                account.balance += s.release;
+                sqlx::query(
+                    "UPDATE credit_accounts SET balance = $1, updated_at = $2 WHERE tenant_id = $3",
+                )
+                .bind(account.balance)
+                .bind(now)
+                .bind(&s.tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "DELETE FROM credit_reservations WHERE tenant_id = $1 AND node_id = $2 AND amount <= 0",
+            )
+            .bind(&s.tenant_id)
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await?;
+            for (key_id, spent) in &s.key_spends {
+                sqlx::query(
+                    "INSERT INTO key_credits (key_id, spent) VALUES ($1, $2) \
+                     ON CONFLICT (key_id) DO UPDATE SET spent = key_credits.spent + excluded.spent",
+                )
+                .bind(key_id)
+                .bind(*spent)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if s.spent > 0 {
+                let entry = LedgerEntry {
+                    id: ledger_id()?,
+                    tenant_id: s.tenant_id.clone(),
+                    at: now,
+                    kind: LedgerKind::Spend,
+                    amount: -s.spent,
+                    balance_after: account.balance + s.remaining,
+                    key_id: s.key_id.clone(),
+                    requests: s.requests,
+                    actor: None,
+                    reason: None,
+                    idempotency_key: None,
+                };
+                insert_ledger(&mut tx, &entry, None).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recover_reservations(&self, which: Recover<'_>, now: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = match which {
+            Recover::Node(node_id) => sqlx::query(
+                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id = $1",
+            )
+            .bind(node_id),
+            Recover::StaleExcept { node_id, before } => sqlx::query(
+                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id <> $1 AND updated_at < $2",
+            )
+            .bind(node_id)
+            .bind(before),
+        }
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut recovered = 0;
+        for row in &rows {
+            let tenant: String = row.try_get("tenant_id")?;
+            let node: String = row.try_get("node_id")?;
+            let amount: i64 = row.try_get("amount")?;
+            let account = lock_account(&mut tx, &tenant, now).await?;
+            let gone = sqlx::query(
+                "DELETE FROM credit_reservations WHERE tenant_id = $1 AND node_id = $2 AND amount = $3",
+            )
+            .bind(&tenant)
+            .bind(&node)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+            if gone.rows_affected() == 0 || amount <= 0 {
+                continue;
+            }
+            recovered += 1;
             let entry = LedgerEntry {
                 id: ledger_id()?,
-                tenant_id: tenant.to_owned(),
+                tenant_id: tenant,
                 at: now,
                 kind: LedgerKind::Spend,
-                amount: -total,
+                amount: -amount,
                 balance_after: account.balance,
-                key_id: only_key,
-                requests: keys.iter().map(|k| k.3).sum(),
+                key_id: None,
+                requests: 0,
                 actor: None,
-                reason: None,
+                reason: Some(format!(
+                    "reserved by node {node}, which stopped without settling; counted as spent"
+                )),
                 idempotency_key: None,
             };
             insert_ledger(&mut tx, &entry, None).await?;
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(recovered)
+    }
+
+    async fn key_credits_spent(&self, key_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT spent FROM key_credits WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("spent")?,
+            None => 0,
+        })
     }
 
     async fn change_credits(

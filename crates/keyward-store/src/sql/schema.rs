@@ -86,6 +86,13 @@ CREATE TABLE key_credits (
     key_id TEXT PRIMARY KEY,
     spent BIGINT NOT NULL
 );
+CREATE TABLE credit_reservations (
+    tenant_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, node_id)
+);
 CREATE TABLE credit_ledger (
     seq {SEQ},
     id TEXT NOT NULL UNIQUE,

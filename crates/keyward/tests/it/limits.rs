@@ -661,3 +661,50 @@ credits = 1
         .await
         .assert_problem(502, "upstream_unavailable");
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_settles_every_spend_and_returns_unspent_reservations() {
+    let url = fresh_store_url(Backend::Sqlite).await;
+    let store = Arc::new(SqlStore::open(&url).await.unwrap());
+    let clock = ManualClock::starting_now();
+    let config = || {
+        config_from_toml(&format!(
+            r#"{KEYS}
+[[routes]]
+methods = ["GET"]
+path = "/v1/paid"
+credits = 2
+respond = {{ paid = true }}
+"#
+        ))
+    };
+    let s = Server::start_on(Arc::clone(&store), config(), clock.clone()).await;
+    let tenant = s.tenant("Acme").await;
+    let (_, secret) = s.key(&tenant, "k", json!({})).await;
+    let credits = format!("/v1/tenants/{tenant}/credits");
+    s.post(
+        &credits,
+        &s.root,
+        json!({ "kind": "grant", "amount": 1000 }),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(s.get("/v1/paid", &secret).await.status, StatusCode::OK);
+    }
+    // This node holds a reservation; the balance it shows includes it.
+    assert_eq!(s.get(&credits, &s.root).await.body["balance"], 990);
+    s.shutdown().await;
+
+    let s = Server::start_on(Arc::clone(&store), config(), clock.clone()).await;
+    assert_eq!(s.get(&credits, &s.root).await.body["balance"], 990);
+    let ledger = s.get(&format!("{credits}/ledger"), &s.root).await;
+    let data = ledger.body["data"].as_array().unwrap();
+    let spends: Vec<&Value> = data.iter().filter(|e| e["kind"] == "spend").collect();
+    assert_eq!(spends.len(), 1, "{}", ledger.body);
+    assert_eq!(spends[0]["amount"], -10);
+    assert_eq!(spends[0]["requests"], 5);
+    assert!(
+        spends[0]["reason"].is_null(),
+        "nothing was counted as spent by a crash"
+    );
+}

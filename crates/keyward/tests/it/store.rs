@@ -334,20 +334,17 @@ async fn limits_conformance(backend: Backend) {
     let a = SqlStore::open(&url).await.unwrap();
     let b = SqlStore::open(&url).await.unwrap();
     let t = "ten_credits";
-    let spend = |key: &str, cost: i64, cap: Option<i64>| SpendRequest {
+    let reserve = |node: &str, min: i64, want: i64| ReserveRequest {
         tenant_id: t.into(),
-        key_id: key.into(),
-        cost,
-        key_cap: cap,
+        node_id: node.into(),
+        min,
+        want,
         refill: None,
     };
-    // A tenant that never had credits has none, and spends nothing.
+    // A tenant that never had credits has none, and reserves nothing.
     assert_eq!(a.credit_account(t, None, 10).await.unwrap().balance, 0);
-    let out = a
-        .spend_credits(&[spend("key_a", 1, None)], 10)
-        .await
-        .unwrap();
-    assert!(!out[0].admitted);
+    let r = a.reserve_credits(&reserve("n1", 1, 5), 10).await.unwrap();
+    assert_eq!(r.granted, 0);
 
     // Grant 10: idempotent by key, and the ledger and audit log record it once.
     let grant = |key: Option<&str>, amount: i64, fp: &str| CreditChange {
@@ -390,64 +387,141 @@ async fn limits_conformance(backend: Backend) {
     ));
     assert_eq!(a.credit_account(t, None, 23).await.unwrap().balance, 10);
 
-    // A batch is decided in order: 3 + 3 + 3 fit in 10, the fourth does not;
-    // a cost of 1 still fits after that. The key cap (5) stops key_c early.
-    let out = a
-        .spend_credits(
-            &[
-                spend("key_a", 3, None),
-                spend("key_a", 3, None),
-                spend("key_c", 3, Some(5)),
-                spend("key_c", 3, Some(5)),
-                spend("key_a", 3, None),
-                spend("key_a", 1, None),
-            ],
-            30,
+    // Reservations leave the balance at once and never exceed it; below
+    // `min` nothing is taken.
+    let r = a.reserve_credits(&reserve("n1", 3, 8), 30).await.unwrap();
+    assert_eq!((r.granted, r.balance), (8, 2));
+    assert_eq!(
+        b.reserve_credits(&reserve("n2", 3, 5), 30)
+            .await
+            .unwrap()
+            .granted,
+        0
+    );
+    let r = b.reserve_credits(&reserve("n2", 2, 5), 30).await.unwrap();
+    assert_eq!((r.granted, r.balance), (2, 0));
+    // n1 spent 6 of its 8 (key_c, capped, spent 5 of them) and gives 2 back.
+    a.settle_credits(
+        "n1",
+        &[Settlement {
+            tenant_id: t.into(),
+            spent: 6,
+            requests: 2,
+            release: 2,
+            key_id: None,
+            key_spends: vec![("key_c".into(), 5)],
+            remaining: 0,
+        }],
+        31,
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.credit_account(t, None, 32).await.unwrap().balance, 2);
+    assert_eq!(a.key_credits_spent("key_c").await.unwrap(), 5);
+    assert_eq!(a.key_credits_spent("key_none").await.unwrap(), 0);
+    // n2 stops without settling: another node counts its 2 as spent once
+    // they are stale, and a late settlement from n2 changes nothing.
+    assert_eq!(
+        a.recover_reservations(
+            Recover::StaleExcept {
+                node_id: "n1",
+                before: 30
+            },
+            40
         )
         .await
-        .unwrap();
-    let admitted: Vec<bool> = out.iter().map(|o| o.admitted).collect();
-    assert_eq!(admitted, [true, true, true, false, false, true]);
-    assert_eq!(out[5].balance, 0);
-    assert_eq!(out[3].key_remaining, Some(2));
-    assert_eq!(b.credit_account(t, None, 31).await.unwrap().balance, 0);
+        .unwrap(),
+        0,
+        "not stale yet"
+    );
+    assert_eq!(
+        a.recover_reservations(
+            Recover::StaleExcept {
+                node_id: "n1",
+                before: 31
+            },
+            40
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    b.settle_credits(
+        "n2",
+        &[Settlement {
+            tenant_id: t.into(),
+            spent: 1,
+            requests: 1,
+            release: 1,
+            ..Settlement::default()
+        }],
+        41,
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.credit_account(t, None, 42).await.unwrap().balance, 2);
 
     // Never negative: an adjustment below zero is refused.
     assert!(matches!(
         a.change_credits(
             &CreditChange {
                 kind: LedgerKind::Adjust,
-                ..grant(None, -1, "fp3")
+                ..grant(None, -3, "fp3")
             },
-            &audit("credits.adjusted", t, 32)
+            &audit("credits.adjusted", t, 43)
         )
         .await,
         Err(StoreError::Conflict(_))
     ));
 
-    // Concurrent batches from two nodes: 40 credits, 100 spends of 1 → 40.
-    a.change_credits(&grant(None, 40, "fp4"), &audit("credits.granted", t, 40))
+    // Concurrent reservations from two nodes take exactly the balance.
+    a.change_credits(&grant(None, 38, "fp4"), &audit("credits.granted", t, 44))
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let batch: Vec<SpendRequest> = (0..5).map(|_| spend("key_d", 1, None)).collect();
+        let (s, node) = if i % 2 == 0 {
+            (a.clone(), "n1")
+        } else {
+            (b.clone(), "n3")
+        };
+        let req = reserve(node, 1, 3);
         tasks.push(tokio::spawn(async move {
-            s.spend_credits(&batch, 41)
-                .await
-                .unwrap()
-                .iter()
-                .filter(|o| o.admitted)
-                .count()
+            (
+                i % 2 == 0,
+                s.reserve_credits(&req, 45).await.unwrap().granted,
+            )
         }));
     }
-    let mut total = 0;
+    let (mut total, mut n1) = (0, 0);
     for task in tasks {
-        total += task.await.unwrap();
+        let (is_n1, granted) = task.await.unwrap();
+        total += granted;
+        if is_n1 {
+            n1 += granted;
+        }
     }
     assert_eq!(total, 40);
-    assert_eq!(a.credit_account(t, None, 42).await.unwrap().balance, 0);
+    assert_eq!(a.credit_account(t, None, 46).await.unwrap().balance, 0);
+    // n3 crashes and comes back: its own reservation is counted as spent.
+    let n = b
+        .recover_reservations(Recover::Node("n3"), 47)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    a.settle_credits(
+        "n1",
+        &[Settlement {
+            tenant_id: t.into(),
+            spent: n1,
+            requests: n1,
+            key_id: Some("key_d".into()),
+            ..Settlement::default()
+        }],
+        48,
+    )
+    .await
+    .unwrap();
 
     // Refills: a tier schedule applies on first sight, then at boundaries;
     // the tenant's own schedule wins over it.
@@ -462,19 +536,19 @@ async fn limits_conformance(backend: Backend) {
     assert_eq!(acc.balance, 100);
     assert_eq!(acc.next_refill_at, Some(1_796_083_200_000));
     let out = a
-        .spend_credits(
-            &[SpendRequest {
+        .reserve_credits(
+            &ReserveRequest {
                 tenant_id: t2.into(),
-                key_id: "key_r".into(),
-                cost: 30,
-                key_cap: None,
+                node_id: "n1".into(),
+                min: 30,
+                want: 30,
                 refill: Some(monthly_set),
-            }],
+            },
             now + 1,
         )
         .await
         .unwrap();
-    assert_eq!(out[0].balance, 70);
+    assert_eq!(out.balance, 70);
     // Not due yet: nothing changes; due: set back to 100.
     let acc = a
         .credit_account(t2, Some(monthly_set), now + 2)
@@ -535,7 +609,16 @@ async fn limits_conformance(backend: Backend) {
         next = p.next;
     }
     let sum: i64 = all.iter().map(|(_, e)| e.amount).sum();
-    assert_eq!(sum, 0, "grants of 10 + 40, spends of 50");
+    assert_eq!(sum, 0, "grants of 10 + 38; spends and recoveries of 48");
+    let recovered = all
+        .iter()
+        .filter(|(_, e)| {
+            e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("counted as spent"))
+        })
+        .count();
+    assert_eq!(recovered, 2, "n2 (stale) and n3 (its own restart)");
     assert_eq!(
         all.iter()
             .filter(|(_, e)| e.kind == LedgerKind::Grant)
