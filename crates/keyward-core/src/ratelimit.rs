@@ -16,8 +16,9 @@ use crate::clock::Timestamp;
 /// A named rate-limit policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RatePolicy {
-    /// Shown in the `RateLimit-Policy` / `RateLimit` fields.
-    pub name: String,
+    /// Shown in the `RateLimit-Policy` / `RateLimit` fields (shared, so
+    /// reporting it per request costs no allocation).
+    pub name: std::sync::Arc<str>,
     /// Tokens per window.
     pub limit: u64,
     pub window_ms: u64,
@@ -39,7 +40,7 @@ pub enum PolicyError {
 
 impl RatePolicy {
     pub fn new(
-        name: impl Into<String>,
+        name: impl Into<std::sync::Arc<str>>,
         limit: u64,
         window_ms: u64,
         burst: u64,

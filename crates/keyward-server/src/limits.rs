@@ -53,7 +53,7 @@ impl Tiers {
                 ));
             }
             let policy = RatePolicy::new(
-                name.clone(),
+                name.as_str(),
                 t.limit,
                 t.window_seconds.saturating_mul(1000),
                 t.burst.unwrap_or(t.limit),
@@ -212,7 +212,7 @@ impl RateLimiter for MemoryLimiter {
 /// The rate-limit state of one response, for its headers and the verify API.
 #[derive(Debug, Clone)]
 pub struct RateState {
-    pub policy: String,
+    pub policy: Arc<str>,
     pub limit: u64,
     pub window_seconds: u64,
     pub remaining: u64,
@@ -222,7 +222,7 @@ pub struct RateState {
 impl RateState {
     pub fn from_decision(p: &RatePolicy, d: &Decision) -> RateState {
         RateState {
-            policy: p.name.clone(),
+            policy: Arc::clone(&p.name),
             limit: p.burst,
             window_seconds: p.window_seconds(),
             remaining: d.remaining,
@@ -234,7 +234,8 @@ impl RateState {
     /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=…;w=…` and
     /// `"name";r=…;t=…`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let name = self.policy.replace(['"', '\\'], "");
+        // Tier names are [a-z0-9_-] (checked at start): nothing to escape.
+        let name = &self.policy;
         if let Ok(v) = HeaderValue::from_str(&format!(
             "\"{name}\";q={};w={}",
             self.limit, self.window_seconds
@@ -251,10 +252,10 @@ impl RateState {
 }
 
 /// One request's spend of credits.
-#[derive(Debug, Clone)]
-pub struct SpendRequest {
-    pub tenant_id: String,
-    pub key_id: String,
+#[derive(Debug, Clone, Copy)]
+pub struct SpendRequest<'a> {
+    pub tenant_id: &'a str,
+    pub key_id: &'a str,
     pub cost: i64,
     /// The most this key may spend in all (its `credit_cap`).
     pub key_cap: Option<i64>,
@@ -338,7 +339,10 @@ impl CreditBank {
 
     fn bank(&self, tenant: &str) -> Arc<tokio::sync::Mutex<TenantBank>> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(tenants.entry(tenant.to_owned()).or_default())
+        match tenants.get(tenant) {
+            Some(b) => Arc::clone(b),
+            None => Arc::clone(tenants.entry(tenant.to_owned()).or_default()),
+        }
     }
 
     /// This node's unspent reservation for `tenant` (part of its balance).
@@ -349,8 +353,8 @@ impl CreditBank {
     /// Spends `cost` credits, or refuses, exactly: the tenant's lock is held
     /// from the check to the spend, including a reservation from the store
     /// when this node's runs short.
-    pub async fn spend(&self, r: SpendRequest) -> Result<SpendOutcome, StoreError> {
-        let entry = self.bank(&r.tenant_id);
+    pub async fn spend(&self, r: SpendRequest<'_>) -> Result<SpendOutcome, StoreError> {
+        let entry = self.bank(r.tenant_id);
         let mut b = entry.lock().await;
         let cost = r.cost.max(0);
         let refused = |b: &TenantBank, key_remaining| SpendOutcome {
@@ -360,15 +364,15 @@ impl CreditBank {
         };
         let mut key_spent = None;
         if let Some(cap) = r.key_cap {
-            let settled = match b.key_totals.get(&r.key_id) {
+            let settled = match b.key_totals.get(r.key_id) {
                 Some(v) => *v,
                 None => {
-                    let v = self.store.key_credits_spent(&r.key_id).await?;
-                    b.key_totals.insert(r.key_id.clone(), v);
+                    let v = self.store.key_credits_spent(r.key_id).await?;
+                    b.key_totals.insert(r.key_id.to_owned(), v);
                     v
                 }
             };
-            let spent = settled + b.keys.get(&r.key_id).copied().unwrap_or(0);
+            let spent = settled + b.keys.get(r.key_id).copied().unwrap_or(0);
             if spent + cost > cap {
                 return Ok(refused(&b, Some((cap - spent).max(0))));
             }
@@ -387,7 +391,7 @@ impl CreditBank {
                 .store
                 .reserve_credits(
                     &ReserveRequest {
-                        tenant_id: r.tenant_id.clone(),
+                        tenant_id: r.tenant_id.to_owned(),
                         node_id: self.config.node_id.clone(),
                         min: cost - b.reserved,
                         want: b.want,
@@ -406,7 +410,12 @@ impl CreditBank {
         b.reserved -= cost;
         b.unsettled += cost;
         b.requests += 1;
-        *b.keys.entry(r.key_id.clone()).or_default() += cost;
+        match b.keys.get_mut(r.key_id) {
+            Some(spent) => *spent += cost,
+            None => {
+                b.keys.insert(r.key_id.to_owned(), cost);
+            }
+        }
         b.last_spend = now;
         Ok(SpendOutcome {
             admitted: true,
@@ -592,8 +601,8 @@ impl Limits {
                 let outcome = self
                     .credits
                     .spend(SpendRequest {
-                        tenant_id: tenant.clone(),
-                        key_id: key.record.id.clone(),
+                        tenant_id: tenant,
+                        key_id: &key.record.id,
                         cost: credits,
                         key_cap: key.record.credit_cap,
                         refill: tiers.refill_for_tenant(key.tenant_tier.as_deref()),

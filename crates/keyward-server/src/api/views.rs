@@ -389,7 +389,7 @@ pub struct RateLimitState {
 impl From<&crate::limits::RateState> for RateLimitState {
     fn from(r: &crate::limits::RateState) -> RateLimitState {
         RateLimitState {
-            policy: r.policy.clone(),
+            policy: r.policy.to_string(),
             limit: r.limit,
             window_seconds: r.window_seconds,
             remaining: r.remaining,
