@@ -292,6 +292,23 @@ struct TenantBank {
     last_reserve: i64,
     last_spend: i64,
     last_settle: i64,
+    /// A background reservation is in flight.
+    topping_up: bool,
+}
+
+impl TenantBank {
+    /// The size of the next reservation: it doubles while reservations run
+    /// out within a second of each other, up to the maximum.
+    fn next_want(&mut self, cost: i64, now: i64, max: i64) -> i64 {
+        let grow = self.want > 0 && now - self.last_reserve < 1_000;
+        let want = if grow {
+            self.want.saturating_mul(2)
+        } else {
+            cost.saturating_mul(10)
+        };
+        self.want = want.min(max).max(cost);
+        self.want
+    }
 }
 
 /// Credit settings of this node.
@@ -316,6 +333,8 @@ pub struct CreditBank {
     tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBank>>>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads).
     settling: tokio::sync::Mutex<()>,
+    /// Background reservations in flight.
+    topping: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CreditBank {
@@ -330,6 +349,7 @@ impl CreditBank {
             config,
             tenants: Mutex::new(HashMap::new()),
             settling: tokio::sync::Mutex::new(()),
+            topping: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -394,7 +414,7 @@ impl CreditBank {
                         tenant_id: r.tenant_id.to_owned(),
                         node_id: self.config.node_id.clone(),
                         min: cost - b.reserved,
-                        want: b.want,
+                        want,
                         refill: r.refill,
                     },
                     now,
@@ -417,11 +437,61 @@ impl CreditBank {
             }
         }
         b.last_spend = now;
+        // Running low: reserve more in the background, so requests rarely
+        // wait for the store.
+        if !b.topping_up && b.stored > 0 && b.reserved < b.want / 2 {
+            let want = b.next_want(cost, now, self.config.max_reservation);
+            b.topping_up = true;
+            self.top_up(Arc::clone(&entry), r.tenant_id.to_owned(), want, r.refill);
+        }
         Ok(SpendOutcome {
             admitted: true,
             balance: b.stored + b.reserved,
             key_remaining: r.key_cap.zip(key_spent).map(|(c, s)| c - s - cost),
         })
+    }
+
+    fn top_up(
+        &self,
+        entry: Arc<tokio::sync::Mutex<TenantBank>>,
+        tenant_id: String,
+        want: i64,
+        refill: Option<Refill>,
+    ) {
+        let store = Arc::clone(&self.store);
+        let clock = Arc::clone(&self.clock);
+        let node_id = self.config.node_id.clone();
+        let topping = Arc::clone(&self.topping);
+        topping.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::spawn(async move {
+            let now = clock.now().0;
+            let got = store
+                .reserve_credits(
+                    &ReserveRequest {
+                        tenant_id,
+                        node_id,
+                        min: 1,
+                        want,
+                        refill,
+                    },
+                    now,
+                )
+                .await;
+            let mut b = entry.lock().await;
+            match got {
+                Ok(got) => {
+                    b.reserved += got.granted;
+                    b.stored = got.balance;
+                    b.last_reserve = now;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
+                }
+            }
+            b.topping_up = false;
+            drop(b);
+            topping.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     /// Records this node's spends in the ledger, releases reservations idle
@@ -431,6 +501,15 @@ impl CreditBank {
     /// settlement.
     pub async fn settle(&self, release_all: bool) -> Result<(), StoreError> {
         let _one = self.settling.lock().await;
+        if release_all {
+            // Let reservations in flight land, so they are released too.
+            for _ in 0..500 {
+                if self.topping.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         let now = self.clock.now().0;
         let banks: Vec<(String, Arc<tokio::sync::Mutex<TenantBank>>)> = {
             let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
