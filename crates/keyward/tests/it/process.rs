@@ -66,6 +66,16 @@ async fn start_with(data: &Path, log: &Path, extra: &[&str], level: &str) -> Run
     );
 }
 
+/// A failing test must not leave keyward running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     /// SIGTERM, then wait for a clean exit.
     fn terminate(mut self) {
