@@ -24,9 +24,22 @@ use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use crate::usage::UsageRecorder;
 use crate::verifier::{KeyCache, Verifier};
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; cheap to clone: one reference count,
+/// since axum clones the state for every request and each shared counter
+/// is a cache line the two cores fight over.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
@@ -98,7 +111,7 @@ impl Keyward {
                 .collect(),
         );
         Keyward {
-            state: AppState {
+            state: AppState(Arc::new(Shared {
                 limits,
                 idempotent_methods,
                 settings: Arc::new(settings),
@@ -109,7 +122,7 @@ impl Keyward {
                 upstream,
                 routes,
                 usage,
-            },
+            })),
         }
     }
 
@@ -225,12 +238,8 @@ async fn log_request(mut req: Request, next: Next) -> Response {
         .cloned();
     let request_id = match client_id {
         Some(v) => v,
-        None => {
-            let id = keyward_core::id::new_id("req", &OsEntropy)
-                .unwrap_or_else(|_| "req_unavailable".into());
-            HeaderValue::from_str(&id)
-                .unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
-        }
+        None => HeaderValue::from_str(&request_id())
+            .unwrap_or_else(|_| HeaderValue::from_static("req_unavailable")),
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let started = Instant::now();
@@ -248,3 +257,49 @@ async fn log_request(mut req: Request, next: Next) -> Response {
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// A new request id, `req_` and 22 base62 characters: unique and
+/// unpredictable enough for correlating logs, without a system call per
+/// request. A counter is mixed (SplitMix64) with a random seed drawn once
+/// per process. Request ids are not secrets.
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if keyward_core::secret::Entropy::fill(&OsEntropy, &mut b).is_err() {
+            tracing::warn!("No entropy for request ids; seeding them from the process id.");
+        }
+        u64::from_le_bytes(b) ^ u64::from(std::process::id())
+    });
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = mix(seed ^ n);
+    let b = mix(a ^ seed.rotate_left(32));
+    // 11 base62 digits hold 65 bits, so each u64 fits.
+    format!(
+        "req_{}{}",
+        keyward_core::base62::encode_fixed(a, 11),
+        keyward_core::base62::encode_fixed(b, 11)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_distinct_and_well_formed() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| super::request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.len() == 26
+            && id.starts_with("req_")
+            && id[4..].bytes().all(|b| b.is_ascii_alphanumeric())));
+    }
+}
