@@ -170,6 +170,10 @@ pub enum IdempotencyMode {
 pub struct GatewayConfig {
     /// Base URL of the API behind keyward, e.g. `http://127.0.0.1:9000`.
     pub upstream: Option<String>,
+    /// `http1` (a pool of keep-alive connections) or `h2c` (HTTP/2 with
+    /// prior knowledge over cleartext: requests multiplexed on one
+    /// connection). Changing it needs a restart.
+    pub upstream_protocol: UpstreamProtocol,
     pub connect_timeout_ms: u64,
     /// Time to the upstream's response headers.
     pub timeout_ms: u64,
@@ -185,10 +189,19 @@ pub struct GatewayConfig {
     pub tenant_header: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
 impl Default for GatewayConfig {
     fn default() -> GatewayConfig {
         GatewayConfig {
             upstream: None,
+            upstream_protocol: UpstreamProtocol::Http1,
             connect_timeout_ms: 2_000,
             timeout_ms: 30_000,
             max_body_bytes: 1 << 30,

@@ -330,7 +330,8 @@ fn compile_route(
     })
 }
 
-/// The pooled HTTP/1.1 client to the upstream.
+/// The client to the upstream: pooled HTTP/1.1, or HTTP/2 (h2c) when
+/// `gateway.upstream_protocol = "h2c"`.
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
 pub fn client(config: &Config) -> UpstreamClient {
@@ -339,9 +340,12 @@ pub fn client(config: &Config) -> UpstreamClient {
         config.gateway.connect_timeout_ms,
     )));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(30));
+    if config.gateway.upstream_protocol == crate::config::UpstreamProtocol::H2c {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
 }
 
 /// The router fallback: gateway routes, or 404.

@@ -261,3 +261,37 @@ fn bad_routes_are_startup_errors_naming_the_route() {
         assert!(err.contains(expected), "{toml}\n→ {err}");
     }
 }
+
+#[tokio::test]
+async fn speaks_h2c_to_the_upstream_when_configured() {
+    let up = upstream::start().await;
+    let mut c = config(&up.url);
+    c.gateway.upstream_protocol = keyward_server::config::UpstreamProtocol::H2c;
+    let s = Server::start_with(Backend::Sqlite, c).await;
+    let t = s.tenant("Acme").await;
+    let (id, secret) = s
+        .key(&t, "agent", json!({ "scopes": ["vox:calls:create"] }))
+        .await;
+    // Several requests at once share the one HTTP/2 connection.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let req = s
+            .http
+            .post(s.url("/v1/vox/calls"))
+            .bearer_auth(&secret)
+            .json(&json!({ "n": i }));
+        calls.push(tokio::spawn(
+            async move { req.send().await.unwrap().status() },
+        ));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 8);
+    for r in &seen {
+        assert_eq!(r.version, axum::http::Version::HTTP_2);
+        assert_eq!(r.headers["x-keyward-key-id"], id.as_str());
+        assert!(r.headers.get("authorization").is_none());
+    }
+}

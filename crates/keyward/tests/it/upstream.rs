@@ -12,6 +12,7 @@ use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub version: axum::http::Version,
     pub method: String,
     pub uri: String,
     pub headers: HeaderMap,
@@ -107,6 +108,7 @@ async fn handle(State(up): State<Upstream>, req: Request) -> Response {
         .await
         .unwrap_or_default();
     up.seen.lock().unwrap().push(Seen {
+        version: parts.version,
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         headers: parts.headers.clone(),
