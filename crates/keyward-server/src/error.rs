@@ -254,9 +254,13 @@ impl IntoResponse for ApiError {
 /// Middleware: renders every [`Problem`] in the deployment's error style and
 /// adds `WWW-Authenticate` to 401s.
 pub async fn render(State(settings): State<Arc<Settings>>, req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+    render_response(&settings, next.run(req).await)
+}
+
+/// Renders `res` if it carries a [`Problem`]; other responses pass as they are.
+pub fn render_response(settings: &Settings, res: Response) -> Response {
     match res.extensions().get::<Arc<Problem>>().cloned() {
-        Some(problem) => render_problem(&settings, &problem, res),
+        Some(problem) => render_problem(settings, &problem, res),
         None => res,
     }
 }

@@ -10,6 +10,7 @@
 //! and bodies stream in both directions without buffering.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -34,18 +35,20 @@ use crate::limits::RateState;
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction
+/// (parsed once: removing by `&str` would parse the name every time).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -78,6 +81,10 @@ pub struct Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     upstream: Option<Uri>,
+    /// Header names parsed once: the credential header, the identity
+    /// headers (key id, tenant, environment, scopes, owner) and the tenant
+    /// header.
+    names: Option<Arc<Names>>,
     /// The `[gateway]` settings these routes were compiled with.
     pub gateway: GatewayConfig,
 }
@@ -152,6 +159,18 @@ fn match_segments(segments: &[Segment], path: &str) -> Option<HashMap<String, St
     (i == parts.len()).then_some(params)
 }
 
+#[derive(Debug)]
+struct Names {
+    api_key: HeaderName,
+    identity: [HeaderName; 5],
+    tenant: Option<HeaderName>,
+}
+
+fn header_name(setting: &str, name: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| invalid(setting, format!("{name:?} is not a valid header name")))
+}
+
 impl RouteTable {
     pub fn compile(config: &Config, catalog: &ScopeCatalog) -> Result<RouteTable, ConfigError> {
         let upstream = match &config.gateway.upstream {
@@ -203,9 +222,27 @@ impl RouteTable {
                 }
             }
         }
+        let ids = &config.gateway.identity_headers;
+        let names = Names {
+            api_key: header_name("keys.header", &config.keys.header)?,
+            identity: [
+                header_name("gateway.identity_headers.key_id", &ids.key_id)?,
+                header_name("gateway.identity_headers.tenant_id", &ids.tenant_id)?,
+                header_name("gateway.identity_headers.environment", &ids.environment)?,
+                header_name("gateway.identity_headers.scopes", &ids.scopes)?,
+                header_name("gateway.identity_headers.owner", &ids.owner)?,
+            ],
+            tenant: config
+                .gateway
+                .tenant_header
+                .as_deref()
+                .map(|h| header_name("gateway.tenant_header", h))
+                .transpose()?,
+        };
         Ok(RouteTable {
             routes,
             upstream,
+            names: Some(Arc::new(names)),
             gateway: config.gateway.clone(),
         })
     }
@@ -652,8 +689,11 @@ async fn authenticate(
             return Err(ApiError::NotFound("account"));
         }
     }
-    if let Some(name) = &table.gateway.tenant_header {
-        for value in headers.get_all(name.as_str()) {
+    if let (Some(name), Some(header)) = (
+        &table.gateway.tenant_header,
+        table.names.as_ref().and_then(|n| n.tenant.as_ref()),
+    ) {
+        for value in headers.get_all(header) {
             let allowed = value
                 .to_str()
                 .is_ok_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
@@ -726,18 +766,20 @@ fn fill_str(s: &str, p: &Principal) -> String {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
     }
 }
 
@@ -773,57 +815,56 @@ async fn forward(
         body,
         usize::try_from(limit).unwrap_or(usize::MAX),
     ));
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let base = upstream.path().trim_end_matches('/');
-    let target = format!(
-        "{}://{}{}{}",
-        upstream.scheme_str().unwrap_or("http"),
-        upstream.authority().map_or("", |a| a.as_str()),
-        base,
-        path_and_query
-    );
-    parts.uri = target
+    parts.uri = if base.is_empty() {
+        // The usual case: the request's own path and query, shared not copied.
+        let mut target = axum::http::uri::Parts::default();
+        target.scheme = upstream.scheme().cloned();
+        target.authority = upstream.authority().cloned();
+        target.path_and_query = parts.uri.path_and_query().cloned();
+        Uri::from_parts(target)
+            .map_err(|_| ApiError::InvalidQuery("the request target cannot be forwarded".into()))?
+    } else {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        format!(
+            "{}://{}{}{}",
+            upstream.scheme_str().unwrap_or("http"),
+            upstream.authority().map_or("", |a| a.as_str()),
+            base,
+            path_and_query
+        )
         .parse()
-        .map_err(|_| ApiError::InvalidQuery("the request target cannot be forwarded".into()))?;
+        .map_err(|_| ApiError::InvalidQuery("the request target cannot be forwarded".into()))?
+    };
 
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    let Some(names) = &table.names else {
+        return Err(ApiError::Internal);
+    };
     // The upstream never sees the credential.
     h.remove(header::AUTHORIZATION);
-    h.remove(state.settings.config.keys.header.as_str());
+    h.remove(&names.api_key);
     // Identity headers come from keyward only.
-    let names = &table.gateway.identity_headers;
-    for n in [
-        &names.key_id,
-        &names.tenant_id,
-        &names.environment,
-        &names.scopes,
-        &names.owner,
-    ] {
-        h.remove(n.as_str());
+    for n in &names.identity {
+        h.remove(n);
     }
     if let Some(k) = key {
-        let r = &k.record;
-        let mut set = |name: &str, value: &str| {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                h.insert(n, v);
-            }
-        };
-        set(&names.key_id, &r.id);
-        if let Some(t) = &r.tenant_id {
-            set(&names.tenant_id, t);
+        let [key_id, tenant_id, environment, scopes, owner] = &names.identity;
+        let v = k.identity();
+        h.insert(key_id.clone(), v.key_id.clone());
+        if let Some(t) = &v.tenant_id {
+            h.insert(tenant_id.clone(), t.clone());
         }
-        set(&names.environment, &r.environment);
-        set(&names.scopes, &r.scopes.join(" "));
-        if let Some(o) = &r.owner {
-            set(&names.owner, o);
+        h.insert(environment.clone(), v.environment.clone());
+        h.insert(scopes.clone(), v.scopes.clone());
+        if let Some(o) = &v.owner {
+            h.insert(owner.clone(), o.clone());
         }
     }
     if let Some(ip) = client_ip {
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let ip_text = ip.to_string();
+        let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev)
                 if peer.is_some_and(|p| {
                     state
@@ -838,17 +879,17 @@ async fn forward(
                     peer.map(|p| p.ip().to_string()).unwrap_or_default()
                 )
             }
-            _ => ip.to_string(),
+            _ => ip_text.clone(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+            h.insert(X_FORWARDED_FOR, v);
         }
-        let node = if ip.is_ipv6() {
-            format!("\"[{ip}]\"")
+        let forwarded = if ip.is_ipv6() {
+            format!("for=\"[{ip_text}]\";proto=http")
         } else {
-            ip.to_string()
+            format!("for={ip_text};proto=http")
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
             h.insert(header::FORWARDED, v);
         }
     }

@@ -33,6 +33,19 @@ pub struct CachedKey {
     pub policy: KeyPolicy,
     /// The key's own rate limit, if it has one.
     pub rate_override: Option<keyward_core::ratelimit::RatePolicy>,
+    /// The gateway's identity header values, built on first use.
+    identity: std::sync::OnceLock<Identity>,
+}
+
+/// Identity header values for the upstream (cheap to clone).
+#[derive(Debug)]
+pub struct Identity {
+    pub key_id: axum::http::HeaderValue,
+    pub tenant_id: Option<axum::http::HeaderValue>,
+    pub environment: axum::http::HeaderValue,
+    /// Space-separated.
+    pub scopes: axum::http::HeaderValue,
+    pub owner: Option<axum::http::HeaderValue>,
 }
 
 impl CachedKey {
@@ -66,7 +79,25 @@ impl CachedKey {
             tenant_tier,
             policy,
             rate_override,
+            identity: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The identity header values of this key. Values that cannot be header
+    /// values (control characters in an owner, say) are left out.
+    pub fn identity(&self) -> &Identity {
+        self.identity.get_or_init(|| {
+            use axum::http::HeaderValue;
+            let v = |s: &str| HeaderValue::from_str(s).ok();
+            let r = &self.record;
+            Identity {
+                key_id: v(&r.id).unwrap_or_else(|| HeaderValue::from_static("")),
+                tenant_id: r.tenant_id.as_deref().and_then(v),
+                environment: v(&r.environment).unwrap_or_else(|| HeaderValue::from_static("")),
+                scopes: v(&r.scopes.join(" ")).unwrap_or_else(|| HeaderValue::from_static("")),
+                owner: r.owner.as_deref().and_then(v),
+            }
+        })
     }
 }
 
