@@ -236,8 +236,7 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
         .cloned();
     let request_id = match client_id {
         Some(v) => v,
-        None => HeaderValue::from_str(&request_id())
-            .unwrap_or_else(|_| HeaderValue::from_static("req_unavailable")),
+        None => request_id(),
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let started = Instant::now();
@@ -260,7 +259,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// unpredictable enough for correlating logs, without a system call per
 /// request. A counter is mixed (SplitMix64) with a random seed drawn once
 /// per process. Request ids are not secrets.
-fn request_id() -> String {
+fn request_id() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static SEED: OnceLock<u64> = OnceLock::new();
@@ -279,22 +278,26 @@ fn request_id() -> String {
         z ^ (z >> 31)
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut id = *b"req_0000000000000000000000";
+    // 11 base62 digits hold 65 bits, so each u64 fits in its half.
     let a = mix(seed ^ n);
     let b = mix(a ^ seed.rotate_left(32));
-    // 11 base62 digits hold 65 bits, so each u64 fits.
-    format!(
-        "req_{}{}",
-        keyward_core::base62::encode_fixed(a, 11),
-        keyward_core::base62::encode_fixed(b, 11)
-    )
+    for (half, mut v) in [(4, a), (15, b)] {
+        for slot in id[half..half + 11].iter_mut().rev() {
+            *slot = keyward_core::base62::ALPHABET[(v % 62) as usize];
+            v /= 62;
+        }
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn request_ids_are_distinct_and_well_formed() {
-        let ids: std::collections::HashSet<String> =
-            (0..10_000).map(|_| super::request_id()).collect();
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| super::request_id().to_str().unwrap_or("").to_owned())
+            .collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|id| id.len() == 26
             && id.starts_with("req_")

@@ -766,20 +766,28 @@ fn fill_str(s: &str, p: &Principal) -> String {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
+    // One pass over the (few) headers present instead of a hashed removal
+    // per hop-by-hop name: most messages carry one or none of them.
+    let mut found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return;
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    if found.contains(&header::CONNECTION) {
+        found.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
+    }
+    for n in found {
+        headers.remove(n);
     }
 }
 
