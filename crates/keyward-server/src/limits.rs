@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use keyward_core::clock::Timestamp;
 use keyward_core::ratelimit::{self, Decision, RatePolicy, Tat};
 use keyward_core::verdict::Denial;
-use keyward_store::limits::{Recover, Refill, ReserveRequest, Settlement};
+use keyward_store::limits::{Recover, Refill, ReserveRequest, Reserved, Settlement};
 use keyward_store::{Store, StoreError};
 
 use crate::config::{invalid, ConfigError, LimitsConfig};
@@ -292,8 +292,39 @@ struct TenantBank {
     last_reserve: i64,
     last_spend: i64,
     last_settle: i64,
-    /// A background reservation is in flight.
-    topping_up: bool,
+    /// A background reservation in flight: its result arrives here, and
+    /// whoever holds the tenant's lock next takes it in ([`absorb`]). The
+    /// task itself never takes the lock, so a request holding it can wait
+    /// for the result without deadlock.
+    pending: Option<tokio::sync::oneshot::Receiver<Result<Reserved, String>>>,
+}
+
+/// Takes a background reservation's result into the bank: at once if it
+/// arrived (or `wait`), else leaves it pending.
+async fn absorb(b: &mut TenantBank, wait: bool) {
+    let Some(rx) = b.pending.as_mut() else {
+        return;
+    };
+    let result = if wait {
+        rx.await.ok()
+    } else {
+        match rx.try_recv() {
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
+            Ok(r) => Some(r),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => None,
+        }
+    };
+    b.pending = None;
+    match result {
+        Some(Ok(got)) => {
+            b.reserved += got.granted;
+            b.stored = got.balance;
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
+        }
+        None => tracing::warn!("A background credit reservation was lost."),
+    }
 }
 
 impl TenantBank {
@@ -333,8 +364,6 @@ pub struct CreditBank {
     tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBank>>>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads).
     settling: tokio::sync::Mutex<()>,
-    /// Background reservations in flight.
-    topping: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CreditBank {
@@ -349,7 +378,6 @@ impl CreditBank {
             config,
             tenants: Mutex::new(HashMap::new()),
             settling: tokio::sync::Mutex::new(()),
-            topping: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -367,7 +395,10 @@ impl CreditBank {
 
     /// This node's unspent reservation for `tenant` (part of its balance).
     pub async fn reserved(&self, tenant: &str) -> i64 {
-        self.bank(tenant).lock().await.reserved
+        let bank = self.bank(tenant);
+        let mut b = bank.lock().await;
+        absorb(&mut b, true).await;
+        b.reserved
     }
 
     /// Spends `cost` credits, or refuses, exactly: the tenant's lock is held
@@ -376,6 +407,7 @@ impl CreditBank {
     pub async fn spend(&self, r: SpendRequest<'_>) -> Result<SpendOutcome, StoreError> {
         let entry = self.bank(r.tenant_id);
         let mut b = entry.lock().await;
+        absorb(&mut b, false).await;
         let cost = r.cost.max(0);
         let refused = |b: &TenantBank, key_remaining| SpendOutcome {
             admitted: false,
@@ -399,14 +431,12 @@ impl CreditBank {
             key_spent = Some(spent);
         }
         let now = self.clock.now().0;
+        if b.reserved < cost && b.pending.is_some() {
+            // Credits on their way count: wait for them before refusing.
+            absorb(&mut b, true).await;
+        }
         if b.reserved < cost {
-            let grow = b.want > 0 && now - b.last_reserve < 1_000;
-            let want = if grow {
-                b.want.saturating_mul(2)
-            } else {
-                cost.saturating_mul(10)
-            };
-            b.want = want.min(self.config.max_reservation).max(cost);
+            let want = b.next_want(cost, now, self.config.max_reservation);
             let got = self
                 .store
                 .reserve_credits(
@@ -439,10 +469,10 @@ impl CreditBank {
         b.last_spend = now;
         // Running low: reserve more in the background, so requests rarely
         // wait for the store.
-        if !b.topping_up && b.stored > 0 && b.reserved < b.want / 2 {
+        if b.pending.is_none() && b.stored > 0 && b.reserved < b.want / 2 {
             let want = b.next_want(cost, now, self.config.max_reservation);
-            b.topping_up = true;
-            self.top_up(Arc::clone(&entry), r.tenant_id.to_owned(), want, r.refill);
+            b.last_reserve = now;
+            b.pending = Some(self.top_up(r.tenant_id.to_owned(), want, r.refill));
         }
         Ok(SpendOutcome {
             admitted: true,
@@ -453,18 +483,15 @@ impl CreditBank {
 
     fn top_up(
         &self,
-        entry: Arc<tokio::sync::Mutex<TenantBank>>,
         tenant_id: String,
         want: i64,
         refill: Option<Refill>,
-    ) {
+    ) -> tokio::sync::oneshot::Receiver<Result<Reserved, String>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let store = Arc::clone(&self.store);
         let clock = Arc::clone(&self.clock);
         let node_id = self.config.node_id.clone();
-        let topping = Arc::clone(&self.topping);
-        topping.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
-            let now = clock.now().0;
             let got = store
                 .reserve_credits(
                     &ReserveRequest {
@@ -474,24 +501,16 @@ impl CreditBank {
                         want,
                         refill,
                     },
-                    now,
+                    clock.now().0,
                 )
-                .await;
-            let mut b = entry.lock().await;
-            match got {
-                Ok(got) => {
-                    b.reserved += got.granted;
-                    b.stored = got.balance;
-                    b.last_reserve = now;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
-                }
-            }
-            b.topping_up = false;
-            drop(b);
-            topping.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                .await
+                .map_err(|e| e.to_string());
+            // If nobody listens any more the credits stay reserved in the
+            // store and are counted as spent at the next start: never lost
+            // silently, never spent twice.
+            let _ = tx.send(got);
         });
+        rx
     }
 
     /// Records this node's spends in the ledger, releases reservations idle
@@ -501,15 +520,6 @@ impl CreditBank {
     /// settlement.
     pub async fn settle(&self, release_all: bool) -> Result<(), StoreError> {
         let _one = self.settling.lock().await;
-        if release_all {
-            // Let reservations in flight land, so they are released too.
-            for _ in 0..500 {
-                if self.topping.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
         let now = self.clock.now().0;
         let banks: Vec<(String, Arc<tokio::sync::Mutex<TenantBank>>)> = {
             let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
@@ -521,6 +531,9 @@ impl CreditBank {
         let mut taken = Vec::new();
         for (tenant, bank) in &banks {
             let mut b = bank.lock().await;
+            // Reservations in flight land first, so they are settled (and
+            // released at shutdown) too.
+            absorb(&mut b, release_all).await;
             let idle = now - b.last_spend >= self.config.idle_release_ms;
             let release = if release_all || idle { b.reserved } else { 0 };
             let heartbeat = b.reserved > release && now - b.last_settle >= self.config.stale_ms / 4;

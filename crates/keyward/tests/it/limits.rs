@@ -708,3 +708,47 @@ respond = {{ paid = true }}
         "nothing was counted as spent by a crash"
     );
 }
+
+/// Exactness must not depend on timing: background reservations racing
+/// requests that run dry must never turn into early refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_exact_round_after_round() {
+    let config = config_from_toml(&format!(
+        r#"{KEYS}
+[[routes]]
+methods = ["GET"]
+path = "/v1/paid/{{n}}"
+credits = 1
+respond = {{ paid = true }}
+"#
+    ));
+    let s = Server::start_with(Backend::Sqlite, config).await;
+    for (round, (balance, concurrency)) in
+        [(997, 1200), (50, 200), (1234, 1500), (3, 40), (500, 700)]
+            .into_iter()
+            .enumerate()
+    {
+        let tenant = s.tenant(&format!("Round {round}")).await;
+        let (_, secret) = s.key(&tenant, "k", json!({})).await;
+        let credits = format!("/v1/tenants/{tenant}/credits");
+        s.post(
+            &credits,
+            &s.root,
+            json!({ "kind": "grant", "amount": balance }),
+        )
+        .await;
+        let url = s.url(&format!("/v1/paid/{round}"));
+        let replies = burst(&s, concurrency, |c| c.get(&url).bearer_auth(&secret)).await;
+        assert_eq!(count(&replies, 200), balance as usize, "round {round}");
+        assert_eq!(
+            count(&replies, 402),
+            concurrency - balance as usize,
+            "round {round}"
+        );
+        assert_eq!(
+            s.get(&credits, &s.root).await.body["balance"],
+            0,
+            "round {round}"
+        );
+    }
+}
