@@ -14,11 +14,13 @@
 
 mod model;
 pub mod sql;
+pub mod users;
 
 use async_trait::async_trait;
 
 pub use model::*;
 pub use sql::SqlStore;
+pub use users::{Invite, Invitee, Member, Membership, Role, Session, User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,7 +43,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Durable state. Implementations must be safe to share across tasks and,
 /// for PostgreSQL, across nodes.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UserStore + Send + Sync + 'static {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 

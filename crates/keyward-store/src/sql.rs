@@ -7,6 +7,7 @@
 //! cannot type an untyped NULL parameter): optional filters build the SQL.
 
 pub mod schema;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
