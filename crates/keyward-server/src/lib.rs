@@ -18,13 +18,15 @@
 //! Map: [`config`] (TOML + env → [`config::Settings`]), [`credential`]
 //! (finding the key in a request), [`verifier`] (the cached hot path),
 //! [`api`] (handlers), [`error`] (the one place errors become HTTP),
-//! [`usage`] (batched last-use writes), [`openapi`], [`app`] (wiring).
+//! [`usage`] (batched last-use writes), [`openapi`], [`app`] (wiring),
+//! [`console`] (the developer console at `/console`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod credential;
 pub mod error;
 pub mod gateway;
