@@ -128,24 +128,28 @@ async fn guard(req: Request, next: Next) -> Response {
     res
 }
 
-/// Whether a state-changing request comes from a page of this origin:
-/// `Sec-Fetch-Site` (sent by current browsers) must not say another site,
-/// and `Origin`, when present, must name this host.
+/// Whether a state-changing request comes from a page of this origin.
+/// Browsers say so in `Sec-Fetch-Site` (it must be `same-origin`, or `none`
+/// for what the user did themselves); without it, `Origin`, when present,
+/// must name this host. Clients that send neither (curl, tests) are not
+/// browsers and carry no ambient cookies by accident.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return false;
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    match text("sec-fetch-site") {
+        Some("same-origin" | "none") => true,
+        Some(_) => false,
+        None => match text("origin") {
+            None => true,
+            Some(origin) => {
+                let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+                matches!((origin_host, text("host")), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+            }
+        },
+    }
 }
 
 /// How console requests fail. Each renders as a page that says what

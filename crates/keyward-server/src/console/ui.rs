@@ -115,7 +115,7 @@ pub fn page(title: &str, chrome: &Chrome<'_>, content: Markup) -> Markup {
                     (switcher(chrome))
                     div.topbar-spacer {}
                     details.menu.account-menu {
-                        summary aria-label={ "Account: " (user.email) } {
+                        summary {
                             span.avatar aria-hidden="true" { (initial(&user.email)) }
                             span.account-email { (user.email) }
                         }
@@ -154,7 +154,7 @@ fn switcher(chrome: &Chrome<'_>) -> Markup {
     let current = chrome.access.map(|a| &a.tenant);
     html! {
         details.menu.tenant-switcher {
-            summary aria-label="Switch tenant" {
+            summary {
                 span.switcher-label { "Tenant" }
                 span.switcher-current {
                     @match current {

@@ -140,6 +140,8 @@
       acknowledged = true;
     });
     dialog.addEventListener('close', () => {
+      // The close() above, which turned the rendered dialog into a modal.
+      if (dialog.open) return;
       if (!acknowledged) {
         // Closed by something else (a browser close request): not allowed yet.
         dialog.showModal();
@@ -152,7 +154,7 @@
       });
       dialog.remove();
       if (next) history.replaceState(null, '', next);
-      $('#main')?.focus();
+      $('#main')?.focus({ preventScroll: true });
     });
   }
 })();
