@@ -374,6 +374,11 @@ test('audit log and members pages, and accessibility of the main pages', async (
   await screenshot(page, '14-audit-log');
   await page.goto(k.url(`/console/t/${state.acme}/members`));
   await screenshot(page, '15-members');
+  // Narrow screens: the navigation moves above the page, tables scroll.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(k.url(`/console/t/${state.acme}/keys`));
+  await screenshot(page, '17-keys-mobile');
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   const pages = [
     [state.owner.page, `/console/t/${state.acme}/keys`],

@@ -118,7 +118,10 @@ pub async fn list(
                                         code { (e.target) }
                                     }
                                 }
-                                td.details-cell { (details(&e.details)) }
+                                td.details-cell {
+                                    @let d = details(&e.details);
+                                    @if d.is_empty() { span.muted { "—" } } @else { (d) }
+                                }
                                 td { @match &e.actor_ip { Some(ip) => code { (ip) }, None => span.muted { "—" } } }
                             }
                         }
