@@ -3,7 +3,9 @@
 //! [`Store`] is everything the server needs from durable state: tenants,
 //! keys (tenant keys and operator root keys in one table, told apart by
 //! [`KeyClass`]), and the append-only audit log. Every management change and
-//! its [`AuditEntry`] are written in one transaction.
+//! its [`AuditEntry`] are written in one transaction. Its supertrait
+//! [`UserStore`] keeps the console's people: users, roles per tenant,
+//! sessions, invitations and failed sign-in counts.
 //!
 //! [`SqlStore`] implements it for SQLite (the embedded default) and
 //! PostgreSQL (many nodes) with the same code: queries use only portable SQL

@@ -69,7 +69,8 @@ CREATE INDEX audit_by_tenant ON audit_events (tenant_id, seq);
 ALTER TABLE keys ADD COLUMN sub_tenants TEXT NOT NULL DEFAULT '[]';
 "#,
     ),
-    // 3 is rate limits and credits. 4: console users, memberships, sessions,
+    // 3 is reserved for rate limits and credits (the runner applies whatever
+    // is missing, in list order, so a gap is fine). 4: console users, memberships, sessions,
     // invitations and sign-in throttling. Tokens are stored as hashes only.
     (
         4,
