@@ -23,6 +23,7 @@ let k;
 let browser;
 const secrets = []; // every secret the console showed
 const passwords = [];
+const tokens = []; // invitation tokens: credentials too
 const state = {};
 
 before(async () => {
@@ -85,6 +86,7 @@ async function invite(page, tenantId, email, role) {
   await page.getByRole('button', { name: 'Create invitation link' }).click();
   const link = await page.locator('#invite-link').inputValue();
   assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/console\/invite\?token=[A-Za-z0-9_-]{40,}$/);
+  tokens.push(link.split('token=')[1]);
   return link;
 }
 
@@ -515,7 +517,8 @@ test('no secret appears in any other page, in the server log, or in the database
   assert.equal(exit.code, 0, 'keyward stopped cleanly');
   const log = k.log();
   assert.ok(log.length > 10_000, 'the trace log has content to search');
-  for (const s of [...secrets, ...passwords]) {
+  assert.ok(tokens.length >= 2);
+  for (const s of [...secrets, ...passwords, ...tokens]) {
     assert.ok(!includes(log, s), `a secret or password is in the server log`);
     for (const f of k.dataFiles()) {
       assert.ok(!includes(fs.readFileSync(f), s), `a secret or password is in ${f}`);

@@ -823,6 +823,47 @@ async fn the_secret_is_only_in_the_create_and_rotate_responses() {
     }
 }
 
+#[tokio::test]
+async fn the_keys_list_filters_and_pages() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.member("viewer@acme.test", &acme, Role::Viewer).await;
+    for i in 0..23 {
+        c.server.key(&acme, &format!("key-{i:02}"), json!({})).await;
+    }
+    c.server
+        .key(&acme, "live-one", json!({ "environment": "live" }))
+        .await;
+    let mut b = c.signed_in("viewer@acme.test").await;
+    let rows = |p: &Page| {
+        p.text
+            .matches(&format!(
+                "class=\"strong\" href=\"/console/t/{acme}/keys/key_"
+            ))
+            .count()
+    };
+    let base = format!("/console/t/{acme}/keys");
+    let first = b.get(&base).await;
+    assert_eq!(rows(&first), 20);
+    assert!(first.text.contains("live-one"), "newest first");
+    let cursor = between(&first.text, "keys?cursor=", "\"")
+        .unwrap()
+        .to_owned();
+    let second = b.get(&format!("{base}?cursor={cursor}")).await;
+    assert_eq!(rows(&second), 4);
+    assert!(second.text.contains("First page"));
+    assert!(!second.text.contains("Next page"));
+    let live = b.get(&format!("{base}?environment=live")).await;
+    assert_eq!(rows(&live), 1);
+    assert!(live.text.contains("live-one"));
+    let none = b.get(&format!("{base}?status=revoked")).await;
+    assert_eq!(rows(&none), 0);
+    assert!(none.text.contains("No keys match these filters"));
+    let bad = b.get(&format!("{base}?status=bogus")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("Clear the filters"));
+}
+
 fn file_contains(db: &Path, needle: &str) -> bool {
     let dir = db.parent().unwrap();
     std::fs::read_dir(dir).unwrap().any(|e| {
