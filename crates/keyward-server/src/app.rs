@@ -134,6 +134,7 @@ impl Keyward {
     pub fn router(&self) -> Router {
         let limit = self.state.settings.config.http.max_body_bytes;
         api::routes()
+            .merge(crate::console::routes(&self.state))
             .fallback(crate::gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(limit))

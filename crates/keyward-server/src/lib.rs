@@ -19,13 +19,15 @@
 //! (finding the key in a request), [`verifier`] (the cached hot path),
 //! [`api`] (handlers), [`error`] (the one place errors become HTTP),
 //! [`usage`] (batched last-use writes), [`limits`] (rate limits and
-//! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring).
+//! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring),
+//! [`console`] (the developer console at `/console`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod credential;
 pub mod error;
 pub mod gateway;

@@ -3,7 +3,9 @@
 //! [`Store`] is everything the server needs from durable state: tenants,
 //! keys (tenant keys and operator root keys in one table, told apart by
 //! [`KeyClass`]), and the append-only audit log. Every management change and
-//! its [`AuditEntry`] are written in one transaction.
+//! its [`AuditEntry`] are written in one transaction. Its supertrait
+//! [`UserStore`] keeps the console's people: users, roles per tenant,
+//! sessions, invitations and failed sign-in counts.
 //!
 //! [`SqlStore`] implements it for SQLite (the embedded default) and
 //! PostgreSQL (many nodes) with the same code: queries use only portable SQL
@@ -15,12 +17,14 @@
 pub mod limits;
 mod model;
 pub mod sql;
+pub mod users;
 
 use async_trait::async_trait;
 
 pub use limits::LimitStore;
 pub use model::*;
 pub use sql::SqlStore;
+pub use users::{Invite, Invitee, Member, Membership, Role, Session, User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,7 +49,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Durable state. Implementations must be safe to share across tasks and,
 /// for PostgreSQL, across nodes.
 #[async_trait]
-pub trait Store: LimitStore + Send + Sync + 'static {
+pub trait Store: LimitStore + UserStore + Send + Sync + 'static {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -8,6 +8,7 @@
 
 mod limits;
 pub mod schema;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;

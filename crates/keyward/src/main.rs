@@ -1,8 +1,11 @@
 //! The `keyward` binary: a thin CLI over the server and store libraries.
 //!
 //! `serve` runs the server; `root-keys create` bootstraps the first operator
-//! key straight into the store; `tenants …` and `keys …` call a running
-//! server's management API with the key in `KEYWARD_ROOT_KEY`.
+//! key straight into the store; `users …` manages console users straight in
+//! the store (the first operator comes from here); `tenants …` and `keys …`
+//! call a running server's management API with the key in `KEYWARD_ROOT_KEY`.
+
+mod test_clock;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -32,11 +35,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (management API, verify API, /openapi.json).
-    Serve(ServerArgs),
+    /// Run the server (management API, verify API, console, /openapi.json).
+    Serve(ServeArgs),
     /// Operator root keys (written straight into the store).
     #[command(subcommand)]
     RootKeys(RootKeys),
+    /// Console users (written straight into the store).
+    #[command(subcommand)]
+    Users(Users),
     /// Tenants, through a running server's API.
     #[command(subcommand)]
     Tenants(Tenants),
@@ -62,6 +68,51 @@ struct ServerArgs {
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long)]
     store_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Tests only: make the clock movable through a control listener on
+    /// this loopback address (`POST /advance?seconds=N`). Never in production.
+    #[arg(long, hide = true)]
+    test_clock_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Users {
+    /// Create a console user. The password is read from a prompt (twice, not
+    /// echoed), or from the first line of stdin with --password-stdin; never
+    /// from the command line.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// keyward operator: sees and manages every tenant in the console.
+        #[arg(long)]
+        operator: bool,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Set a user's password (ends their console sessions).
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List console users.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +214,7 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Users(u) => users(u).await,
         Command::RootKeys(RootKeys::Create {
             name,
             scopes,
@@ -299,7 +351,8 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn serve(args: ServerArgs) -> Result<()> {
+async fn serve(serve_args: ServeArgs) -> Result<()> {
+    let args = serve_args.server;
     let settings = load_settings(&args)?;
     init_logging(&settings);
     let store = open_store(&settings).await?;
@@ -313,7 +366,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
         "Keyward is listening."
     );
     let store_handle = store.clone();
-    let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock));
+    let clock: Arc<dyn keyward_core::clock::Clock> = match serve_args.test_clock_listen {
+        Some(addr) => {
+            let clock = Arc::new(test_clock::OffsetClock::default());
+            test_clock::start(addr, Arc::clone(&clock)).await?;
+            clock
+        }
+        None => Arc::new(SystemClock),
+    };
+    let server = Keyward::new(settings, Arc::new(store), clock);
     let reloader = tokio::spawn(reload_on_sighup(args, server.state().routes.clone()));
     server.serve(listener, shutdown_signal()).await?;
     reloader.abort();
@@ -390,6 +451,93 @@ async fn create_root_key(args: ServerArgs, name: String, scopes: Vec<String>) ->
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", secret.expose())?;
     Ok(())
+}
+
+/// A password from the first line of stdin, or from a prompt on the terminal.
+fn read_password(from_stdin: bool, confirm: bool) -> Result<zeroize::Zeroizing<String>> {
+    if from_stdin {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        return Ok(zeroize::Zeroizing::new(trimmed.to_owned()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to prompt for the password on: pass --password-stdin and write the password to stdin");
+    }
+    let first = zeroize::Zeroizing::new(rpassword::prompt_password("Password: ")?);
+    if confirm {
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("Repeat the password: ")?);
+        if *first != *again {
+            bail!("the two passwords differ; nothing was changed");
+        }
+    }
+    Ok(first)
+}
+
+async fn users(cmd: Users) -> Result<()> {
+    use keyward_server::console::accounts;
+    use keyward_store::UserStore;
+    match cmd {
+        Users::Create {
+            email,
+            name,
+            operator,
+            password_stdin,
+            server,
+        } => {
+            let password = read_password(password_stdin, true)?;
+            let settings = load_settings(&server)?;
+            let store = open_store(&settings).await?;
+            let created = accounts::create_user(
+                &store,
+                &SystemClock,
+                &OsEntropy,
+                &email,
+                &name,
+                password,
+                operator,
+            )
+            .await;
+            store.close().await;
+            let user = created?;
+            let what = if user.operator { "operator" } else { "user" };
+            eprintln!(
+                "Created {what} {} ({}). Sign in at /console on the running server.",
+                user.email, user.id
+            );
+            Ok(())
+        }
+        Users::SetPassword {
+            email,
+            password_stdin,
+            server,
+        } => {
+            let password = read_password(password_stdin, true)?;
+            let settings = load_settings(&server)?;
+            let store = open_store(&settings).await?;
+            let done =
+                accounts::set_password(&store, &SystemClock, &OsEntropy, &email, password).await;
+            store.close().await;
+            let user = done?;
+            eprintln!(
+                "Password set for {}; their console sessions have ended.",
+                user.email
+            );
+            Ok(())
+        }
+        Users::List { server } => {
+            let settings = load_settings(&server)?;
+            let store = open_store(&settings).await?;
+            let listed = store.list_users().await;
+            store.close().await;
+            let mut out = std::io::stdout().lock();
+            for u in listed? {
+                let kind = if u.operator { "operator" } else { "user" };
+                writeln!(out, "{}\t{}\t{}\t{}", u.id, u.email, kind, u.name)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn call(remote: &Remote, method: &str, path: &str, body: Option<Value>) -> Result<()> {

@@ -127,6 +127,61 @@ CREATE TABLE idempotency_records (
 CREATE INDEX idempotency_by_expiry ON idempotency_records (expires_at);
 "#,
     ),
+    // 4: console users, memberships, sessions, invitations and sign-in
+    // throttling. Tokens are stored as hashes only.
+    (
+        4,
+        r#"
+CREATE TABLE users (
+    seq {SEQ},
+    id TEXT NOT NULL UNIQUE,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    operator BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE memberships (
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE INDEX memberships_by_user ON memberships (user_id);
+CREATE TABLE console_sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    ip TEXT
+);
+CREATE INDEX console_sessions_by_user ON console_sessions (user_id);
+CREATE TABLE invites (
+    seq {SEQ},
+    id TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    invited_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    accepted_at BIGINT,
+    accepted_by TEXT,
+    revoked_at BIGINT
+);
+CREATE INDEX invites_by_tenant ON invites (tenant_id, seq);
+CREATE TABLE login_failures (
+    subject TEXT PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    failures BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<String>)> {

@@ -11,6 +11,7 @@
 
 mod api;
 mod bad_input;
+mod console;
 mod gateway;
 mod kit;
 mod limits;

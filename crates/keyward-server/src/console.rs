@@ -1,0 +1,260 @@
+//! The developer console at `/console`: server-rendered HTML over the same
+//! handlers as the management API.
+//!
+//! People sign in with an email and password ([`session`]); each holds a
+//! [`Role`] per tenant, or is an operator who sees every tenant
+//! ([`access`]). Pages are HTML rendered here with `maud` templates
+//! ([`ui`]); one small script and one stylesheet are compiled into the
+//! binary ([`assets`]), so the console needs no Node toolchain to build and
+//! no network to run.
+//!
+//! Every key, tenant and audit action goes through the API handlers in
+//! [`crate::api`] with a [`crate::api::Caller`] built from the signed-in user
+//! and their role ([`access::TenantAccess::caller`]): validation, tenant
+//! isolation, audit records and cache invalidation are the API's, written
+//! once.
+//!
+//! Security: sessions are random tokens in a `Secure; HttpOnly;
+//! SameSite=Strict` cookie, stored only as a SHA-256; every state change
+//! carries a CSRF token derived from the session token and must come from
+//! this origin; every response carries a strict Content-Security-Policy
+//! (no inline script or style) and `Cache-Control: no-store`. A new key's
+//! secret appears only in the response to the create or rotate POST.
+
+pub mod access;
+pub mod accounts;
+pub mod assets;
+pub mod audit;
+pub mod form;
+pub mod keys;
+pub mod members;
+pub mod password;
+pub mod session;
+pub mod tenants;
+pub mod ui;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use keyward_store::{Role, StoreError};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The console's routes; empty when `console.enabled` is off.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    if !state.settings.config.console.enabled {
+        return Router::new();
+    }
+    Router::new()
+        .route("/console", get(tenants::home))
+        .route("/console/", get(|| async { Redirect::to("/console") }))
+        .route(
+            "/console/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/console/sign-out", post(session::sign_out))
+        .route(
+            "/console/invite",
+            get(members::accept_page).post(members::accept),
+        )
+        .route("/console/tenants", get(tenants::list).post(tenants::create))
+        .route("/console/t/{tid}", get(tenants::tenant_home))
+        .route("/console/t/{tid}/keys", get(keys::list).post(keys::create))
+        .route("/console/t/{tid}/keys/new", get(keys::new_page))
+        .route(
+            "/console/t/{tid}/keys/{kid}",
+            get(keys::detail).post(keys::update),
+        )
+        .route("/console/t/{tid}/keys/{kid}/revoke", post(keys::revoke))
+        .route("/console/t/{tid}/keys/{kid}/rotate", post(keys::rotate))
+        .route("/console/t/{tid}/members", get(members::list))
+        .route("/console/t/{tid}/members/invite", post(members::invite))
+        .route(
+            "/console/t/{tid}/members/{uid}/role",
+            post(members::change_role),
+        )
+        .route(
+            "/console/t/{tid}/members/{uid}/remove",
+            post(members::remove),
+        )
+        .route(
+            "/console/t/{tid}/invites/{iid}/revoke",
+            post(members::revoke_invite),
+        )
+        .route("/console/t/{tid}/audit", get(audit::list))
+        .route("/console/static/{file}", get(assets::serve))
+        .route("/console/{*rest}", any(|| async { ConsoleError::NotFound }))
+        .layer(middleware::from_fn(guard))
+}
+
+/// Every console response: security headers, and state changes refused
+/// unless they come from this origin (a second line behind the CSRF token,
+/// and the only one for the sign-in and invitation forms, which have no
+/// session yet).
+async fn guard(req: Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if unsafe_method && !same_origin(req.headers()) {
+        return ConsoleError::CrossOrigin.into_response();
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Whether a state-changing request comes from a page of this origin.
+/// Browsers say so in `Sec-Fetch-Site` (it must be `same-origin`, or `none`
+/// for what the user did themselves); without it, `Origin`, when present,
+/// must name this host. Clients that send neither (curl, tests) are not
+/// browsers and carry no ambient cookies by accident.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match text("sec-fetch-site") {
+        Some("same-origin" | "none") => true,
+        Some(_) => false,
+        None => match text("origin") {
+            None => true,
+            Some(origin) => {
+                let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+                matches!((origin_host, text("host")), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+            }
+        },
+    }
+}
+
+/// How console requests fail. Each renders as a page that says what
+/// happened and what to do; form mistakes are shown on the form instead.
+#[derive(Debug)]
+pub enum ConsoleError {
+    /// No valid session: a GET is sent to sign in and come back to `next`;
+    /// anything else (`None`) is refused with 401.
+    SignedOut {
+        next: Option<String>,
+    },
+    /// The page exists but the role does not allow the action.
+    Forbidden(String),
+    /// Unknown, or another tenant's: the two look the same.
+    NotFound,
+    /// A state change without this session's CSRF token.
+    Csrf,
+    /// A state change from another site.
+    CrossOrigin,
+    BadRequest(String),
+    /// Anything the API handlers refused that a form does not show.
+    Api(ApiError),
+    Unavailable,
+}
+
+impl From<ApiError> for ConsoleError {
+    fn from(e: ApiError) -> ConsoleError {
+        match e {
+            ApiError::NotFound(_) => ConsoleError::NotFound,
+            ApiError::Unavailable => ConsoleError::Unavailable,
+            other => ConsoleError::Api(other),
+        }
+    }
+}
+
+impl From<StoreError> for ConsoleError {
+    fn from(e: StoreError) -> ConsoleError {
+        ConsoleError::from(ApiError::from(e))
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            ConsoleError::SignedOut { next: Some(next) } => {
+                let target = format!("/console/sign-in?next={}", ui::url_encode(&next));
+                return Redirect::to(&target).into_response();
+            }
+            ConsoleError::SignedOut { next: None } => (
+                StatusCode::UNAUTHORIZED,
+                "You are signed out",
+                "Your session has ended, or you signed out. Nothing was changed. \
+                 Sign in again, then repeat what you were doing."
+                    .to_owned(),
+            ),
+            ConsoleError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
+            ConsoleError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "This page does not exist, or you do not have access to it. \
+                 Check the address, or pick a tenant from the list."
+                    .to_owned(),
+            ),
+            ConsoleError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "The form was not sent from this session (its security token is missing or \
+                 out of date). Go back, reload the page, and try again."
+                    .to_owned(),
+            ),
+            ConsoleError::CrossOrigin => (
+                StatusCode::FORBIDDEN,
+                "Refused: request from another site",
+                "The console only accepts changes made on its own pages. \
+                 Open the console directly and try again."
+                    .to_owned(),
+            ),
+            ConsoleError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
+            ConsoleError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "keyward cannot reach its store right now. Wait a moment and try again.".to_owned(),
+            ),
+            ConsoleError::Api(e) => {
+                let p = e.problem();
+                let status = p.status;
+                let title = if status == StatusCode::FORBIDDEN {
+                    "Not allowed"
+                } else if status.is_server_error() {
+                    "Something went wrong"
+                } else {
+                    "That did not work"
+                };
+                (status, title, p.detail)
+            }
+        };
+        ui::html(status, ui::error_page(status, title, &message))
+    }
+}
+
+/// The message for a role that may not do something.
+pub(crate) fn role_refusal(role: Option<Role>, tenant: &str, what: &str) -> ConsoleError {
+    let role = role.map_or("member", Role::as_str);
+    ConsoleError::Forbidden(format!(
+        "Your role in {tenant} is {role}, which cannot {what}. \
+         Ask an owner or admin of {tenant} to change your role if you need to."
+    ))
+}

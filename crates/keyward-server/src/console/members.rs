@@ -1,0 +1,731 @@
+//! Members and invitations.
+//!
+//! Owners and admins invite people by a one-time link shown in the console
+//! (keyward sends no email). The link carries a random token in its query
+//! string (query strings are never logged); the store keeps only the
+//! token's SHA-256. Opening the link lets the invitee set a password (or,
+//! with an account already, confirm theirs) and join with the invited role.
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use keyward_core::id::new_id;
+use keyward_core::secret::KeyHash;
+use keyward_store::{AuditEntry, Invite, Invitee, Role, StoreError};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::access::TenantAccess;
+use super::form::FormData;
+use super::session::{random_token, secs_to_ms, SignedForm, SignedIn, Throttle};
+use super::ui::{self, Chrome, Errors, Section};
+use super::{accounts, password, ConsoleError};
+use crate::app::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    done: Option<String>,
+}
+
+fn audit_entry(
+    state: &AppState,
+    actor: &str,
+    ip: Option<std::net::IpAddr>,
+    tenant_id: &str,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<AuditEntry, ConsoleError> {
+    Ok(AuditEntry {
+        id: new_id("evt", state.entropy.as_ref()).map_err(|_| ConsoleError::Unavailable)?,
+        at: state.clock.now().0,
+        actor: actor.to_owned(),
+        actor_ip: ip.map(|i| i.to_string()),
+        tenant_id: Some(tenant_id.to_owned()),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    })
+}
+
+#[derive(Debug, Default)]
+struct InviteForm {
+    email: String,
+    role: String,
+    errors: Errors,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(tid): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &signed, &tid).await?;
+    let form = InviteForm {
+        role: "developer".into(),
+        ..InviteForm::default()
+    };
+    members_view(
+        &state,
+        &signed,
+        &access,
+        &form,
+        q.done.as_deref(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// A just-created invitation link, shown once.
+struct NewLink {
+    url: String,
+    email: String,
+    role: Role,
+    expires_at: i64,
+}
+
+async fn members_view(
+    state: &AppState,
+    signed: &SignedIn,
+    access: &TenantAccess,
+    form: &InviteForm,
+    done: Option<&str>,
+    link: Option<NewLink>,
+    status: StatusCode,
+) -> Result<Response, ConsoleError> {
+    let tid = &access.tenant.id;
+    let members = state.store.list_members(tid).await?;
+    let now = state.clock.now().0;
+    let invites = if access.can_manage_members() {
+        state.store.list_invites(tid, now).await?
+    } else {
+        Vec::new()
+    };
+    let mut inviters = Vec::new();
+    for i in &invites {
+        inviters.push(super::keys::actor_label(state, &i.invited_by).await);
+    }
+    let grantable = access.grantable_roles();
+    let e = &form.errors;
+    let content = html! {
+        div.page-header {
+            div {
+                h1 { "Members" }
+                p.lead { "People who can sign in to " (access.tenant.name) "'s console, and what they may do." }
+            }
+        }
+        (ui::done_notice(done))
+        @if let Some(l) = &link {
+            section.card.card-highlight aria-labelledby="link-title" {
+                h2 #link-title { "Invitation link for " (l.email) }
+                p { "Send this link to " strong { (l.email) } " yourself — keyward sends no email. It works once, until " (ui::time(l.expires_at)) ", and adds them as " strong { (l.role.as_str()) } "." }
+                div.copy-row {
+                    label.visually-hidden for="invite-link" { "Invitation link" }
+                    input #invite-link.mono type="text" readonly value=(l.url) data-absolute-url spellcheck="false";
+                    button.btn.btn-primary type="button" data-copy="invite-link" { "Copy link" }
+                }
+                p.hint { "This is the only time the link is shown: keyward keeps only a hash of it. If it is lost, revoke the invitation and create a new one." }
+                p.visually-hidden #copy-status role="status" aria-live="polite" {}
+            }
+        }
+        section aria-labelledby="members-title" {
+            h2 #members-title.section-title { "Members " span.count { (members.len()) } }
+            @if members.is_empty() {
+                div.empty-state {
+                    h3 { "No members yet" }
+                    @if access.can_manage_members() {
+                        p { "Invite the first owner below: they will manage this tenant's keys and members." }
+                    } @else {
+                        p { "Nobody belongs to this tenant yet." }
+                    }
+                }
+            } @else {
+                div.table-wrap {
+                    table.table {
+                        thead { tr {
+                            th scope="col" { "Member" }
+                            th scope="col" { "Role" }
+                            th scope="col" { "Joined" }
+                            @if access.can_manage_members() { th scope="col" { span.visually-hidden { "Actions" } } }
+                        } }
+                        tbody {
+                            @for m in &members {
+                                tr {
+                                    td {
+                                        span.strong { (if m.name.is_empty() { &m.email } else { &m.name }) }
+                                        @if !m.name.is_empty() { br; span.muted.small { (m.email) } }
+                                        @if m.user_id == signed.user.id { " " span.badge { "you" } }
+                                    }
+                                    td {
+                                        @if access.may_manage(m.role) {
+                                            form.inline-form method="post" action={ "/console/t/" (tid) "/members/" (m.user_id) "/role" } {
+                                                (ui::csrf(&signed.csrf))
+                                                label.visually-hidden for={ "role-" (m.user_id) } { "Role of " (m.email) }
+                                                select id={ "role-" (m.user_id) } name="role" {
+                                                    @for r in &grantable {
+                                                        option value=(r.as_str()) selected[*r == m.role] { (r.as_str()) }
+                                                    }
+                                                }
+                                                button.btn.btn-small type="submit" { "Change role" }
+                                            }
+                                        } @else {
+                                            span.role { (m.role.as_str()) }
+                                        }
+                                    }
+                                    td.nowrap { (ui::time(m.created_at)) }
+                                    @if access.can_manage_members() {
+                                        td.row-actions {
+                                            @if access.may_manage(m.role) {
+                                                form.inline-form method="post" action={ "/console/t/" (tid) "/members/" (m.user_id) "/remove" }
+                                                    data-confirm={ "Remove " (m.email) " from " (access.tenant.name) "? They lose access at once." } {
+                                                    (ui::csrf(&signed.csrf))
+                                                    button.btn.btn-small.btn-danger-ghost type="submit" aria-label={ "Remove " (m.email) } { "Remove" }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if access.can_manage_members() {
+            section aria-labelledby="invites-title" {
+                h2 #invites-title.section-title { "Pending invitations " span.count { (invites.len()) } }
+                @if invites.is_empty() {
+                    p.muted { "No open invitations." }
+                } @else {
+                    div.table-wrap {
+                        table.table {
+                            thead { tr { th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Invited by" } th scope="col" { "Expires" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                            tbody {
+                                @for (i, by) in invites.iter().zip(&inviters) {
+                                    tr {
+                                        td { (i.email) }
+                                        td { span.role { (i.role.as_str()) } }
+                                        td { (by) }
+                                        td.nowrap { (ui::time(i.expires_at)) }
+                                        td.row-actions {
+                                            form.inline-form method="post" action={ "/console/t/" (tid) "/invites/" (i.id) "/revoke" } {
+                                                (ui::csrf(&signed.csrf))
+                                                button.btn.btn-small.btn-danger-ghost type="submit" aria-label={ "Revoke the invitation for " (i.email) } { "Revoke" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="invite-title" {
+                h2 #invite-title { "Invite someone" }
+                p { "You get a one-time link to send them. They choose their own password." }
+                (e.summary())
+                form.form-row method="post" action={ "/console/t/" (tid) "/members/invite" } {
+                    (ui::csrf(&signed.csrf))
+                    div.field.grow {
+                        label for="invite-email" { "Email" }
+                        input #invite-email type="email" name="email" value=(form.email) required autocomplete="off"
+                            aria-invalid=[e.has("email").then_some("true")] aria-describedby=[e.described_by("email")];
+                        (e.show("email"))
+                    }
+                    div.field {
+                        label for="invite-role" { "Role" }
+                        select #invite-role name="role" aria-describedby="role-help" {
+                            @for r in &grantable {
+                                option value=(r.as_str()) selected[form.role == r.as_str()] { (r.as_str()) }
+                            }
+                        }
+                        (e.show("role"))
+                    }
+                    div.field.field-submit { button.btn.btn-primary type="submit" { "Create invitation link" } }
+                }
+                (role_help())
+            }
+        } @else {
+            p.notice { "Owners and admins invite members and change roles." }
+        }
+    };
+    let chrome = Chrome {
+        signed,
+        access: Some(access),
+        section: Section::Members,
+    };
+    Ok(ui::html(status, ui::page("Members", &chrome, content)))
+}
+
+fn role_help() -> Markup {
+    html! {
+        dl.role-help #role-help {
+            div { dt { "owner" } dd { "Everything, including managing owners." } }
+            div { dt { "admin" } dd { "Keys, members (except owners) and the audit log." } }
+            div { dt { "developer" } dd { "Create, edit, rotate and revoke keys." } }
+            div { dt { "viewer" } dd { "See keys and members; change nothing." } }
+        }
+    }
+}
+
+fn public_base(state: &AppState) -> String {
+    state
+        .settings
+        .config
+        .console
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+pub async fn invite(
+    State(state): State<AppState>,
+    Path(tid): Path<String>,
+    f: SignedForm,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &f.signed, &tid).await?;
+    if !access.can_manage_members() {
+        return Err(access.refuse("invite members"));
+    }
+    let mut form = InviteForm {
+        email: accounts::normalize_email(f.form.get("email")),
+        role: f.form.text("role"),
+        errors: Errors::default(),
+    };
+    if accounts::check_email(&form.email).is_err() {
+        form.errors.field(
+            "email",
+            "Enter the email address of the person to invite, like ann@example.com.",
+        );
+    }
+    let role = Role::parse(&form.role).filter(|r| access.grantable_roles().contains(r));
+    if role.is_none() {
+        form.errors
+            .field("role", "Choose one of the roles you may give.");
+    }
+    if form.errors.is_empty() {
+        if let Some(u) = state.store.find_user_by_email(&form.email).await? {
+            if state.store.membership(&tid, &u.id).await?.is_some() {
+                form.errors.field(
+                    "email",
+                    format!(
+                        "{} is already a member of {}.",
+                        form.email, access.tenant.name
+                    ),
+                );
+            }
+        }
+    }
+    let Some(role) = role.filter(|_| form.errors.is_empty()) else {
+        return members_view(
+            &state,
+            &f.signed,
+            &access,
+            &form,
+            None,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let token = Zeroizing::new(random_token(&state)?);
+    let now = state.clock.now().0;
+    let invite = Invite {
+        id: new_id("inv", state.entropy.as_ref()).map_err(|_| ConsoleError::Unavailable)?,
+        token_hash: KeyHash::of(&token).to_hex(),
+        tenant_id: tid.clone(),
+        email: form.email.clone(),
+        role,
+        invited_by: f.signed.user.id.clone(),
+        created_at: now,
+        expires_at: now
+            .saturating_add(secs_to_ms(state.settings.config.console.invite_ttl_seconds)),
+        accepted_at: None,
+        accepted_by: None,
+        revoked_at: None,
+    };
+    let audit = audit_entry(
+        &state,
+        &f.signed.user.id,
+        f.signed.ip,
+        &tid,
+        "member.invited",
+        &invite.id,
+        json!({ "email": invite.email, "role": role.as_str() }),
+    )?;
+    state.store.create_invite(&invite, &audit).await?;
+    tracing::info!(invite_id = %invite.id, tenant_id = %tid, "Invitation created.");
+    let link = NewLink {
+        url: format!(
+            "{}/console/invite?token={}",
+            public_base(&state),
+            token.as_str()
+        ),
+        email: invite.email.clone(),
+        role,
+        expires_at: invite.expires_at,
+    };
+    let fresh = InviteForm {
+        role: "developer".into(),
+        ..InviteForm::default()
+    };
+    members_view(
+        &state,
+        &f.signed,
+        &access,
+        &fresh,
+        None,
+        Some(link),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+fn store_conflict(e: StoreError) -> ConsoleError {
+    match e {
+        StoreError::Conflict(m) => ConsoleError::BadRequest(ui::sentence(m)),
+        StoreError::NotFound => ConsoleError::NotFound,
+        other => other.into(),
+    }
+}
+
+pub async fn change_role(
+    State(state): State<AppState>,
+    Path((tid, uid)): Path<(String, String)>,
+    f: SignedForm,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &f.signed, &tid).await?;
+    if !access.can_manage_members() {
+        return Err(access.refuse("change roles"));
+    }
+    let current = state
+        .store
+        .membership(&tid, &uid)
+        .await?
+        .ok_or(ConsoleError::NotFound)?;
+    let role = Role::parse(&f.form.text("role"))
+        .ok_or_else(|| ConsoleError::BadRequest("Choose a role.".into()))?;
+    if !access.may_manage(current.role) || !access.grantable_roles().contains(&role) {
+        return Err(access.refuse("give or take away the owner role"));
+    }
+    let audit = audit_entry(
+        &state,
+        &f.signed.user.id,
+        f.signed.ip,
+        &tid,
+        "member.role_changed",
+        &uid,
+        json!({ "from": current.role.as_str(), "to": role.as_str() }),
+    )?;
+    state
+        .store
+        .set_role(&tid, &uid, role, &audit)
+        .await
+        .map_err(store_conflict)?;
+    Ok(Redirect::to(&format!("/console/t/{tid}/members?done=role_changed")).into_response())
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path((tid, uid)): Path<(String, String)>,
+    f: SignedForm,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &f.signed, &tid).await?;
+    if !access.can_manage_members() {
+        return Err(access.refuse("remove members"));
+    }
+    let current = state
+        .store
+        .membership(&tid, &uid)
+        .await?
+        .ok_or(ConsoleError::NotFound)?;
+    if !access.may_manage(current.role) {
+        return Err(access.refuse("remove owners"));
+    }
+    let audit = audit_entry(
+        &state,
+        &f.signed.user.id,
+        f.signed.ip,
+        &tid,
+        "member.removed",
+        &uid,
+        json!({ "role": current.role.as_str() }),
+    )?;
+    state
+        .store
+        .remove_member(&tid, &uid, &audit)
+        .await
+        .map_err(store_conflict)?;
+    Ok(Redirect::to(&format!("/console/t/{tid}/members?done=removed")).into_response())
+}
+
+pub async fn revoke_invite(
+    State(state): State<AppState>,
+    Path((tid, iid)): Path<(String, String)>,
+    f: SignedForm,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &f.signed, &tid).await?;
+    if !access.can_manage_members() {
+        return Err(access.refuse("revoke invitations"));
+    }
+    let audit = audit_entry(
+        &state,
+        &f.signed.user.id,
+        f.signed.ip,
+        &tid,
+        "invite.revoked",
+        &iid,
+        json!({}),
+    )?;
+    state
+        .store
+        .revoke_invite(&tid, &iid, &audit)
+        .await
+        .map_err(store_conflict)?;
+    Ok(Redirect::to(&format!("/console/t/{tid}/members?done=invite_revoked")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AcceptQuery {
+    token: Option<String>,
+}
+
+/// The invitation behind a token, if it still works; otherwise a page that
+/// says why not.
+async fn open_invite(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<Invite, Response>, ConsoleError> {
+    let invalid = |why: &str| {
+        Ok(Err(ui::html(
+            StatusCode::NOT_FOUND,
+            ui::error_page(
+                StatusCode::NOT_FOUND,
+                "This invitation link does not work",
+                &format!("{why} Ask the person who invited you for a new link."),
+            ),
+        )))
+    };
+    if token.is_empty() || token.len() > 128 {
+        return invalid("The link is incomplete: copy all of it into the address bar.");
+    }
+    let Some(invite) = state
+        .store
+        .find_invite(&KeyHash::of(token).to_hex())
+        .await?
+    else {
+        return invalid("The link is not valid: it may be incomplete.");
+    };
+    let now = state.clock.now().0;
+    if invite.accepted_at.is_some() {
+        return invalid("It was already used: each link works once. If it was you, sign in.");
+    }
+    if invite.revoked_at.is_some() {
+        return invalid("It was revoked.");
+    }
+    if now >= invite.expires_at {
+        return invalid("It has expired.");
+    }
+    Ok(Ok(invite))
+}
+
+struct AcceptView<'a> {
+    token: &'a str,
+    invite: &'a Invite,
+    tenant: &'a str,
+    existing: bool,
+    name: &'a str,
+    errors: &'a Errors,
+}
+
+fn accept_view(v: &AcceptView<'_>) -> Markup {
+    let e = v.errors;
+    let content = html! {
+        div.auth-card {
+            (ui::brand_mark())
+            h1 { "Join " (v.tenant) }
+            p { "You are invited to " strong { (v.tenant) } " as " strong { (v.invite.role.as_str()) } "." }
+            (e.summary())
+            form method="post" action="/console/invite" novalidate {
+                input type="hidden" name="token" value=(v.token);
+                div.field {
+                    label for="email" { "Email" }
+                    input #email type="email" value=(v.invite.email) readonly autocomplete="username";
+                }
+                @if v.existing {
+                    p.notice { "You already have an account. Enter your password to join." }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" required autocomplete="current-password"
+                            aria-invalid=[e.has("password").then_some("true")] aria-describedby=[e.described_by("password")];
+                        (e.show("password"))
+                    }
+                    button.btn.btn-primary.btn-block type="submit" { "Join " (v.tenant) }
+                } @else {
+                    div.field {
+                        label for="name" { "Your name " span.optional { "(optional)" } }
+                        input #name name="name" value=(v.name) maxlength="200" autocomplete="name";
+                        (e.show("name"))
+                    }
+                    div.field {
+                        label for="password" { "Choose a password" }
+                        input #password type="password" name="password" required minlength=(password::MIN_LEN) autocomplete="new-password"
+                            aria-describedby={ "password-hint" @if e.has("password") { " password-error" } }
+                            aria-invalid=[e.has("password").then_some("true")];
+                        p.hint #password-hint { "At least " (password::MIN_LEN) " characters. A passphrase of a few words is easy to remember and hard to guess." }
+                        (e.show("password"))
+                    }
+                    div.field {
+                        label for="password-confirm" { "Repeat the password" }
+                        input #password-confirm type="password" name="password_confirm" required autocomplete="new-password"
+                            aria-invalid=[e.has("password_confirm").then_some("true")] aria-describedby=[e.described_by("password_confirm")];
+                        (e.show("password_confirm"))
+                    }
+                    button.btn.btn-primary.btn-block type="submit" { "Create account and join" }
+                }
+            }
+        }
+    };
+    ui::bare_page("Accept invitation", content)
+}
+
+pub async fn accept_page(
+    State(state): State<AppState>,
+    Query(q): Query<AcceptQuery>,
+) -> Result<Response, ConsoleError> {
+    let token = q.token.unwrap_or_default();
+    let invite = match open_invite(&state, &token).await? {
+        Ok(i) => i,
+        Err(page) => return Ok(page),
+    };
+    let tenant = state.store.get_tenant(&invite.tenant_id).await?;
+    let existing = state
+        .store
+        .find_user_by_email(&invite.email)
+        .await?
+        .is_some();
+    let errors = Errors::default();
+    let v = AcceptView {
+        token: &token,
+        invite: &invite,
+        tenant: &tenant.name,
+        existing,
+        name: "",
+        errors: &errors,
+    };
+    Ok(ui::html(StatusCode::OK, accept_view(&v)))
+}
+
+/// Accepts an invitation: creates the account (or checks the existing
+/// one's password) and adds the membership, then sends the invitee to sign in.
+pub async fn accept(State(state): State<AppState>, req: Request) -> Result<Response, ConsoleError> {
+    let (parts, body) = req.into_parts();
+    let ip = crate::api::client_ip(&parts, &state);
+    let form = FormData::from_request(Request::from_parts(parts, body), &state).await?;
+    let token = form.text("token");
+    let invite = match open_invite(&state, &token).await? {
+        Ok(i) => i,
+        Err(page) => return Ok(page),
+    };
+    let tenant = state.store.get_tenant(&invite.tenant_id).await?;
+    let existing = state.store.find_user_by_email(&invite.email).await?;
+    let name = form.text("name");
+    let mut errors = Errors::default();
+    let now = state.clock.now().0;
+    let new_user;
+    let invitee = match &existing {
+        Some(user) => {
+            let throttle = Throttle::new(&state, &user.email, ip);
+            if let Some(r) = throttle.refused().await? {
+                errors.field("password", r.message());
+            } else if password::verify(form.secret("password"), Some(user.password_hash.clone()))
+                .await
+            {
+                throttle.succeeded().await?;
+            } else {
+                let msg = match throttle.failed().await? {
+                    Some(r) => r.message(),
+                    None => "That is not the password of this account.".into(),
+                };
+                errors.field("password", msg);
+            }
+            Invitee::Existing(&user.id)
+        }
+        None => {
+            let pw = form.secret("password");
+            if password::check_policy(&pw).is_err() {
+                errors.field(
+                    "password",
+                    format!(
+                        "Choose a password of at least {} characters.",
+                        password::MIN_LEN
+                    ),
+                );
+            } else if pw.as_str() != form.get("password_confirm") {
+                errors.field(
+                    "password_confirm",
+                    "The two passwords differ. Type the same password twice.",
+                );
+            }
+            if accounts::check_name(&name).is_err() {
+                errors.field("name", "Use at most 200 printable characters.");
+            }
+            if !errors.is_empty() {
+                let v = AcceptView {
+                    token: &token,
+                    invite: &invite,
+                    tenant: &tenant.name,
+                    existing: false,
+                    name: &name,
+                    errors: &errors,
+                };
+                return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
+            }
+            new_user =
+                accounts::new_user(state.entropy.as_ref(), now, &invite.email, &name, pw, false)
+                    .await
+                    .map_err(|e| ConsoleError::BadRequest(ui::sentence(&e.to_string())))?;
+            Invitee::New(&new_user)
+        }
+    };
+    if !errors.is_empty() {
+        let v = AcceptView {
+            token: &token,
+            invite: &invite,
+            tenant: &tenant.name,
+            existing: true,
+            name: &name,
+            errors: &errors,
+        };
+        return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
+    }
+    let user_id = match invitee {
+        Invitee::New(u) => u.id.clone(),
+        Invitee::Existing(id) => id.to_owned(),
+    };
+    let audit = audit_entry(
+        &state,
+        &user_id,
+        ip,
+        &invite.tenant_id,
+        "member.joined",
+        &user_id,
+        json!({ "invite_id": invite.id, "role": invite.role.as_str(), "email": invite.email }),
+    )?;
+    state
+        .store
+        .accept_invite(&invite, invitee, &audit)
+        .await
+        .map_err(store_conflict)?;
+    tracing::info!(invite_id = %invite.id, user_id = %user_id, "Invitation accepted.");
+    Ok(Redirect::to(&format!(
+        "/console/sign-in?joined=1&email={}",
+        ui::url_encode(&invite.email)
+    ))
+    .into_response())
+}
