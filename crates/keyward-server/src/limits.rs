@@ -292,40 +292,12 @@ struct TenantBank {
     last_reserve: i64,
     last_spend: i64,
     last_settle: i64,
-    /// A background reservation in flight: its result arrives here, and
-    /// whoever holds the tenant's lock next takes it in ([`absorb`]). The
-    /// task itself never takes the lock, so a request holding it can wait
-    /// for the result without deadlock.
-    pending: Option<tokio::sync::oneshot::Receiver<Result<Reserved, String>>>,
+    /// A background reservation in flight. Its task never touches the bank:
+    /// the result arrives here and is taken in by whoever looks next.
+    pending: Option<Pending>,
 }
 
-/// Takes a background reservation's result into the bank: at once if it
-/// arrived (or `wait`), else leaves it pending.
-async fn absorb(b: &mut TenantBank, wait: bool) {
-    let Some(rx) = b.pending.as_mut() else {
-        return;
-    };
-    let result = if wait {
-        rx.await.ok()
-    } else {
-        match rx.try_recv() {
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
-            Ok(r) => Some(r),
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => None,
-        }
-    };
-    b.pending = None;
-    match result {
-        Some(Ok(got)) => {
-            b.reserved += got.granted;
-            b.stored = got.balance;
-        }
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
-        }
-        None => tracing::warn!("A background credit reservation was lost."),
-    }
-}
+type Pending = tokio::sync::oneshot::Receiver<Result<Reserved, String>>;
 
 impl TenantBank {
     /// The size of the next reservation: it doubles while reservations run
@@ -340,6 +312,82 @@ impl TenantBank {
         self.want = want.min(max).max(cost);
         self.want
     }
+
+    /// Takes in a background reservation that has arrived.
+    fn absorb_ready(&mut self) {
+        if let Some(rx) = self.pending.as_mut() {
+            match rx.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                Ok(r) => {
+                    self.pending = None;
+                    self.apply(Some(r));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    self.pending = None;
+                    self.apply(None);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, result: Option<Result<Reserved, String>>) {
+        match result {
+            Some(Ok(got)) => {
+                self.reserved += got.granted;
+                self.stored = got.balance;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
+            }
+            // The task was lost: what it may have reserved stays reserved
+            // in the store and is counted as spent at the next start.
+            None => tracing::warn!("A background credit reservation was lost."),
+        }
+    }
+
+    /// Spends `cost` from the reservation if it covers it and the key's cap
+    /// allows; `None` means the reservation is short.
+    fn try_spend(&mut self, key_id: &str, cost: i64, now: i64) -> bool {
+        if self.reserved < cost {
+            return false;
+        }
+        self.reserved -= cost;
+        self.unsettled += cost;
+        self.requests += 1;
+        match self.keys.get_mut(key_id) {
+            Some(spent) => *spent += cost,
+            None => {
+                self.keys.insert(key_id.to_owned(), cost);
+            }
+        }
+        self.last_spend = now;
+        true
+    }
+}
+
+/// Per tenant: the bank behind a plain mutex (every spend holds it for a
+/// few instructions and never across an `.await`), and an async gate that
+/// lets one request at a time go to the store when the reservation runs
+/// short.
+#[derive(Default)]
+struct TenantEntry {
+    bank: Mutex<TenantBank>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl TenantEntry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TenantBank> {
+        self.bank.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a background reservation in flight, if any, and takes it in.
+    async fn absorb_pending(&self) {
+        let rx = self.lock().pending.take();
+        if let Some(rx) = rx {
+            let result = rx.await.ok();
+            self.lock().apply(result);
+        }
+    }
 }
 
 /// Credit settings of this node.
@@ -352,16 +400,19 @@ pub struct BankConfig {
 }
 
 /// Credits on this node: requests spend from reservations taken out of the
-/// stored balance beforehand, so a spend is an in-memory subtraction under
-/// the tenant's lock, and a crash can lose unspent reservations but never
-/// give back spent credits. [`CreditBank::settle`] records spends in the
-/// ledger and releases idle reservations; it runs every
+/// stored balance beforehand, so a spend is an in-memory subtraction, and a
+/// crash can lose unspent reservations but never give back spent credits.
+/// Reservations are topped up in the background before they run dry; a
+/// request that finds one short waits (one at a time per tenant) for the
+/// top-up in flight or reserves from the store itself, and is refused only
+/// when the store cannot cover it either. [`CreditBank::settle`] records
+/// spends in the ledger and releases idle reservations; it runs every
 /// `credits.settle_interval_ms` and at shutdown.
 pub struct CreditBank {
     store: Arc<dyn Store>,
     clock: Arc<dyn keyward_core::clock::Clock>,
     config: BankConfig,
-    tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBank>>>>,
+    tenants: Mutex<HashMap<String, Arc<TenantEntry>>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads).
     settling: tokio::sync::Mutex<()>,
 }
@@ -385,7 +436,7 @@ impl CreditBank {
         &self.config.node_id
     }
 
-    fn bank(&self, tenant: &str) -> Arc<tokio::sync::Mutex<TenantBank>> {
+    fn entry(&self, tenant: &str) -> Arc<TenantEntry> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         match tenants.get(tenant) {
             Some(b) => Arc::clone(b),
@@ -395,98 +446,144 @@ impl CreditBank {
 
     /// This node's unspent reservation for `tenant` (part of its balance).
     pub async fn reserved(&self, tenant: &str) -> i64 {
-        let bank = self.bank(tenant);
-        let mut b = bank.lock().await;
-        absorb(&mut b, true).await;
-        b.reserved
+        let entry = self.entry(tenant);
+        entry.absorb_pending().await;
+        let reserved = entry.lock().reserved;
+        reserved
     }
 
-    /// Spends `cost` credits, or refuses, exactly: the tenant's lock is held
-    /// from the check to the spend, including a reservation from the store
-    /// when this node's runs short.
+    /// Spends `cost` credits, or refuses, exactly.
     pub async fn spend(&self, r: SpendRequest<'_>) -> Result<SpendOutcome, StoreError> {
-        let entry = self.bank(r.tenant_id);
-        let mut b = entry.lock().await;
-        absorb(&mut b, false).await;
+        let entry = self.entry(r.tenant_id);
         let cost = r.cost.max(0);
-        let refused = |b: &TenantBank, key_remaining| SpendOutcome {
-            admitted: false,
-            balance: b.stored + b.reserved,
-            key_remaining,
-        };
-        let mut key_spent = None;
-        if let Some(cap) = r.key_cap {
-            let settled = match b.key_totals.get(r.key_id) {
-                Some(v) => *v,
-                None => {
-                    let v = self.store.key_credits_spent(r.key_id).await?;
-                    b.key_totals.insert(r.key_id.to_owned(), v);
-                    v
-                }
-            };
-            let spent = settled + b.keys.get(r.key_id).copied().unwrap_or(0);
-            if spent + cost > cap {
-                return Ok(refused(&b, Some((cap - spent).max(0))));
-            }
-            key_spent = Some(spent);
-        }
         let now = self.clock.now().0;
-        if b.reserved < cost && b.pending.is_some() {
-            // Credits on their way count: wait for them before refusing.
-            absorb(&mut b, true).await;
+        // The fast path: the reservation covers it.
+        if r.key_cap.is_none() {
+            let mut b = entry.lock();
+            b.absorb_ready();
+            if b.try_spend(r.key_id, cost, now) {
+                let outcome = SpendOutcome {
+                    admitted: true,
+                    balance: b.stored + b.reserved,
+                    key_remaining: None,
+                };
+                self.maybe_top_up(&mut b, &r, cost, now);
+                return Ok(outcome);
+            }
         }
-        if b.reserved < cost {
-            let want = b.next_want(cost, now, self.config.max_reservation);
+        // The slow path, one request per tenant at a time.
+        let _gate = entry.gate.lock().await;
+        if r.key_cap.is_some() {
+            let known = entry.lock().key_totals.contains_key(r.key_id);
+            if !known {
+                let settled = self.store.key_credits_spent(r.key_id).await?;
+                entry.lock().key_totals.insert(r.key_id.to_owned(), settled);
+            }
+        }
+        loop {
+            // Credits on their way count: wait for them before going further.
+            entry.absorb_pending().await;
+            let (short, want) = {
+                let mut b = entry.lock();
+                if let Some(outcome) = self.spent_outcome(&mut b, &r, cost, now) {
+                    return Ok(outcome);
+                }
+                if let Some(outcome) = Self::over_cap(&b, &r, cost) {
+                    return Ok(outcome);
+                }
+                let want = b.next_want(cost, now, self.config.max_reservation);
+                (cost - b.reserved, want)
+            };
             let got = self
                 .store
                 .reserve_credits(
                     &ReserveRequest {
                         tenant_id: r.tenant_id.to_owned(),
                         node_id: self.config.node_id.clone(),
-                        min: cost - b.reserved,
-                        want,
+                        min: short,
+                        want: want.max(short),
                         refill: r.refill,
                     },
                     now,
                 )
                 .await?;
+            let mut b = entry.lock();
             b.reserved += got.granted;
             b.stored = got.balance;
             b.last_reserve = now;
-            if b.reserved < cost {
-                return Ok(refused(&b, r.key_cap.zip(key_spent).map(|(c, s)| c - s)));
+            if let Some(outcome) = self.spent_outcome(&mut b, &r, cost, now) {
+                return Ok(outcome);
+            }
+            if got.granted == 0 {
+                // The store could not cover `short`, and other requests only
+                // took from the reservation meanwhile: the tenant cannot
+                // cover `cost`.
+                let spent = Self::key_spent(&b, &r);
+                return Ok(SpendOutcome {
+                    admitted: false,
+                    balance: b.stored + b.reserved,
+                    key_remaining: r.key_cap.zip(spent).map(|(c, s)| (c - s).max(0)),
+                });
+            }
+            // Granted, but others spent the reservation meanwhile: again.
+        }
+    }
+
+    fn key_spent(b: &TenantBank, r: &SpendRequest<'_>) -> Option<i64> {
+        r.key_cap.map(|_| {
+            b.key_totals.get(r.key_id).copied().unwrap_or(0)
+                + b.keys.get(r.key_id).copied().unwrap_or(0)
+        })
+    }
+
+    /// The refusal for a key whose cap does not allow `cost` more.
+    fn over_cap(b: &TenantBank, r: &SpendRequest<'_>, cost: i64) -> Option<SpendOutcome> {
+        let (cap, spent) = r.key_cap.zip(Self::key_spent(b, r))?;
+        (spent + cost > cap).then(|| SpendOutcome {
+            admitted: false,
+            balance: b.stored + b.reserved,
+            key_remaining: Some((cap - spent).max(0)),
+        })
+    }
+
+    /// Spends if the reservation covers it now, with the outcome to answer.
+    fn spent_outcome(
+        &self,
+        b: &mut TenantBank,
+        r: &SpendRequest<'_>,
+        cost: i64,
+        now: i64,
+    ) -> Option<SpendOutcome> {
+        b.absorb_ready();
+        let before = Self::key_spent(b, r);
+        if let (Some(cap), Some(spent)) = (r.key_cap, before) {
+            if spent + cost > cap {
+                return None;
             }
         }
-        b.reserved -= cost;
-        b.unsettled += cost;
-        b.requests += 1;
-        match b.keys.get_mut(r.key_id) {
-            Some(spent) => *spent += cost,
-            None => {
-                b.keys.insert(r.key_id.to_owned(), cost);
-            }
+        if !b.try_spend(r.key_id, cost, now) {
+            return None;
         }
-        b.last_spend = now;
-        // Running low: reserve more in the background, so requests rarely
-        // wait for the store.
+        let outcome = SpendOutcome {
+            admitted: true,
+            balance: b.stored + b.reserved,
+            key_remaining: r.key_cap.zip(before).map(|(c, s)| c - s - cost),
+        };
+        self.maybe_top_up(b, r, cost, now);
+        Some(outcome)
+    }
+
+    /// Running low: reserve more in the background, so requests rarely
+    /// wait for the store.
+    fn maybe_top_up(&self, b: &mut TenantBank, r: &SpendRequest<'_>, cost: i64, now: i64) {
         if b.pending.is_none() && b.stored > 0 && b.reserved < b.want / 2 {
             let want = b.next_want(cost, now, self.config.max_reservation);
             b.last_reserve = now;
             b.pending = Some(self.top_up(r.tenant_id.to_owned(), want, r.refill));
         }
-        Ok(SpendOutcome {
-            admitted: true,
-            balance: b.stored + b.reserved,
-            key_remaining: r.key_cap.zip(key_spent).map(|(c, s)| c - s - cost),
-        })
     }
 
-    fn top_up(
-        &self,
-        tenant_id: String,
-        want: i64,
-        refill: Option<Refill>,
-    ) -> tokio::sync::oneshot::Receiver<Result<Reserved, String>> {
+    fn top_up(&self, tenant_id: String, want: i64, refill: Option<Refill>) -> Pending {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let store = Arc::clone(&self.store);
         let clock = Arc::clone(&self.clock);
@@ -521,7 +618,7 @@ impl CreditBank {
     pub async fn settle(&self, release_all: bool) -> Result<(), StoreError> {
         let _one = self.settling.lock().await;
         let now = self.clock.now().0;
-        let banks: Vec<(String, Arc<tokio::sync::Mutex<TenantBank>>)> = {
+        let entries: Vec<(String, Arc<TenantEntry>)> = {
             let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
             tenants
                 .iter()
@@ -529,11 +626,13 @@ impl CreditBank {
                 .collect()
         };
         let mut taken = Vec::new();
-        for (tenant, bank) in &banks {
-            let mut b = bank.lock().await;
-            // Reservations in flight land first, so they are settled (and
-            // released at shutdown) too.
-            absorb(&mut b, release_all).await;
+        for (tenant, entry) in &entries {
+            if release_all {
+                // Reservations in flight land first, so they are released too.
+                entry.absorb_pending().await;
+            }
+            let mut b = entry.lock();
+            b.absorb_ready();
             let idle = now - b.last_spend >= self.config.idle_release_ms;
             let release = if release_all || idle { b.reserved } else { 0 };
             let heartbeat = b.reserved > release && now - b.last_settle >= self.config.stale_ms / 4;
@@ -560,7 +659,14 @@ impl CreditBank {
             b.reserved -= release;
             b.stored += release;
             b.last_settle = now;
-            taken.push((Arc::clone(bank), s, keys));
+            // Settled spends of capped keys move into their totals now, so
+            // the cap stays exact while the settlement is written.
+            for (k, v) in &s.key_spends {
+                if let Some(total) = b.key_totals.get_mut(k) {
+                    *total += v;
+                }
+            }
+            taken.push((Arc::clone(entry), s, keys));
         }
         let settlements: Vec<Settlement> = taken.iter().map(|(_, s, _)| s.clone()).collect();
         let result = if settlements.is_empty() {
@@ -570,20 +676,19 @@ impl CreditBank {
                 .settle_credits(&self.config.node_id, &settlements, now)
                 .await
         };
-        for (bank, s, keys) in taken {
-            let mut b = bank.lock().await;
-            if result.is_ok() {
-                for (k, v) in &s.key_spends {
-                    if let Some(total) = b.key_totals.get_mut(k) {
-                        *total += v;
-                    }
-                }
-            } else {
+        if result.is_err() {
+            for (entry, s, keys) in taken {
                 // Put everything back; the next settlement retries.
+                let mut b = entry.lock();
                 b.unsettled += s.spent;
                 b.requests += s.requests;
                 b.reserved += s.release;
                 b.stored -= s.release;
+                for (k, v) in &s.key_spends {
+                    if let Some(total) = b.key_totals.get_mut(k) {
+                        *total -= v;
+                    }
+                }
                 for (k, v) in keys {
                     *b.keys.entry(k).or_default() += v;
                 }
