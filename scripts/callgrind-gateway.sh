@@ -11,7 +11,8 @@
 # requests (every key cached, upstream connections open), then the counters
 # are zeroed and N (default 2000) requests are sent one after another over
 # one keep-alive connection, each with a different key in X-API-Key.
-# Prints user-space instructions per request. Env: N.
+# Prints user-space instructions per request. Env: N; LIMITS=1 puts every key
+# in a (never exceeded) rate-limit tier and makes the route cost 1 credit.
 set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
 N="${N:-2000}"
@@ -25,6 +26,9 @@ http { access_log off;
   server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '{\"items\":[]}'; } } }" >"$tmp/nginx.conf"
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 printf '[keys]\nscopes = ["items:read"]\n[gateway]\nupstream = "http://127.0.0.1:%s"\n[[routes]]\nmethods = ["GET"]\npath = "/v1/items"\nscopes = ["items:read"]\n' $UP_PORT >"$tmp/k.toml"
+if [ "${LIMITS:-0}" = 1 ]; then
+  printf 'credits = 1\n[limits]\ndefault_tier = "load"\n[limits.tiers.load]\nlimit = 1000000\nwindow_seconds = 1\n' >>"$tmp/k.toml"
+fi
 cat >"$tmp/drive.py" <<PY
 import http.client, sys
 keys = [l.strip() for l in open(sys.argv[2]) if l.strip()]
@@ -41,7 +45,9 @@ for bin in "$@"; do
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
     "$bin" serve --config "$tmp/k.toml" --data-dir "$d/data" --listen "127.0.0.1:$KW_PORT" 2>"$d/vg.log" & kw=$!
   for _ in $(seq 1 300); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.2; done
-  python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$root" 200 "$d/keys.txt" items:read >/dev/null
+  tenant="$(python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$root" 200 "$d/keys.txt" items:read)"
+  curl -sf -o /dev/null -H "Authorization: Bearer $root" -H 'Content-Type: application/json' \
+    -d '{"kind":"grant","amount":1000000000000}' "127.0.0.1:$KW_PORT/v1/tenants/$tenant/credits"
   python3 "$tmp/drive.py" 400 "$d/keys.txt"
   callgrind_control -z "$kw" >/dev/null
   python3 "$tmp/drive.py" "$N" "$d/keys.txt"

@@ -138,6 +138,18 @@ pub fn valid_tier_name(name: &str) -> bool {
 /// An atomic check-and-spend on a named bucket.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
+    /// The same, when it can be answered without waiting (an in-memory
+    /// limiter): saves boxing a future on every request.
+    fn spend_now(
+        &self,
+        _bucket: &str,
+        _policy: &RatePolicy,
+        _cost: u64,
+        _now: Timestamp,
+    ) -> Option<Decision> {
+        None
+    }
+
     async fn spend(
         &self,
         bucket: &str,
@@ -198,6 +210,16 @@ impl MemoryLimiter {
 
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
+    fn spend_now(
+        &self,
+        bucket: &str,
+        policy: &RatePolicy,
+        cost: u64,
+        now: Timestamp,
+    ) -> Option<Decision> {
+        Some(self.decide(bucket, policy, cost, now))
+    }
+
     async fn spend(
         &self,
         bucket: &str,
@@ -208,6 +230,10 @@ impl RateLimiter for MemoryLimiter {
         Ok(self.decide(bucket, policy, cost, now))
     }
 }
+
+const RATELIMIT_POLICY: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: axum::http::HeaderName = axum::http::HeaderName::from_static("ratelimit");
 
 /// The rate-limit state of one response, for its headers and the verify API.
 #[derive(Debug, Clone)]
@@ -234,19 +260,25 @@ impl RateState {
     /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=…;w=…` and
     /// `"name";r=…;t=…`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        // Tier names are [a-z0-9_-] (checked at start): nothing to escape.
-        let name = &self.policy;
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "\"{name}\";q={};w={}",
-            self.limit, self.window_seconds
-        )) {
-            headers.insert("ratelimit-policy", v);
+        // Written byte by byte: this runs on every limited response, and
+        // `format!` cost more than the rate limit itself.
+        let field = |a: &[u8], x: u64, b: &[u8], y: u64| {
+            // Tier names are [a-z0-9_-] (checked at start): nothing to escape.
+            let mut v = Vec::with_capacity(self.policy.len() + 32);
+            v.push(b'"');
+            v.extend_from_slice(self.policy.as_bytes());
+            v.push(b'"');
+            v.extend_from_slice(a);
+            v.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
+            v.extend_from_slice(b);
+            v.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+            HeaderValue::from_maybe_shared(axum::body::Bytes::from(v)).ok()
+        };
+        if let Some(v) = field(b";q=", self.limit, b";w=", self.window_seconds) {
+            headers.insert(RATELIMIT_POLICY, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "\"{name}\";r={};t={}",
-            self.remaining, self.reset_seconds
-        )) {
-            headers.insert("ratelimit", v);
+        if let Some(v) = field(b";r=", self.remaining, b";t=", self.reset_seconds) {
+            headers.insert(RATELIMIT, v);
         }
     }
 }
@@ -778,10 +810,14 @@ impl Limits {
     ) -> Result<Result<Spent, Refused>, StoreError> {
         let mut spent = Spent::default();
         if let Some(policy) = tiers.policy_for(key) {
-            let d = self
-                .limiter
-                .spend(&key.record.id, policy, cost, now)
-                .await?;
+            let d = match self.limiter.spend_now(&key.record.id, policy, cost, now) {
+                Some(d) => d,
+                None => {
+                    self.limiter
+                        .spend(&key.record.id, policy, cost, now)
+                        .await?
+                }
+            };
             let state = RateState::from_decision(policy, &d);
             if !d.allowed {
                 return Ok(Err(Refused {
