@@ -176,6 +176,15 @@ impl Keyward {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // No Nagle: a forwarded response is written as its upstream sends
+        // it (headers, then body chunks), and small writes held back for an
+        // ACK would add tens of milliseconds.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
+            }
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
