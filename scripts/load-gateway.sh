@@ -34,7 +34,7 @@ export KEYWARD_LOG=warn
 ROOT_KEY="$("$BIN" root-keys create --name load --data-dir "$tmp/data" --config "$tmp/keyward.toml" 2>/dev/null)"
 "$BIN" serve --config "$tmp/keyward.toml" --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & pids+=($!)
 for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
-python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" items:read
+python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" items:read >/dev/null
 
 {
   echo "worker_processes auto; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;"
@@ -58,30 +58,10 @@ export KEYS_FILE="$tmp/keys.txt"
 lua="$root_dir/scripts/gateway.lua"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/dev/null   # warm keyward's cache
 
-run() {
-  local out; out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$2")"
-  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" >>"$tmp/results"
-}
+. "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  run upstream "http://127.0.0.1:$UP_PORT"
-  run nginx-map "http://127.0.0.1:$MAP_PORT"
-  run keyward "http://127.0.0.1:$KW_PORT"
+  wrk_run upstream "http://127.0.0.1:$UP_PORT"
+  wrk_run nginx-map "http://127.0.0.1:$MAP_PORT"
+  wrk_run keyward "http://127.0.0.1:$KW_PORT"
 done
-
-python3 - "$tmp/results" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-agg = {}
-for name, rps, p50, p99, errs in rows:
-    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
-    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
-print("| target | req/s (median) | p50 ms | p99 ms | non-2xx |")
-print("|---|---:|---:|---:|---:|")
-for name in ("upstream", "nginx-map", "keyward"):
-    a = agg[name]
-    print(f"| {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
-med = {n: statistics.median(a["rps"]) for n, a in agg.items()}
-print(f"\nkeyward / nginx-map throughput: {med['keyward'] / med['nginx-map']:.2f}; keyward / upstream: {med['keyward'] / med['upstream']:.2f}")
-PY
+python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" upstream nginx-map keyward --ratio keyward/nginx-map --ratio keyward/upstream

@@ -62,32 +62,12 @@ for name in off on; do   # warm each cache
   KEYS_FILE="$tmp/$name.keys" wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$port" >/dev/null
 done
 
-run() { # name port
-  local out; out="$(KEYS_FILE="$tmp/$1.keys" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$2")"
-  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" >>"$tmp/results"
-}
+. "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  run off $OFF_PORT
-  run on $ON_PORT
+  KEYS_FILE="$tmp/off.keys" wrk_run off "http://127.0.0.1:$OFF_PORT"
+  KEYS_FILE="$tmp/on.keys" wrk_run on "http://127.0.0.1:$ON_PORT"
 done
-
-python3 - "$tmp/results" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-agg = {}
-for name, rps, p50, p99, errs in rows:
-    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
-    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
-print("| keyward gateway | req/s (median) | p50 ms | p99 ms | non-2xx |")
-print("|---|---:|---:|---:|---:|")
-for name in ("off", "on"):
-    a = agg[name]
-    print(f"| limits {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
-on, off = (statistics.median(agg[n]["rps"]) for n in ("on", "off"))
-print(f"\nlimits on / off throughput: {on / off:.2f} (cost {100 * (1 - on / off):.1f} %)")
-PY
+python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" off on --ratio on/off
 # The spends were real: credits spent on "on" (one per 2xx, warm-up included).
 balance="$(curl -sf -H "Authorization: Bearer $(cat "$tmp/on.root")" "127.0.0.1:$ON_PORT/v1/tenants/$(cat "$tmp/on.tenant")/credits" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')"

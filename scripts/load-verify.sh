@@ -37,41 +37,16 @@ NGINX
 nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
 for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
 
-python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt"
+python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" >/dev/null
 export ROOT_KEY KEYS_FILE="$tmp/keys.txt"
 lua="$root_dir/scripts/verify.lua"
 
 # Warm-up: every key into the cache.
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/dev/null
 
-run() { # name url → appends "name rps p50 p99 non2xx" to results
-  local out; out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$2")"
-  local rps p50 p99 errs
-  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  errs="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-  echo "$1 $rps $p50 $p99 ${errs:-0}" >>"$tmp/results"
-}
+. "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  run nginx "http://127.0.0.1:$NGINX_PORT"
-  run keyward "http://127.0.0.1:$KW_PORT"
+  wrk_run nginx "http://127.0.0.1:$NGINX_PORT"
+  wrk_run keyward "http://127.0.0.1:$KW_PORT"
 done
-
-python3 - "$tmp/results" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-agg = {}
-for name, rps, p50, p99, errs in rows:
-    a = agg.setdefault(name, {"rps": [], "p50": [], "p99": [], "errs": 0})
-    a["rps"].append(float(rps)); a["p50"].append(ms(p50)); a["p99"].append(ms(p99)); a["errs"] += int(errs)
-print("| target | req/s (median) | p50 ms | p99 ms | non-2xx |")
-print("|---|---:|---:|---:|---:|")
-for name in ("nginx", "keyward"):
-    a = agg[name]
-    print(f"| {name} | {statistics.median(a['rps']):,.0f} | {statistics.median(a['p50']):.2f} | {statistics.median(a['p99']):.2f} | {a['errs']} |")
-k, n = agg["keyward"], agg["nginx"]
-print(f"\nkeyward / nginx throughput: {statistics.median(k['rps']) / statistics.median(n['rps']):.2f}")
-PY
+python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" nginx keyward --ratio keyward/nginx

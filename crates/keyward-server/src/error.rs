@@ -8,9 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyward_core::verdict::Denial;
 use keyward_store::StoreError;
@@ -251,13 +249,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware: renders every [`Problem`] in the deployment's error style and
-/// adds `WWW-Authenticate` to 401s.
-pub async fn render(State(settings): State<Arc<Settings>>, req: Request, next: Next) -> Response {
-    render_response(&settings, next.run(req).await)
-}
-
-/// Renders `res` if it carries a [`Problem`]; other responses pass as they are.
+/// Renders `res` in the deployment's error style if it carries a
+/// [`Problem`] (adding `WWW-Authenticate` to 401s); other responses pass as
+/// they are. The app's one middleware (`app::edge`) calls it for every
+/// response.
 pub fn render_response(settings: &Settings, res: Response) -> Response {
     match res.extensions().get::<Arc<Problem>>().cloned() {
         Some(problem) => render_problem(settings, &problem, res),

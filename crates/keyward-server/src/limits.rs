@@ -377,8 +377,8 @@ impl TenantBank {
         }
     }
 
-    /// Spends `cost` from the reservation if it covers it and the key's cap
-    /// allows; `None` means the reservation is short.
+    /// Spends `cost` from the reservation if it covers it; `false` when it
+    /// is short. Key caps are the caller's to check.
     fn try_spend(&mut self, key_id: &str, cost: i64, now: i64) -> bool {
         if self.reserved < cost {
             return false;
@@ -445,8 +445,9 @@ pub struct CreditBank {
     clock: Arc<dyn keyward_core::clock::Clock>,
     config: BankConfig,
     tenants: Mutex<HashMap<String, Arc<TenantEntry>>>,
-    /// Serializes settlements (the ticker, shutdown and ledger reads).
-    settling: tokio::sync::Mutex<()>,
+    /// Serializes settlements (the ticker, shutdown and ledger reads), and
+    /// holds when stale reservations of other nodes were last looked for.
+    settling: tokio::sync::Mutex<i64>,
 }
 
 impl CreditBank {
@@ -460,7 +461,7 @@ impl CreditBank {
             clock,
             config,
             tenants: Mutex::new(HashMap::new()),
-            settling: tokio::sync::Mutex::new(()),
+            settling: tokio::sync::Mutex::new(i64::MIN),
         }
     }
 
@@ -648,7 +649,7 @@ impl CreditBank {
     /// as spent. On failure nothing is lost: the counts stay for the next
     /// settlement.
     pub async fn settle(&self, release_all: bool) -> Result<(), StoreError> {
-        let _one = self.settling.lock().await;
+        let mut last_sweep = self.settling.lock().await;
         let now = self.clock.now().0;
         let entries: Vec<(String, Arc<TenantEntry>)> = {
             let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
@@ -727,7 +728,10 @@ impl CreditBank {
             }
         }
         result?;
-        if self.config.stale_ms > 0 {
+        // Looking for stopped nodes' reservations a few times per
+        // `stale_seconds` is enough; not on every tick.
+        if self.config.stale_ms > 0 && now.saturating_sub(*last_sweep) >= self.config.stale_ms / 4 {
+            *last_sweep = now;
             let n = self
                 .store
                 .recover_reservations(

@@ -298,6 +298,18 @@ impl Built {
         format!("${}", self.binds.len())
     }
 
+    /// Appends the keyset page: `{joiner} seq < before` (if any), newest
+    /// first, one row more than the limit so [`paged`] knows if more follow.
+    /// `joiner` is `WHERE` or `AND`, whichever continues the SQL so far.
+    fn page(&mut self, page: PageRequest, joiner: &str) {
+        if let Some(before) = page.before {
+            let p = self.arg(Bind::Int(Some(before)));
+            self.sql.push_str(&format!(" {joiner} seq < {p}"));
+        }
+        let p = self.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
+        self.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+    }
+
     fn query(&self) -> AnyQuery<'_> {
         let mut q = sqlx::query(&self.sql);
         for b in &self.binds {
@@ -434,12 +446,7 @@ impl Store for SqlStore {
 
     async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>> {
         let mut b = Built::new(format!("SELECT {TENANT_COLUMNS} FROM tenants"));
-        if let Some(before) = page.before {
-            let p = b.arg(Bind::Int(Some(before)));
-            b.sql.push_str(&format!(" WHERE seq < {p}"));
-        }
-        let p = b.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
-        b.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+        b.page(page, "WHERE");
         let rows = b.query().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
@@ -536,12 +543,7 @@ impl Store for SqlStore {
             };
             b.sql.push_str(&format!(" AND {clause}"));
         }
-        if let Some(before) = page.before {
-            let p = b.arg(Bind::Int(Some(before)));
-            b.sql.push_str(&format!(" AND seq < {p}"));
-        }
-        let p = b.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
-        b.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+        b.page(page, "AND");
         let rows = b.query().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
@@ -733,12 +735,7 @@ impl Store for SqlStore {
             let p = b.arg(Bind::Text(Some(t.clone())));
             b.sql.push_str(&format!(" AND tenant_id = {p}"));
         }
-        if let Some(before) = page.before {
-            let p = b.arg(Bind::Int(Some(before)));
-            b.sql.push_str(&format!(" AND seq < {p}"));
-        }
-        let p = b.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
-        b.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+        b.page(page, "AND");
         let rows = b.query().fetch_all(&self.pool).await?;
         let items = rows
             .iter()

@@ -493,12 +493,7 @@ impl LimitStore for SqlStore {
         ));
         let p = b.arg(Bind::Text(Some(tenant_id.to_owned())));
         b.sql.push_str(&p);
-        if let Some(before) = page.before {
-            let p = b.arg(Bind::Int(Some(before)));
-            b.sql.push_str(&format!(" AND seq < {p}"));
-        }
-        let p = b.arg(Bind::Int(Some(i64::from(page.limit) + 1)));
-        b.sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+        b.page(page, "AND");
         let rows = b.query().fetch_all(&self.pool).await?;
         let items = rows
             .iter()

@@ -194,6 +194,19 @@ impl Server {
         )
     }
 
+    /// Grants `amount` credits to `tenant` as root; returns the ledger entry.
+    pub async fn grant(&self, tenant: &str, amount: i64) -> Value {
+        let r = self
+            .post(
+                &format!("/v1/tenants/{tenant}/credits"),
+                &self.root,
+                json!({ "kind": "grant", "amount": amount }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+
     /// Verifies `secret` through the verify API as root.
     pub async fn verify(&self, secret: &str, extra: Value) -> Value {
         let mut body = json!({ "key": secret });
@@ -221,7 +234,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn from(res: reqwest::Response) -> Reply {
+    pub async fn from(res: reqwest::Response) -> Reply {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap();

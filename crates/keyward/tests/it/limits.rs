@@ -35,15 +35,7 @@ async fn burst(
     for _ in 0..n {
         let req = build(&s.http);
         tasks.push(tokio::spawn(async move {
-            let res = req.send().await.unwrap();
-            let status = res.status();
-            let headers = res.headers().clone();
-            let text = res.text().await.unwrap();
-            Reply {
-                status,
-                headers,
-                body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            }
+            Reply::from(req.send().await.unwrap()).await
         }));
     }
     let mut out = Vec::with_capacity(n);
@@ -242,15 +234,8 @@ respond = {{ paid = true }}
     s.get("/v1/paid", &secret)
         .await
         .assert_problem(402, "credits_exhausted");
-    let grant = s
-        .post(
-            &credits,
-            &s.root,
-            json!({ "kind": "grant", "amount": 1000 }),
-        )
-        .await;
-    assert_eq!(grant.status, StatusCode::CREATED, "{}", grant.body);
-    assert_eq!(grant.body["balance_after"], 1000);
+    let grant = s.grant(&tenant, 1000).await;
+    assert_eq!(grant["balance_after"], 1000);
 
     let url = s.url("/v1/paid");
     let replies = burst(&s, 300, |c| c.get(&url).bearer_auth(&secret)).await;
@@ -284,8 +269,7 @@ respond = {{ paid = true }}
     assert_eq!(entries.last().unwrap()["kind"], "grant");
 
     // A key's cap bounds its share: cap 20 at cost 7 allows two calls.
-    s.post(&credits, &s.root, json!({ "kind": "grant", "amount": 100 }))
-        .await;
+    s.grant(&tenant, 100).await;
     let (_, capped) = s.key(&tenant, "capped", json!({ "credit_cap": 20 })).await;
     let ok = burst(&s, 10, |c| c.get(&url).bearer_auth(&capped)).await;
     assert_eq!(count(&ok, 200), 2);
@@ -427,12 +411,7 @@ window_seconds = 60
     let s = Server::start_with(Backend::Sqlite, config).await;
     let tenant = s.tenant("Acme").await;
     let (_, secret) = s.key(&tenant, "k", json!({})).await;
-    s.post(
-        &format!("/v1/tenants/{tenant}/credits"),
-        &s.root,
-        json!({ "kind": "grant", "amount": 5 }),
-    )
-    .await;
+    s.grant(&tenant, 5).await;
 
     let r = s
         .post(
@@ -494,15 +473,7 @@ async fn post_idem(s: &Server, path: &str, key: &str, idem: Option<&str>, body: 
     if let Some(i) = idem {
         req = req.header("Idempotency-Key", i);
     }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let text = res.text().await.unwrap();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    }
+    Reply::from(req.send().await.unwrap()).await
 }
 
 fn executions(up: &upstream::Running, path: &str) -> usize {
@@ -647,12 +618,7 @@ credits = 1
     post_idem(&s, "/create/calls", &secret, Some("x-1"), json!({}))
         .await
         .assert_problem(402, "credits_exhausted");
-    s.post(
-        &format!("/v1/tenants/{tenant}/credits"),
-        &s.root,
-        json!({ "kind": "grant", "amount": 5 }),
-    )
-    .await;
+    s.grant(&tenant, 5).await;
     // Unreachable upstream: 502, nothing ran, the key stays free.
     post_idem(&s, "/create/calls", &secret, Some("x-1"), json!({}))
         .await
@@ -682,12 +648,7 @@ respond = {{ paid = true }}
     let tenant = s.tenant("Acme").await;
     let (_, secret) = s.key(&tenant, "k", json!({})).await;
     let credits = format!("/v1/tenants/{tenant}/credits");
-    s.post(
-        &credits,
-        &s.root,
-        json!({ "kind": "grant", "amount": 1000 }),
-    )
-    .await;
+    s.grant(&tenant, 1000).await;
     for _ in 0..5 {
         assert_eq!(s.get("/v1/paid", &secret).await.status, StatusCode::OK);
     }
@@ -731,12 +692,7 @@ respond = {{ paid = true }}
         let tenant = s.tenant(&format!("Round {round}")).await;
         let (_, secret) = s.key(&tenant, "k", json!({})).await;
         let credits = format!("/v1/tenants/{tenant}/credits");
-        s.post(
-            &credits,
-            &s.root,
-            json!({ "kind": "grant", "amount": balance }),
-        )
-        .await;
+        s.grant(&tenant, balance).await;
         let url = s.url(&format!("/v1/paid/{round}"));
         let replies = burst(&s, concurrency, |c| c.get(&url).bearer_auth(&secret)).await;
         assert_eq!(count(&replies, 200), balance as usize, "round {round}");

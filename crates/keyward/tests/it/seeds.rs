@@ -394,12 +394,7 @@ async fn platform_me_and_scoped_problem_details() {
     assert!(secret.starts_with("ak_live_"));
 
     // Paid calls need credits (see platform_tiers_credits_and_idempotent_creates).
-    s.post(
-        &format!("/v1/tenants/{tenant}/credits"),
-        &s.root,
-        json!({ "kind": "grant", "amount": 100_000 }),
-    )
-    .await;
+    s.grant(&tenant, 100_000).await;
     // GET /api/v2/vault/projects?limit=10 — scoped, forwarded with the query.
     assert_eq!(
         s.get("/api/v2/vault/projects?limit=10", &secret)
