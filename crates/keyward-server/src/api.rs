@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use base64::Engine;
 use keyward_core::id::new_id;
@@ -29,31 +29,49 @@ use crate::error::{ApiError, FieldError};
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/health", get(meta::health))
-        .route("/v1/ready", get(meta::ready))
-        .route("/v1/me", get(meta::me))
-        .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{id}", get(tenants::get).patch(tenants::update))
-        .route(
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
+}
+
+/// The paths of [`routes`], which win over gateway routes (the gateway's
+/// fast path hands them to the router).
+pub(crate) fn paths() -> Vec<&'static str> {
+    table().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The API's paths and handlers: one list, so [`paths`] cannot drift from
+/// what is routed.
+fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    use axum::routing::put;
+    vec![
+        ("/v1/health", get(meta::health)),
+        ("/v1/ready", get(meta::ready)),
+        ("/v1/me", get(meta::me)),
+        ("/v1/tenants", post(tenants::create).get(tenants::list)),
+        ("/v1/tenants/{id}", get(tenants::get).patch(tenants::update)),
+        (
             "/v1/tenants/{id}/credits",
             get(credits::get).post(credits::change),
-        )
-        .route(
+        ),
+        (
             "/v1/tenants/{id}/credits/refill",
-            axum::routing::put(credits::set_refill).delete(credits::clear_refill),
-        )
-        .route("/v1/tenants/{id}/credits/ledger", get(credits::ledger))
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/verify", post(keys::verify))
-        .route(
+            put(credits::set_refill).delete(credits::clear_refill),
+        ),
+        ("/v1/tenants/{id}/credits/ledger", get(credits::ledger)),
+        ("/v1/keys", post(keys::create).get(keys::list)),
+        ("/v1/keys/verify", post(keys::verify)),
+        (
             "/v1/keys/{id}",
             get(keys::get).patch(keys::update).delete(keys::delete),
-        )
-        .route("/v1/keys/{id}/revoke", post(keys::revoke))
-        .route("/v1/keys/{id}/rotate", post(keys::rotate))
-        .route("/v1/audit", get(audit::list))
-        .route("/openapi.json", get(meta::openapi))
+        ),
+        ("/v1/keys/{id}/revoke", post(keys::revoke)),
+        ("/v1/keys/{id}/rotate", post(keys::rotate)),
+        ("/v1/audit", get(audit::list)),
+        ("/openapi.json", get(meta::openapi)),
+    ]
 }
 
 /// Checks a tier name given to a key or tenant: only operators set tiers

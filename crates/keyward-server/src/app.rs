@@ -3,7 +3,6 @@
 //! batches are flushed).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,7 +149,7 @@ impl Keyward {
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let interval = Duration::from_millis(self.state.settings.config.usage.flush_interval_ms);
         let flusher = self
@@ -173,21 +172,18 @@ impl Keyward {
         let settler = bank.spawn_settler(Duration::from_millis(
             self.state.settings.config.credits.settle_interval_ms,
         ));
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: a forwarded response is written as its upstream sends
-        // it (headers, then body chunks), and small writes held back for an
-        // ACK would add tens of milliseconds.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
-            }
+        let front = Arc::new(crate::serve::Front {
+            router: self.router(),
+            own: self.own_paths(),
+            state: self.state.clone(),
         });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let workers = match self.state.settings.config.http.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut running = crate::serve::Workers::start(front, listener, workers)?;
+        shutdown.await;
+        running.drain().await;
         flusher.abort();
         purger.abort();
         settler.abort();
@@ -195,8 +191,22 @@ impl Keyward {
             tracing::error!(error = %e, "Could not settle credits at shutdown; the reservations are counted as spent at the next start.");
         }
         self.state.usage.flush_all(self.state.store.as_ref()).await;
+        // Only now: store connections opened by a worker run on its runtime.
+        drop(running);
         tracing::info!("Server stopped; last-use batches flushed.");
-        result
+        Ok(())
+    }
+
+    /// Paths the router answers itself, which win over gateway routes.
+    fn own_paths(&self) -> crate::gateway::OwnPaths {
+        let console = self
+            .state
+            .settings
+            .config
+            .console
+            .enabled
+            .then_some("/console");
+        crate::gateway::OwnPaths::new(api::paths(), console)
     }
 }
 
@@ -238,11 +248,7 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
     let client_id = req
         .headers()
         .get(REQUEST_ID)
-        .filter(|v| {
-            v.len() <= 128
-                && v.to_str()
-                    .is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()))
-        })
+        .filter(|v| acceptable_request_id(v.as_bytes()))
         .cloned();
     let request_id = match client_id {
         Some(v) => v,
@@ -265,15 +271,32 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// A client's `X-Request-Id` is kept if it is short printable ASCII.
+pub(crate) fn acceptable_request_id(v: &[u8]) -> bool {
+    v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+}
+
+fn request_id() -> HeaderValue {
+    let id = new_request_id();
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
+}
+
 /// A new request id, `req_` and 22 base62 characters: unique and
 /// unpredictable enough for correlating logs, without a system call per
 /// request. A counter is mixed (SplitMix64) with a random seed drawn once
-/// per process. Request ids are not secrets.
-fn request_id() -> HeaderValue {
+/// per process. Each thread takes counter values in blocks, so the worker
+/// threads do not write one shared cache line per request. Request ids are
+/// not secrets.
+pub(crate) fn new_request_id() -> [u8; 26] {
+    use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
+    const BLOCK: u64 = 1024;
     static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
     let seed = *SEED.get_or_init(|| {
         let mut b = [0u8; 8];
         if keyward_core::secret::Entropy::fill(&OsEntropy, &mut b).is_err() {
@@ -287,7 +310,15 @@ fn request_id() -> HeaderValue {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = RANGE.with(|r| {
+        let (mut next, mut end) = r.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            end = next + BLOCK;
+        }
+        r.set((next + 1, end));
+        next
+    });
     let mut id = *b"req_0000000000000000000000";
     // 11 base62 digits hold 65 bits, so each u64 fits in its half.
     let a = mix(seed ^ n);
@@ -298,7 +329,7 @@ fn request_id() -> HeaderValue {
             v /= 62;
         }
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
+    id
 }
 
 #[cfg(test)]

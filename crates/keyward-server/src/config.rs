@@ -189,6 +189,15 @@ pub struct GatewayConfig {
     /// When set and present, its value must be one of the key's
     /// `sub_tenants` (else 403 `tenant_not_allowed`); it is then forwarded.
     pub tenant_header: Option<String>,
+    /// Serve plain HTTP/1.1 gateway requests on keyward's own HTTP/1 path
+    /// (a pooled upstream connection per worker thread, headers rewritten
+    /// in place) instead of the general HTTP stack. Requests it does not
+    /// take (keyward's own paths, idempotent retries, chunked or large
+    /// uploads, upgrades, HTTP/1.0, h2c) go to the general stack either
+    /// way. Off: every request takes the general stack.
+    pub fast_path: bool,
+    /// Idle keep-alive connections kept per worker thread for the fast path.
+    pub max_idle_upstream: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -209,6 +218,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 1 << 30,
             identity_headers: IdentityHeaders::default(),
             tenant_header: None,
+            fast_path: true,
+            max_idle_upstream: 256,
         }
     }
 }
@@ -426,6 +437,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs).
     pub trusted_proxies: Vec<String>,
+    /// Threads serving connections, each with its own event loop and its
+    /// own accept loop on the listener (0: one per CPU).
+    pub workers: usize,
 }
 
 impl Default for HttpConfig {
@@ -433,6 +447,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            workers: 0,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{header, HeaderMap, Uri};
+use axum::http::{HeaderMap, Uri};
 use base64::Engine;
 use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
@@ -67,6 +67,42 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Read access to a request's headers, whatever holds them: a parsed
+/// [`HeaderMap`] (the axum path) or the raw `httparse` headers of the
+/// gateway's HTTP/1 path, so both find credentials by the same code.
+pub trait HeaderSource {
+    /// The values of the header `name` (any case), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl HeaderSource for HeaderMap {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl HeaderSource for [httparse::Header<'_>] {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// A header value as text if it is visible ASCII (tabs allowed), the rule
+/// of `HeaderValue::to_str`, so both header sources agree on what is text.
+pub fn header_text(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
 /// Every scheme: keyward's own management API accepts them all, whatever
 /// the deployment chose for its gateway routes.
 pub const ALL_SCHEMES: &[Scheme] = &[Scheme::Bearer, Scheme::Header, Scheme::Basic];
@@ -78,7 +114,12 @@ pub fn extract(
     uri: &Uri,
     settings: &Settings,
 ) -> Result<Option<Presented>, ApiError> {
-    extract_with(headers, uri, settings, &settings.config.keys.schemes)
+    extract_from(
+        headers,
+        uri.query(),
+        settings,
+        &settings.config.keys.schemes,
+    )
 }
 
 /// Extracts the credential accepting only `schemes`.
@@ -88,11 +129,21 @@ pub fn extract_with(
     settings: &Settings,
     schemes: &[Scheme],
 ) -> Result<Option<Presented>, ApiError> {
+    extract_from(headers, uri.query(), settings, schemes)
+}
+
+/// Extracts the credential from any [`HeaderSource`] and the query string.
+pub fn extract_from<H: HeaderSource + ?Sized>(
+    headers: &H,
+    query: Option<&str>,
+    settings: &Settings,
+    schemes: &[Scheme],
+) -> Result<Option<Presented>, ApiError> {
     let keys = &settings.config.keys;
-    refuse_misplaced(headers, uri, &keys.header)?;
+    refuse_misplaced(headers, query, &keys.header)?;
     let invalid = || ApiError::Denied(Denial::InvalidApiKey);
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| invalid())?.trim();
+    if let Some(value) = headers.first("authorization") {
+        let value = header_text(value).ok_or_else(invalid)?.trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") && schemes.contains(&Scheme::Bearer) {
@@ -114,21 +165,25 @@ pub fn extract_with(
         }
     }
     if schemes.contains(&Scheme::Header) {
-        if let Some(value) = headers.get(keys.header.as_str()) {
-            let value = value.to_str().map_err(|_| invalid())?.trim();
+        if let Some(value) = headers.first(&keys.header) {
+            let value = header_text(value).ok_or_else(invalid)?.trim();
             return Ok(Some(Presented::Secret(Secret::new(value.to_owned()))));
         }
     }
-    if headers.contains_key(header::AUTHORIZATION) {
+    if headers.first("authorization").is_some() {
         // An Authorization scheme this deployment does not accept.
         return Err(invalid());
     }
     Ok(None)
 }
 
-fn refuse_misplaced(headers: &HeaderMap, uri: &Uri, header: &str) -> Result<(), ApiError> {
+fn refuse_misplaced<H: HeaderSource + ?Sized>(
+    headers: &H,
+    query: Option<&str>,
+    header: &str,
+) -> Result<(), ApiError> {
     let misplaced = |name: &str| MISPLACED_NAMES.iter().any(|m| m.eq_ignore_ascii_case(name));
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         if q.split('&')
             .any(|pair| misplaced(pair.split('=').next().unwrap_or("")))
         {
@@ -138,8 +193,8 @@ fn refuse_misplaced(headers: &HeaderMap, uri: &Uri, header: &str) -> Result<(), 
             });
         }
     }
-    for cookie in headers.get_all(header::COOKIE) {
-        let Ok(cookie) = cookie.to_str() else {
+    for cookie in headers.values("cookie") {
+        let Some(cookie) = header_text(cookie) else {
             continue;
         };
         if cookie
@@ -157,9 +212,9 @@ fn refuse_misplaced(headers: &HeaderMap, uri: &Uri, header: &str) -> Result<(), 
 
 /// The client address: the socket peer, or, when the peer is a trusted
 /// proxy, the right-most untrusted address in `X-Forwarded-For`.
-pub fn client_ip(
+pub fn client_ip<H: HeaderSource + ?Sized>(
     peer: Option<SocketAddr>,
-    headers: &HeaderMap,
+    headers: &H,
     trusted: &[IpNet],
 ) -> Option<IpAddr> {
     let peer = canonical(peer?.ip());
@@ -168,8 +223,10 @@ pub fn client_ip(
         return Some(peer);
     }
     let mut chain: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(v) = v.to_str() else { return Some(peer) };
+    for v in headers.values("x-forwarded-for") {
+        let Some(v) = header_text(v) else {
+            return Some(peer);
+        };
         for part in v.split(',') {
             match part.trim().parse::<IpAddr>() {
                 Ok(ip) => chain.push(canonical(ip)),
@@ -188,7 +245,7 @@ pub fn client_ip(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     use super::*;
     use crate::config::Config;

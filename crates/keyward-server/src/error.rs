@@ -263,11 +263,27 @@ pub fn render_response(settings: &Settings, res: Response) -> Response {
 /// `e` rendered in the deployment's style now, rather than by the
 /// middleware (for responses that are stored, like idempotent replays).
 pub fn render_now(settings: &Settings, e: ApiError) -> Response {
+    let (parts, body) = render_parts(settings, e);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// `e` rendered in the deployment's style as head and body, for the
+/// gateway's HTTP/1 path, which writes responses itself.
+pub fn render_parts(settings: &Settings, e: ApiError) -> (axum::http::response::Parts, String) {
     let problem = e.problem();
-    render_problem(settings, &problem, e.into_response())
+    styled(settings, &problem, e.into_response())
 }
 
 fn render_problem(settings: &Settings, p: &Problem, res: Response) -> Response {
+    let (parts, body) = styled(settings, p, res);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+fn styled(
+    settings: &Settings,
+    p: &Problem,
+    res: Response,
+) -> (axum::http::response::Parts, String) {
     let cfg = &settings.config.errors;
     let code = cfg
         .codes
@@ -325,5 +341,5 @@ fn render_problem(settings: &Settings, p: &Problem, res: Response) -> Response {
             .headers
             .insert(header::RETRY_AFTER, HeaderValue::from(retry));
     }
-    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    (parts, body.to_string())
 }

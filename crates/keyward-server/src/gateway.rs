@@ -9,7 +9,7 @@
 //! keyward's identity headers and `X-Forwarded-For` / `Forwarded` are added,
 //! and bodies stream in both directions without buffering.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +35,12 @@ use crate::limits::RateState;
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
+pub(crate) mod h1;
+mod pool;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction
 /// (parsed once: removing by `&str` would parse the name every time).
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -81,10 +84,12 @@ pub struct Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     upstream: Option<Uri>,
+    /// The upstream as the HTTP/1 fast path dials it.
+    pub(crate) target: Option<Arc<UpstreamTarget>>,
     /// Header names parsed once: the credential header, the identity
     /// headers (key id, tenant, environment, scopes, owner) and the tenant
     /// header.
-    names: Option<Arc<Names>>,
+    pub(crate) names: Option<Arc<Names>>,
     /// The `[gateway]` settings these routes were compiled with.
     pub gateway: GatewayConfig,
 }
@@ -131,36 +136,129 @@ fn parse_pattern(path: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-fn match_segments(segments: &[Segment], path: &str) -> Option<HashMap<String, String>> {
-    let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-    let mut params = HashMap::new();
-    let mut i = 0;
+/// A matched route's path parameters: (name, raw value) pairs, borrowed
+/// from the route and the request path (no allocation for routes without
+/// parameters).
+pub type Params<'r, 'p> = Vec<(&'r str, &'p str)>;
+
+fn match_segments<'r, 'p>(segments: &'r [Segment], path: &'p str) -> Option<Params<'r, 'p>> {
+    let mut params = Vec::new();
+    matches_with(segments, path, |name, value| params.push((name, value))).then_some(params)
+}
+
+/// Whether `path` matches `segments`, reporting each parameter to
+/// `param` (so a plain test allocates nothing).
+fn matches_with<'r, 'p>(
+    segments: &'r [Segment],
+    path: &'p str,
+    mut param: impl FnMut(&'r str, &'p str),
+) -> bool {
+    let Some(mut rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut done = false;
     for seg in segments {
+        if let Segment::Rest(name) = seg {
+            // `/a/{*rest}` also matches `/a`, with an empty rest.
+            param(name.as_str(), if done { "" } else { rest });
+            return true;
+        }
+        if done {
+            return false;
+        }
+        let part = match rest.split_once('/') {
+            Some((part, after)) => {
+                rest = after;
+                part
+            }
+            None => {
+                done = true;
+                rest
+            }
+        };
         match seg {
             Segment::Literal(l) => {
-                if parts.get(i)? != l {
-                    return None;
+                if part != l {
+                    return false;
                 }
             }
             Segment::Param(name) => {
-                let v = parts.get(i)?;
-                if v.is_empty() {
-                    return None;
+                if part.is_empty() {
+                    return false;
                 }
-                params.insert(name.clone(), (*v).to_owned());
+                param(name.as_str(), part);
             }
-            Segment::Rest(name) => {
-                params.insert(name.clone(), parts.get(i..).unwrap_or_default().join("/"));
-                return Some(params);
+            Segment::Rest(_) => {}
+        }
+    }
+    done
+}
+
+/// Paths that keyward itself answers (the management API, `/openapi.json`,
+/// the console): the gateway's fast path hands them to the full router,
+/// where they win over gateway routes.
+#[derive(Debug, Clone, Default)]
+pub struct OwnPaths {
+    patterns: Vec<Vec<Segment>>,
+    /// First path segments of any pattern, a cheap first test.
+    first: Vec<String>,
+    /// A prefix owned with everything below it (`/console`).
+    prefixes: Vec<String>,
+}
+
+impl OwnPaths {
+    pub fn new<'a>(
+        patterns: impl IntoIterator<Item = &'a str>,
+        prefixes: impl IntoIterator<Item = &'a str>,
+    ) -> OwnPaths {
+        let mut own = OwnPaths::default();
+        for p in patterns {
+            // Our own route table: a pattern that does not parse is a bug
+            // caught by the unit test below, not a user error.
+            if let Ok(segments) = parse_pattern(p) {
+                if let Some(Segment::Literal(l)) = segments.first() {
+                    if !own.first.contains(l) {
+                        own.first.push(l.clone());
+                    }
+                }
+                own.patterns.push(segments);
             }
         }
-        i += 1;
+        own.prefixes = prefixes.into_iter().map(str::to_owned).collect();
+        own
     }
-    (i == parts.len()).then_some(params)
+
+    pub fn contains(&self, path: &str) -> bool {
+        if self.prefixes.iter().any(|p| {
+            path.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }) {
+            return true;
+        }
+        let first = path
+            .strip_prefix('/')
+            .map(|p| p.split('/').next().unwrap_or(""));
+        if !first.is_some_and(|f| self.first.iter().any(|l| l == f)) {
+            return false;
+        }
+        self.patterns
+            .iter()
+            .any(|p| matches_with(p, path, |_, _| {}))
+    }
+}
+
+/// Where forwarded requests go: `host:port` to connect to, the `Host` to
+/// send, and the base path put before every forwarded path.
+#[derive(Debug)]
+pub(crate) struct UpstreamTarget {
+    pub authority: Arc<str>,
+    /// The `Host` header: the authority as configured.
+    pub host: String,
+    pub base: String,
 }
 
 #[derive(Debug)]
-struct Names {
+pub(crate) struct Names {
     api_key: HeaderName,
     identity: [HeaderName; 5],
     tenant: Option<HeaderName>,
@@ -239,8 +337,21 @@ impl RouteTable {
                 .map(|h| header_name("gateway.tenant_header", h))
                 .transpose()?,
         };
+        let target = upstream.as_ref().and_then(|u| {
+            let a = u.authority()?;
+            let authority: Arc<str> = match a.port_u16() {
+                Some(_) => a.as_str().into(),
+                None => format!("{}:80", a.host()).into(),
+            };
+            Some(Arc::new(UpstreamTarget {
+                authority,
+                host: a.as_str().to_owned(),
+                base: u.path().trim_end_matches('/').to_owned(),
+            }))
+        });
         Ok(RouteTable {
             routes,
+            target,
             upstream,
             names: Some(Arc::new(names)),
             gateway: config.gateway.clone(),
@@ -251,8 +362,20 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// The index of the first route matching `method` and `path`.
+    pub(crate) fn find_index(&self, method: &Method, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            (r.methods.is_empty() || r.methods.contains(method))
+                && matches_with(&r.segments, path, |_, _| {})
+        })
+    }
+
     /// The first route matching `method` and `path`, with its parameters.
-    pub fn find(&self, method: &Method, path: &str) -> Option<(&Route, HashMap<String, String>)> {
+    pub fn find<'r, 'p>(
+        &'r self,
+        method: &Method,
+        path: &'p str,
+    ) -> Option<(&'r Route, Params<'r, 'p>)> {
         self.routes.iter().find_map(|r| {
             if !r.methods.is_empty() && !r.methods.contains(method) {
                 return None;
@@ -416,7 +539,16 @@ async fn serve(
     if !route.auth {
         return forward(state, table, req, None).await;
     }
-    let key = authenticate(state, table, req.headers(), req.uri(), peer, route, &params).await?;
+    let key = authenticate(
+        state,
+        table,
+        req.headers(),
+        req.uri().query(),
+        peer,
+        route,
+        &params,
+    )
+    .await?;
     if let Some((status, template)) = &route.respond {
         spend(state, route, &key, rate).await?;
         let principal = Principal::new(&key);
@@ -443,7 +575,7 @@ async fn serve(
 
 /// Spends the route's rate-limit cost and credits for `key`, reporting the
 /// rate-limit state for the response's headers either way.
-async fn spend(
+pub(crate) async fn spend(
     state: &AppState,
     route: &Route,
     key: &CachedKey,
@@ -652,17 +784,25 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
-async fn authenticate(
+/// Finds and verifies the route's key, then checks the route's
+/// environments, tenant path parameter and tenant header. Shared by the
+/// axum path and the HTTP/1 fast path, over either kind of headers.
+pub(crate) async fn authenticate<H: credential::HeaderSource + ?Sized>(
     state: &AppState,
     table: &RouteTable,
-    headers: &HeaderMap,
-    uri: &Uri,
+    headers: &H,
+    query: Option<&str>,
     peer: Option<std::net::SocketAddr>,
     route: &Route,
-    params: &HashMap<String, String>,
+    params: &Params<'_, '_>,
 ) -> Result<std::sync::Arc<CachedKey>, ApiError> {
-    let presented = credential::extract(headers, uri, &state.settings)?
-        .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
+    let presented = credential::extract_from(
+        headers,
+        query,
+        &state.settings,
+        &state.settings.config.keys.schemes,
+    )?
+    .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
     let ip = credential::client_ip(peer, headers, &state.settings.trusted_proxies);
     let verdict = state
         .verifier
@@ -685,7 +825,8 @@ async fn authenticate(
     }
     if let Some(p) = &route.tenant_param {
         // Another account's path does not exist for this key.
-        if params.get(p).map(String::as_str) != key.record.tenant_id.as_deref() {
+        let value = params.iter().find(|(n, _)| n == p).map(|(_, v)| *v);
+        if value != key.record.tenant_id.as_deref() {
             return Err(ApiError::NotFound("account"));
         }
     }
@@ -693,10 +834,9 @@ async fn authenticate(
         &table.gateway.tenant_header,
         table.names.as_ref().and_then(|n| n.tenant.as_ref()),
     ) {
-        for value in headers.get_all(header) {
-            let allowed = value
-                .to_str()
-                .is_ok_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
+        for value in headers.values(header.as_str()) {
+            let allowed = credential::header_text(value)
+                .is_some_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
             if !allowed {
                 return Err(ApiError::TenantNotAllowed(name.clone()));
             }
@@ -709,7 +849,7 @@ async fn authenticate(
 /// `{key_name}`, `{start}`, `{tenant_id}`, `{tenant_name}`, `{environment}`,
 /// `{owner}`, `{tier}`, `{metadata.FIELD}`; a string that is exactly
 /// `{scopes}` becomes the scope array. Unknown placeholders stay as written.
-fn fill(template: &Value, p: &Principal) -> Value {
+pub(crate) fn fill(template: &Value, p: &Principal) -> Value {
     match template {
         Value::String(s) if s == "{scopes}" => Value::from(p.scopes.clone()),
         Value::String(s) => Value::String(fill_str(s, p)),
@@ -929,14 +1069,21 @@ mod tests {
     fn patterns_match_segments_and_rest() {
         let s = parse_pattern("/v1/voice/accounts/{auth_id}/calls").unwrap();
         let p = match_segments(&s, "/v1/voice/accounts/AC1/calls").unwrap();
-        assert_eq!(p["auth_id"], "AC1");
+        assert_eq!(p, vec![("auth_id", "AC1")]);
         assert!(match_segments(&s, "/v1/voice/accounts/AC1/calls/x").is_none());
         assert!(match_segments(&s, "/v1/voice/accounts//calls").is_none());
         let r = parse_pattern("/v1/vox/{*rest}").unwrap();
         assert_eq!(
-            match_segments(&r, "/v1/vox/calls/1").unwrap()["rest"],
-            "calls/1"
+            match_segments(&r, "/v1/vox/calls/1").unwrap(),
+            vec![("rest", "calls/1")]
         );
+        assert_eq!(match_segments(&r, "/v1/vox/").unwrap(), vec![("rest", "")]);
+        assert_eq!(match_segments(&r, "/v1/vox").unwrap(), vec![("rest", "")]);
+        let lit = parse_pattern("/v1/items").unwrap();
+        assert!(match_segments(&lit, "/v1/items").unwrap().is_empty());
+        assert!(match_segments(&lit, "/v1/items/").is_none());
+        assert!(match_segments(&lit, "/v1").is_none());
+        assert!(match_segments(&lit, "/v1//items").is_none());
         assert!(parse_pattern("v1").is_err());
         assert!(parse_pattern("/a/{*x}/b").is_err());
         assert!(parse_pattern("/a/x{y}").is_err());
@@ -945,19 +1092,38 @@ mod tests {
 }
 
 /// The route table in force, replaceable while serving (`SIGHUP`): requests
-/// in flight keep the table they started with.
+/// in flight keep the table they started with. A generation number lets a
+/// long-lived connection keep its copy of the table until it changes,
+/// instead of taking the lock (a cache line both cores write) per request.
 #[derive(Clone)]
-pub struct LiveRoutes(std::sync::Arc<std::sync::RwLock<std::sync::Arc<RouteTable>>>);
+pub struct LiveRoutes(Arc<LiveInner>);
+
+struct LiveInner {
+    table: std::sync::RwLock<Arc<RouteTable>>,
+    generation: AtomicU64,
+}
 
 impl LiveRoutes {
     pub fn new(table: RouteTable) -> LiveRoutes {
-        LiveRoutes(std::sync::Arc::new(std::sync::RwLock::new(
-            std::sync::Arc::new(table),
-        )))
+        LiveRoutes(Arc::new(LiveInner {
+            table: std::sync::RwLock::new(Arc::new(table)),
+            generation: AtomicU64::new(0),
+        }))
     }
 
-    pub fn current(&self) -> std::sync::Arc<RouteTable> {
-        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    pub fn current(&self) -> Arc<RouteTable> {
+        Arc::clone(&self.0.table.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Bumped by every reload.
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// The table with the generation it belongs to.
+    pub fn current_with_generation(&self) -> (u64, Arc<RouteTable>) {
+        let table = self.0.table.read().unwrap_or_else(|p| p.into_inner());
+        (self.generation(), Arc::clone(&table))
     }
 
     /// Checks `config` completely and, only if it is valid, swaps in its
@@ -965,7 +1131,16 @@ impl LiveRoutes {
     pub fn reload(&self, config: Config) -> Result<usize, ConfigError> {
         let settings = crate::config::Settings::from_config(config)?;
         let n = settings.routes.routes.len();
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(settings.routes);
+        let mut table = self.0.table.write().unwrap_or_else(|p| p.into_inner());
+        *table = Arc::new(settings.routes);
+        // Under the write lock, so a reader that sees the new generation
+        // also gets the new table.
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
         Ok(n)
     }
+}
+
+/// Closes this worker thread's idle upstream connections (it is stopping).
+pub(crate) fn pool_clear() {
+    pool::clear();
 }

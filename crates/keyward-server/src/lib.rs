@@ -34,6 +34,7 @@ pub mod gateway;
 pub mod idempotency;
 pub mod limits;
 pub mod openapi;
+mod serve;
 pub mod usage;
 pub mod verifier;
 

@@ -260,26 +260,47 @@ impl RateState {
     /// (draft-ietf-httpapi-ratelimit-headers: `"name";q=…;w=…` and
     /// `"name";r=…;t=…`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        // Written byte by byte: this runs on every limited response, and
-        // `format!` cost more than the rate limit itself.
-        let field = |a: &[u8], x: u64, b: &[u8], y: u64| {
-            // Tier names are [a-z0-9_-] (checked at start): nothing to escape.
+        let value = |write: fn(&RateState, &mut Vec<u8>)| {
             let mut v = Vec::with_capacity(self.policy.len() + 32);
-            v.push(b'"');
-            v.extend_from_slice(self.policy.as_bytes());
-            v.push(b'"');
-            v.extend_from_slice(a);
-            v.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
-            v.extend_from_slice(b);
-            v.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+            write(self, &mut v);
             HeaderValue::from_maybe_shared(axum::body::Bytes::from(v)).ok()
         };
-        if let Some(v) = field(b";q=", self.limit, b";w=", self.window_seconds) {
+        if let Some(v) = value(RateState::write_policy_value) {
             headers.insert(RATELIMIT_POLICY, v);
         }
-        if let Some(v) = field(b";r=", self.remaining, b";t=", self.reset_seconds) {
+        if let Some(v) = value(RateState::write_limit_value) {
             headers.insert(RATELIMIT, v);
         }
+    }
+
+    /// Both fields as HTTP/1 header lines, for the gateway's fast path.
+    pub fn write_header_lines(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"ratelimit-policy: ");
+        self.write_policy_value(out);
+        out.extend_from_slice(b"\r\nratelimit: ");
+        self.write_limit_value(out);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn write_policy_value(&self, out: &mut Vec<u8>) {
+        self.field(out, b";q=", self.limit, b";w=", self.window_seconds);
+    }
+
+    pub fn write_limit_value(&self, out: &mut Vec<u8>) {
+        self.field(out, b";r=", self.remaining, b";t=", self.reset_seconds);
+    }
+
+    // Written byte by byte: this runs on every limited response, and
+    // `format!` cost more than the rate limit itself.
+    fn field(&self, v: &mut Vec<u8>, a: &[u8], x: u64, b: &[u8], y: u64) {
+        // Tier names are [a-z0-9_-] (checked at start): nothing to escape.
+        v.push(b'"');
+        v.extend_from_slice(self.policy.as_bytes());
+        v.push(b'"');
+        v.extend_from_slice(a);
+        v.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
+        v.extend_from_slice(b);
+        v.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
     }
 }
 
@@ -448,6 +469,10 @@ pub struct CreditBank {
     /// Serializes settlements (the ticker, shutdown and ledger reads), and
     /// holds when stale reservations of other nodes were last looked for.
     settling: tokio::sync::Mutex<i64>,
+    /// The runtime the bank was made on (the server's main one): top-ups
+    /// run there, not on the worker that happened to ask, so they outlive
+    /// the workers at shutdown and are settled with everything else.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl CreditBank {
@@ -462,6 +487,7 @@ impl CreditBank {
             config,
             tenants: Mutex::new(HashMap::new()),
             settling: tokio::sync::Mutex::new(i64::MIN),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -621,7 +647,7 @@ impl CreditBank {
         let store = Arc::clone(&self.store);
         let clock = Arc::clone(&self.clock);
         let node_id = self.config.node_id.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let got = store
                 .reserve_credits(
                     &ReserveRequest {
@@ -639,7 +665,11 @@ impl CreditBank {
             // store and are counted as spent at the next start: never lost
             // silently, never spent twice.
             let _ = tx.send(got);
-        });
+        };
+        match &self.runtime {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
         rx
     }
 

@@ -1,0 +1,1085 @@
+//! The gateway's HTTP/1 fast path: plain HTTP/1.1 gateway requests served
+//! by keyward's own code, one task per client connection, as nginx does.
+//!
+//! A request head is parsed in place (`httparse`, hyper's parser). If the
+//! request is one this path takes (see [`plan`]), its key is checked by the
+//! same functions as the general path ([`super::authenticate`],
+//! [`super::spend`]), the upstream request head is written straight from the
+//! client's bytes (credential, hop-by-hop and identity headers dropped,
+//! keyward's identity, forwarding and request-id headers added), sent over a
+//! keep-alive connection from this worker's [pool](super::pool), and the
+//! response is relayed as it arrives: its head rewritten, its body copied
+//! with its framing (length, chunked, or until close) checked, never
+//! buffered whole.
+//!
+//! Everything else, and anything unusual, is handed back to the caller with
+//! the bytes read so far, and the general stack (hyper and axum) serves the
+//! connection from that point as if this path did not exist: keyward's own
+//! paths, idempotent requests, bodies that are chunked or over
+//! [`MAX_BODY`], `Expect`, upgrades, HTTP/1.0, heads that are malformed or
+//! over [`MAX_HEAD`]. Errors are rendered by [`crate::error`], as everywhere.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::pool::{self, UpstreamConn};
+use super::{Names, Route, RouteTable, UpstreamTarget, HOP_BY_HOP};
+use crate::api::views::Principal;
+use crate::app::{acceptable_request_id, new_request_id, AppState};
+use crate::config::IdempotencyMode;
+use crate::credential;
+use crate::error::ApiError;
+use crate::limits::RateState;
+use crate::serve::{stopping, Front};
+use crate::verifier::CachedKey;
+
+/// Heads with more headers go to the general path.
+const MAX_HEADERS: usize = 64;
+/// Larger request heads go to the general path (hyper allows more).
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Request bodies up to this size are read whole before forwarding (they
+/// fit the socket buffers, so writing them never waits on the upstream);
+/// larger ones stream on the general path.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Upstream response heads larger than this are a bad gateway.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Serves `tcp` until it closes (`None`) or a request this path does not
+/// take arrives: then the connection is returned with every byte read from
+/// it and not yet answered.
+pub(crate) async fn serve(
+    front: &Front,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, BytesMut)> {
+    let state = &front.state;
+    let (mut generation, mut table) = state.routes.current_with_generation();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
+    loop {
+        if state.routes.generation() != generation {
+            (generation, table) = state.routes.current_with_generation();
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let (head_len, plan) = match req.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => match plan(front, &table, &req) {
+                Some(p) => (n, p),
+                None => return Some((tcp, buf)),
+            },
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
+                if !read_more(&mut tcp, &mut buf, stop).await {
+                    return None;
+                }
+                continue;
+            }
+            _ => return Some((tcp, buf)),
+        };
+        let total = head_len + plan.body;
+        if buf.len() < total {
+            // The body is still arriving; parse again once it is here.
+            buf.reserve(total - buf.len());
+            while buf.len() < total {
+                match tcp.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let exchange = Exchange {
+            state,
+            table: &table,
+            req: &req,
+            body: &buf[head_len..total],
+            peer,
+            plan: &plan,
+        };
+        let done = exchange.run(&mut tcp, &mut out, &*stop).await;
+        log(&req, done.status, started, &done.request_id);
+        if !done.keep_alive {
+            return None;
+        }
+        buf.advance(total);
+    }
+}
+
+/// Reads more of a request. Between requests (nothing buffered) the wait
+/// also ends when the server stops. `false`: the connection is over.
+async fn read_more(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4 * 1024);
+    }
+    let read = if buf.is_empty() {
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            r = tcp.read_buf(buf) => r,
+            _ = stopping(stop) => return false,
+        }
+    } else {
+        tcp.read_buf(buf).await
+    };
+    matches!(read, Ok(n) if n > 0)
+}
+
+/// What the head says about a request this path takes.
+struct Plan {
+    method: Method,
+    /// Body length (Content-Length, or 0).
+    body: usize,
+    has_length: bool,
+    /// The client asked to close after this response.
+    close: bool,
+    /// Index of the matched route in the table, if any.
+    route: Option<usize>,
+}
+
+/// Decides from the head alone whether this path takes the request;
+/// `None` hands it (and the rest of the connection) to the general path.
+fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> Option<Plan> {
+    if req.version != Some(1) || table.is_empty() {
+        return None;
+    }
+    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
+    if method == Method::CONNECT {
+        return None;
+    }
+    let target = req.path?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    if front.own.contains(path) {
+        return None;
+    }
+    let mut body = None;
+    let mut close = false;
+    let mut idempotency_key = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            if body.is_some() {
+                return None;
+            }
+            body = Some(parse_length(h.value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case(crate::idempotency::HEADER) {
+            idempotency_key = true;
+        }
+    }
+    let has_length = body.is_some();
+    let body = usize::try_from(body.unwrap_or(0)).ok()?;
+    if body > MAX_BODY {
+        return None;
+    }
+    let route = table.find_index(&method, path);
+    if let Some(r) = route.map(|i| &table.routes[i]) {
+        let idempotent = match r.idempotency {
+            IdempotencyMode::Off => false,
+            _ if !front.state.idempotent_methods.contains(&method) => false,
+            IdempotencyMode::Required => true,
+            IdempotencyMode::Optional => idempotency_key,
+        };
+        if idempotent {
+            return None;
+        }
+    }
+    Some(Plan {
+        method,
+        body,
+        has_length,
+        close,
+        route,
+    })
+}
+
+/// A Content-Length value: digits only (no sign, no list).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// How one request ended, for the log and the connection.
+struct Done {
+    status: u16,
+    keep_alive: bool,
+    request_id: RequestId,
+}
+
+/// The request id: the client's, or a new one.
+enum RequestId {
+    Client(Vec<u8>),
+    New([u8; 26]),
+}
+
+impl RequestId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Client(v) => v,
+            RequestId::New(id) => id,
+        }
+    }
+}
+
+/// One request on this path.
+struct Exchange<'a, 'h, 'b> {
+    state: &'a AppState,
+    table: &'a RouteTable,
+    req: &'a httparse::Request<'h, 'b>,
+    body: &'a [u8],
+    peer: SocketAddr,
+    plan: &'a Plan,
+}
+
+/// A response keyward writes itself: a template answer or an error.
+struct Local {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+enum Answered {
+    /// The upstream's response was relayed; the client connection may
+    /// carry on if `keep_alive`.
+    Relayed {
+        status: u16,
+        keep_alive: bool,
+    },
+    Local(Local),
+}
+
+impl Exchange<'_, '_, '_> {
+    async fn run(
+        &self,
+        tcp: &mut TcpStream,
+        out: &mut Vec<u8>,
+        stop: &watch::Receiver<bool>,
+    ) -> Done {
+        let request_id = match credential::HeaderSource::first(&*self.req.headers, "x-request-id") {
+            Some(v) if acceptable_request_id(v) => RequestId::Client(v.to_vec()),
+            _ => RequestId::New(new_request_id()),
+        };
+        let mut rate = None;
+        let answered = match self.answer(tcp, out, &request_id, &mut rate, stop).await {
+            Ok(a) => a,
+            Err(e) => Answered::Local(local_error(self.state, e)),
+        };
+        match answered {
+            Answered::Relayed { status, keep_alive } => Done {
+                status,
+                keep_alive: keep_alive && !self.plan.close && !*stop.borrow(),
+                request_id,
+            },
+            Answered::Local(local) => {
+                let close = self.plan.close || *stop.borrow();
+                let status = local.status.as_u16();
+                out.clear();
+                write_local(
+                    out,
+                    self.state,
+                    &local,
+                    rate.as_ref(),
+                    request_id.as_bytes(),
+                    close,
+                );
+                let written = tcp.write_all(out).await.is_ok();
+                Done {
+                    status,
+                    keep_alive: written && !close,
+                    request_id,
+                }
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        tcp: &mut TcpStream,
+        out: &mut Vec<u8>,
+        request_id: &RequestId,
+        rate: &mut Option<RateState>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Answered, ApiError> {
+        let state = self.state;
+        let Some(route) = self.plan.route.map(|i| &self.table.routes[i]) else {
+            return Err(ApiError::RouteNotFound);
+        };
+        let target = self.req.path.unwrap_or("/");
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let key = if route.auth {
+            let params = route_params(route, path);
+            let key = super::authenticate(
+                state,
+                self.table,
+                &*self.req.headers,
+                query,
+                Some(self.peer),
+                route,
+                &params,
+            )
+            .await?;
+            super::spend(state, route, &key, rate).await?;
+            Some(key)
+        } else {
+            None
+        };
+        if let (Some((status, template)), Some(key)) = (&route.respond, &key) {
+            let body = serde_json::to_vec(&super::fill(template, &Principal::new(key)))
+                .map_err(|_| ApiError::Internal)?;
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            return Ok(Answered::Local(Local {
+                status: *status,
+                headers,
+                body,
+            }));
+        }
+        let limit = self.table.gateway.max_body_bytes;
+        if self.body.len() as u64 > limit {
+            return Err(ApiError::PayloadTooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+        }
+        let (Some(upstream), Some(names)) = (&self.table.target, &self.table.names) else {
+            return Err(ApiError::Internal);
+        };
+        out.clear();
+        self.upstream_head(out, upstream, names, key.as_deref(), request_id);
+        out.extend_from_slice(self.body);
+        let gateway = &self.table.gateway;
+        let timeout = Duration::from_millis(gateway.timeout_ms);
+        let connect_timeout = Duration::from_millis(gateway.connect_timeout_ms);
+        let retry = matches!(
+            self.plan.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let (mut up, head) = match tokio::time::timeout(
+            timeout,
+            send(upstream, connect_timeout, out, retry),
+        )
+        .await
+        {
+            Err(_) => return Err(ApiError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Upstream request failed.");
+                return Err(ApiError::UpstreamUnavailable);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let close = self.plan.close || *stop.borrow();
+        out.clear();
+        let framing = match relay_head(
+            &mut up,
+            head,
+            out,
+            &self.plan.method,
+            rate.as_ref(),
+            request_id.as_bytes(),
+            state,
+            close,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "Upstream sent a response that cannot be relayed.");
+                return Err(ApiError::UpstreamUnavailable);
+            }
+        };
+        let status = head.status;
+        let relayed = relay_body(&mut up, tcp, out, framing).await;
+        let keep_alive = match relayed {
+            Ok(upstream_reusable) => {
+                if upstream_reusable && head.keep_alive {
+                    pool::checkin(up, gateway.max_idle_upstream);
+                }
+                !matches!(framing, Framing::UntilClose)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Relaying a response body failed; closing the connection.");
+                false
+            }
+        };
+        Ok(Answered::Relayed { status, keep_alive })
+    }
+
+    /// The request head for the upstream, written from the client's.
+    fn upstream_head(
+        &self,
+        out: &mut Vec<u8>,
+        upstream: &UpstreamTarget,
+        names: &Names,
+        key: Option<&CachedKey>,
+        request_id: &RequestId,
+    ) {
+        let req = self.req;
+        let settings = &self.state.settings;
+        out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(upstream.base.as_bytes());
+        out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(upstream.host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        // Names the client listed in Connection are hop-by-hop too.
+        let mut listed: [&[u8]; 8] = [b""; 8];
+        let mut n_listed = 0;
+        let mut prev_xff: Option<&[u8]> = None;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for t in tokens(h.value) {
+                    if n_listed < listed.len() {
+                        listed[n_listed] = t;
+                        n_listed += 1;
+                    }
+                }
+            } else if prev_xff.is_none() && h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                prev_xff = Some(h.value);
+            }
+        }
+        let listed = &listed[..n_listed];
+        for h in req.headers.iter() {
+            let name = h.name;
+            let drop = name.eq_ignore_ascii_case("host")
+                || name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("x-request-id")
+                || name.eq_ignore_ascii_case("x-forwarded-for")
+                || name.eq_ignore_ascii_case("forwarded")
+                || name.eq_ignore_ascii_case("authorization")
+                || name.eq_ignore_ascii_case(names.api_key.as_str())
+                || names
+                    .identity
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || HOP_BY_HOP
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || listed
+                    .iter()
+                    .any(|t| name.as_bytes().eq_ignore_ascii_case(t));
+            if !drop {
+                line(out, name.as_bytes(), h.value);
+            }
+        }
+        if let Some(k) = key {
+            let [key_id, tenant_id, environment, scopes, owner] = &names.identity;
+            let v = k.identity();
+            line(out, key_id.as_str().as_bytes(), v.key_id.as_bytes());
+            if let Some(t) = &v.tenant_id {
+                line(out, tenant_id.as_str().as_bytes(), t.as_bytes());
+            }
+            line(
+                out,
+                environment.as_str().as_bytes(),
+                v.environment.as_bytes(),
+            );
+            line(out, scopes.as_str().as_bytes(), v.scopes.as_bytes());
+            if let Some(o) = &v.owner {
+                line(out, owner.as_str().as_bytes(), o.as_bytes());
+            }
+        }
+        let peer = self.peer;
+        if let Some(ip) =
+            credential::client_ip(Some(peer), &*self.req.headers, &settings.trusted_proxies)
+        {
+            use std::io::Write;
+            out.extend_from_slice(b"x-forwarded-for: ");
+            let peer_trusted = settings
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&peer.ip()));
+            match prev_xff.and_then(credential::header_text) {
+                Some(prev) if peer_trusted => {
+                    let _ = write!(out, "{prev}, {}", peer.ip());
+                }
+                _ => {
+                    let _ = write!(out, "{ip}");
+                }
+            }
+            if ip.is_ipv6() {
+                let _ = write!(out, "\r\nforwarded: for=\"[{ip}]\";proto=http\r\n");
+            } else {
+                let _ = write!(out, "\r\nforwarded: for={ip};proto=http\r\n");
+            }
+        }
+        line(out, b"x-request-id", request_id.as_bytes());
+        if self.plan.has_length || !self.body.is_empty() {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn route_params<'r, 'p>(route: &'r Route, path: &'p str) -> super::Params<'r, 'p> {
+    if route.tenant_param.is_none() {
+        return Vec::new();
+    }
+    super::match_segments(&route.segments, path).unwrap_or_default()
+}
+
+/// The parts of an upstream response head that decide what happens next.
+#[derive(Debug, Clone, Copy)]
+struct ResponseHead {
+    status: u16,
+    /// The upstream will keep the connection open after this response.
+    keep_alive: bool,
+    len: usize,
+}
+
+/// Sends `request` upstream on a pooled connection (or a new one) and waits
+/// for the response head. A pooled connection that turns out to be closed
+/// before any response byte arrived is replaced once, if `retry` (the
+/// method is idempotent, so a second send is safe).
+async fn send(
+    upstream: &UpstreamTarget,
+    connect_timeout: Duration,
+    request: &[u8],
+    retry: bool,
+) -> std::io::Result<(UpstreamConn, ResponseHead)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut up = match pool::checkout(&upstream.authority) {
+            Some(c) => c,
+            None => pool::connect(&upstream.authority, connect_timeout).await?,
+        };
+        let result = match up.tcp.write_all(request).await {
+            Ok(()) => read_head(&mut up).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(head) => return Ok((up, head)),
+            Err(e) if attempt < 2 && up.reused && up.buf.is_empty() && (retry || is_unsent(&e)) => {
+                tracing::debug!(error = %e, "A pooled upstream connection was closed; retrying on a new one.");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The write itself failed: the request never reached the upstream.
+fn is_unsent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected
+    )
+}
+
+fn io_error(msg: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+/// Reads until `up.buf` starts with a complete final response head
+/// (informational 1xx responses are skipped, as hyper does).
+async fn read_head(up: &mut UpstreamConn) -> std::io::Result<ResponseHead> {
+    loop {
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(&up.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = res.code.unwrap_or(0);
+                    let keep_alive = res.version == Some(1)
+                        && !res.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("connection")
+                                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"))
+                        });
+                    Some(ResponseHead {
+                        status,
+                        keep_alive,
+                        len,
+                    })
+                }
+                Ok(httparse::Status::Partial) => None,
+                Err(_) => return Err(io_error("the upstream's response head is malformed")),
+            }
+        };
+        match parsed {
+            Some(h) if h.status == 101 => {
+                return Err(io_error("the upstream switched protocols unasked"))
+            }
+            Some(h) if (100..200).contains(&h.status) => up.buf.advance(h.len),
+            Some(h) => return Ok(h),
+            None => {
+                if up.buf.len() >= MAX_RESPONSE_HEAD {
+                    return Err(io_error("the upstream's response head is too large"));
+                }
+                if up.buf.capacity() - up.buf.len() < 1024 {
+                    up.buf.reserve(8 * 1024);
+                }
+                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before answering",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Writes the client's response head into `out` from the upstream's (in
+/// `up.buf`, which is then consumed past the head), and says how the body
+/// is framed.
+#[allow(clippy::too_many_arguments)]
+fn relay_head(
+    up: &mut UpstreamConn,
+    head: ResponseHead,
+    out: &mut Vec<u8>,
+    method: &Method,
+    rate: Option<&RateState>,
+    request_id: &[u8],
+    state: &AppState,
+    close: bool,
+) -> std::io::Result<Framing> {
+    let framing = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        if !matches!(res.parse(&up.buf), Ok(httparse::Status::Complete(_))) {
+            return Err(io_error("the upstream's response head is malformed"));
+        }
+        let status = head.status;
+        let mut framing = None;
+        let mut length: Option<u64> = None;
+        let mut listed: [&[u8]; 8] = [b""; 8];
+        let mut n_listed = 0;
+        let mut has_date = false;
+        for h in res.headers.iter() {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = tokens(h.value).last().unwrap_or(b"");
+                framing = Some(if last.eq_ignore_ascii_case(b"chunked") {
+                    Framing::Chunked
+                } else {
+                    Framing::UntilClose
+                });
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                let n = parse_length(h.value)
+                    .ok_or_else(|| io_error("the upstream sent an invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(io_error("the upstream sent conflicting Content-Lengths"));
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for t in tokens(h.value) {
+                    if n_listed < listed.len() {
+                        listed[n_listed] = t;
+                        n_listed += 1;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("date") {
+                has_date = true;
+            }
+        }
+        let no_body = *method == Method::HEAD || status == 204 || status == 304 || status < 200;
+        let framing = if no_body {
+            Framing::Empty
+        } else {
+            framing.unwrap_or(match length {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            })
+        };
+        let listed = &listed[..n_listed];
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        out.push(b' ');
+        let reason: &str = match StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+        {
+            Some(r) => r,
+            None => res.reason.unwrap_or(""),
+        };
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in res.headers.iter() {
+            let name = h.name;
+            let drop = HOP_BY_HOP
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || listed
+                    .iter()
+                    .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+                || name.eq_ignore_ascii_case("x-request-id")
+                || (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
+                || (rate.is_some()
+                    && (name.eq_ignore_ascii_case("ratelimit")
+                        || name.eq_ignore_ascii_case("ratelimit-policy")));
+            if !drop {
+                line(out, name.as_bytes(), h.value);
+            }
+        }
+        if !has_date {
+            date_line(out, state);
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if let Some(r) = rate {
+            r.write_header_lines(out);
+        }
+        line(out, b"x-request-id", request_id);
+        if close || framing == Framing::UntilClose {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        framing
+    };
+    up.buf.advance(head.len);
+    Ok(framing)
+}
+
+/// Copies the response body from the upstream to the client as it arrives.
+/// `Ok(true)`: the body ended where its framing said, so the upstream
+/// connection can serve another request. `out` holds the head on entry.
+async fn relay_body(
+    up: &mut UpstreamConn,
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    framing: Framing,
+) -> std::io::Result<bool> {
+    /// Bytes already read with the head are sent with it, up to this many.
+    const COALESCE: usize = 16 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let mut left = match framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut chunks = Chunked::default();
+    // The part of `up.buf` that belongs to this message.
+    let take =
+        |buf: &[u8], left: &mut u64, chunks: &mut Chunked| -> std::io::Result<(usize, bool)> {
+            match framing {
+                Framing::Empty => Ok((0, true)),
+                Framing::Length(_) => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    Ok((n, *left == 0))
+                }
+                Framing::Chunked => chunks.feed(buf),
+                Framing::UntilClose => Ok((buf.len(), false)),
+            }
+        };
+    let (n, mut finished) = take(&up.buf, &mut left, &mut chunks)?;
+    if n <= COALESCE {
+        out.extend_from_slice(&up.buf[..n]);
+        tcp.write_all(out).await?;
+    } else {
+        tcp.write_all(out).await?;
+        tcp.write_all(&up.buf[..n]).await?;
+    }
+    up.buf.advance(n);
+    while !finished {
+        if !up.buf.is_empty() {
+            // Bytes beyond the framing's end: the body's own end is unclear.
+            return Ok(false);
+        }
+        up.buf.clear();
+        up.buf.reserve(CHUNK);
+        if up.tcp.read_buf(&mut up.buf).await? == 0 {
+            if framing == Framing::UntilClose {
+                return Ok(false);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the upstream closed the connection mid-body",
+            ));
+        }
+        let (n, done) = take(&up.buf, &mut left, &mut chunks)?;
+        tcp.write_all(&up.buf[..n]).await?;
+        up.buf.advance(n);
+        finished = done;
+    }
+    Ok(up.buf.is_empty())
+}
+
+/// Follows a chunked body (RFC 9112 §7.1) to find where it ends; the bytes
+/// themselves are relayed unchanged, chunk extensions and trailers included.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    size: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    EndLf,
+    Done,
+}
+
+impl Chunked {
+    /// Consumes `buf` up to the end of the body: how many bytes belong to
+    /// it, and whether the body is complete.
+    fn feed(&mut self, buf: &[u8]) -> std::io::Result<(usize, bool)> {
+        let bad = || io_error("the upstream sent a malformed chunked body");
+        let mut i = 0;
+        while i < buf.len() && self.state != ChunkState::Done {
+            let b = buf[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).ok_or_else(bad)?;
+                        self.size = self
+                            .size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(u64::from(d)))
+                            .ok_or_else(bad)?;
+                    }
+                    b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.end_size_line(),
+                    _ => return Err(bad()),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.end_size_line(),
+                    _ => {}
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(bad());
+                    }
+                    self.end_size_line();
+                }
+                ChunkState::Data => {
+                    let n = usize::try_from(self.size)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len() - i);
+                    self.size -= n as u64;
+                    i += n;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => match b {
+                    b'\r' => self.state = ChunkState::DataLf,
+                    b'\n' => self.state = ChunkState::Size,
+                    _ => return Err(bad()),
+                },
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(bad());
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerStart => match b {
+                    b'\r' => self.state = ChunkState::EndLf,
+                    b'\n' => self.state = ChunkState::Done,
+                    _ => self.state = ChunkState::Trailer,
+                },
+                ChunkState::Trailer => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(bad());
+                    }
+                    self.state = ChunkState::Done;
+                }
+                ChunkState::Done => {}
+            }
+            i += 1;
+        }
+        Ok((i, self.state == ChunkState::Done))
+    }
+
+    fn end_size_line(&mut self) {
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+    }
+}
+
+/// An error in the deployment's style, as the general path renders it.
+fn local_error(state: &AppState, e: ApiError) -> Local {
+    let (parts, body) = crate::error::render_parts(&state.settings, e);
+    Local {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.into_bytes(),
+    }
+}
+
+fn write_local(
+    out: &mut Vec<u8>,
+    state: &AppState,
+    local: &Local,
+    rate: Option<&RateState>,
+    request_id: &[u8],
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(local.status.as_u16()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(local.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &local.headers {
+        line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(r) = rate {
+        r.write_header_lines(out);
+    }
+    line(out, b"x-request-id", request_id);
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(local.body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    date_line(out, state);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&local.body);
+}
+
+/// `date: …` from the server's clock, formatted once a second per thread.
+fn date_line(out: &mut Vec<u8>, state: &AppState) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = state.clock.now().0.div_euclid(1000);
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+            *text = httpdate::fmt_http_date(t);
+            *at = secs;
+        }
+        line(out, b"date", text.as_bytes());
+    });
+}
+
+/// The general path's request log line (`app::edge`), for this path's
+/// requests: method, path without the query (keys sent there by mistake
+/// stay out of the logs), status, time, request id; never a header.
+fn log(req: &httparse::Request<'_, '_>, status: u16, started: Instant, request_id: &RequestId) {
+    let method = req.method.unwrap_or("");
+    let path = req.path.unwrap_or("");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let request_id = std::str::from_utf8(request_id.as_bytes()).unwrap_or_default();
+    if status >= 500 {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::warn!(method, path, status, micros, request_id, "Request failed.");
+    } else if tracing::enabled!(tracing::Level::DEBUG) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(method, path, status, micros, request_id, "Request served.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_end_where_the_terminal_chunk_and_trailers_end() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nEXTRA";
+        let mut c = Chunked::default();
+        let (n, done) = c.feed(body).unwrap();
+        assert!(done);
+        assert_eq!(&body[n..], b"EXTRA");
+        // Fed one byte at a time, the end is found at the same place.
+        let mut c = Chunked::default();
+        let mut total = 0;
+        for b in body.iter() {
+            let (n, done) = c.feed(std::slice::from_ref(b)).unwrap();
+            total += n;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(total, body.len() - 5);
+        assert!(Chunked::default().feed(b"zz\r\n").is_err());
+        assert!(Chunked::default().feed(b"3\r\nabcX").is_err());
+        assert!(Chunked::default().feed(b"ffffffffffffffffff\r\n").is_err());
+        let (n, done) = Chunked::default().feed(b"0\r\n\r\n").unwrap();
+        assert_eq!((n, done), (5, true));
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"1234"), Some(1234));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1,1",
+            b" 1",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+}
