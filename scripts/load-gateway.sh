@@ -5,6 +5,10 @@
 #      (plaintext, as nginx needs them) and proxying to that upstream,
 #   3. the keyward gateway (checksum, SHA-256, cache, scopes, identity
 #      headers) proxying to that upstream.
+# The upstream is an nginx of its own, so both proxies make the same hop to
+# another process, and each row's CPU column is that target's own processes
+# only (upstream: the upstream's workers; nginx-map: the map proxy's
+# workers; keyward: keyward).
 #
 #   cargo build --release -p keyward && scripts/load-gateway.sh
 #
@@ -32,10 +36,16 @@ scopes = ["items:read"]
 TOML
 export KEYWARD_LOG=warn
 ROOT_KEY="$("$BIN" root-keys create --name load --data-dir "$tmp/data" --config "$tmp/keyward.toml" 2>/dev/null)"
-"$BIN" serve --config "$tmp/keyward.toml" --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & pids+=($!)
+"$BIN" serve --config "$tmp/keyward.toml" --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & kw_pid=$!; pids+=($kw_pid)
 for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
 python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" items:read >/dev/null
 
+{
+  echo "worker_processes auto; pid $tmp/upstream.pid; error_log $tmp/upstream-error.log;"
+  echo "events { worker_connections 4096; }"
+  echo "http { access_log off;"
+  echo "  server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '{\"items\":[]}'; } } }"
+} >"$tmp/upstream.conf"
 {
   echo "worker_processes auto; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;"
   echo "events { worker_connections 4096; }"
@@ -45,14 +55,14 @@ python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY"
   while read -r k; do echo "    \"$k\" 1;"; done <"$tmp/keys.txt"
   echo "  }"
   echo "  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }"
-  echo "  server { listen 127.0.0.1:$UP_PORT; location / { default_type application/json; return 200 '{\"items\":[]}'; } }"
   echo "  server { listen 127.0.0.1:$MAP_PORT; location / {"
   echo '    if ($key_ok = 0) { return 401; }'
   echo '    proxy_set_header X-API-Key ""; proxy_http_version 1.1; proxy_set_header Connection "";'
   echo "    proxy_pass http://api; } }"
   echo "}"
 } >"$tmp/nginx.conf"
-nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+nginx -c "$tmp/upstream.conf" -g 'daemon off;' 2>/dev/null & up_pid=$!; pids+=($up_pid)
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' 2>/dev/null & map_pid=$!; pids+=($map_pid)
 sleep 0.5
 export KEYS_FILE="$tmp/keys.txt"
 lua="$root_dir/scripts/gateway.lua"
@@ -60,8 +70,8 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/d
 
 . "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  wrk_run upstream "http://127.0.0.1:$UP_PORT"
-  wrk_run nginx-map "http://127.0.0.1:$MAP_PORT"
-  wrk_run keyward "http://127.0.0.1:$KW_PORT"
+  wrk_run upstream "http://127.0.0.1:$UP_PORT" $(nginx_workers "$up_pid")
+  wrk_run nginx-map "http://127.0.0.1:$MAP_PORT" $(nginx_workers "$map_pid")
+  wrk_run keyward "http://127.0.0.1:$KW_PORT" "$kw_pid"
 done
 python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" upstream nginx-map keyward --ratio keyward/nginx-map --ratio keyward/upstream

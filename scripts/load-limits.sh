@@ -46,6 +46,7 @@ start() { # name port
   local root
   root="$("$BIN" root-keys create --name load --data-dir "$tmp/$1" --config "$tmp/$1.toml" 2>/dev/null)"
   "$BIN" serve --config "$tmp/$1.toml" --data-dir "$tmp/$1" --listen "127.0.0.1:$2" 2>"$tmp/$1.log" & pids+=($!)
+  echo $! >"$tmp/$1.pid"
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$2/v1/health" >/dev/null && break; sleep 0.1; done
   local tenant
   tenant="$(python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$2" "$root" "$KEYS" "$tmp/$1.keys" items:read)"
@@ -64,8 +65,8 @@ done
 
 . "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  KEYS_FILE="$tmp/off.keys" wrk_run off "http://127.0.0.1:$OFF_PORT"
-  KEYS_FILE="$tmp/on.keys" wrk_run on "http://127.0.0.1:$ON_PORT"
+  KEYS_FILE="$tmp/off.keys" wrk_run off "http://127.0.0.1:$OFF_PORT" "$(cat "$tmp/off.pid")"
+  KEYS_FILE="$tmp/on.keys" wrk_run on "http://127.0.0.1:$ON_PORT" "$(cat "$tmp/on.pid")"
 done
 python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" off on --ratio on/off
 # The spends were real: credits spent on "on" (one per 2xx, warm-up included).

@@ -20,7 +20,7 @@ trap cleanup EXIT
 
 export KEYWARD_LOG=warn
 ROOT_KEY="$("$BIN" root-keys create --name load --data-dir "$tmp/data" 2>/dev/null)"
-"$BIN" serve --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & pids+=($!)
+"$BIN" serve --data-dir "$tmp/data" --listen "127.0.0.1:$KW_PORT" 2>"$tmp/keyward.log" & kw_pid=$!; pids+=($kw_pid)
 cat >"$tmp/nginx.conf" <<NGINX
 worker_processes auto;
 pid $tmp/nginx.pid;
@@ -34,7 +34,7 @@ http {
   }
 }
 NGINX
-nginx -c "$tmp/nginx.conf" -g 'daemon off;' & pids+=($!)
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
 for _ in $(seq 1 100); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.1; done
 
 python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$ROOT_KEY" "$KEYS" "$tmp/keys.txt" >/dev/null
@@ -46,7 +46,7 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$KW_PORT" >/d
 
 . "$root_dir/scripts/wrk_lib.sh"
 for _ in $(seq 1 "$ROUNDS"); do
-  wrk_run nginx "http://127.0.0.1:$NGINX_PORT"
-  wrk_run keyward "http://127.0.0.1:$KW_PORT"
+  wrk_run nginx "http://127.0.0.1:$NGINX_PORT" $(nginx_workers "$nginx_pid")
+  wrk_run keyward "http://127.0.0.1:$KW_PORT" "$kw_pid"
 done
 python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" nginx keyward --ratio keyward/nginx

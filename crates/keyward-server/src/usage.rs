@@ -20,8 +20,12 @@ struct LastUse {
     ip: Option<IpAddr>,
 }
 
+/// Shards of the pending map, each behind its own lock, so the worker
+/// threads recording uses of different keys rarely meet on one lock.
+const SHARDS: usize = 16;
+
 pub struct UsageRecorder {
-    pending: Mutex<HashMap<String, LastUse>>,
+    pending: [Mutex<HashMap<String, LastUse>>; SHARDS],
     /// What was last written per key, to skip rewrites within `resolution_ms`.
     written: Mutex<HashMap<String, LastUse>>,
     resolution_ms: i64,
@@ -32,15 +36,23 @@ impl UsageRecorder {
     /// unless its client address changed.
     pub fn new(resolution_seconds: u64) -> UsageRecorder {
         UsageRecorder {
-            pending: Mutex::new(HashMap::new()),
+            pending: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             written: Mutex::new(HashMap::new()),
             resolution_ms: i64::try_from(resolution_seconds.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
         }
     }
 
+    fn shard(&self, key_id: &str) -> &Mutex<HashMap<String, LastUse>> {
+        // FNV-1a: key ids are short and not chosen by callers.
+        let h = key_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.pending[(h % SHARDS as u64) as usize]
+    }
+
     pub fn record(&self, key_id: &str, at: Timestamp, ip: Option<IpAddr>) {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.shard(key_id).lock().unwrap_or_else(|e| e.into_inner());
         let new = LastUse { at: at.0, ip };
         match p.get_mut(key_id) {
             Some(u) if u.at >= at.0 => {}
@@ -64,10 +76,18 @@ impl UsageRecorder {
 
     async fn flush_with(&self, store: &dyn Store, everything: bool) {
         let batch: Vec<KeyUse> = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Each shard's lock is held only while it is emptied.
+            let drained: Vec<(String, LastUse)> = self
+                .pending
+                .iter()
+                .flat_map(|shard| {
+                    let mut p = shard.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::take(&mut *p)
+                })
+                .collect();
             let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
             let mut batch = Vec::new();
-            for (key_id, u) in p.drain() {
+            for (key_id, u) in drained {
                 let due = match written.get(&key_id) {
                     None => true,
                     Some(w) => everything || u.ip != w.ip || u.at - w.at >= self.resolution_ms,
@@ -88,8 +108,11 @@ impl UsageRecorder {
         }
         if let Err(e) = store.touch_keys(&batch).await {
             tracing::warn!(error = %e, keys = batch.len(), "Could not write last-use batch; will retry.");
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for u in batch {
+                let mut p = self
+                    .shard(&u.key_id)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let newer = p.get(&u.key_id).is_some_and(|cur| cur.at >= u.at);
                 if !newer {
                     let ip = u.ip.as_deref().and_then(|s| s.parse().ok());

@@ -3,14 +3,21 @@
 //! A well-formed secret is hashed and looked up in [`KeyCache`]; only a miss
 //! reads the store, and unknown hashes are remembered briefly (negative
 //! cache) so garbage that passes the checksum cannot hammer storage.
-//! Management changes on this node invalidate entries synchronously; entries
-//! also expire after `cache.ttl_seconds`, which bounds staleness for changes
-//! made on other nodes.
+//! Reads go through one [`Loader`] that batches them (one query for every
+//! key asked for meanwhile) and refreshes keys in use before they expire,
+//! in the background, so a request waits on the store only for a key it
+//! is the first to present. Management changes on this node invalidate
+//! entries synchronously (and a read that began before a change is not
+//! cached); entries also expire within `cache.ttl_seconds`, which bounds
+//! staleness for changes made on other nodes.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::oneshot;
 
 use keyward_core::allowlist::IpAllowlist;
 use keyward_core::clock::{Clock, Timestamp};
@@ -111,7 +118,12 @@ pub enum Outcome {
 
 struct Entry {
     key: Option<Arc<CachedKey>>,
+    /// From here on a use also asks for a background refresh.
+    refresh_at: i64,
+    /// From here on the entry is not served (the bound on staleness).
     expires: i64,
+    /// A refresh was asked for (once per entry).
+    refreshing: AtomicBool,
 }
 
 /// Hashes a [`KeyHash`] by taking its first eight bytes. They are already
@@ -134,49 +146,117 @@ impl Hasher for PrehashedHasher {
 
 type KeyMap = HashMap<KeyHash, Entry, BuildHasherDefault<PrehashedHasher>>;
 
-/// Hash → key, with expiry; `None` values are the negative cache.
+/// What the cache knows about a hash.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Known (`Some`) or known to be unknown (`None`).
+    Fresh(Option<Arc<CachedKey>>),
+    /// As `Fresh`, but due for a refresh, which this caller should ask for
+    /// (only one caller per entry is told).
+    Stale(Option<Arc<CachedKey>>),
+    Missing,
+}
+
+/// Most shards; each is a lock of its own, so the worker threads rarely
+/// touch the same lock word.
+const SHARDS: usize = 16;
+
+/// Hash → key, with refresh and expiry times; `None` values are the
+/// negative cache. Entries are served for `ttl`; from a point between half
+/// and three quarters of it (spread by hash) a use also asks for a
+/// background refresh, so a key in use is re-read before it expires and
+/// requests do not wait on the store. Expiry falls between three quarters
+/// and all of the TTL, spread the same way, so entries cached together do
+/// not expire in one stampede.
 pub struct KeyCache {
-    map: RwLock<KeyMap>,
+    shards: Vec<RwLock<KeyMap>>,
     ttl_ms: i64,
     negative_ttl_ms: i64,
-    capacity: usize,
+    capacity_per_shard: usize,
+    /// Bumped by every invalidation: a load that began before one does not
+    /// cache what it read (it may predate the change).
+    epoch: AtomicU64,
 }
 
 impl KeyCache {
     pub fn new(ttl_seconds: u64, negative_ttl_seconds: u64, capacity: usize) -> KeyCache {
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let capacity = capacity.max(1);
+        let shards = SHARDS.min(capacity);
         KeyCache {
-            map: RwLock::new(KeyMap::default()),
+            shards: (0..shards)
+                .map(|_| RwLock::new(KeyMap::default()))
+                .collect(),
             ttl_ms: ms(ttl_seconds),
             negative_ttl_ms: ms(negative_ttl_seconds),
-            capacity,
+            capacity_per_shard: capacity / shards,
+            epoch: AtomicU64::new(0),
         }
     }
 
-    /// `Some(Some(key))` known, `Some(None)` known to be unknown, `None` miss.
+    fn shard(&self, hash: &KeyHash) -> &RwLock<KeyMap> {
+        // Other bytes than the map's hasher takes.
+        let i = usize::from(hash.0[16]) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// `Some(Some(key))` known, `Some(None)` known to be unknown, `None`
+    /// miss (expired or never seen).
     pub fn get(&self, hash: &KeyHash, now: Timestamp) -> Option<Option<Arc<CachedKey>>> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
         map.get(hash)
             .filter(|e| e.expires > now.0)
             .map(|e| e.key.clone())
     }
 
+    /// Like [`KeyCache::get`], and says whether the entry is due for a refresh.
+    pub fn lookup(&self, hash: &KeyHash, now: Timestamp) -> Lookup {
+        let map = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
+        match map.get(hash) {
+            None => Lookup::Missing,
+            Some(e) if e.expires <= now.0 => Lookup::Missing,
+            Some(e) if e.refresh_at <= now.0 && !e.refreshing.swap(true, Ordering::Relaxed) => {
+                Lookup::Stale(e.key.clone())
+            }
+            Some(e) => Lookup::Fresh(e.key.clone()),
+        }
+    }
+
+    /// The current invalidation epoch, to pass to [`KeyCache::insert_at`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     pub fn insert(&self, hash: KeyHash, key: Option<Arc<CachedKey>>, now: Timestamp) {
+        self.insert_at(self.epoch(), hash, key, now);
+    }
+
+    /// Caches what a load read, unless an invalidation happened since
+    /// `epoch` was taken (before the read). `false`: not cached.
+    pub fn insert_at(
+        &self,
+        epoch: u64,
+        hash: KeyHash,
+        key: Option<Arc<CachedKey>>,
+        now: Timestamp,
+    ) -> bool {
         let full = if key.is_some() {
             self.ttl_ms
         } else {
             self.negative_ttl_ms
         };
-        // Spread expiries over (ttl/2, ttl] by the key's own hash bytes, so
-        // keys cached together (a warm-up, a restart) do not all expire in
-        // the same instant and stampede the store.
         let spread = u64::from_le_bytes(hash.0[8..16].try_into().unwrap_or([0; 8]));
-        let half = (full / 2).max(1).unsigned_abs();
-        let ttl = full - i64::try_from(spread % half).unwrap_or(0);
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.capacity {
+        let quarter = (full / 4).max(1);
+        let offset = i64::try_from(spread % quarter.unsigned_abs()).unwrap_or(0);
+        let refresh_at = now.0.saturating_add(2 * quarter + offset);
+        let expires = now.0.saturating_add(3 * quarter + offset).max(refresh_at);
+        let mut map = self.shard(&hash).write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return false;
+        }
+        if map.len() >= self.capacity_per_shard && !map.contains_key(&hash) {
             map.retain(|_, e| e.expires > now.0);
-            if map.len() >= self.capacity {
+            if map.len() >= self.capacity_per_shard {
                 // Still full of live entries: start over rather than track
                 // recency on the hot path. Misses refill it from the store.
                 map.clear();
@@ -186,24 +266,32 @@ impl KeyCache {
             hash,
             Entry {
                 key,
-                expires: now.0.saturating_add(ttl),
+                refresh_at,
+                expires,
+                refreshing: AtomicBool::new(false),
             },
         );
+        true
     }
 
     pub fn invalidate(&self, hash: &KeyHash) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(hash);
+        let mut map = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.remove(hash);
     }
 
     pub fn clear(&self) {
-        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for shard in &self.shards {
+            shard.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -211,15 +299,144 @@ impl KeyCache {
     }
 }
 
+type Loaded = Result<Option<Arc<CachedKey>>, ()>;
+
+/// Reads keys into the cache in batches, off the request path. A request
+/// that misses waits for its key; one due for a refresh does not wait at
+/// all. Whatever is asked for while a batch is being read goes into the
+/// next one, so a cold cache under load costs one store round trip per
+/// batch, not one (or two) per key. The batches run on the runtime the
+/// verifier was made on (the server's main one), not on the workers.
+struct Loader {
+    store: Arc<dyn Store>,
+    cache: Arc<KeyCache>,
+    clock: Arc<dyn Clock>,
+    default_tier: Option<String>,
+    queue: Mutex<Queue>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Hashes to read, with the requests waiting for each (none for a
+    /// refresh).
+    waiting: HashMap<KeyHash, Vec<oneshot::Sender<Loaded>>, BuildHasherDefault<PrehashedHasher>>,
+    /// A batch task is running and will look at `waiting` again.
+    running: bool,
+}
+
+impl Loader {
+    /// The key for `hash`, read from the store (and cached).
+    async fn load(self: &Arc<Self>, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let Some(runtime) = &self.runtime else {
+            // No runtime to run batches on: read it here.
+            let epoch = self.cache.epoch();
+            let now = self.clock.now();
+            let key = self.read(&[hash]).await?.remove(&hash);
+            self.cache.insert_at(epoch, hash, key.clone(), now);
+            return Ok(key);
+        };
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(hash, Some(tx), runtime);
+        rx.await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| StoreError::Unavailable("the key could not be read".into()))
+    }
+
+    /// Re-reads `hash` in the background.
+    fn refresh(self: &Arc<Self>, hash: KeyHash) {
+        if let Some(runtime) = &self.runtime {
+            self.enqueue(hash, None, runtime);
+        }
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        hash: KeyHash,
+        waiter: Option<oneshot::Sender<Loaded>>,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        let start = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let waiters = q.waiting.entry(hash).or_default();
+            waiters.extend(waiter);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let me = Arc::clone(self);
+            drop(runtime.spawn(async move { me.drain().await }));
+        }
+    }
+
+    /// Reads batches until nothing is waiting.
+    async fn drain(self: Arc<Self>) {
+        // If this task ends early (a panic), the next request starts another.
+        struct Reset<'a>(&'a Mutex<Queue>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+            }
+        }
+        let _reset = Reset(&self.queue);
+        loop {
+            let batch: Vec<(KeyHash, Vec<oneshot::Sender<Loaded>>)> = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                std::mem::take(&mut q.waiting).into_iter().collect()
+            };
+            let mut batch = batch;
+            for chunk in batch.chunks_mut(keyward_store::MAX_HASHES_PER_LOOKUP) {
+                let epoch = self.cache.epoch();
+                let now = self.clock.now();
+                let hashes: Vec<KeyHash> = chunk.iter().map(|(h, _)| *h).collect();
+                match self.read(&hashes).await {
+                    Ok(mut found) => {
+                        for (hash, waiters) in chunk.iter_mut() {
+                            let key = found.remove(hash);
+                            self.cache.insert_at(epoch, *hash, key.clone(), now);
+                            for w in waiters.drain(..) {
+                                let _ = w.send(Ok(key.clone()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // The waiting requests are told (their senders drop).
+                        tracing::warn!(error = %e, keys = chunk.len(), "Could not read keys into the cache.");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The keys for `hashes` that exist, by hash.
+    async fn read(
+        &self,
+        hashes: &[KeyHash],
+    ) -> Result<HashMap<KeyHash, Arc<CachedKey>>, StoreError> {
+        let hex: Vec<String> = hashes.iter().map(KeyHash::to_hex).collect();
+        let rows = self.store.find_keys_with_tenants(&hex).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let hash = KeyHash::from_hex(&r.key.hash)?;
+                let tier = r.tenant_tier.or_else(|| self.default_tier.clone());
+                Some((hash, Arc::new(CachedKey::new(r.key, r.tenant_name, tier))))
+            })
+            .collect())
+    }
+}
+
 /// Verifies presented keys against the store, through the cache.
 pub struct Verifier {
     format: KeyFormat,
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    cache: KeyCache,
+    cache: Arc<KeyCache>,
+    loader: Arc<Loader>,
     usage: Arc<UsageRecorder>,
-    /// `limits.default_tier`, the tier of keys whose tenant names none.
-    default_tier: Option<String>,
 }
 
 /// What a verification asks for besides the key.
@@ -238,13 +455,21 @@ impl Verifier {
         usage: Arc<UsageRecorder>,
         default_tier: Option<String>,
     ) -> Verifier {
+        let cache = Arc::new(cache);
+        let loader = Arc::new(Loader {
+            store,
+            cache: Arc::clone(&cache),
+            clock: Arc::clone(&clock),
+            default_tier,
+            queue: Mutex::new(Queue::default()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
         Verifier {
             format,
-            store,
             clock,
             cache,
+            loader,
             usage,
-            default_tier,
         }
     }
 
@@ -263,13 +488,13 @@ impl Verifier {
             Err(d) => return Ok(Outcome::Denied(d, None)),
         };
         let now = self.clock.now();
-        let key = match self.cache.get(&hash, now) {
-            Some(k) => k,
-            None => {
-                let k = self.load(&hash).await?;
-                self.cache.insert(hash, k.clone(), now);
+        let key = match self.cache.lookup(&hash, now) {
+            Lookup::Fresh(k) => k,
+            Lookup::Stale(k) => {
+                self.loader.refresh(hash);
                 k
             }
+            Lookup::Missing => self.loader.load(hash).await?,
         };
         Ok(self.decide(presented, key, req, now))
     }
@@ -327,26 +552,6 @@ impl Verifier {
         }
     }
 
-    async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        let Some(record) = self.store.find_key_by_hash(&hash.to_hex()).await? else {
-            return Ok(None);
-        };
-        let (tenant_name, tenant_tier) = match &record.tenant_id {
-            Some(t) => match self.store.get_tenant(t).await {
-                Ok(t) => (Some(t.name), t.tier),
-                Err(StoreError::NotFound) => (None, None),
-                Err(e) => return Err(e),
-            },
-            None => (None, None),
-        };
-        let tenant_tier = tenant_tier.or_else(|| self.default_tier.clone());
-        Ok(Some(Arc::new(CachedKey::new(
-            record,
-            tenant_name,
-            tenant_tier,
-        ))))
-    }
-
     /// Drops a key from this node's cache after a change to it.
     pub fn invalidate(&self, record: &KeyRecord) {
         if let Some(h) = KeyHash::from_hex(&record.hash) {
@@ -364,29 +569,52 @@ mod tests {
     }
 
     #[test]
-    fn expiries_are_spread_over_the_second_half_of_the_ttl() {
-        // Negative entries use the same spreading; a 30 s negative TTL here.
-        let cache = KeyCache::new(30, 30, 10_000);
+    fn refreshes_and_expiries_are_spread_and_bounded_by_the_ttl() {
+        // Negative entries use the same spreading; a 40 s negative TTL here.
+        let cache = KeyCache::new(40, 40, 10_000);
         let t0 = Timestamp(1_000_000);
         for i in 0..1_000 {
             cache.insert(hash(i), None, t0);
         }
-        let alive = |secs: i64| {
+        let at = |secs: i64| Timestamp(t0.0 + secs * 1000);
+        let count = |secs: i64, f: &dyn Fn(&Lookup) -> bool| {
             (0..1_000)
-                .filter(|i| {
-                    cache
-                        .get(&hash(*i), Timestamp(t0.0 + secs * 1000))
-                        .is_some()
-                })
+                .filter(|i| f(&cache.lookup(&hash(*i), at(secs))))
                 .count()
         };
-        assert_eq!(alive(14), 1_000, "nothing expires before half the TTL");
-        let mid = alive(22);
+        let fresh = |l: &Lookup| matches!(l, Lookup::Fresh(_));
+        let missing = |l: &Lookup| matches!(l, Lookup::Missing);
+        assert_eq!(count(19, &fresh), 1_000, "no refresh before half the TTL");
+        // Between half and three quarters, a growing share is due; each is
+        // reported as stale once, then fresh to everyone else.
+        let stale = count(25, &|l| matches!(l, Lookup::Stale(_)));
         assert!(
-            mid > 100 && mid < 900,
-            "expiries are spread, {mid} of 1000 alive at 22 s"
+            stale > 100 && stale < 900,
+            "refreshes are spread, {stale} of 1000 due at 25 s"
         );
-        assert_eq!(alive(30), 0, "everything expires by the TTL");
+        assert_eq!(count(25, &|l| matches!(l, Lookup::Stale(_))), 0);
+        assert_eq!(
+            count(29, &missing),
+            0,
+            "nothing expires before 3/4 of the TTL"
+        );
+        let gone = count(35, &missing);
+        assert!(
+            gone > 100 && gone < 900,
+            "expiries are spread, {gone} gone at 35 s"
+        );
+        assert_eq!(count(40, &missing), 1_000, "everything expires by the TTL");
+    }
+
+    #[test]
+    fn a_read_that_began_before_an_invalidation_is_not_cached() {
+        let cache = KeyCache::new(30, 30, 100);
+        let before = cache.epoch();
+        cache.invalidate(&hash(1));
+        assert!(!cache.insert_at(before, hash(2), None, Timestamp(0)));
+        assert!(cache.get(&hash(2), Timestamp(0)).is_none());
+        assert!(cache.insert_at(cache.epoch(), hash(2), None, Timestamp(0)));
+        assert!(cache.get(&hash(2), Timestamp(0)).is_some());
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The most hashes one [`Store::find_keys_with_tenants`] call takes (well
+/// under SQLite's and PostgreSQL's bind-parameter limits).
+pub const MAX_HASHES_PER_LOOKUP: usize = 500;
+
 /// Durable state. Implementations must be safe to share across tasks and,
 /// for PostgreSQL, across nodes.
 #[async_trait]
@@ -71,6 +75,14 @@ pub trait Store: LimitStore + UserStore + Send + Sync + 'static {
     /// A key by the hex SHA-256 of its secret, including revoked and deleted
     /// ones (the verifier reports those as such).
     async fn find_key_by_hash(&self, hash_hex: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Keys by the hex SHA-256 of their secrets, each with its tenant's
+    /// name and tier, in one round trip (the verifier's cache fills and
+    /// refreshes in batches). Revoked and deleted keys are included; hashes
+    /// without a key are left out. At most [`MAX_HASHES_PER_LOOKUP`] hashes.
+    async fn find_keys_with_tenants(
+        &self,
+        hashes_hex: &[String],
+    ) -> StoreResult<Vec<KeyWithTenant>>;
     async fn list_keys(
         &self,
         filter: &KeyFilter,

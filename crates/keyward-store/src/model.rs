@@ -37,6 +37,15 @@ impl KeyClass {
     }
 }
 
+/// A key with what the verifier caches beside it: its tenant's name and
+/// rate-limit tier (read in the same query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyWithTenant {
+    pub key: KeyRecord,
+    pub tenant_name: Option<String>,
+    pub tenant_tier: Option<String>,
+}
+
 /// One API key. Never holds the secret: only its hash and display start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyRecord {

@@ -509,6 +509,48 @@ impl Store for SqlStore {
         self.key_where("hash", hash_hex).await
     }
 
+    async fn find_keys_with_tenants(
+        &self,
+        hashes_hex: &[String],
+    ) -> StoreResult<Vec<KeyWithTenant>> {
+        if hashes_hex.is_empty() {
+            return Ok(Vec::new());
+        }
+        if hashes_hex.len() > crate::MAX_HASHES_PER_LOOKUP {
+            return Err(StoreError::Unavailable(format!(
+                "at most {} hashes per lookup",
+                crate::MAX_HASHES_PER_LOOKUP
+            )));
+        }
+        let columns = KEY_COLUMNS
+            .split(',')
+            .map(|c| format!("k.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut b = Built::new(format!(
+            "SELECT {columns}, t.name AS tenant_name, t.tier AS tenant_tier \
+             FROM keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.hash IN ("
+        ));
+        for (i, h) in hashes_hex.iter().enumerate() {
+            let p = b.arg(Bind::Text(Some(h.clone())));
+            if i > 0 {
+                b.sql.push_str(", ");
+            }
+            b.sql.push_str(&p);
+        }
+        b.sql.push(')');
+        let rows = b.query().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyWithTenant {
+                    key: key_from_row(r)?.1,
+                    tenant_name: r.try_get("tenant_name")?,
+                    tenant_tier: r.try_get("tenant_tier")?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_keys(&self, f: &KeyFilter, page: PageRequest) -> StoreResult<Page<KeyRecord>> {
         let mut b = Built::new(format!(
             "SELECT {KEY_COLUMNS} FROM keys WHERE deleted_at IS NULL"

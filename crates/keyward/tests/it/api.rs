@@ -686,3 +686,55 @@ async fn envelope_error_style_is_configurable() {
     let r = s.call(Method::GET, "/v1/nope", None, None).await;
     assert_eq!(r.body["error"]["code"], "NOT_FOUND");
 }
+
+/// Two nodes on one store: a change made on one reaches the other's cache
+/// through a background refresh while the key is in use (before the TTL),
+/// and a key nobody used meanwhile is re-read when its entry expires.
+#[tokio::test]
+async fn another_nodes_revocation_is_picked_up_by_refresh_before_the_ttl() {
+    use std::sync::Arc;
+    let url = crate::kit::fresh_store_url(Backend::Sqlite).await;
+    let store = Arc::new(keyward_store::SqlStore::open(&url).await.unwrap());
+    let clock = keyward_core::clock::ManualClock::starting_now();
+    let mut config = default_config();
+    config.cache.ttl_seconds = 40;
+    let a = Server::start_on(Arc::clone(&store), config.clone(), clock.clone()).await;
+    let b = Server::start_on(Arc::clone(&store), config, clock.clone()).await;
+    let t = a.tenant("Acme").await;
+    let (id, secret) = a.key(&t, "in-use", json!({})).await;
+    let (idle_id, idle_secret) = a.key(&t, "idle", json!({})).await;
+    // Node b caches both keys.
+    assert_eq!(b.verify(&secret, json!({})).await["valid"], true);
+    assert_eq!(b.verify(&idle_secret, json!({})).await["valid"], true);
+    // Node a revokes both; b's cache still holds them as valid.
+    for key in [&id, &idle_id] {
+        let r = a
+            .post(&format!("/v1/keys/{key}/revoke"), &a.root, json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(b.verify(&secret, json!({})).await["valid"], true);
+    // Past 3/4 of the TTL every entry is due for a refresh: the next use is
+    // still answered from memory, and asks for the refresh.
+    clock.advance_seconds(30);
+    assert_eq!(b.verify(&secret, json!({})).await["valid"], true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let v = b.verify(&secret, json!({})).await;
+        if v["code"] == "revoked_api_key" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never landed: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The idle key was never refreshed; at the TTL its entry is gone and
+    // the next use reads the store.
+    clock.advance_seconds(10);
+    assert_eq!(
+        b.verify(&idle_secret, json!({})).await["code"],
+        "revoked_api_key"
+    );
+}

@@ -108,6 +108,40 @@ async fn conformance(backend: Backend) {
         Some(k1.clone())
     );
     assert_eq!(store.find_key_by_hash(&"f".repeat(64)).await.unwrap(), None);
+    // The cache's batch lookup: the key with its tenant's name and tier in
+    // one round trip; unknown hashes are left out.
+    let mut root = key("key_root1", "root", &"9".repeat(64));
+    root.class = KeyClass::Root;
+    root.tenant_id = None;
+    store
+        .create_key(&root, &audit("key.created", "key_root1", 3))
+        .await
+        .unwrap();
+    let mut found = store
+        .find_keys_with_tenants(&["a".repeat(64), "f".repeat(64), "9".repeat(64)])
+        .await
+        .unwrap();
+    found.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+    assert_eq!(
+        found,
+        vec![
+            KeyWithTenant {
+                key: k1.clone(),
+                tenant_name: Some("Uno".into()),
+                tenant_tier: None,
+            },
+            KeyWithTenant {
+                key: root.clone(),
+                tenant_name: None,
+                tenant_tier: None,
+            },
+        ]
+    );
+    assert!(store.find_keys_with_tenants(&[]).await.unwrap().is_empty());
+    let many: Vec<String> = (0..MAX_HASHES_PER_LOOKUP)
+        .map(|i| format!("{i:064x}"))
+        .collect();
+    assert!(store.find_keys_with_tenants(&many).await.unwrap().is_empty());
 
     // Names are unique per tenant among live keys.
     let dup = key("key_2", "alpha", &"b".repeat(64));
@@ -128,7 +162,8 @@ async fn conformance(backend: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(events.items.len(), 3);
+    // tenant created and updated, key_1 and key_root1 created.
+    assert_eq!(events.items.len(), 4);
     // Same hash twice is refused too.
     let same_hash = key("key_3", "beta", &"a".repeat(64));
     assert!(store
@@ -306,7 +341,9 @@ async fn conformance(backend: Backend) {
     }
     assert_eq!(all.first().map(String::as_str), Some("key.deleted"));
     assert_eq!(all.last().map(String::as_str), Some("tenant.created"));
-    assert_eq!(all.len(), 9);
+    // Nine events of ten_1's keys and tenant, and key_root1's (its audit
+    // entry names ten_1 too, as the test helper does).
+    assert_eq!(all.len(), 10);
     store.close().await;
     store2.close().await;
 }
