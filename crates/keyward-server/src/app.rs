@@ -258,6 +258,15 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
     let started = Instant::now();
     let mut res = error::render_response(&settings, next.run(req).await);
     res.headers_mut().insert(REQUEST_ID, request_id.clone());
+    if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is not read, so hyper closes the connection
+        // after this response; saying so keeps clients from sending their
+        // next request into a closing connection.
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     let status = res.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let request_id = request_id.to_str().unwrap_or_default();

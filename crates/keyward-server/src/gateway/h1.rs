@@ -39,8 +39,10 @@ use crate::limits::RateState;
 use crate::serve::{stopping, Front};
 use crate::verifier::CachedKey;
 
-/// Heads with more headers go to the general path.
+/// Request heads with more headers go to the general path.
 const MAX_HEADERS: usize = 64;
+/// Upstream responses may carry as many headers as hyper allows.
+const MAX_RESPONSE_HEADERS: usize = 100;
 /// Larger request heads go to the general path (hyper allows more).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Request bodies up to this size are read whole before forwarding (they
@@ -63,6 +65,12 @@ pub(crate) async fn serve(
     let (mut generation, mut table) = state.routes.current_with_generation();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
+    let forwarding = state.settings.trusted_proxies.is_empty().then(|| {
+        let mut lines = Vec::new();
+        let ip = keyward_core::allowlist::canonical(peer.ip());
+        forwarding_lines(&mut lines, ip, None, peer);
+        lines
+    });
     loop {
         if state.routes.generation() != generation {
             (generation, table) = state.routes.current_with_generation();
@@ -87,9 +95,8 @@ pub(crate) async fn serve(
             // The body is still arriving; parse again once it is here.
             buf.reserve(total - buf.len());
             while buf.len() < total {
-                match tcp.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
+                if !read_more(&mut tcp, &mut buf, stop).await {
+                    return None;
                 }
             }
             continue;
@@ -101,6 +108,7 @@ pub(crate) async fn serve(
             req: &req,
             body: &buf[head_len..total],
             peer,
+            forwarding: forwarding.as_deref(),
             plan: &plan,
         };
         let done = exchange.run(&mut tcp, &mut out, &*stop).await;
@@ -112,8 +120,10 @@ pub(crate) async fn serve(
     }
 }
 
-/// Reads more of a request. Between requests (nothing buffered) the wait
-/// also ends when the server stops. `false`: the connection is over.
+/// Reads more of a request, until the server stops: a request not yet
+/// fully received when it does is not waited for (an idle connection, or a
+/// client that stalls mid-head, must not hold up the shutdown). `false`:
+/// the connection is over.
 async fn read_more(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
@@ -122,17 +132,13 @@ async fn read_more(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4 * 1024);
     }
-    let read = if buf.is_empty() {
-        if *stop.borrow() {
-            return false;
-        }
-        tokio::select! {
-            biased;
-            r = tcp.read_buf(buf) => r,
-            _ = stopping(stop) => return false,
-        }
-    } else {
-        tcp.read_buf(buf).await
+    if *stop.borrow() {
+        return false;
+    }
+    let read = tokio::select! {
+        biased;
+        r = tcp.read_buf(buf) => r,
+        _ = stopping(stop) => return false,
     };
     matches!(read, Ok(n) if n > 0)
 }
@@ -258,6 +264,9 @@ struct Exchange<'a, 'h, 'b> {
     req: &'a httparse::Request<'h, 'b>,
     body: &'a [u8],
     peer: SocketAddr,
+    /// The forwarding header lines when they depend on the peer alone (no
+    /// trusted proxies), written once per connection.
+    forwarding: Option<&'a [u8]>,
     plan: &'a Plan,
 }
 
@@ -460,23 +469,9 @@ impl Exchange<'_, '_, '_> {
         out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         out.extend_from_slice(upstream.host.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let prev_xff = credential::HeaderSource::first(&*req.headers, "x-forwarded-for");
         // Names the client listed in Connection are hop-by-hop too.
-        let mut listed: [&[u8]; 8] = [b""; 8];
-        let mut n_listed = 0;
-        let mut prev_xff: Option<&[u8]> = None;
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
-                for t in tokens(h.value) {
-                    if n_listed < listed.len() {
-                        listed[n_listed] = t;
-                        n_listed += 1;
-                    }
-                }
-            } else if prev_xff.is_none() && h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                prev_xff = Some(h.value);
-            }
-        }
-        let listed = &listed[..n_listed];
+        let listed = Listed::of(req.headers);
         for h in req.headers.iter() {
             let name = h.name;
             let drop = name.eq_ignore_ascii_case("host")
@@ -493,9 +488,7 @@ impl Exchange<'_, '_, '_> {
                 || HOP_BY_HOP
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-                || listed
-                    .iter()
-                    .any(|t| name.as_bytes().eq_ignore_ascii_case(t));
+                || listed.contains(name);
             if !drop {
                 line(out, name.as_bytes(), h.value);
             }
@@ -517,28 +510,17 @@ impl Exchange<'_, '_, '_> {
                 line(out, owner.as_str().as_bytes(), o.as_bytes());
             }
         }
-        let peer = self.peer;
-        if let Some(ip) =
-            credential::client_ip(Some(peer), &*self.req.headers, &settings.trusted_proxies)
-        {
-            use std::io::Write;
-            out.extend_from_slice(b"x-forwarded-for: ");
-            let peer_trusted = settings
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(&peer.ip()));
-            match prev_xff.and_then(credential::header_text) {
-                Some(prev) if peer_trusted => {
-                    let _ = write!(out, "{prev}, {}", peer.ip());
+        match self.forwarding {
+            Some(lines) => out.extend_from_slice(lines),
+            None => {
+                let peer = self.peer;
+                let trusted = &settings.trusted_proxies;
+                if let Some(ip) = credential::client_ip(Some(peer), &*self.req.headers, trusted) {
+                    let prev = prev_xff
+                        .and_then(credential::header_text)
+                        .filter(|_| trusted.iter().any(|n| n.contains(&peer.ip())));
+                    forwarding_lines(out, ip, prev, peer);
                 }
-                _ => {
-                    let _ = write!(out, "{ip}");
-                }
-            }
-            if ip.is_ipv6() {
-                let _ = write!(out, "\r\nforwarded: for=\"[{ip}]\";proto=http\r\n");
-            } else {
-                let _ = write!(out, "\r\nforwarded: for={ip};proto=http\r\n");
             }
         }
         line(out, b"x-request-id", request_id.as_bytes());
@@ -548,6 +530,51 @@ impl Exchange<'_, '_, '_> {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `X-Forwarded-For` (appended to a trusted proxy's `prev`) and
+/// `Forwarded` for a request from `ip`, as the general path writes them.
+fn forwarding_lines(out: &mut Vec<u8>, ip: std::net::IpAddr, prev: Option<&str>, peer: SocketAddr) {
+    use std::io::Write;
+    let _ = match prev {
+        Some(prev) => write!(out, "x-forwarded-for: {prev}, {}\r\n", peer.ip()),
+        None => write!(out, "x-forwarded-for: {ip}\r\n"),
+    };
+    let _ = if ip.is_ipv6() {
+        write!(out, "forwarded: for=\"[{ip}]\";proto=http\r\n")
+    } else {
+        write!(out, "forwarded: for={ip};proto=http\r\n")
+    };
+}
+
+/// The header names a message's `Connection` headers list (hop-by-hop by
+/// that listing, RFC 9110 §7.6.1), however many there are.
+struct Listed<'a, 'b> {
+    headers: &'a [httparse::Header<'b>],
+    /// Some `Connection` header lists a name (else nothing is scanned).
+    any: bool,
+}
+
+impl<'a, 'b> Listed<'a, 'b> {
+    fn of(headers: &'a [httparse::Header<'b>]) -> Listed<'a, 'b> {
+        let any = Self::connection_tokens(headers).next().is_some();
+        Listed { headers, any }
+    }
+
+    fn connection_tokens(
+        headers: &'a [httparse::Header<'b>],
+    ) -> impl Iterator<Item = &'b [u8]> + 'a {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| tokens(h.value))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.any
+            && Self::connection_tokens(self.headers)
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -622,7 +649,7 @@ fn io_error(msg: &'static str) -> std::io::Error {
 async fn read_head(up: &mut UpstreamConn) -> std::io::Result<ResponseHead> {
     loop {
         let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
             let mut res = httparse::Response::new(&mut headers);
             match res.parse(&up.buf) {
                 Ok(httparse::Status::Complete(len)) => {
@@ -690,7 +717,7 @@ fn relay_head(
     close: bool,
 ) -> std::io::Result<Framing> {
     let framing = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut res = httparse::Response::new(&mut headers);
         if !matches!(res.parse(&up.buf), Ok(httparse::Status::Complete(_))) {
             return Err(io_error("the upstream's response head is malformed"));
@@ -698,8 +725,6 @@ fn relay_head(
         let status = head.status;
         let mut framing = None;
         let mut length: Option<u64> = None;
-        let mut listed: [&[u8]; 8] = [b""; 8];
-        let mut n_listed = 0;
         let mut has_date = false;
         for h in res.headers.iter() {
             if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -716,13 +741,6 @@ fn relay_head(
                     return Err(io_error("the upstream sent conflicting Content-Lengths"));
                 }
                 length = Some(n);
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for t in tokens(h.value) {
-                    if n_listed < listed.len() {
-                        listed[n_listed] = t;
-                        n_listed += 1;
-                    }
-                }
             } else if h.name.eq_ignore_ascii_case("date") {
                 has_date = true;
             }
@@ -736,7 +754,7 @@ fn relay_head(
                 None => Framing::UntilClose,
             })
         };
-        let listed = &listed[..n_listed];
+        let listed = Listed::of(res.headers);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
         out.push(b' ');
@@ -754,9 +772,7 @@ fn relay_head(
             let drop = HOP_BY_HOP
                 .iter()
                 .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-                || listed
-                    .iter()
-                    .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+                || listed.contains(name)
                 || name.eq_ignore_ascii_case("x-request-id")
                 || (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
                 || (rate.is_some()

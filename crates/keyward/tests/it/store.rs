@@ -141,7 +141,11 @@ async fn conformance(backend: Backend) {
     let many: Vec<String> = (0..MAX_HASHES_PER_LOOKUP)
         .map(|i| format!("{i:064x}"))
         .collect();
-    assert!(store.find_keys_with_tenants(&many).await.unwrap().is_empty());
+    assert!(store
+        .find_keys_with_tenants(&many)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Names are unique per tenant among live keys.
     let dup = key("key_2", "alpha", &"b".repeat(64));
