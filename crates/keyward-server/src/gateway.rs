@@ -199,51 +199,59 @@ fn matches_with<'r, 'p>(
 /// where they win over gateway routes.
 #[derive(Debug, Clone, Default)]
 pub struct OwnPaths {
-    patterns: Vec<Vec<Segment>>,
-    /// First path segments of any pattern, a cheap first test.
-    first: Vec<String>,
+    /// Each pattern with its leading literal segments (at most two, e.g.
+    /// `/v1/keys`), a cheap first test: most gateway paths fail it.
+    patterns: Vec<(String, Vec<Segment>)>,
     /// A prefix owned with everything below it (`/console`).
     prefixes: Vec<String>,
 }
 
 impl OwnPaths {
+    /// `patterns` are keyward's own routes (`/v1/keys/{id}`); a pattern
+    /// that does not parse is a bug (the unit test below parses them all).
     pub fn new<'a>(
         patterns: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> OwnPaths {
-        let mut own = OwnPaths::default();
-        for p in patterns {
-            // Our own route table: a pattern that does not parse is a bug
-            // caught by the unit test below, not a user error.
-            if let Ok(segments) = parse_pattern(p) {
-                if let Some(Segment::Literal(l)) = segments.first() {
-                    if !own.first.contains(l) {
-                        own.first.push(l.clone());
-                    }
-                }
-                own.patterns.push(segments);
-            }
+        let patterns = patterns
+            .into_iter()
+            .filter_map(|p| parse_pattern(p).ok())
+            .map(|segments| {
+                let lead: String = segments
+                    .iter()
+                    .take(2)
+                    .map_while(|s| match s {
+                        Segment::Literal(l) => Some(format!("/{l}")),
+                        _ => None,
+                    })
+                    .collect();
+                (lead, segments)
+            })
+            .collect();
+        OwnPaths {
+            patterns,
+            prefixes: prefixes.into_iter().map(str::to_owned).collect(),
         }
-        own.prefixes = prefixes.into_iter().map(str::to_owned).collect();
-        own
+    }
+
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        if self.prefixes.iter().any(|p| {
-            path.strip_prefix(p.as_str())
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        }) {
-            return true;
-        }
-        let first = path
-            .strip_prefix('/')
-            .map(|p| p.split('/').next().unwrap_or(""));
-        if !first.is_some_and(|f| self.first.iter().any(|l| l == f)) {
-            return false;
-        }
-        self.patterns
-            .iter()
-            .any(|p| matches_with(p, path, |_, _| {}))
+        };
+        self.prefixes.iter().any(|p| under(p))
+            || self
+                .patterns
+                .iter()
+                .any(|(lead, p)| under(lead) && matches_with(p, path, |_, _| {}))
     }
 }
 
@@ -1064,6 +1072,35 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywards_own_paths_all_parse_and_win() {
+        let api = crate::api::paths();
+        let own = OwnPaths::new(api.iter().copied(), Some("/console"));
+        assert_eq!(own.len(), api.len(), "every own route pattern parses");
+        for p in [
+            "/v1/health",
+            "/v1/keys",
+            "/v1/keys/key_1/rotate",
+            "/v1/tenants/t/credits/ledger",
+            "/openapi.json",
+            "/console",
+            "/console/t/x/keys",
+        ] {
+            assert!(own.contains(p), "{p}");
+        }
+        for p in [
+            "/v1/items",
+            "/v1/keysx",
+            "/v1/keys/a/b/c",
+            "/v1/health/",
+            "/consoles",
+            "/",
+            "",
+        ] {
+            assert!(!own.contains(p), "{p}");
+        }
+    }
 
     #[test]
     fn patterns_match_segments_and_rest() {

@@ -24,8 +24,10 @@ struct LastUse {
 /// threads recording uses of different keys rarely meet on one lock.
 const SHARDS: usize = 16;
 
+type ById = HashMap<String, LastUse, std::hash::BuildHasherDefault<crate::verifier::FnvHasher>>;
+
 pub struct UsageRecorder {
-    pending: [Mutex<HashMap<String, LastUse>>; SHARDS],
+    pending: [Mutex<ById>; SHARDS],
     /// What was last written per key, to skip rewrites within `resolution_ms`.
     written: Mutex<HashMap<String, LastUse>>,
     resolution_ms: i64,
@@ -36,14 +38,14 @@ impl UsageRecorder {
     /// unless its client address changed.
     pub fn new(resolution_seconds: u64) -> UsageRecorder {
         UsageRecorder {
-            pending: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            pending: std::array::from_fn(|_| Mutex::new(ById::default())),
             written: Mutex::new(HashMap::new()),
             resolution_ms: i64::try_from(resolution_seconds.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
         }
     }
 
-    fn shard(&self, key_id: &str) -> &Mutex<HashMap<String, LastUse>> {
+    fn shard(&self, key_id: &str) -> &Mutex<ById> {
         // FNV-1a: key ids are short and not chosen by callers.
         let h = key_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::oneshot;
@@ -42,6 +42,12 @@ pub struct CachedKey {
     pub rate_override: Option<keyward_core::ratelimit::RatePolicy>,
     /// The gateway's identity header values, built on first use.
     identity: std::sync::OnceLock<Identity>,
+    /// When and from which address (a fingerprint) this key's use was last
+    /// handed to the [`UsageRecorder`]: uses within a second from the same
+    /// address are not handed again, so a busy key does not take the
+    /// recorder's lock on every request.
+    noted_at: AtomicI64,
+    noted_ip: AtomicU64,
 }
 
 /// Identity header values for the upstream (cheap to clone).
@@ -87,7 +93,23 @@ impl CachedKey {
             policy,
             rate_override,
             identity: std::sync::OnceLock::new(),
+            noted_at: AtomicI64::new(i64::MIN),
+            noted_ip: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a use at `now` from `ip` is news for the usage recorder (a
+    /// new second, or another address), noting it if so.
+    fn note_use(&self, now: Timestamp, ip: Option<IpAddr>) -> bool {
+        use std::hash::BuildHasher;
+        let fingerprint = BuildHasherDefault::<FnvHasher>::default().hash_one(ip);
+        let at = self.noted_at.load(Ordering::Relaxed);
+        if now.0.saturating_sub(at) < 1000 && self.noted_ip.load(Ordering::Relaxed) == fingerprint {
+            return false;
+        }
+        self.noted_at.store(now.0, Ordering::Relaxed);
+        self.noted_ip.store(fingerprint, Ordering::Relaxed);
+        true
     }
 
     /// The identity header values of this key. Values that cannot be header
@@ -145,6 +167,25 @@ impl Hasher for PrehashedHasher {
 }
 
 type KeyMap = HashMap<KeyHash, Entry, BuildHasherDefault<PrehashedHasher>>;
+
+/// FNV-1a, for short values that callers do not choose freely.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.0 == 0 {
+            self.0 = 0xcbf2_9ce4_8422_2325;
+        }
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 /// What the cache knows about a hash.
 #[derive(Debug)]
@@ -545,7 +586,9 @@ impl Verifier {
             Ok(()) => {
                 // Rate limits and credits (SPEC §6) are spent here, after
                 // every other check passed, by the limits layer.
-                self.usage.record(&key.record.id, now, req.client_ip);
+                if key.note_use(now, req.client_ip) {
+                    self.usage.record(&key.record.id, now, req.client_ip);
+                }
                 Outcome::Valid(key)
             }
             Err(d) => Outcome::Denied(d, Some(key)),

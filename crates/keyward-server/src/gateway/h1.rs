@@ -169,7 +169,7 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
     if !target.starts_with('/') {
         return None;
     }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, _) = split_target(target);
     if front.own.contains(path) {
         return None;
     }
@@ -218,6 +218,14 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
         close,
         route,
     })
+}
+
+/// A request target's path and query (a byte loop: targets are short).
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    match target.bytes().position(|b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    }
 }
 
 /// A Content-Length value: digits only (no sign, no list).
@@ -344,10 +352,7 @@ impl Exchange<'_, '_, '_> {
             return Err(ApiError::RouteNotFound);
         };
         let target = self.req.path.unwrap_or("/");
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
+        let (path, query) = split_target(target);
         let key = if route.auth {
             let params = route_params(route, path);
             let key = super::authenticate(
@@ -1042,7 +1047,7 @@ fn date_line(out: &mut Vec<u8>, state: &AppState) {
 fn log(req: &httparse::Request<'_, '_>, status: u16, started: Instant, request_id: &RequestId) {
     let method = req.method.unwrap_or("");
     let path = req.path.unwrap_or("");
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let (path, _) = split_target(path);
     let request_id = std::str::from_utf8(request_id.as_bytes()).unwrap_or_default();
     if status >= 500 {
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
