@@ -7,7 +7,7 @@
 #   scripts/callgrind-gateway.sh target/release/keyward [OTHER_BINARY ...]
 #
 # For each binary: nginx (`return 200`) as the upstream, keyward under
-# `valgrind --tool=callgrind` with one Tokio worker, 200 keys, 400 warm-up
+# `valgrind --tool=callgrind` with one worker thread, 200 keys, 400 warm-up
 # requests (every key cached, upstream connections open), then the counters
 # are zeroed and N (default 2000) requests are sent one after another over
 # one keep-alive connection, each with a different key in X-API-Key.
@@ -42,7 +42,7 @@ export KEYWARD_LOG=warn
 for bin in "$@"; do
   d="$(mktemp -d -p "$tmp")"
   root="$("$bin" root-keys create --name load --data-dir "$d/data" --config "$tmp/k.toml" 2>/dev/null)"
-  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
+  KEYWARD_HTTP__WORKERS=1 TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
     "$bin" serve --config "$tmp/k.toml" --data-dir "$d/data" --listen "127.0.0.1:$KW_PORT" 2>"$d/vg.log" & kw=$!
   for _ in $(seq 1 300); do curl -sf "127.0.0.1:$KW_PORT/v1/health" >/dev/null && break; sleep 0.2; done
   tenant="$(python3 "$root_dir/scripts/mint_keys.py" "http://127.0.0.1:$KW_PORT" "$root" 200 "$d/keys.txt" items:read)"

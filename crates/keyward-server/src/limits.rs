@@ -165,12 +165,16 @@ const SHARDS: usize = 64;
 /// are forgotten now and then, so memory follows the active keys.
 pub struct MemoryLimiter {
     shards: Vec<Mutex<Shard>>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: Fnv,
 }
+
+/// Buckets are key ids, which keyward makes itself: nobody can choose
+/// colliding ones, so a cheap hash does.
+type Fnv = std::hash::BuildHasherDefault<crate::verifier::FnvHasher>;
 
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<String, Tat>,
+    tats: HashMap<String, Tat, Fnv>,
     writes: u32,
 }
 
@@ -178,7 +182,7 @@ impl Default for MemoryLimiter {
     fn default() -> MemoryLimiter {
         MemoryLimiter {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: Fnv::default(),
         }
     }
 }
@@ -334,7 +338,7 @@ struct TenantBank {
     /// Spent since the last settlement, in all and per key.
     unsettled: i64,
     requests: i64,
-    keys: HashMap<String, i64>,
+    keys: HashMap<String, i64, Fnv>,
     /// Settled totals of capped keys, read from the store once.
     key_totals: HashMap<String, i64>,
     /// The stored balance last seen.
@@ -423,9 +427,15 @@ impl TenantBank {
 /// lets one request at a time go to the store when the reservation runs
 /// short.
 #[derive(Default)]
-struct TenantEntry {
+pub(crate) struct TenantEntry {
     bank: Mutex<TenantBank>,
     gate: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for TenantEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantEntry")
+    }
 }
 
 impl TenantEntry {
@@ -514,6 +524,21 @@ impl CreditBank {
     /// Spends `cost` credits, or refuses, exactly.
     pub async fn spend(&self, r: SpendRequest<'_>) -> Result<SpendOutcome, StoreError> {
         let entry = self.entry(r.tenant_id);
+        self.spend_from(&entry, r).await
+    }
+
+    /// The tenant's account on this node, to keep beside a cached key
+    /// (accounts are never dropped, so the handle stays the one in use).
+    pub(crate) fn account(&self, tenant: &str) -> Arc<TenantEntry> {
+        self.entry(tenant)
+    }
+
+    /// [`CreditBank::spend`] from an account already looked up.
+    pub(crate) async fn spend_from(
+        &self,
+        entry: &TenantEntry,
+        r: SpendRequest<'_>,
+    ) -> Result<SpendOutcome, StoreError> {
         let cost = r.cost.max(0);
         let now = self.clock.now().0;
         // The fast path: the reservation covers it.
@@ -865,15 +890,21 @@ impl Limits {
         }
         if credits > 0 {
             if let Some(tenant) = &key.record.tenant_id {
+                let account = key
+                    .credit_account
+                    .get_or_init(|| self.credits.account(tenant));
                 let outcome = self
                     .credits
-                    .spend(SpendRequest {
-                        tenant_id: tenant,
-                        key_id: &key.record.id,
-                        cost: credits,
-                        key_cap: key.record.credit_cap,
-                        refill: tiers.refill_for_tenant(key.tenant_tier.as_deref()),
-                    })
+                    .spend_from(
+                        account,
+                        SpendRequest {
+                            tenant_id: tenant,
+                            key_id: &key.record.id,
+                            cost: credits,
+                            key_cap: key.record.credit_cap,
+                            refill: tiers.refill_for_tenant(key.tenant_tier.as_deref()),
+                        },
+                    )
                     .await?;
                 if !outcome.admitted {
                     return Ok(Err(Refused {

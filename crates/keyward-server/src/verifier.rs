@@ -48,6 +48,9 @@ pub struct CachedKey {
     /// recorder's lock on every request.
     noted_at: AtomicI64,
     noted_ip: AtomicU64,
+    /// The tenant's credit account on this node, looked up on first spend
+    /// (saves the bank's tenant map and its lock on every paid request).
+    pub(crate) credit_account: std::sync::OnceLock<Arc<crate::limits::TenantEntry>>,
 }
 
 /// Identity header values for the upstream (cheap to clone).
@@ -95,6 +98,7 @@ impl CachedKey {
             identity: std::sync::OnceLock::new(),
             noted_at: AtomicI64::new(i64::MIN),
             noted_ip: AtomicU64::new(0),
+            credit_account: std::sync::OnceLock::new(),
         }
     }
 
