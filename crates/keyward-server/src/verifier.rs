@@ -358,6 +358,8 @@ struct Loader {
     clock: Arc<dyn Clock>,
     default_tier: Option<String>,
     queue: Mutex<Queue>,
+    /// Told when a request starts waiting.
+    wake: tokio::sync::Notify,
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -366,9 +368,16 @@ struct Queue {
     /// Hashes to read, with the requests waiting for each (none for a
     /// refresh).
     waiting: HashMap<KeyHash, Vec<oneshot::Sender<Loaded>>, BuildHasherDefault<PrehashedHasher>>,
+    /// Some request is waiting (not only refreshes).
+    urgent: bool,
     /// A batch task is running and will look at `waiting` again.
     running: bool,
 }
+
+/// How long refreshes (which nobody waits for) gather before they are read
+/// together: keys in use come due one by one, and reading each on its own
+/// costs a query and a few thread wake-ups apiece.
+const REFRESH_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Loader {
     /// The key for `hash`, read from the store (and cached).
@@ -402,12 +411,19 @@ impl Loader {
         waiter: Option<oneshot::Sender<Loaded>>,
         runtime: &tokio::runtime::Handle,
     ) {
+        let urgent = waiter.is_some();
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let waiters = q.waiting.entry(hash).or_default();
             waiters.extend(waiter);
+            q.urgent |= urgent;
             !std::mem::replace(&mut q.running, true)
         };
+        if urgent {
+            // Cuts a gathering pause short (or, if none is under way, lets
+            // the next one end at once: harmless).
+            self.wake.notify_one();
+        }
         if start {
             let me = Arc::clone(self);
             drop(runtime.spawn(async move { me.drain().await }));
@@ -425,12 +441,23 @@ impl Loader {
         }
         let _reset = Reset(&self.queue);
         loop {
-            let batch: Vec<(KeyHash, Vec<oneshot::Sender<Loaded>>)> = {
+            let gather = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if q.waiting.is_empty() {
                     q.running = false;
                     return;
                 }
+                !q.urgent && q.waiting.len() < keyward_store::MAX_HASHES_PER_LOOKUP
+            };
+            if gather {
+                tokio::select! {
+                    _ = tokio::time::sleep(REFRESH_GATHER) => {}
+                    _ = self.wake.notified() => {}
+                }
+            }
+            let batch: Vec<(KeyHash, Vec<oneshot::Sender<Loaded>>)> = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.urgent = false;
                 std::mem::take(&mut q.waiting).into_iter().collect()
             };
             let mut batch = batch;
@@ -507,6 +534,7 @@ impl Verifier {
             clock: Arc::clone(&clock),
             default_tier,
             queue: Mutex::new(Queue::default()),
+            wake: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         });
         Verifier {

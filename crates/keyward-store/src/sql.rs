@@ -41,6 +41,9 @@ const KEY_COLUMNS: &str = "seq, id, class, tenant_id, name, environment, hash, s
 const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at, tier";
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
+/// Keys per last-use statement (three bind parameters each).
+const TOUCH_BATCH: usize = 300;
+
 /// Serializes migrations across nodes starting at once (PostgreSQL).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
 
@@ -749,17 +752,28 @@ impl Store for SqlStore {
         if uses.is_empty() {
             return Ok(());
         }
+        // One statement per few hundred keys (a VALUES list joined to the
+        // table), not one per key: a busy node touches every active key
+        // once a minute. Both engines name VALUES columns column1, column2…
         let mut tx = self.pool.begin().await?;
-        for u in uses {
-            sqlx::query(
-                "UPDATE keys SET last_used_at = $1, last_used_ip = $2 \
-                 WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(u.at)
-            .bind(u.ip.clone())
-            .bind(&u.key_id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in uses.chunks(TOUCH_BATCH) {
+            let mut b = Built::new(
+                "UPDATE keys SET last_used_at = v.column2, last_used_ip = v.column3 FROM (VALUES ",
+            );
+            for (i, u) in chunk.iter().enumerate() {
+                let id = b.arg(Bind::Text(Some(u.key_id.clone())));
+                let at = b.arg(Bind::Int(Some(u.at)));
+                let ip = b.arg(Bind::Text(u.ip.clone()));
+                if i > 0 {
+                    b.sql.push_str(", ");
+                }
+                b.sql.push_str(&format!("({id}, {at}, {ip})"));
+            }
+            b.sql.push_str(
+                ") AS v WHERE keys.id = v.column1 \
+                 AND (keys.last_used_at IS NULL OR keys.last_used_at < v.column2)",
+            );
+            b.query().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

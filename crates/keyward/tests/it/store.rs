@@ -300,6 +300,36 @@ async fn conformance(backend: Backend) {
         (used.last_used_at, used.last_used_ip.as_deref()),
         (Some(50), Some("10.0.0.1"))
     );
+    // Many keys in one call (more than one statement's worth): each row
+    // gets its own use, unknown ids are ignored, and no address is NULL.
+    let mut batch: Vec<KeyUse> = (0..700)
+        .map(|i| KeyUse {
+            key_id: format!("key_nope_{i}"),
+            at: 60,
+            ip: None,
+        })
+        .collect();
+    batch.insert(
+        350,
+        KeyUse {
+            key_id: "key_6".into(),
+            at: 70,
+            ip: None,
+        },
+    );
+    batch.push(KeyUse {
+        key_id: "key_1".into(),
+        at: 80,
+        ip: Some("2001:db8::1".into()),
+    });
+    store.touch_keys(&batch).await.unwrap();
+    let used = store.get_key("key_6").await.unwrap();
+    assert_eq!((used.last_used_at, used.last_used_ip), (Some(70), None));
+    let used = store.get_key("key_1").await.unwrap();
+    assert_eq!(
+        (used.last_used_at, used.last_used_ip.as_deref()),
+        (Some(80), Some("2001:db8::1"))
+    );
 
     // Delete hides the key but keeps its hash known as deleted.
     store
