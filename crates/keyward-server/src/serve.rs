@@ -17,6 +17,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,10 +64,16 @@ impl Workers {
         let listener = listener.into_std()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(());
+        let n = n.max(1);
+        let balance = Arc::new(Balance {
+            open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            changed: tokio::sync::Notify::new(),
+        });
         let mut drained = Vec::with_capacity(n);
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let listener = listener.try_clone()?;
             let front = Arc::clone(&front);
+            let balance = Arc::clone(&balance);
             let stop = stop_rx.clone();
             let mut exit = exit_rx.clone();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -84,7 +91,7 @@ impl Workers {
                         }
                     };
                     rt.block_on(async move {
-                        worker(listener, front, stop).await;
+                        worker(listener, front, stop, balance, i).await;
                         let _ = tx.send(());
                         // Resolves with an error once `Workers` is dropped.
                         while exit.changed().await.is_ok() {}
@@ -125,7 +132,75 @@ pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn worker(listener: std::net::TcpListener, front: Arc<Front>, stop: watch::Receiver<bool>) {
+/// Open connections per worker. A connection stays on the worker that
+/// accepted it, so the workers share out new ones: a worker holding more
+/// than one connection above the least busy one leaves the listener to the
+/// others until that changes (all of them are woken by every new
+/// connection; the kernel gives it to the one that accepts).
+struct Balance {
+    open: Vec<AtomicUsize>,
+    changed: tokio::sync::Notify,
+}
+
+impl Balance {
+    fn busier(&self, me: usize) -> bool {
+        let mine = self.open[me].load(Ordering::Relaxed);
+        let least = self
+            .open
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        mine > least + 1
+    }
+
+    fn add(&self, me: usize) {
+        self.open[me].fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn remove(&self, me: usize) {
+        self.open[me].fetch_sub(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until this worker is not the busier one.
+    async fn my_turn(&self, me: usize) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = pin!(changed);
+            changed.as_mut().enable();
+            if !self.busier(me) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One open connection in [`Balance`], until dropped (a panic included).
+struct Counted(Arc<Balance>, usize);
+
+impl Counted {
+    fn new(balance: Arc<Balance>, me: usize) -> Counted {
+        balance.add(me);
+        Counted(balance, me)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
+}
+
+async fn worker(
+    listener: std::net::TcpListener,
+    front: Arc<Front>,
+    stop: watch::Receiver<bool>,
+    balance: Arc<Balance>,
+    me: usize,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -143,7 +218,10 @@ async fn worker(listener: std::net::TcpListener, front: Arc<Front>, stop: watch:
         let accepted = tokio::select! {
             biased;
             _ = stopping(&mut stopping_rx) => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                balance.my_turn(me).await;
+                listener.accept().await
+            } => accepted,
         };
         match accepted {
             Ok((tcp, peer)) => {
@@ -156,8 +234,10 @@ async fn worker(listener: std::net::TcpListener, front: Arc<Front>, stop: watch:
                 let front = Arc::clone(&front);
                 let stop = local_rx.clone();
                 let open = open_rx.clone();
+                let counted = Counted::new(Arc::clone(&balance), me);
                 tokio::spawn(async move {
                     connection(&front, tcp, peer, stop).await;
+                    drop(counted);
                     drop(open);
                 });
             }
