@@ -11,7 +11,8 @@
 # requests (every key cached, upstream connections open), then the counters
 # are zeroed and N (default 2000) requests are sent one after another over
 # one keep-alive connection, each with a different key in X-API-Key.
-# Prints user-space instructions per request. Env: N; LIMITS=1 puts every key
+# Prints user-space instructions per request. Env: N; CALLGRIND_OUT=DIR
+# keeps each profile; LIMITS=1 puts every key
 # in a (never exceeded) rate-limit tier and makes the route cost 1 credit.
 set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
@@ -56,4 +57,6 @@ for bin in "$@"; do
   kill "$kw"; wait "$kw" 2>/dev/null || true
   total="$(callgrind_annotate --threshold=100 --auto=no "$d"/cg.out.1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
   echo "$bin: $((total / N)) instructions per request"
+  # CALLGRIND_OUT=DIR keeps the profile (callgrind_annotate --inclusive=yes DIR/…).
+  if [ -n "${CALLGRIND_OUT:-}" ]; then mkdir -p "$CALLGRIND_OUT"; cp "$d"/cg.out.1 "$CALLGRIND_OUT/$(basename "$bin").cg.out"; fi
 done

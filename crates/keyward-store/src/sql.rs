@@ -42,7 +42,9 @@ const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at, t
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
 /// Keys per last-use statement (three bind parameters each).
-const TOUCH_BATCH: usize = 300;
+const TOUCH_BATCH: usize = 100;
+/// The IN-list lengths of key lookups (the last is the most one call takes).
+const LOOKUP_SIZES: [usize; 5] = [1, 8, 32, 128, crate::MAX_HASHES_PER_LOOKUP];
 
 /// Serializes migrations across nodes starting at once (PostgreSQL).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
@@ -534,7 +536,20 @@ impl Store for SqlStore {
             "SELECT {columns}, t.name AS tenant_name, t.tier AS tenant_tier \
              FROM keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.hash IN ("
         ));
-        for (i, h) in hashes_hex.iter().enumerate() {
+        // A few list lengths only, padded with the first hash, so each is
+        // one prepared statement reused (parsing a long statement costs
+        // more than running it).
+        let slots = LOOKUP_SIZES
+            .iter()
+            .copied()
+            .find(|&n| n >= hashes_hex.len())
+            .unwrap_or(hashes_hex.len());
+        let first = &hashes_hex[0];
+        let padded = hashes_hex
+            .iter()
+            .chain(std::iter::repeat(first))
+            .take(slots);
+        for (i, h) in padded.enumerate() {
             let p = b.arg(Bind::Text(Some(h.clone())));
             if i > 0 {
                 b.sql.push_str(", ");

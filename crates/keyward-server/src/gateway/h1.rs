@@ -64,7 +64,10 @@ pub(crate) async fn serve(
     let state = &front.state;
     let (mut generation, mut table) = state.routes.current_with_generation();
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
+    let mut scratch = Scratch {
+        out: Vec::with_capacity(2 * 1024),
+        head: Vec::with_capacity(1024),
+    };
     let forwarding = state.settings.trusted_proxies.is_empty().then(|| {
         let mut lines = Vec::new();
         let ip = keyward_core::allowlist::canonical(peer.ip());
@@ -111,7 +114,7 @@ pub(crate) async fn serve(
             forwarding: forwarding.as_deref(),
             plan: &plan,
         };
-        let done = exchange.run(&mut tcp, &mut out, &*stop).await;
+        let done = exchange.run(&mut tcp, &mut scratch, &*stop).await;
         log(&req, done.status, started, &done.request_id);
         if !done.keep_alive {
             return None;
@@ -243,6 +246,13 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// A connection's reusable buffers: the request head (and body) for the
+/// upstream, or a local answer; and the response head for the client.
+struct Scratch {
+    out: Vec<u8>,
+    head: Vec<u8>,
+}
+
 /// How one request ended, for the log and the connection.
 struct Done {
     status: u16,
@@ -299,7 +309,7 @@ impl Exchange<'_, '_, '_> {
     async fn run(
         &self,
         tcp: &mut TcpStream,
-        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
         stop: &watch::Receiver<bool>,
     ) -> Done {
         let request_id = match credential::HeaderSource::first(&*self.req.headers, "x-request-id") {
@@ -307,7 +317,10 @@ impl Exchange<'_, '_, '_> {
             _ => RequestId::New(new_request_id()),
         };
         let mut rate = None;
-        let answered = match self.answer(tcp, out, &request_id, &mut rate, stop).await {
+        let answered = match self
+            .answer(tcp, scratch, &request_id, &mut rate, stop)
+            .await
+        {
             Ok(a) => a,
             Err(e) => Answered::Local(local_error(self.state, e)),
         };
@@ -320,6 +333,7 @@ impl Exchange<'_, '_, '_> {
             Answered::Local(local) => {
                 let close = self.plan.close || *stop.borrow();
                 let status = local.status.as_u16();
+                let out = &mut scratch.out;
                 out.clear();
                 write_local(
                     out,
@@ -342,12 +356,16 @@ impl Exchange<'_, '_, '_> {
     async fn answer(
         &self,
         tcp: &mut TcpStream,
-        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
         request_id: &RequestId,
         rate: &mut Option<RateState>,
         stop: &watch::Receiver<bool>,
     ) -> Result<Answered, ApiError> {
         let state = self.state;
+        let Scratch {
+            out,
+            head: head_out,
+        } = scratch;
         let Some(route) = self.plan.route.map(|i| &self.table.routes[i]) else {
             return Err(ApiError::RouteNotFound);
         };
@@ -408,9 +426,17 @@ impl Exchange<'_, '_, '_> {
                 | Method::DELETE
                 | Method::TRACE
         );
-        let (mut up, head) = match tokio::time::timeout(
+        let relay = Relay {
+            method: &self.plan.method,
+            rate: rate.as_ref(),
+            request_id: request_id.as_bytes(),
+            state,
+            close: self.plan.close,
+            stop,
+        };
+        let (mut up, head, framing) = match tokio::time::timeout(
             timeout,
-            send(upstream, connect_timeout, out, retry),
+            send(upstream, connect_timeout, out, retry, &relay, head_out),
         )
         .await
         {
@@ -421,26 +447,8 @@ impl Exchange<'_, '_, '_> {
             }
             Ok(Ok(r)) => r,
         };
-        let close = self.plan.close || *stop.borrow();
-        out.clear();
-        let framing = match relay_head(
-            &mut up,
-            head,
-            out,
-            &self.plan.method,
-            rate.as_ref(),
-            request_id.as_bytes(),
-            state,
-            close,
-        ) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "Upstream sent a response that cannot be relayed.");
-                return Err(ApiError::UpstreamUnavailable);
-            }
-        };
         let status = head.status;
-        let relayed = relay_body(&mut up, tcp, out, framing).await;
+        let relayed = relay_body(&mut up, tcp, head_out, framing).await;
         let keep_alive = match relayed {
             Ok(upstream_reusable) => {
                 if upstream_reusable && head.keep_alive {
@@ -557,14 +565,28 @@ fn forwarding_lines(out: &mut Vec<u8>, ip: std::net::IpAddr, prev: Option<&str>,
 /// that listing, RFC 9110 §7.6.1), however many there are.
 struct Listed<'a, 'b> {
     headers: &'a [httparse::Header<'b>],
-    /// Some `Connection` header lists a name (else nothing is scanned).
+    /// Some `Connection` header lists a name other than `keep-alive` and
+    /// `close` (else nothing is scanned: those two are the usual ones).
     any: bool,
+    /// `close` is listed (a header of that name would go too).
+    close: bool,
 }
 
 impl<'a, 'b> Listed<'a, 'b> {
     fn of(headers: &'a [httparse::Header<'b>]) -> Listed<'a, 'b> {
-        let any = Self::connection_tokens(headers).next().is_some();
-        Listed { headers, any }
+        let (mut any, mut close) = (false, false);
+        for t in Self::connection_tokens(headers) {
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                any = true;
+            }
+        }
+        Listed {
+            headers,
+            any,
+            close,
+        }
     }
 
     fn connection_tokens(
@@ -576,10 +598,12 @@ impl<'a, 'b> Listed<'a, 'b> {
             .flat_map(|h| tokens(h.value))
     }
 
+    /// `keep-alive` is hop-by-hop by name already; the caller drops it.
     fn contains(&self, name: &str) -> bool {
-        self.any
-            && Self::connection_tokens(self.headers)
-                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        (self.close && name.eq_ignore_ascii_case("close"))
+            || self.any
+                && Self::connection_tokens(self.headers)
+                    .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -603,7 +627,6 @@ struct ResponseHead {
     status: u16,
     /// The upstream will keep the connection open after this response.
     keep_alive: bool,
-    len: usize,
 }
 
 /// Sends `request` upstream on a pooled connection (or a new one) and waits
@@ -615,7 +638,9 @@ async fn send(
     connect_timeout: Duration,
     request: &[u8],
     retry: bool,
-) -> std::io::Result<(UpstreamConn, ResponseHead)> {
+    relay: &Relay<'_>,
+    head_out: &mut Vec<u8>,
+) -> std::io::Result<(UpstreamConn, ResponseHead, Framing)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -624,11 +649,11 @@ async fn send(
             None => pool::connect(&upstream.authority, connect_timeout).await?,
         };
         let result = match up.tcp.write_all(request).await {
-            Ok(()) => read_head(&mut up).await,
+            Ok(()) => read_head(&mut up, relay, head_out).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(head) => return Ok((up, head)),
+            Ok((head, framing)) => return Ok((up, head, framing)),
             Err(e) if attempt < 2 && up.reused && up.buf.is_empty() && (retry || is_unsent(&e)) => {
                 tracing::debug!(error = %e, "A pooled upstream connection was closed; retrying on a new one.");
             }
@@ -649,9 +674,28 @@ fn io_error(msg: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
 
-/// Reads until `up.buf` starts with a complete final response head
-/// (informational 1xx responses are skipped, as hyper does).
-async fn read_head(up: &mut UpstreamConn) -> std::io::Result<ResponseHead> {
+/// What the client's response head is written with.
+struct Relay<'a> {
+    method: &'a Method,
+    rate: Option<&'a RateState>,
+    request_id: &'a [u8],
+    state: &'a AppState,
+    /// The client asked to close after this response.
+    close: bool,
+    /// The server is stopping (looked at when the head is written, so a
+    /// request in flight at shutdown is told the connection closes).
+    stop: &'a watch::Receiver<bool>,
+}
+
+/// Reads until `up.buf` holds a complete final response head
+/// (informational 1xx responses are skipped, as hyper does), writes the
+/// client's head from it into `head_out` (parsed once), consumes it, and
+/// says how the body is framed.
+async fn read_head(
+    up: &mut UpstreamConn,
+    relay: &Relay<'_>,
+    head_out: &mut Vec<u8>,
+) -> std::io::Result<(ResponseHead, Framing)> {
     loop {
         let parsed = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -659,27 +703,33 @@ async fn read_head(up: &mut UpstreamConn) -> std::io::Result<ResponseHead> {
             match res.parse(&up.buf) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = res.code.unwrap_or(0);
-                    let keep_alive = res.version == Some(1)
-                        && !res.headers.iter().any(|h| {
-                            h.name.eq_ignore_ascii_case("connection")
-                                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"))
-                        });
-                    Some(ResponseHead {
-                        status,
-                        keep_alive,
-                        len,
-                    })
+                    if status == 101 {
+                        return Err(io_error("the upstream switched protocols unasked"));
+                    }
+                    if (100..200).contains(&status) {
+                        Some((len, None))
+                    } else {
+                        let keep_alive = res.version == Some(1)
+                            && !res.headers.iter().any(|h| {
+                                h.name.eq_ignore_ascii_case("connection")
+                                    && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"))
+                            });
+                        head_out.clear();
+                        let framing = client_head(&res, status, relay, head_out)?;
+                        let head = ResponseHead { status, keep_alive };
+                        Some((len, Some((head, framing))))
+                    }
                 }
                 Ok(httparse::Status::Partial) => None,
                 Err(_) => return Err(io_error("the upstream's response head is malformed")),
             }
         };
         match parsed {
-            Some(h) if h.status == 101 => {
-                return Err(io_error("the upstream switched protocols unasked"))
+            Some((len, None)) => up.buf.advance(len),
+            Some((len, Some(done))) => {
+                up.buf.advance(len);
+                return Ok(done);
             }
-            Some(h) if (100..200).contains(&h.status) => up.buf.advance(h.len),
-            Some(h) => return Ok(h),
             None => {
                 if up.buf.len() >= MAX_RESPONSE_HEAD {
                     return Err(io_error("the upstream's response head is too large"));
@@ -707,27 +757,24 @@ enum Framing {
     UntilClose,
 }
 
-/// Writes the client's response head into `out` from the upstream's (in
-/// `up.buf`, which is then consumed past the head), and says how the body
-/// is framed.
-#[allow(clippy::too_many_arguments)]
-fn relay_head(
-    up: &mut UpstreamConn,
-    head: ResponseHead,
+/// Writes the client's response head into `out` from the upstream's, and
+/// says how the body is framed.
+fn client_head(
+    res: &httparse::Response<'_, '_>,
+    status: u16,
+    relay: &Relay<'_>,
     out: &mut Vec<u8>,
-    method: &Method,
-    rate: Option<&RateState>,
-    request_id: &[u8],
-    state: &AppState,
-    close: bool,
 ) -> std::io::Result<Framing> {
+    let Relay {
+        method,
+        rate,
+        request_id,
+        state,
+        close,
+        stop,
+    } = *relay;
+    let close = close || *stop.borrow();
     let framing = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        if !matches!(res.parse(&up.buf), Ok(httparse::Status::Complete(_))) {
-            return Err(io_error("the upstream's response head is malformed"));
-        }
-        let status = head.status;
         let mut framing = None;
         let mut length: Option<u64> = None;
         let mut has_date = false;
@@ -803,7 +850,6 @@ fn relay_head(
         out.extend_from_slice(b"\r\n");
         framing
     };
-    up.buf.advance(head.len);
     Ok(framing)
 }
 
