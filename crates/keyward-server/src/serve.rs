@@ -382,3 +382,35 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_more_than_one_connection_ahead_waits_its_turn() {
+        let balance = Arc::new(Balance {
+            open: (0..2).map(|_| AtomicUsize::new(0)).collect(),
+            changed: tokio::sync::Notify::new(),
+        });
+        let a = Counted::new(Arc::clone(&balance), 0);
+        assert!(!balance.busier(0), "one ahead may still accept");
+        let b = Counted::new(Arc::clone(&balance), 0);
+        assert!(balance.busier(0));
+        assert!(!balance.busier(1));
+        // Worker 0 waits until worker 1 catches up or 0's connections end.
+        let waiting = tokio::spawn({
+            let balance = Arc::clone(&balance);
+            async move { balance.my_turn(0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a connection ending gives worker 0 its turn")
+            .unwrap();
+        drop(a);
+        assert_eq!(balance.open[0].load(Ordering::Relaxed), 0);
+    }
+}
