@@ -36,7 +36,7 @@ use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
 pub(crate) mod h1;
-mod pool;
+pub(crate) mod pool;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction
 /// (parsed once: removing by `&str` would parse the name every time).
@@ -77,6 +77,21 @@ pub struct Route {
     /// Credits per request.
     pub credits: i64,
     pub idempotency: IdempotencyMode,
+}
+
+impl Route {
+    /// How `Idempotency-Key` applies to a `method` request on this route
+    /// (`Optional` or `Required`), or `None` when it is passed through
+    /// untouched (the route turned it off, or the method is not one of
+    /// `idempotency.methods`).
+    pub(crate) fn idempotency_for(
+        &self,
+        method: &Method,
+        methods: &[Method],
+    ) -> Option<IdempotencyMode> {
+        (self.idempotency != IdempotencyMode::Off && methods.contains(method))
+            .then_some(self.idempotency)
+    }
 }
 
 /// The routes of a deployment, checked at start.
@@ -562,10 +577,9 @@ async fn serve(
         let principal = Principal::new(&key);
         return Ok((*status, axum::Json(fill(template, &principal))).into_response());
     }
-    let idempotency_key = match route.idempotency {
-        IdempotencyMode::Off => None,
-        _ if !state.idempotent_methods.contains(req.method()) => None,
-        mode => match idempotency::key_of(req.headers())? {
+    let idempotency_key = match route.idempotency_for(req.method(), &state.idempotent_methods) {
+        None => None,
+        Some(mode) => match idempotency::key_of(req.headers())? {
             None if mode == IdempotencyMode::Required => {
                 return Err(ApiError::IdempotencyKeyRequired)
             }
@@ -1175,9 +1189,4 @@ impl LiveRoutes {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         Ok(n)
     }
-}
-
-/// Closes this worker thread's idle upstream connections (it is stopping).
-pub(crate) fn pool_clear() {
-    pool::clear();
 }

@@ -31,6 +31,7 @@ pub mod console;
 pub mod credential;
 pub mod error;
 pub mod gateway;
+mod hashing;
 pub mod idempotency;
 pub mod limits;
 pub mod openapi;

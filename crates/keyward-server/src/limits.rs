@@ -168,9 +168,9 @@ pub struct MemoryLimiter {
     hasher: Fnv,
 }
 
-/// Buckets are key ids, which keyward makes itself: nobody can choose
-/// colliding ones, so a cheap hash does.
-type Fnv = std::hash::BuildHasherDefault<crate::verifier::FnvHasher>;
+// Buckets are key ids, which keyward makes itself: nobody can choose
+// colliding ones, so a cheap hash does.
+use crate::hashing::Fnv;
 
 #[derive(Default)]
 struct Shard {

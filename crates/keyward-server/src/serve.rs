@@ -248,7 +248,7 @@ async fn worker(
     let _ = local_tx.send(true);
     drop(open_rx);
     open_tx.closed().await;
-    crate::gateway::pool_clear();
+    crate::gateway::pool::clear();
 }
 
 /// Errors of one connection (reset before it was accepted) are ignored;
@@ -332,7 +332,7 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
 
 /// A connection whose first bytes were already read (by the fast path):
 /// reads return those first, then the socket's.
-pub(crate) struct Rewind {
+struct Rewind {
     read: BytesMut,
     tcp: TcpStream,
 }

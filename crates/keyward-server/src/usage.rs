@@ -10,8 +10,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::hash::BuildHasher;
+
 use keyward_core::clock::Timestamp;
 use keyward_store::{KeyUse, Store};
+
+use crate::hashing::Fnv;
 
 /// The latest use of one key: time and address, kept unformatted until flush.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +28,7 @@ struct LastUse {
 /// threads recording uses of different keys rarely meet on one lock.
 const SHARDS: usize = 16;
 
-type ById = HashMap<String, LastUse, std::hash::BuildHasherDefault<crate::verifier::FnvHasher>>;
+type ById = HashMap<String, LastUse, Fnv>;
 
 pub struct UsageRecorder {
     pending: [Mutex<ById>; SHARDS],
@@ -46,10 +50,7 @@ impl UsageRecorder {
     }
 
     fn shard(&self, key_id: &str) -> &Mutex<ById> {
-        // FNV-1a: key ids are short and not chosen by callers.
-        let h = key_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let h = Fnv::default().hash_one(key_id);
         &self.pending[(h % SHARDS as u64) as usize]
     }
 

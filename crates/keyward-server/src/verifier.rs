@@ -106,7 +106,7 @@ impl CachedKey {
     /// new second, or another address), noting it if so.
     fn note_use(&self, now: Timestamp, ip: Option<IpAddr>) -> bool {
         use std::hash::BuildHasher;
-        let fingerprint = BuildHasherDefault::<FnvHasher>::default().hash_one(ip);
+        let fingerprint = crate::hashing::Fnv::default().hash_one(ip);
         let at = self.noted_at.load(Ordering::Relaxed);
         if now.0.saturating_sub(at) < 1000 && self.noted_ip.load(Ordering::Relaxed) == fingerprint {
             return false;
@@ -171,25 +171,6 @@ impl Hasher for PrehashedHasher {
 }
 
 type KeyMap = HashMap<KeyHash, Entry, BuildHasherDefault<PrehashedHasher>>;
-
-/// FNV-1a, for short values that callers do not choose freely.
-#[derive(Default)]
-pub(crate) struct FnvHasher(u64);
-
-impl Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        if self.0 == 0 {
-            self.0 = 0xcbf2_9ce4_8422_2325;
-        }
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
 
 /// What the cache knows about a hash.
 #[derive(Debug)]

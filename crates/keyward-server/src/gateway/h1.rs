@@ -44,11 +44,11 @@ const MAX_HEADERS: usize = 64;
 /// Upstream responses may carry as many headers as hyper allows.
 const MAX_RESPONSE_HEADERS: usize = 100;
 /// Larger request heads go to the general path (hyper allows more).
-pub(crate) const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEAD: usize = 16 * 1024;
 /// Request bodies up to this size are read whole before forwarding (they
 /// fit the socket buffers, so writing them never waits on the upstream);
 /// larger ones stream on the general path.
-pub(crate) const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY: usize = 64 * 1024;
 /// Upstream response heads larger than this are a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -204,11 +204,10 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
     }
     let route = table.find_index(&method, path);
     if let Some(r) = route.map(|i| &table.routes[i]) {
-        let idempotent = match r.idempotency {
-            IdempotencyMode::Off => false,
-            _ if !front.state.idempotent_methods.contains(&method) => false,
-            IdempotencyMode::Required => true,
-            IdempotencyMode::Optional => idempotency_key,
+        let idempotent = match r.idempotency_for(&method, &front.state.idempotent_methods) {
+            None => false,
+            Some(IdempotencyMode::Required) => true,
+            Some(_) => idempotency_key,
         };
         if idempotent {
             return None;
