@@ -89,6 +89,10 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("the request path is refused: {0}")]
+    InvalidPath(crate::gateway::path::PathError),
+    #[error("the Host header {0}; HTTP/1.1 requests carry exactly one")]
+    InvalidHost(&'static str),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -102,7 +106,9 @@ impl ApiError {
             ApiError::CredentialsMisplaced { .. }
             | ApiError::InvalidBody(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidCursor => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCursor | ApiError::InvalidPath(_) | ApiError::InvalidHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +154,8 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidHost(_) => "invalid_host",
             ApiError::Internal => "internal_error",
         }
     }

@@ -19,6 +19,7 @@
 //! [`MAX_BODY`], `Expect`, upgrades, HTTP/1.0, heads that are malformed or
 //! over [`MAX_HEAD`]. Errors are rendered by [`crate::error`], as everywhere.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -173,15 +174,21 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
         return None;
     }
     let (path, _) = split_target(target);
-    if front.own.contains(path) {
+    // A path not in normal form (or refused) is the general path's to
+    // rewrite or answer: the upstream head below is written from the
+    // client's bytes, which must then be exactly the path matched.
+    if !matches!(super::path::normalize(path), Ok(Cow::Borrowed(_))) || front.own.contains(path) {
         return None;
     }
     let mut body = None;
     let mut close = false;
     let mut idempotency_key = false;
+    let mut hosts = 0u8;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts = hosts.saturating_add(1);
+        } else if name.eq_ignore_ascii_case("content-length") {
             if body.is_some() {
                 return None;
             }
@@ -196,6 +203,10 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
         } else if name.eq_ignore_ascii_case(crate::idempotency::HEADER) {
             idempotency_key = true;
         }
+    }
+    // Missing or repeated Host: the general path answers 400.
+    if hosts != 1 {
+        return None;
     }
     let has_length = body.is_some();
     let body = usize::try_from(body.unwrap_or(0)).ok()?;
@@ -484,6 +495,10 @@ impl Exchange<'_, '_, '_> {
         let prev_xff = credential::HeaderSource::first(&*req.headers, "x-forwarded-for");
         // Names the client listed in Connection are hop-by-hop too.
         let listed = Listed::of(req.headers);
+        let allow_override = self
+            .plan
+            .route
+            .is_some_and(|i| self.table.routes[i].allow_method_override);
         for h in req.headers.iter() {
             let name = h.name;
             let drop = name.eq_ignore_ascii_case("host")
@@ -500,7 +515,11 @@ impl Exchange<'_, '_, '_> {
                 || HOP_BY_HOP
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-                || listed.contains(name);
+                || listed.contains(name)
+                || (!allow_override
+                    && super::METHOD_OVERRIDE
+                        .iter()
+                        .any(|n| name.eq_ignore_ascii_case(n)));
             if !drop {
                 line(out, name.as_bytes(), h.value);
             }
