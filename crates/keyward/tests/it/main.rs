@@ -17,6 +17,7 @@ mod gateway;
 mod kit;
 mod limits;
 mod paths;
+mod privilege;
 mod process;
 mod seeds;
 mod store;
