@@ -89,6 +89,12 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("the request is malformed: {0}")]
+    MalformedRequest(&'static str),
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
+    #[error("the server is at its connection limit; retry shortly")]
+    Overloaded,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -120,6 +126,9 @@ impl ApiError {
             }
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,6 +157,9 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::MalformedRequest(_) => "malformed_request",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal_error",
         }
     }
@@ -183,7 +195,7 @@ impl ApiError {
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
             }
-            ApiError::IdempotencyInProgress => {
+            ApiError::IdempotencyInProgress | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {
