@@ -576,6 +576,10 @@ struct Requests {
     in_flight: AtomicUsize,
     /// The connection was upgraded: its bytes are no longer HTTP.
     upgraded: AtomicBool,
+    /// The connection's task, when its read waits while a request is in
+    /// flight: woken when the last one ends, so the keep-alive timer starts
+    /// (hyper may have polled the read for the last time before that).
+    waiting: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
 /// One request in [`Requests::in_flight`], until dropped.
@@ -591,7 +595,17 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let waiting = self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(w) = waiting {
+                w.wake();
+            }
+        }
     }
 }
 
@@ -912,7 +926,20 @@ impl Conn {
             self.seen = started;
             self.phase = Phase::Busy;
             if requests.in_flight.load(Ordering::Relaxed) > 0 {
-                return Watched::Pass;
+                if polled.is_pending() {
+                    let mut waiting = requests.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waiting = Some(cx.waker().clone());
+                    }
+                    drop(waiting);
+                    // The request may have ended meanwhile, its wake-up
+                    // missed: look again.
+                    if requests.in_flight.load(Ordering::Relaxed) > 0 {
+                        return Watched::Pass;
+                    }
+                } else {
+                    return Watched::Pass;
+                }
             }
         }
         match polled {
