@@ -984,6 +984,10 @@ async fn forward(
         ));
     }
     let (mut parts, body) = req.into_parts();
+    // The client's HTTP version is its own hop's: an HTTP/2 request goes to
+    // an HTTP/1.1 upstream as HTTP/1.1 (hyper refuses to send it as
+    // HTTP/2 over HTTP/1; an h2c upstream's client speaks HTTP/2 anyway).
+    parts.version = axum::http::Version::HTTP_11;
     // Chunked bodies are counted as they stream; past the limit the upstream
     // request is aborted.
     let body = Body::new(http_body_util::Limited::new(

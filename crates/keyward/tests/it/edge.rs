@@ -505,6 +505,48 @@ async fn pauses_shorter_than_the_timeouts_are_fine() {
     }
 }
 
+/// HTTP/2 (prior knowledge) is served, and a connection with no stream
+/// open is closed after the keep-alive timeout, without HTTP/1 bytes.
+#[tokio::test]
+async fn http2_connections_are_served_and_closed_when_idle() {
+    let up = upstream::start().await;
+    for fast_path in [true, false] {
+        let s = Server::start_with(Backend::Sqlite, config(&up.url, fast_path, "")).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+        for path in ["/v1/health", "/public/h2", "/v1/health"] {
+            let res = client
+                .get(s.url(path).parse().unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("fast_path = {fast_path}, {path}: {e}"));
+            assert_eq!(res.status(), 200, "fast_path = {fast_path}, {path}");
+            assert_eq!(res.version(), axum::http::Version::HTTP_2);
+        }
+        assert_eq!(up.last().uri, "/public/h2");
+
+        // The preface and SETTINGS, then nothing.
+        let mut tcp = connect(&authority(&s)).await;
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let since = Instant::now();
+        let (got, at) = until_closed(&mut tcp).await;
+        let took = at - since;
+        let keep_alive = Duration::from_millis(KEEP_ALIVE_MS);
+        assert!(
+            took + SLACK >= keep_alive && took <= keep_alive + Duration::from_secs(8),
+            "fast_path = {fast_path}: an idle HTTP/2 connection closed after {took:?}"
+        );
+        assert!(
+            find(&got, b"HTTP/1.1").is_none(),
+            "fast_path = {fast_path}: HTTP/1 bytes on an HTTP/2 connection: {got:?}"
+        );
+        s.shutdown().await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The connection cap.
 
