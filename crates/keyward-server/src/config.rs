@@ -863,6 +863,42 @@ mod tests {
     }
 
     #[test]
+    fn connection_timeouts_have_safe_defaults_and_bounds() {
+        let h = HttpConfig::default();
+        assert_eq!(
+            (
+                h.header_read_timeout_ms,
+                h.body_read_timeout_ms,
+                h.keep_alive_timeout_ms,
+                h.max_connections
+            ),
+            (10_000, 30_000, 60_000, 0)
+        );
+        for (var, setting) in [
+            (
+                "KEYWARD_HTTP__HEADER_READ_TIMEOUT_MS",
+                "http.header_read_timeout_ms",
+            ),
+            (
+                "KEYWARD_HTTP__BODY_READ_TIMEOUT_MS",
+                "http.body_read_timeout_ms",
+            ),
+            (
+                "KEYWARD_HTTP__KEEP_ALIVE_TIMEOUT_MS",
+                "http.keep_alive_timeout_ms",
+            ),
+        ] {
+            for bad in ["0", "86400001"] {
+                let c = Config::load(None, env(&[(var, bad)])).unwrap();
+                let e = Settings::from_config(c).unwrap_err();
+                assert!(e.to_string().contains(setting), "{e}");
+            }
+            let c = Config::load(None, env(&[(var, "1")])).unwrap();
+            assert!(Settings::from_config(c).is_ok());
+        }
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let e = Config::load(None, env(&[("KEYWARD_CACHE__TTL_SECONDS", "soon")])).unwrap_err();
         assert!(e.to_string().contains("ttl_seconds"), "{e}");

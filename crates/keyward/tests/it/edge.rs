@@ -611,7 +611,7 @@ async fn past_the_connection_cap_new_connections_are_answered_503_and_health_rec
 // Header limits (hyper's: the fast path hands such heads over).
 
 #[tokio::test]
-async fn too_many_or_too_large_headers_are_431_on_every_path() {
+async fn header_and_target_limits_hold_on_every_path() {
     let up = upstream::start().await;
     for fast_path in [true, false] {
         let s = Server::start_with(Backend::Sqlite, config(&up.url, fast_path, "")).await;
@@ -632,6 +632,14 @@ async fn too_many_or_too_large_headers_are_431_on_every_path() {
             // … 101 are not (hyper's limit is 100).
             let r = exchange_and_close(&addr, head(101).as_bytes()).await;
             assert_eq!(r.status, 431, "fast_path = {fast_path}, {target}: {r:?}");
+
+            // A target over hyper's limit (about 64 KiB) is 414.
+            let long = format!(
+                "GET {target}?q={} HTTP/1.1\r\nHost: keyward.test\r\n\r\n",
+                "q".repeat(70_000)
+            );
+            let r = exchange_and_close(&addr, long.as_bytes()).await;
+            assert_eq!(r.status, 414, "fast_path = {fast_path}, {target}: {r:?}");
 
             // A head larger than hyper's buffer (about 400 KiB; a head that
             // arrives whole in the read that passes it may be taken). The
