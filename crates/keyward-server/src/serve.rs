@@ -415,8 +415,9 @@ async fn accept_failed(e: std::io::Error, logged: &mut Option<Instant>) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Connections over the cap being answered at once, on the node; past
-/// this, one is closed unanswered (each holds a file descriptor).
+/// Connections over the cap being answered at once, on the node (each
+/// holds a file descriptor); past this, one is answered only if its socket
+/// takes the answer at once, and closed.
 const MAX_REFUSING: usize = 64;
 /// The longest a refused connection is kept to deliver its answer.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
@@ -429,11 +430,14 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// once; and a connection keyward accepts cannot leave the process out of
 /// descriptors (the cap is below the open-file limit, [`FD_RESERVE`]).
 fn refuse(front: &Front, tcp: TcpStream, balance: &Arc<Balance>) {
+    let answer = crate::gateway::h1::error_bytes(&front.state, ApiError::Overloaded);
     if balance.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
         balance.refusing.fetch_sub(1, Ordering::Relaxed);
+        // Too many answers under way: this one is written if the socket
+        // takes it now, and the connection closed at once.
+        let _ = tcp.try_write(&answer);
         return;
     }
-    let answer = crate::gateway::h1::error_bytes(&front.state, ApiError::Overloaded);
     let balance = Arc::clone(balance);
     tokio::spawn(async move {
         let mut tcp = tcp;

@@ -979,37 +979,35 @@ async fn with_a_low_open_file_limit_the_server_stays_answerable() {
     // A legitimate client is answered right away: 503 while the cap is
     // full, 200 once the idle connections time out.
     let started = Instant::now();
-    let mut saw_503 = false;
     loop {
-        let answered = timeout(
-            Duration::from_secs(2),
-            exchange_and_close(
-                &kw.addr,
-                b"GET /v1/health HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n",
-            ),
-        )
-        .await
-        .expect("/v1/health did not answer within 2 s");
-        if answered.status == 200 {
-            break;
+        let mut tcp = connect(&kw.addr).await;
+        tcp.write_all(b"GET /v1/health HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (got, _) = timeout(Duration::from_secs(3), until_closed(&mut tcp))
+            .await
+            .expect("/v1/health did not answer within 3 s");
+        // Closed unanswered: refusals were all under way (see `refuse`).
+        if let Some((answered, _)) = parse(&got) {
+            if answered.status == 200 {
+                break;
+            }
+            answered.assert_problem(503, "overloaded");
         }
-        answered.assert_problem(503, "overloaded");
-        saw_503 = true;
         assert!(
             started.elapsed() < WAIT,
             "/v1/health still refused after {WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(saw_503, "the cap never refused anything");
     for r in reads {
         r.await.unwrap();
     }
-    // Past the cap, connections are answered while at most 64 answers are
-    // under way (each holds a descriptor); the rest are closed unanswered.
+    // Past the cap, connections are answered (while at most 64 answers are
+    // under way; past that only if the socket takes the answer at once).
     let refused = refused.load(Ordering::Relaxed);
     assert!(
-        refused >= 64,
+        refused >= 150,
         "only {refused} connections past the cap were answered 503"
     );
     let log = kw.log();
