@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use keyward_core::clock::Clock;
 use keyward_core::secret::{Entropy, OsEntropy};
@@ -172,11 +172,11 @@ impl Keyward {
         let settler = bank.spawn_settler(Duration::from_millis(
             self.state.settings.config.credits.settle_interval_ms,
         ));
-        let front = Arc::new(crate::serve::Front {
-            router: self.router(),
-            own: self.own_paths(),
-            state: self.state.clone(),
-        });
+        let front = Arc::new(crate::serve::Front::new(
+            self.state.clone(),
+            self.router(),
+            self.own_paths(),
+        ));
         let workers = match self.state.settings.config.http.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -245,11 +245,32 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
         .insert(BodyLimit(settings.config.http.max_body_bytes));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let body = req
+        .extensions()
+        .get::<crate::serve::BodyProgress>()
+        .cloned();
     let request_id = request_id_of(req.headers());
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let started = Instant::now();
-    let res = next.run(req).await;
-    finish(&settings, res, &request_id, &method, &path, started)
+    let mut res = next.run(req).await;
+    // A request whose body the client garbled, cut off or let stall is
+    // answered for that (400 / 408), whatever the handler made of the
+    // failed read; and, its body unread, its connection closes.
+    let fault = body.and_then(|b| b.fault());
+    let faulted = fault.is_some();
+    if let Some(fault) = fault {
+        if res.status().as_u16() >= 400 {
+            res = fault.into_response();
+        }
+    }
+    let mut res = finish(&settings, res, &request_id, &method, &path, started);
+    if faulted {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    res
 }
 
 /// The front door of the general path, before routing: HTTP/1.1 requests
@@ -295,7 +316,6 @@ pub(crate) fn refused<B>(
     req: &axum::http::Request<B>,
     error: ApiError,
 ) -> Response {
-    use axum::response::IntoResponse;
     let request_id = request_id_of(req.headers());
     let mut res = finish(
         settings,

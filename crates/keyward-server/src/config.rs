@@ -447,6 +447,21 @@ pub struct HttpConfig {
     /// Threads serving connections, each with its own event loop and its
     /// own accept loop on the listener (0: one per CPU).
     pub workers: usize,
+    /// A request head must be complete this long after its first byte (on
+    /// a new connection: after the connection opened). Past it, a partly
+    /// sent head is answered 408 `request_timeout` and the connection
+    /// closes; a new connection that sent nothing is closed.
+    pub header_read_timeout_ms: u64,
+    /// Longest wait for the next byte of a request body; past it the
+    /// request is answered 408 `request_timeout` and the connection closes.
+    pub body_read_timeout_ms: u64,
+    /// An idle connection between requests (a response finished, no byte
+    /// of the next request yet) is closed after this.
+    pub keep_alive_timeout_ms: u64,
+    /// Most client connections open at once on this node; more are
+    /// answered 503 `overloaded` and closed. 0: sized from the process's
+    /// open-file limit (a larger value is lowered to that size).
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -455,6 +470,10 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             workers: 0,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            keep_alive_timeout_ms: 60_000,
+            max_connections: 0,
         }
     }
 }
@@ -644,6 +663,25 @@ impl Settings {
         if config.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        for (name, ms) in [
+            (
+                "http.header_read_timeout_ms",
+                config.http.header_read_timeout_ms,
+            ),
+            (
+                "http.body_read_timeout_ms",
+                config.http.body_read_timeout_ms,
+            ),
+            (
+                "http.keep_alive_timeout_ms",
+                config.http.keep_alive_timeout_ms,
+            ),
+        ] {
+            // A day at most: deadlines are instants, and a timeout is a bound.
+            if !(1..=86_400_000).contains(&ms) {
+                return Err(invalid(name, "must be between 1 and 86400000 (a day)"));
+            }
+        }
         let tiers = crate::limits::Tiers::compile(&config.limits)?;
         let c = &config.credits;
         if c.settle_interval_ms == 0 {
@@ -829,6 +867,42 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.cache.ttl_seconds, 7);
         assert_eq!(c.keys.scopes, vec!["vox:read"]);
+    }
+
+    #[test]
+    fn connection_timeouts_have_safe_defaults_and_bounds() {
+        let h = HttpConfig::default();
+        assert_eq!(
+            (
+                h.header_read_timeout_ms,
+                h.body_read_timeout_ms,
+                h.keep_alive_timeout_ms,
+                h.max_connections
+            ),
+            (10_000, 30_000, 60_000, 0)
+        );
+        for (var, setting) in [
+            (
+                "KEYWARD_HTTP__HEADER_READ_TIMEOUT_MS",
+                "http.header_read_timeout_ms",
+            ),
+            (
+                "KEYWARD_HTTP__BODY_READ_TIMEOUT_MS",
+                "http.body_read_timeout_ms",
+            ),
+            (
+                "KEYWARD_HTTP__KEEP_ALIVE_TIMEOUT_MS",
+                "http.keep_alive_timeout_ms",
+            ),
+        ] {
+            for bad in ["0", "86400001"] {
+                let c = Config::load(None, env(&[(var, bad)])).unwrap();
+                let e = Settings::from_config(c).unwrap_err();
+                assert!(e.to_string().contains(setting), "{e}");
+            }
+            let c = Config::load(None, env(&[(var, "1")])).unwrap();
+            assert!(Settings::from_config(c).is_ok());
+        }
     }
 
     #[test]

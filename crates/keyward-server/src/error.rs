@@ -104,6 +104,12 @@ pub enum ApiError {
     InvalidPath(crate::gateway::path::PathError),
     #[error("the Host header {0}; HTTP/1.1 requests carry exactly one")]
     InvalidHost(&'static str),
+    #[error("the request is malformed: {0}")]
+    MalformedRequest(&'static str),
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
+    #[error("the server is at its connection limit; retry shortly")]
+    Overloaded,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -140,6 +146,9 @@ impl ApiError {
             }
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -172,6 +181,9 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::InvalidPath(_) => "invalid_path",
             ApiError::InvalidHost(_) => "invalid_host",
+            ApiError::MalformedRequest(_) => "malformed_request",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal_error",
         }
     }
@@ -207,7 +219,7 @@ impl ApiError {
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
             }
-            ApiError::IdempotencyInProgress => {
+            ApiError::IdempotencyInProgress | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {

@@ -985,6 +985,11 @@ async fn forward(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     let client_ip = credential::client_ip(peer, req.headers(), &state.settings.trusted_proxies);
+    // How the client's body is arriving (absent: no body, or one read whole).
+    let progress = req
+        .extensions()
+        .get::<crate::serve::BodyProgress>()
+        .cloned();
     let limit = table.gateway.max_body_bytes;
     let declared = req
         .headers()
@@ -997,6 +1002,10 @@ async fn forward(
         ));
     }
     let (mut parts, body) = req.into_parts();
+    // The client's HTTP version is its own hop's: an HTTP/2 request goes to
+    // an HTTP/1.1 upstream as HTTP/1.1 (hyper refuses to send it as
+    // HTTP/2 over HTTP/1; an h2c upstream's client speaks HTTP/2 anyway).
+    parts.version = axum::http::Version::HTTP_11;
     // Chunked bodies are counted as they stream; past the limit the upstream
     // request is aborted.
     let body = Body::new(http_body_util::Limited::new(
@@ -1094,8 +1103,20 @@ async fn forward(
     let request = axum::http::Request::from_parts(parts, body);
     let timeout = Duration::from_millis(table.gateway.timeout_ms);
     let response = match tokio::time::timeout(timeout, state.upstream.request(request)).await {
+        // An upstream is not late with the answer to a request that has not
+        // arrived whole: the client's body was still coming.
+        Err(_) if progress.as_ref().is_some_and(|p| p.receiving()) => {
+            tracing::debug!(
+                "The request body was still arriving when gateway.timeout_ms passed; answering 408."
+            );
+            return Err(ApiError::RequestTimeout);
+        }
         Err(_) => return Err(ApiError::UpstreamTimeout),
         Ok(Err(e)) => {
+            if let Some(fault) = client_fault(&e, progress.as_ref(), limit) {
+                tracing::debug!(error = %e, "The client's request body failed; the upstream request was abandoned.");
+                return Err(fault);
+            }
             tracing::warn!(error = %e, "Upstream request failed.");
             return Err(ApiError::UpstreamUnavailable);
         }
@@ -1104,6 +1125,30 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The client's part in a failed upstream request, if it had one: its body
+/// was malformed, cut off or stalled (reported by the body itself), or went
+/// over `gateway.max_body_bytes` while streaming. Those are 4xx, not the
+/// upstream's failure.
+fn client_fault(
+    e: &(dyn std::error::Error + 'static),
+    progress: Option<&crate::serve::BodyProgress>,
+    limit: u64,
+) -> Option<ApiError> {
+    if let Some(fault) = progress.and_then(|p| p.fault()) {
+        return Some(fault);
+    }
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return Some(ApiError::PayloadTooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -13,31 +13,44 @@
 //! Shutdown ([`Workers::drain`]): the listener stops accepting, idle
 //! connections close, requests in flight finish. Dropping [`Workers`]
 //! without draining stops them the same way.
+//!
+//! Limits ([`Timeouts`], `http.max_connections`): a request head must
+//! arrive within `http.header_read_timeout_ms`, a request body may pause
+//! for at most `http.body_read_timeout_ms`, and a connection idle between
+//! requests closes after `http.keep_alive_timeout_ms`, on both paths (the
+//! fast path keeps them in [`crate::gateway::h1::serve`]; the general path
+//! in [`Conn`], which sees hyper's reads, and [`ClientBody`], which sees
+//! the request body). Past `max_connections` open connections on the
+//! node, new ones are answered `503 overloaded` and closed ([`refuse`]).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::DerefMut;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
-use bytes::{Buf, BytesMut};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::app::AppState;
-use crate::config::{Settings, UpstreamProtocol};
+use crate::config::{Config, Settings, UpstreamProtocol};
+use crate::error::ApiError;
 use crate::gateway::OwnPaths;
-use futures_util::future::{ready, Either, Ready};
 
 /// What every worker shares.
 pub(crate) struct Front {
@@ -45,6 +58,106 @@ pub(crate) struct Front {
     pub router: Router,
     /// keyward's own paths, which the fast path leaves to the router.
     pub own: OwnPaths,
+    pub timeouts: Timeouts,
+    /// Most connections open at once on this node.
+    pub max_connections: usize,
+    /// hyper's settings for the general path, built once.
+    http: auto::Builder<TokioExecutor>,
+}
+
+/// HTTP/2 streams open at once per connection (RFC 9113 asks for no fewer
+/// than 100); each may hold an upstream connection.
+const H2_MAX_STREAMS: u32 = 100;
+/// HTTP/2 connections are pinged this often, and closed if a ping is not
+/// answered within as long again: a vanished peer does not hold streams.
+const H2_PING: Duration = Duration::from_secs(20);
+
+impl Front {
+    pub fn new(state: AppState, router: Router, own: OwnPaths) -> Front {
+        let config = &state.settings.config;
+        let timeouts = Timeouts::of(config);
+        let max_connections = connection_cap(config);
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http2()
+            .enable_connect_protocol()
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING)
+            .keep_alive_timeout(H2_PING);
+        Front {
+            state,
+            router,
+            own,
+            timeouts,
+            max_connections,
+            http,
+        }
+    }
+}
+
+/// The `[http]` timeouts, as durations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// A request head, from its first byte (a new connection: from accept).
+    pub head: Duration,
+    /// The longest pause within a request body.
+    pub body: Duration,
+    /// Idle between requests.
+    pub keep_alive: Duration,
+}
+
+impl Timeouts {
+    fn of(config: &Config) -> Timeouts {
+        let http = &config.http;
+        Timeouts {
+            head: Duration::from_millis(http.header_read_timeout_ms),
+            body: Duration::from_millis(http.body_read_timeout_ms),
+            keep_alive: Duration::from_millis(http.keep_alive_timeout_ms),
+        }
+    }
+}
+
+/// File descriptors kept for everything but client connections: the
+/// listener, the runtimes, the store's pool, log files, and connections
+/// being refused ([`MAX_REFUSING`]).
+const FD_RESERVE: u64 = 64 + MAX_REFUSING as u64;
+
+/// The connection cap in force: `http.max_connections`, or what the
+/// open-file limit allows if that is less or the setting is 0. A gateway
+/// counts two descriptors per connection (one to the upstream).
+fn connection_cap(config: &Config) -> usize {
+    let configured = config.http.max_connections;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let per_connection = if config.gateway.upstream.is_some() {
+        2
+    } else {
+        1
+    };
+    let allowed = limit.map(|n| {
+        let n = n.saturating_sub(FD_RESERVE) / per_connection;
+        usize::try_from(n).unwrap_or(usize::MAX).max(16)
+    });
+    let cap = match (configured, allowed) {
+        (0, Some(a)) => a,
+        // No limit on descriptors (rare): a large, finite default.
+        (0, None) => 100_000,
+        (c, Some(a)) if c > a => {
+            tracing::warn!(
+                configured = c,
+                allowed = a,
+                open_file_limit = limit,
+                "http.max_connections is more than the open-file limit allows; using the lower number."
+            );
+            a
+        }
+        (c, _) => c,
+    };
+    tracing::info!(
+        max_connections = cap,
+        open_file_limit = limit,
+        "Connection limit set."
+    );
+    cap
 }
 
 /// The worker threads. Dropping this stops them: they stop accepting,
@@ -69,6 +182,7 @@ impl Workers {
         let balance = Arc::new(Balance {
             open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             changed: tokio::sync::Notify::new(),
+            refusing: AtomicUsize::new(0),
         });
         let mut drained = Vec::with_capacity(n);
         for i in 0..n {
@@ -141,9 +255,16 @@ pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
 struct Balance {
     open: Vec<AtomicUsize>,
     changed: tokio::sync::Notify,
+    /// Connections over the cap being answered 503 ([`refuse`]).
+    refusing: AtomicUsize,
 }
 
 impl Balance {
+    /// Open connections on the node.
+    fn total(&self) -> usize {
+        self.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
     fn busier(&self, me: usize) -> bool {
         let mine = self.open[me].load(Ordering::Relaxed);
         let least = self
@@ -215,6 +336,10 @@ async fn worker(
     // is read on every request, and only this thread touches it.
     let (local_tx, local_rx) = watch::channel(false);
     let mut stopping_rx = stop;
+    // When the connection limit or an accept error was last logged: a
+    // flood must not turn into a flood of log lines.
+    let mut logged_limit = None;
+    let mut logged_error = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -226,6 +351,17 @@ async fn worker(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let accepted = Instant::now();
+                if balance.total() >= front.max_connections {
+                    if due(&mut logged_limit, accepted) {
+                        tracing::warn!(
+                            max_connections = front.max_connections,
+                            "At the connection limit; new connections are answered 503 (logged at most every 10 s)."
+                        );
+                    }
+                    refuse(&front, tcp, &balance);
+                    continue;
+                }
                 // No Nagle: a response is written as soon as it is ready
                 // (nginx does the same), and small writes held back for an
                 // ACK would add tens of milliseconds.
@@ -237,12 +373,12 @@ async fn worker(
                 let open = open_rx.clone();
                 let counted = Counted::new(Arc::clone(&balance), me);
                 tokio::spawn(async move {
-                    connection(&front, tcp, peer, stop).await;
+                    connection(front, tcp, peer, stop, accepted).await;
                     drop(counted);
                     drop(open);
                 });
             }
-            Err(e) => accept_failed(e).await,
+            Err(e) => accept_failed(e, &mut logged_error).await,
         }
     }
     drop(listener);
@@ -252,10 +388,20 @@ async fn worker(
     crate::gateway::pool::clear();
 }
 
+/// Whether a rate-limited log line is due (at most one per 10 s), noting
+/// that it is written.
+fn due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
 /// Errors of one connection (reset before it was accepted) are ignored;
 /// others (out of file descriptors) are logged and accepting pauses briefly,
 /// as hyper and axum do, so the loop does not spin.
-async fn accept_failed(e: std::io::Error) {
+async fn accept_failed(e: std::io::Error, logged: &mut Option<Instant>) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         e.kind(),
@@ -263,42 +409,110 @@ async fn accept_failed(e: std::io::Error) {
     ) {
         return;
     }
-    tracing::error!(error = %e, "Could not accept a connection; pausing accepts.");
+    if due(logged, Instant::now()) {
+        tracing::error!(error = %e, "Could not accept a connection; pausing accepts (logged at most every 10 s).");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// Connections over the cap being answered at once, on the node (each
+/// holds a file descriptor); past this, one is answered only if its socket
+/// takes the answer at once, and closed.
+const MAX_REFUSING: usize = 64;
+/// The longest a refused connection is kept to deliver its answer.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Answers a connection over the cap `503 overloaded` (with `Retry-After`
+/// and `Connection: close`) and closes it. It is accepted and answered
+/// rather than left in the listen backlog: a client there waits without
+/// knowing why (and once the backlog is full its SYNs are dropped and
+/// retried after seconds), while a 503 tells it, and a load balancer, at
+/// once; and a connection keyward accepts cannot leave the process out of
+/// descriptors (the cap is below the open-file limit, [`FD_RESERVE`]).
+fn refuse(front: &Front, tcp: TcpStream, balance: &Arc<Balance>) {
+    let answer = crate::gateway::h1::error_bytes(&front.state, ApiError::Overloaded);
+    if balance.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+        balance.refusing.fetch_sub(1, Ordering::Relaxed);
+        // Too many answers under way: this one is written if the socket
+        // takes it now, and the connection closed at once.
+        let _ = tcp.try_write(&answer);
+        return;
+    }
+    let balance = Arc::clone(balance);
+    tokio::spawn(async move {
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(REFUSAL_TIME, async {
+            if tcp.write_all(&answer).await.is_err() {
+                return;
+            }
+            let _ = tcp.shutdown().await;
+            // Read what the client sends until it closes: closing with
+            // unread bytes would reset the connection, and a reset can
+            // destroy the answer before the client reads it.
+            let mut sink = [0u8; 2048];
+            while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        drop(tcp);
+        balance.refusing.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// A connection the fast path hands to the general path: the socket, the
+/// bytes read and not answered, and when the head they begin must be
+/// complete.
+pub(crate) struct Handover {
+    pub tcp: TcpStream,
+    pub read: BytesMut,
+    pub head_deadline: Instant,
+}
+
 async fn connection(
-    front: &Front,
+    front: Arc<Front>,
     tcp: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    accepted: Instant,
 ) {
     let gateway = &front.state.settings.config.gateway;
     // The fast path speaks HTTP/1.1 to the upstream; an h2c upstream is
     // served by the general path's HTTP/2 client.
     let fast = gateway.fast_path && gateway.upstream_protocol == UpstreamProtocol::Http1;
-    let (tcp, read) = if fast {
-        match crate::gateway::h1::serve(front, tcp, peer, &mut stop).await {
+    let handover = if fast {
+        match crate::gateway::h1::serve(&front, tcp, peer, &mut stop, accepted).await {
             Some(handover) => handover,
             None => return,
         }
     } else {
-        (tcp, BytesMut::new())
+        Handover {
+            tcp,
+            read: BytesMut::new(),
+            head_deadline: accepted + front.timeouts.head,
+        }
     };
-    general(front, Rewind { read, tcp }, peer, stop).await;
+    general(front, handover, peer, stop).await;
 }
 
 /// Serves the rest of a connection with hyper (HTTP/1 or HTTP/2, upgrades)
 /// and the router, as `axum::serve` would.
-async fn general(front: &Front, io: Rewind, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+async fn general(
+    front: Arc<Front>,
+    handover: Handover,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let requests = Arc::new(Requests::default());
     let service = AppService {
         router: front.router.clone(),
         settings: Arc::clone(&front.state.settings),
         peer,
+        requests: Arc::clone(&requests),
+        body_timeout: front.timeouts.body,
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http2().enable_connect_protocol();
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let io = Conn::new(Arc::clone(&front), handover, requests);
+    let mut conn = pin!(front
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service));
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -319,50 +533,512 @@ struct AppService {
     router: Router,
     settings: Arc<Settings>,
     peer: SocketAddr,
+    /// The connection's requests, which [`Conn`] watches.
+    requests: Arc<Requests>,
+    body_timeout: Duration,
 }
 
 impl hyper::service::Service<Request<Incoming>> for AppService {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<
-        Ready<Result<Response, Infallible>>,
-        <Router as tower_service::Service<Request<Body>>>::Future,
-    >;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let mut req = req.map(Body::new);
+        let mut req = req;
         if let Err(e) = crate::app::admit(&mut req) {
-            return Either::Left(ready(Ok(crate::app::refused(&self.settings, &req, e))));
+            let refused = crate::app::refused(&self.settings, &req, e);
+            return Box::pin(std::future::ready(Ok(refused)));
         }
+        let mut req = if req.body().is_end_stream() {
+            req.map(Body::new)
+        } else {
+            let progress = BodyProgress::default();
+            let mut req = req
+                .map(|body| Body::new(ClientBody::new(body, self.body_timeout, progress.clone())));
+            req.extensions_mut().insert(progress);
+            req
+        };
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        Either::Right(tower_service::Service::call(&mut self.router.clone(), req))
+        let busy = InFlight::start(&self.requests);
+        let response = tower_service::Service::call(&mut self.router.clone(), req);
+        Box::pin(async move {
+            let response = response.await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                busy.0.upgraded.store(true, Ordering::Relaxed);
+            }
+            Ok(response.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    busy: Some(busy),
+                })
+            }))
+        })
     }
 }
 
-/// A connection whose first bytes were already read (by the fast path):
-/// reads return those first, then the socket's.
-struct Rewind {
-    read: BytesMut,
-    tcp: TcpStream,
+/// A connection's requests, as the general path's service counts them for
+/// [`Conn`]: hyper tells its I/O nothing about where a request begins or
+/// ends.
+#[derive(Default)]
+struct Requests {
+    /// Requests begun (a change means a request head was complete).
+    started: AtomicU64,
+    /// Requests whose response has not been sent whole.
+    in_flight: AtomicUsize,
+    /// The connection was upgraded: its bytes are no longer HTTP.
+    upgraded: AtomicBool,
+    /// The connection's task, when its read waits while a request is in
+    /// flight: woken when the last one ends, so the keep-alive timer starts
+    /// (hyper may have polled the read for the last time before that).
+    waiting: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
-impl AsyncRead for Rewind {
+/// One request in [`Requests::in_flight`], until dropped.
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn start(requests: &Arc<Requests>) -> InFlight {
+        requests.started.fetch_add(1, Ordering::Relaxed);
+        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(requests))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let waiting = self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(w) = waiting {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it has been
+/// sent (or dropped).
+struct Tracked {
+    inner: Body,
+    busy: Option<InFlight>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a request body on the general path ended, shared between the body
+/// ([`ClientBody`]) and those who answer for it (a request extension read
+/// by the gateway and the `edge` middleware).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyProgress(Arc<AtomicU8>);
+
+impl BodyProgress {
+    const RECEIVING: u8 = 0;
+    const COMPLETE: u8 = 1;
+    const MALFORMED: u8 = 2;
+    const STALLED: u8 = 3;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+
+    /// The body has not ended yet (nor failed).
+    pub fn receiving(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::RECEIVING
+    }
+
+    /// The client's fault that ended the body, if one did.
+    pub fn fault(&self) -> Option<ApiError> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::MALFORMED => Some(ApiError::MalformedRequest(
+                "its body's framing is invalid or the body ended early",
+            )),
+            Self::STALLED => Some(ApiError::RequestTimeout),
+            _ => None,
+        }
+    }
+}
+
+/// Why a client's request body failed: the client's doing, never the
+/// upstream's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    #[error("the client's request body is malformed or ended early: {0}")]
+    Malformed(#[source] hyper::Error),
+    #[error("the client's request body stalled for longer than http.body_read_timeout_ms")]
+    Stalled,
+}
+
+/// A request body on the general path: hyper's, with the body read
+/// timeout (the longest pause between two pieces of it) and its ending
+/// reported in [`BodyProgress`]. The timer is armed once per pause at
+/// most, and only moved when it fires early.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    progress: BodyProgress,
+    idle: Duration,
+    /// When the current pause began (`None`: data just arrived).
+    paused: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl ClientBody {
+    fn new(inner: Incoming, idle: Duration, progress: BodyProgress) -> ClientBody {
+        ClientBody {
+            inner,
+            progress,
+            idle,
+            paused: None,
+            timer: None,
+            ended: false,
+        }
+    }
+
+    fn fail(
+        &mut self,
+        state: u8,
+        e: ClientBodyError,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        self.ended = true;
+        self.progress.set(state);
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.paused = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fail(BodyProgress::MALFORMED, ClientBodyError::Malformed(e))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.progress.set(BodyProgress::COMPLETE);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let deadline = *this.paused.get_or_insert_with(Instant::now) + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                loop {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if expired(deadline) {
+                        return this.fail(BodyProgress::STALLED, ClientBodyError::Stalled);
+                    }
+                    timer.as_mut().reset(deadline.into());
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `deadline` has come, to the timer's resolution (a millisecond):
+/// a timer never fires early, but may fire at the millisecond it rounds to.
+fn expired(deadline: Instant) -> bool {
+    Instant::now() + Duration::from_millis(1) >= deadline
+}
+
+/// A connection's one timer for its deadline in force (`at`). The deadline
+/// may move freely (a plain store); the timer is reset only when the
+/// deadline comes earlier than the timer is armed, or when the timer fires
+/// before the deadline (then it is re-armed). So a connection serving
+/// requests back to back touches the runtime's timer about once per
+/// timeout, not once per request.
+pub(crate) struct Deadline<P> {
+    sleep: Pin<P>,
+    at: Instant,
+    armed: Instant,
+}
+
+impl<P: DerefMut<Target = Sleep>> Deadline<P> {
+    /// `sleep` must be set to go off at `at`.
+    pub fn new(sleep: Pin<P>, at: Instant) -> Deadline<P> {
+        Deadline {
+            sleep,
+            at,
+            armed: at,
+        }
+    }
+
+    /// The deadline in force.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
+    pub fn set(&mut self, at: Instant) {
+        self.at = at;
+        if at < self.armed {
+            self.sleep.as_mut().reset(at.into());
+            self.armed = at;
+        }
+    }
+
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if expired(self.at) {
+                return Poll::Ready(());
+            }
+            self.sleep.as_mut().reset(self.at.into());
+            self.armed = self.at;
+        }
+    }
+
+    /// Resolves once the deadline in force has passed.
+    pub async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
+    }
+}
+
+/// Where the general path's connection is between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request head (`bytes`: some of it arrived).
+    Head { bytes: bool },
+    /// A request is in the service or its response is being sent.
+    Busy,
+    /// After a response, before a byte of the next request.
+    Idle,
+    /// Upgraded: no more HTTP, no more timeouts.
+    Off,
+}
+
+/// The general path's connection: the bytes the fast path read and did not
+/// answer first, then the socket's; and the head and keep-alive timeouts,
+/// which hyper does not keep as configured (its header timeout, when set,
+/// also bounds keep-alive, and closes without an answer). A head that
+/// started and did not finish in time is answered 408 `request_timeout`
+/// before the connection closes; a connection idle too long (nothing sent
+/// on a new one, nothing after a response) just closes: a 408 there could
+/// be taken as the answer to a request the client is only now sending.
+/// HTTP/2 connections (told by their preface) have no head phase: one
+/// without a stream open for the keep-alive timeout is closed.
+struct Conn {
+    read: BytesMut,
+    tcp: TcpStream,
+    front: Arc<Front>,
+    requests: Arc<Requests>,
+    /// `requests.started` when last looked at.
+    seen: u64,
+    phase: Phase,
+    /// The first bytes, until three tell whether this is HTTP/2.
+    preface: ([u8; 3], usize),
+    h2: bool,
+    deadline: Deadline<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(front: Arc<Front>, handover: Handover, requests: Arc<Requests>) -> Conn {
+        let Handover {
+            tcp,
+            read,
+            head_deadline,
+        } = handover;
+        let sleep = Box::pin(tokio::time::sleep_until(head_deadline.into()));
+        Conn {
+            read,
+            tcp,
+            front,
+            requests,
+            seen: 0,
+            phase: Phase::Head { bytes: false },
+            preface: ([0; 3], 0),
+            h2: false,
+            deadline: Deadline::new(sleep, head_deadline),
+        }
+    }
+
+    /// Notes the first bytes of the connection, until they tell HTTP/2.
+    fn preface(&mut self, got: &[u8]) {
+        let (bytes, n) = &mut self.preface;
+        for &b in got.iter().take(3 - *n) {
+            bytes[*n] = b;
+            *n += 1;
+        }
+        if *n == 3 && bytes == b"PRI" {
+            self.h2 = true;
+            self.phase = Phase::Idle;
+            self.deadline
+                .set(Instant::now() + self.front.timeouts.keep_alive);
+        }
+    }
+
+    /// Follows the connection's phase after a read, and decides on a
+    /// timeout when the read waits.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: &Poll<std::io::Result<()>>,
+        got: &[u8],
+    ) -> Watched {
+        if self.phase == Phase::Off {
+            return Watched::Pass;
+        }
+        let requests = &self.requests;
+        if requests.upgraded.load(Ordering::Relaxed) {
+            self.phase = Phase::Off;
+            return Watched::Pass;
+        }
+        let started = requests.started.load(Ordering::Relaxed);
+        if started != self.seen || requests.in_flight.load(Ordering::Relaxed) > 0 {
+            self.seen = started;
+            self.phase = Phase::Busy;
+            if requests.in_flight.load(Ordering::Relaxed) > 0 {
+                if polled.is_pending() {
+                    let mut waiting = requests.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waiting = Some(cx.waker().clone());
+                    }
+                    drop(waiting);
+                    // The request may have ended meanwhile, its wake-up
+                    // missed: look again.
+                    if requests.in_flight.load(Ordering::Relaxed) > 0 {
+                        return Watched::Pass;
+                    }
+                } else {
+                    return Watched::Pass;
+                }
+            }
+        }
+        match polled {
+            Poll::Ready(Ok(())) if !got.is_empty() => {
+                if self.preface.1 < 3 {
+                    self.preface(got);
+                }
+                if !self.h2 {
+                    match &mut self.phase {
+                        Phase::Head { bytes } => *bytes = true,
+                        phase => {
+                            // Bytes of a new request head (or the body of
+                            // one already answered, which hyper drains).
+                            *phase = Phase::Head { bytes: true };
+                            self.deadline.set(Instant::now() + self.front.timeouts.head);
+                        }
+                    }
+                }
+                Watched::Pass
+            }
+            Poll::Ready(_) => Watched::Pass,
+            Poll::Pending => {
+                if self.phase == Phase::Busy {
+                    self.phase = Phase::Idle;
+                    self.deadline
+                        .set(Instant::now() + self.front.timeouts.keep_alive);
+                }
+                match self.deadline.poll_expired(cx) {
+                    Poll::Pending => Watched::Pass,
+                    Poll::Ready(()) if self.phase == (Phase::Head { bytes: true }) => {
+                        Watched::HeadTimedOut
+                    }
+                    Poll::Ready(()) => Watched::Idle,
+                }
+            }
+        }
+    }
+}
+
+/// What [`Conn::watch`] made of a read.
+enum Watched {
+    Pass,
+    /// A request head did not arrive whole in time.
+    HeadTimedOut,
+    /// The connection was idle too long.
+    Idle,
+}
+
+impl AsyncRead for Conn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.tcp).poll_read(cx, buf)
+        };
+        match this.watch(cx, &polled, &buf.filled()[before..]) {
+            Watched::Pass => polled,
+            Watched::HeadTimedOut => {
+                tracing::debug!("A request head did not arrive in time; answering 408 and closing the connection.");
+                // Best effort and without waiting: the socket's buffer is
+                // empty or the client is not reading anyway.
+                let answer =
+                    crate::gateway::h1::error_bytes(&this.front.state, ApiError::RequestTimeout);
+                let _ = this.tcp.try_write(&answer);
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request head did not arrive in time",
+                )))
+            }
+            // The end of the stream, as if the client had closed it.
+            Watched::Idle => {
+                tracing::trace!("Closing a connection idle for too long.");
+                Poll::Ready(Ok(()))
+            }
         }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Rewind {
+impl AsyncWrite for Conn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -401,6 +1077,7 @@ mod tests {
         let balance = Arc::new(Balance {
             open: (0..2).map(|_| AtomicUsize::new(0)).collect(),
             changed: tokio::sync::Notify::new(),
+            refusing: AtomicUsize::new(0),
         });
         let a = Counted::new(Arc::clone(&balance), 0);
         assert!(!balance.busier(0), "one ahead may still accept");

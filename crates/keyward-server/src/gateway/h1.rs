@@ -18,9 +18,16 @@
 //! paths, idempotent requests, bodies that are chunked or over
 //! [`MAX_BODY`], `Expect`, upgrades, HTTP/1.0, heads that are malformed or
 //! over [`MAX_HEAD`]. Errors are rendered by [`crate::error`], as everywhere.
+//!
+//! The connection timeouts ([`crate::serve::Timeouts`]) are kept here too,
+//! with one timer per connection ([`Deadline`]): a head not complete in
+//! time is answered 408 and a body that pauses too long likewise; an idle
+//! connection is closed. A head handed to the general path takes its
+//! deadline along.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
@@ -37,7 +44,7 @@ use crate::config::IdempotencyMode;
 use crate::credential;
 use crate::error::ApiError;
 use crate::limits::RateState;
-use crate::serve::{stopping, Front};
+use crate::serve::{stopping, Deadline, Front, Handover};
 use crate::verifier::CachedKey;
 
 /// Request heads with more headers go to the general path.
@@ -53,16 +60,33 @@ const MAX_BODY: usize = 64 * 1024;
 /// Upstream response heads larger than this are a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Serves `tcp` until it closes (`None`) or a request this path does not
-/// take arrives: then the connection is returned with every byte read from
-/// it and not yet answered.
+/// Serves `tcp` (accepted at `accepted`) until it closes (`None`) or a
+/// request this path does not take arrives: then the connection is
+/// returned with every byte read from it and not yet answered.
 pub(crate) async fn serve(
     front: &Front,
     mut tcp: TcpStream,
     peer: SocketAddr,
     stop: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, BytesMut)> {
+    accepted: Instant,
+) -> Option<Handover> {
     let state = &front.state;
+    let timeouts = front.timeouts;
+    // A new connection's head is due from the moment it was accepted.
+    let first = accepted + timeouts.head;
+    let sleep = pin!(tokio::time::sleep_until(first.into()));
+    let mut deadline = Deadline::new(sleep, first);
+    // Whether `deadline` is the head's: set from the head's first byte.
+    let mut in_head = true;
+    let handover = |tcp, read, in_head: bool, deadline: &Deadline<_>| Handover {
+        tcp,
+        read,
+        head_deadline: if in_head {
+            deadline.at()
+        } else {
+            Instant::now() + timeouts.head
+        },
+    };
     let (mut generation, mut table) = state.routes.current_with_generation();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut scratch = Scratch {
@@ -84,23 +108,43 @@ pub(crate) async fn serve(
         let (head_len, plan) = match req.parse(&buf) {
             Ok(httparse::Status::Complete(n)) => match plan(front, &table, &req) {
                 Some(p) => (n, p),
-                None => return Some((tcp, buf)),
+                None => return Some(handover(tcp, buf, in_head, &deadline)),
             },
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
-                if !read_more(&mut tcp, &mut buf, stop).await {
-                    return None;
+                if !in_head && !buf.is_empty() {
+                    in_head = true;
+                    deadline.set(Instant::now() + timeouts.head);
                 }
-                continue;
+                match read_more(&mut tcp, &mut buf, stop, &mut deadline).await {
+                    Read::More => continue,
+                    Read::Closed => return None,
+                    Read::TimedOut if buf.is_empty() => {
+                        tracing::trace!("Closing a connection idle for too long.");
+                        return None;
+                    }
+                    Read::TimedOut => {
+                        tracing::debug!("A request head did not arrive in time; answering 408 and closing the connection.");
+                        timed_out(&tcp, state);
+                        return None;
+                    }
+                }
             }
-            _ => return Some((tcp, buf)),
+            _ => return Some(handover(tcp, buf, in_head, &deadline)),
         };
         let total = head_len + plan.body;
         if buf.len() < total {
             // The body is still arriving; parse again once it is here.
             buf.reserve(total - buf.len());
             while buf.len() < total {
-                if !read_more(&mut tcp, &mut buf, stop).await {
-                    return None;
+                deadline.set(Instant::now() + timeouts.body);
+                match read_more(&mut tcp, &mut buf, stop, &mut deadline).await {
+                    Read::More => {}
+                    Read::Closed => return None,
+                    Read::TimedOut => {
+                        tracing::debug!("A request body paused for too long; answering 408 and closing the connection.");
+                        timed_out(&tcp, state);
+                        return None;
+                    }
                 }
             }
             continue;
@@ -121,30 +165,65 @@ pub(crate) async fn serve(
             return None;
         }
         buf.advance(total);
+        // Idle until the next request's first byte (a plain store: the
+        // timer moves only if it would go off too late).
+        in_head = false;
+        deadline.set(Instant::now() + timeouts.keep_alive);
     }
 }
 
-/// Reads more of a request, until the server stops: a request not yet
-/// fully received when it does is not waited for (an idle connection, or a
-/// client that stalls mid-head, must not hold up the shutdown). `false`:
-/// the connection is over.
+/// What [`read_more`] got.
+enum Read {
+    More,
+    /// The client closed the connection, or the server is stopping.
+    Closed,
+    /// The deadline in force passed first.
+    TimedOut,
+}
+
+/// Reads more of a request, until the server stops or `deadline` passes:
+/// a request not yet fully received when it does is not waited for (an
+/// idle connection, or a client that stalls mid-head, must not hold up the
+/// shutdown).
 async fn read_more(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+    deadline: &mut Deadline<&mut tokio::time::Sleep>,
+) -> Read {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4 * 1024);
     }
     if *stop.borrow() {
-        return false;
+        return Read::Closed;
     }
     let read = tokio::select! {
         biased;
         r = tcp.read_buf(buf) => r,
-        _ = stopping(stop) => return false,
+        _ = stopping(stop) => return Read::Closed,
+        () = deadline.expired() => return Read::TimedOut,
     };
-    matches!(read, Ok(n) if n > 0)
+    if matches!(read, Ok(n) if n > 0) {
+        Read::More
+    } else {
+        Read::Closed
+    }
+}
+
+/// Answers 408 `request_timeout` on a connection about to close, without
+/// waiting: the socket's buffer is empty unless the client stopped reading.
+fn timed_out(tcp: &TcpStream, state: &AppState) {
+    let _ = tcp.try_write(&error_bytes(state, ApiError::RequestTimeout));
+}
+
+/// `e` as a complete response that closes the connection, written as this
+/// path writes its errors (for answers outside a request: timeouts, the
+/// connection limit).
+pub(crate) fn error_bytes(state: &AppState, e: ApiError) -> Vec<u8> {
+    let local = local_error(state, e);
+    let mut out = Vec::with_capacity(512);
+    write_local(&mut out, state, &local, None, &new_request_id(), true);
+    out
 }
 
 /// What the head says about a request this path takes.

@@ -12,6 +12,7 @@
 mod api;
 mod bad_input;
 mod console;
+mod edge;
 mod fast_path;
 mod gateway;
 mod kit;
