@@ -397,8 +397,15 @@ pub struct CacheConfig {
     pub ttl_seconds: u64,
     /// How long an unknown hash is remembered as unknown.
     pub negative_ttl_seconds: u64,
-    /// Most entries kept.
+    /// Most known keys kept (size it above the keys in use on a node).
     pub capacity: usize,
+    /// Most unknown hashes remembered (the negative cache), apart from
+    /// `capacity`: unknown keys never evict known ones.
+    pub negative_capacity: usize,
+    /// Most distinct keys the cache does not know that may wait for a store
+    /// read at once; beyond it such a request is answered 503 `overloaded`
+    /// with `Retry-After: 1`. Keys the cache knows are never refused.
+    pub max_pending_loads: usize,
 }
 
 impl Default for CacheConfig {
@@ -407,6 +414,8 @@ impl Default for CacheConfig {
             ttl_seconds: 30,
             negative_ttl_seconds: 5,
             capacity: 100_000,
+            negative_capacity: 50_000,
+            max_pending_loads: 10_000,
         }
     }
 }
@@ -630,6 +639,12 @@ impl Settings {
             .collect();
         if config.cache.capacity == 0 {
             return Err(invalid("cache.capacity", "must be at least 1"));
+        }
+        if config.cache.negative_capacity == 0 {
+            return Err(invalid("cache.negative_capacity", "must be at least 1"));
+        }
+        if config.cache.max_pending_loads == 0 {
+            return Err(invalid("cache.max_pending_loads", "must be at least 1"));
         }
         if config.usage.flush_interval_ms == 0 {
             return Err(invalid("usage.flush_interval_ms", "must be at least 1"));

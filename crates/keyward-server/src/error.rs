@@ -71,6 +71,8 @@ pub enum ApiError {
     InvalidCursor,
     #[error("storage is unavailable; retry shortly")]
     Unavailable,
+    #[error("keyward is shedding load (too many unknown keys are waiting to be looked up); retry shortly")]
+    Overloaded,
     #[error("operator root keys only")]
     RootOnly,
     #[error("keys of the {0} environment may not use this route")]
@@ -109,7 +111,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NameTaken | ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RootOnly
             | ApiError::EnvironmentNotAllowed(_)
             | ApiError::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -139,6 +141,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::InvalidCursor => "invalid_cursor",
             ApiError::Unavailable => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::RootOnly => "root_key_required",
             ApiError::EnvironmentNotAllowed(_) => "environment_not_allowed",
             ApiError::TenantNotAllowed(_) => "tenant_not_allowed",
@@ -183,7 +186,7 @@ impl ApiError {
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
             }
-            ApiError::IdempotencyInProgress => {
+            ApiError::IdempotencyInProgress | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {
@@ -226,6 +229,15 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "Store operation failed.");
                 ApiError::Unavailable
             }
+        }
+    }
+}
+
+impl From<crate::verifier::VerifyError> for ApiError {
+    fn from(e: crate::verifier::VerifyError) -> ApiError {
+        match e {
+            crate::verifier::VerifyError::Store(e) => e.into(),
+            crate::verifier::VerifyError::Busy => ApiError::Overloaded,
         }
     }
 }

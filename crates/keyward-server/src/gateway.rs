@@ -560,6 +560,8 @@ async fn serve(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     if !route.auth {
+        // No key is checked here, and none may pass through either.
+        credential::refuse_embedded_keys(req.headers(), req.uri().query(), &state.settings)?;
         return forward(state, table, req, None).await;
     }
     let key = authenticate(
