@@ -129,6 +129,11 @@ pub struct IdempotencyConfig {
     pub replay_headers: Vec<String>,
     /// How often expired records are purged.
     pub purge_interval_seconds: u64,
+    /// Most records one API key may hold. A new key beyond it drops that
+    /// API key's oldest completed records (expired and abandoned ones
+    /// first), never one in flight; with only requests in flight left, it
+    /// is refused with 429 `idempotency_quota_exceeded`.
+    pub max_records_per_key: u64,
 }
 
 impl Default for IdempotencyConfig {
@@ -150,6 +155,7 @@ impl Default for IdempotencyConfig {
             .map(String::from)
             .to_vec(),
             purge_interval_seconds: 600,
+            max_records_per_key: 1_000,
         }
     }
 }
@@ -685,6 +691,12 @@ impl Settings {
                     "must be at least the gateway timeout ({} ms), or a slow request could run twice",
                     config.gateway.timeout_ms
                 ),
+            ));
+        }
+        if i.max_records_per_key == 0 {
+            return Err(invalid(
+                "idempotency.max_records_per_key",
+                "must be at least 1",
             ));
         }
         if i.purge_interval_seconds == 0 {

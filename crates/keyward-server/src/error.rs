@@ -91,6 +91,8 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("this API key has as many idempotent requests in progress as idempotency.max_records_per_key allows; retry after some complete")]
+    IdempotencyQuotaExceeded,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -122,6 +124,7 @@ impl ApiError {
             }
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,6 +154,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyQuotaExceeded => "idempotency_quota_exceeded",
             ApiError::Internal => "internal_error",
         }
     }
@@ -186,7 +190,9 @@ impl ApiError {
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
             }
-            ApiError::IdempotencyInProgress | ApiError::Overloaded => {
+            ApiError::IdempotencyInProgress
+            | ApiError::IdempotencyQuotaExceeded
+            | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {

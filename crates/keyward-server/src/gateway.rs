@@ -661,10 +661,12 @@ async fn idempotent(
         now,
         lock_until: now.saturating_add(lock),
         expires_at: now.saturating_add(ttl.max(lock)),
+        max_records: cfg.max_records_per_key,
     };
     match state.store.claim_idempotency(&claim).await? {
         ClaimOutcome::Claimed => {}
         ClaimOutcome::InProgress => return Err(ApiError::IdempotencyInProgress),
+        ClaimOutcome::QuotaExceeded => return Err(ApiError::IdempotencyQuotaExceeded),
         ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         ClaimOutcome::Completed(stored) => {
             // A replay spends nothing; it reports the current rate state.

@@ -14,6 +14,7 @@ mod bad_input;
 mod console;
 mod fast_path;
 mod gateway;
+mod hardening_cache;
 mod kit;
 mod limits;
 mod process;
