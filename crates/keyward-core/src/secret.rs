@@ -189,6 +189,43 @@ impl KeyFormat {
         })
     }
 
+    /// Whether `text` holds a well-formed key of this format anywhere: a
+    /// known prefix followed by base62 characters that pass
+    /// [`KeyFormat::parse`], whatever stands before or after it. Used to find
+    /// keys sent where they must not go (a cookie, a query string).
+    ///
+    /// At each occurrence of a prefix two candidates are tried: the whole
+    /// base62 run after it (up to [`MAX_SECRET_LEN`]) and the length keys are
+    /// issued with, so a key glued to more letters is still found. The work
+    /// is at most `text.len()` × prefixes × [`MAX_SECRET_LEN`] byte steps.
+    pub fn holds_key(&self, text: &[u8]) -> bool {
+        let issued = BODY_LEN + CHECKSUM_LEN;
+        self.prefixes.iter().any(|(prefix, _)| {
+            let p = prefix.as_bytes();
+            let mut from = 0;
+            while let Some(at) = find(&text[from..], p) {
+                let start = from + at;
+                let body = start + p.len();
+                let run = text[body..]
+                    .iter()
+                    .take(MAX_SECRET_LEN.saturating_sub(p.len()))
+                    .take_while(|b| base62::is_symbol(**b))
+                    .count();
+                let candidates = [run, issued.min(run)];
+                let hit = candidates.iter().any(|&len| {
+                    len >= MIN_BODY_LEN + CHECKSUM_LEN
+                        && std::str::from_utf8(&text[start..body + len])
+                            .is_ok_and(|s| self.parse(s).is_ok())
+                });
+                if hit {
+                    return true;
+                }
+                from = start + 1;
+            }
+            false
+        })
+    }
+
     /// A regular expression (POSIX ERE / PCRE compatible) that matches keys
     /// of this format, for secret scanners such as GitHub custom patterns or
     /// gitleaks.
@@ -216,6 +253,14 @@ pub enum GenerateError {
 pub struct ParsedKey<'f> {
     pub kind: &'f KeyKind,
     pub prefix_len: usize,
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether `s` is a valid environment name (`live`, `test`, `sandbox`, …).

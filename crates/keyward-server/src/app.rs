@@ -68,7 +68,12 @@ impl Keyward {
         let upstream = crate::gateway::client(&settings.config);
         let routes = crate::gateway::LiveRoutes::new(settings.routes.clone());
         let c = &settings.config.cache;
-        let cache = KeyCache::new(c.ttl_seconds, c.negative_ttl_seconds, c.capacity);
+        let cache = KeyCache::new(
+            c.ttl_seconds,
+            c.negative_ttl_seconds,
+            c.capacity,
+            c.negative_capacity,
+        );
         let verifier = Verifier::new(
             settings.format.clone(),
             Arc::clone(&store),
@@ -76,6 +81,7 @@ impl Keyward {
             cache,
             Arc::clone(&usage),
             settings.config.limits.default_tier.clone(),
+            c.max_pending_loads,
         );
         let cc = &settings.config.credits;
         let node_id = cc.node_id.clone().unwrap_or_else(|| {

@@ -129,6 +129,11 @@ pub struct IdempotencyConfig {
     pub replay_headers: Vec<String>,
     /// How often expired records are purged.
     pub purge_interval_seconds: u64,
+    /// Most records one API key may hold. A new key beyond it drops that
+    /// API key's oldest completed records (expired and abandoned ones
+    /// first), never one in flight; with only requests in flight left, it
+    /// is refused with 429 `idempotency_quota_exceeded`.
+    pub max_records_per_key: u64,
 }
 
 impl Default for IdempotencyConfig {
@@ -150,6 +155,7 @@ impl Default for IdempotencyConfig {
             .map(String::from)
             .to_vec(),
             purge_interval_seconds: 600,
+            max_records_per_key: 1_000,
         }
     }
 }
@@ -404,8 +410,15 @@ pub struct CacheConfig {
     pub ttl_seconds: u64,
     /// How long an unknown hash is remembered as unknown.
     pub negative_ttl_seconds: u64,
-    /// Most entries kept.
+    /// Most known keys kept (size it above the keys in use on a node).
     pub capacity: usize,
+    /// Most unknown hashes remembered (the negative cache), apart from
+    /// `capacity`: unknown keys never evict known ones.
+    pub negative_capacity: usize,
+    /// Most distinct keys the cache does not know that may wait for a store
+    /// read at once; beyond it such a request is answered 503 `overloaded`
+    /// with `Retry-After: 1`. Keys the cache knows are never refused.
+    pub max_pending_loads: usize,
 }
 
 impl Default for CacheConfig {
@@ -414,6 +427,8 @@ impl Default for CacheConfig {
             ttl_seconds: 30,
             negative_ttl_seconds: 5,
             capacity: 100_000,
+            negative_capacity: 50_000,
+            max_pending_loads: 10_000,
         }
     }
 }
@@ -657,6 +672,12 @@ impl Settings {
         if config.cache.capacity == 0 {
             return Err(invalid("cache.capacity", "must be at least 1"));
         }
+        if config.cache.negative_capacity == 0 {
+            return Err(invalid("cache.negative_capacity", "must be at least 1"));
+        }
+        if config.cache.max_pending_loads == 0 {
+            return Err(invalid("cache.max_pending_loads", "must be at least 1"));
+        }
         if config.usage.flush_interval_ms == 0 {
             return Err(invalid("usage.flush_interval_ms", "must be at least 1"));
         }
@@ -715,6 +736,12 @@ impl Settings {
                     "must be at least the gateway timeout ({} ms), or a slow request could run twice",
                     config.gateway.timeout_ms
                 ),
+            ));
+        }
+        if i.max_records_per_key == 0 {
+            return Err(invalid(
+                "idempotency.max_records_per_key",
+                "must be at least 1",
             ));
         }
         if i.purge_interval_seconds == 0 {

@@ -3,8 +3,13 @@
 //! Accepted, as configured: `Authorization: Bearer <secret>`,
 //! `<header>: <secret>`, `Authorization: Basic base64(key_id:secret)`.
 //! A key in the query string or a cookie is refused with an error that says
-//! where to put it instead. Header values that are not UTF-8 or not decodable
-//! are `invalid_api_key`, never a panic.
+//! where to put it instead: by the parameter or cookie name other products
+//! use for keys (`api_key`, `token`, …), and by value — any well-formed key
+//! of this deployment's format anywhere in the query string or a `Cookie`
+//! header, as sent or percent-decoded (once or twice), even beside a valid
+//! key in the right header, so a secret never travels on to an upstream
+//! ([`refuse_embedded_keys`]). Header values that are not UTF-8 or not
+//! decodable are `invalid_api_key`, never a panic.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +17,7 @@ use axum::http::{HeaderMap, Uri};
 use base64::Engine;
 use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
+use keyward_core::secret::KeyFormat;
 use keyward_core::verdict::Denial;
 use zeroize::Zeroizing;
 
@@ -141,6 +147,7 @@ pub fn extract_from<H: HeaderSource + ?Sized>(
 ) -> Result<Option<Presented>, ApiError> {
     let keys = &settings.config.keys;
     refuse_misplaced(headers, query, &keys.header)?;
+    refuse_embedded_keys(headers, query, settings)?;
     let invalid = || ApiError::Denied(Denial::InvalidApiKey);
     if let Some(value) = headers.first("authorization") {
         let value = header_text(value).ok_or_else(invalid)?.trim();
@@ -208,6 +215,76 @@ fn refuse_misplaced<H: HeaderSource + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Refuses a request whose query string or `Cookie` headers hold a
+/// well-formed key of the deployment's format (any prefix, checksum valid),
+/// whatever the parameter or cookie is called: `credentials_misplaced`, as
+/// for a key presented there alone. The gateway calls this on routes
+/// without `auth` too, so no route forwards a key to its upstream.
+pub fn refuse_embedded_keys<H: HeaderSource + ?Sized>(
+    headers: &H,
+    query: Option<&str>,
+    settings: &Settings,
+) -> Result<(), ApiError> {
+    let format = &settings.format;
+    let header = &settings.config.keys.header;
+    if query.is_some_and(|q| holds_key(format, q.as_bytes())) {
+        return Err(ApiError::CredentialsMisplaced {
+            place: "query string",
+            header: header.to_owned(),
+        });
+    }
+    if headers.values("cookie").any(|c| holds_key(format, c)) {
+        return Err(ApiError::CredentialsMisplaced {
+            place: "Cookie header",
+            header: header.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `text`, as sent or percent-decoded once or twice (an upstream
+/// or a framework behind it may decode it), holds a key of `format`.
+fn holds_key(format: &KeyFormat, text: &[u8]) -> bool {
+    if format.holds_key(text) {
+        return true;
+    }
+    let Some(once) = percent_decoded(text) else {
+        return false;
+    };
+    format.holds_key(&once) || percent_decoded(&once).is_some_and(|twice| format.holds_key(&twice))
+}
+
+/// `text` with `%XX` escapes decoded, or `None` if it has none (malformed
+/// escapes stay as they are).
+fn percent_decoded(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.contains(&b'%') {
+        return None;
+    }
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let escaped = (text[i] == b'%')
+            .then(|| Some((hex(*text.get(i + 1)?)?, hex(*text.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((hi, lo)) => {
+                out.push(hi * 16 + lo);
+                i += 3;
+            }
+            None => {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The client address: the socket peer, or, when the peer is a trusted
@@ -306,6 +383,62 @@ mod tests {
             extract(&h, &uri("/"), &s),
             Err(ApiError::Denied(Denial::InvalidApiKey))
         ));
+    }
+
+    #[test]
+    fn keys_in_any_cookie_or_query_value_are_refused_even_beside_a_good_header() {
+        use keyward_core::secret::{KeyKind, OsEntropy};
+        let s = settings();
+        let key = s
+            .format
+            .generate(&KeyKind::Environment("test".into()), &OsEntropy)
+            .unwrap();
+        let key = key.expose();
+        let root = s.format.generate(&KeyKind::Root, &OsEntropy).unwrap();
+        let encoded = key.replace('_', "%5F");
+        let twice = key.replace('_', "%255F");
+        let with_bearer = |cookies: &[&str]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+            );
+            for c in cookies {
+                h.append(header::COOKIE, HeaderValue::from_str(c).unwrap());
+            }
+            h
+        };
+        let refused = |h: &HeaderMap, target: &str| {
+            matches!(
+                extract(h, &uri(target), &s),
+                Err(ApiError::CredentialsMisplaced { .. })
+            )
+        };
+        for cookies in [
+            vec![format!("session={key}")],
+            vec![format!("a=1; theme=dark; sid=\"{key}\"")],
+            vec!["a=1".to_owned(), format!("b={encoded}")],
+            vec![format!("b={twice}")],
+            vec![format!("r={}", root.expose())],
+        ] {
+            let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+            assert!(refused(&with_bearer(&cookies), "/v1/items"), "{cookies:?}");
+        }
+        for target in [
+            format!("/v1/items?q={key}"),
+            format!("/v1/items?a=1&q={encoded}&b=2"),
+            format!("/v1/items?q={twice}"),
+            format!("/v1/items?{key}"),
+            format!("/v1/items?q=Bearer%20{key}"),
+        ] {
+            assert!(refused(&with_bearer(&[]), &target), "{target}");
+        }
+        // Ordinary cookies and queries, and broken keys, pass.
+        let mut broken = key.to_owned();
+        broken.truncate(key.len() - 1);
+        let h = with_bearer(&["session=abc; theme=dark", &format!("x={broken}")]);
+        let q = format!("/v1/items?a=1&b=%41%zz&c={broken}");
+        assert_eq!(extract(&h, &uri(&q), &s).unwrap().unwrap().secret(), key);
     }
 
     #[test]

@@ -108,8 +108,11 @@ pub enum ApiError {
     MalformedRequest(&'static str),
     #[error("the request did not arrive in time")]
     RequestTimeout,
-    #[error("the server is at its connection limit; retry shortly")]
+    /// At the connection cap, or shedding lookups of unknown keys.
+    #[error("keyward is overloaded (at its connection limit, or too many unknown keys are waiting to be looked up); retry shortly")]
     Overloaded,
+    #[error("this API key has as many idempotent requests in progress as idempotency.max_records_per_key allows; retry after some complete")]
+    IdempotencyQuotaExceeded,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -134,7 +137,7 @@ impl ApiError {
             ApiError::NameTaken | ApiError::Conflict { .. } | ApiError::LastRootKey => {
                 StatusCode::CONFLICT
             }
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RootOnly
             | ApiError::ScopeNotGrantable { .. }
             | ApiError::EnvironmentNotAllowed(_)
@@ -148,7 +151,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::IdempotencyQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -168,6 +171,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::InvalidCursor => "invalid_cursor",
             ApiError::Unavailable => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::RootOnly => "root_key_required",
             ApiError::ScopeNotGrantable { .. } => "scope_not_grantable",
             ApiError::LastRootKey => "last_root_key",
@@ -183,7 +187,7 @@ impl ApiError {
             ApiError::InvalidHost(_) => "invalid_host",
             ApiError::MalformedRequest(_) => "malformed_request",
             ApiError::RequestTimeout => "request_timeout",
-            ApiError::Overloaded => "overloaded",
+            ApiError::IdempotencyQuotaExceeded => "idempotency_quota_exceeded",
             ApiError::Internal => "internal_error",
         }
     }
@@ -219,7 +223,9 @@ impl ApiError {
             }) => {
                 extra.insert("retry_after".into(), json!(retry_after_seconds));
             }
-            ApiError::IdempotencyInProgress | ApiError::Overloaded => {
+            ApiError::IdempotencyInProgress
+            | ApiError::IdempotencyQuotaExceeded
+            | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
             ApiError::Validation(errors) => {
@@ -266,6 +272,15 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "Store operation failed.");
                 ApiError::Unavailable
             }
+        }
+    }
+}
+
+impl From<crate::verifier::VerifyError> for ApiError {
+    fn from(e: crate::verifier::VerifyError) -> ApiError {
+        match e {
+            crate::verifier::VerifyError::Store(e) => e.into(),
+            crate::verifier::VerifyError::Busy => ApiError::Overloaded,
         }
     }
 }

@@ -577,6 +577,8 @@ async fn serve(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     if !route.auth {
+        // No key is checked here, and none may pass through either.
+        credential::refuse_embedded_keys(req.headers(), req.uri().query(), &state.settings)?;
         return forward(state, table, route, req, None).await;
     }
     let key = authenticate(
@@ -676,10 +678,12 @@ async fn idempotent(
         now,
         lock_until: now.saturating_add(lock),
         expires_at: now.saturating_add(ttl.max(lock)),
+        max_records: cfg.max_records_per_key,
     };
     match state.store.claim_idempotency(&claim).await? {
         ClaimOutcome::Claimed => {}
         ClaimOutcome::InProgress => return Err(ApiError::IdempotencyInProgress),
+        ClaimOutcome::QuotaExceeded => return Err(ApiError::IdempotencyQuotaExceeded),
         ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         ClaimOutcome::Completed(stored) => {
             // A replay spends nothing; it reports the current rate state.

@@ -9,7 +9,11 @@
 //! - completed before, same fingerprint: replay the stored status, selected
 //!   headers and body with `Idempotent-Replayed: true`;
 //! - still in flight: 409 `idempotency_in_progress`;
-//! - used for another request: 422 `idempotency_key_reused`.
+//! - used for another request: 422 `idempotency_key_reused`;
+//! - a new key while the API key holds `idempotency.max_records_per_key`
+//!   records: the oldest completed ones (expired or abandoned first) make
+//!   room; if every record is a request in flight, 429
+//!   `idempotency_quota_exceeded` (nothing spent, nothing forwarded).
 //!
 //! The claim lives in the store, so exactly one upstream execution happens
 //! per key across restarts and nodes. A claim whose request never finished

@@ -3,10 +3,18 @@
 //! A well-formed secret is hashed and looked up in [`KeyCache`]; only a miss
 //! reads the store, and unknown hashes are remembered briefly (negative
 //! cache) so garbage that passes the checksum cannot hammer storage.
+//! Known and unknown hashes live in separate maps with separate bounds
+//! (`cache.capacity`, `cache.negative_capacity`): anyone can mint
+//! checksum-valid keys, so a flood of them must never evict a known key.
 //! Reads go through one [`Loader`] that batches them (one query for every
 //! key asked for meanwhile) and refreshes keys in use before they expire,
 //! in the background, so a request waits on the store only for a key it
-//! is the first to present. Management changes on this node invalidate
+//! is the first to present. Hashes the cache has never known wait in a
+//! bounded lane (`cache.max_pending_loads`); when it is full such a request
+//! is answered 503 `overloaded` at once rather than queued behind a flood,
+//! while known keys (refreshes, and reloads of expired entries) always get
+//! in, and every round reads everything queued, so nothing waits longer
+//! than two rounds. Management changes on this node invalidate
 //! entries synchronously (and a read that began before a change is not
 //! cached); entries also expire within `cache.ttl_seconds`, which bounds
 //! staleness for changes made on other nodes.
@@ -180,6 +188,9 @@ pub enum Lookup {
     /// As `Fresh`, but due for a refresh, which this caller should ask for
     /// (only one caller per entry is told).
     Stale(Option<Arc<CachedKey>>),
+    /// A known key's entry that expired: read it again (it is likely
+    /// still there, so it does not wait in the bounded lane).
+    Expired,
     Missing,
 }
 
@@ -187,40 +198,62 @@ pub enum Lookup {
 /// touch the same lock word.
 const SHARDS: usize = 16;
 
-/// Hash → key, with refresh and expiry times; `None` values are the
-/// negative cache. Entries are served for `ttl`; from a point between half
-/// and three quarters of it (spread by hash) a use also asks for a
-/// background refresh, so a key in use is re-read before it expires and
-/// requests do not wait on the store. Expiry falls between three quarters
-/// and all of the TTL, spread the same way, so entries cached together do
-/// not expire in one stampede.
+/// One lock's worth of the cache: known keys and unknown hashes apart, so
+/// making room for one kind never drops the other.
+#[derive(Default)]
+struct Shard {
+    known: KeyMap,
+    unknown: KeyMap,
+}
+
+/// Hash → key, with refresh and expiry times, in two maps per shard: known
+/// keys (`cache.capacity`) and hashes the store does not have, the negative
+/// cache (`cache.negative_capacity`). Entries are served for `ttl`; from a
+/// point between half and three quarters of it (spread by hash) a use also
+/// asks for a background refresh, so a key in use is re-read before it
+/// expires and requests do not wait on the store. Expiry falls between
+/// three quarters and all of the TTL, spread the same way, so entries
+/// cached together do not expire in one stampede.
+///
+/// A full map first drops its expired entries; if it is still more than
+/// three quarters full, the negative map is emptied (unknown hashes are
+/// cheap to forget: at worst they are read again, through the loader's
+/// bounded lane) and the known map loses about half its entries. Either
+/// way the next quarter of the map's inserts cost nothing extra, and the
+/// hot path tracks no recency.
 pub struct KeyCache {
-    shards: Vec<RwLock<KeyMap>>,
+    shards: Vec<RwLock<Shard>>,
     ttl_ms: i64,
     negative_ttl_ms: i64,
-    capacity_per_shard: usize,
+    known_per_shard: usize,
+    unknown_per_shard: usize,
     /// Bumped by every invalidation: a load that began before one does not
     /// cache what it read (it may predate the change).
     epoch: AtomicU64,
 }
 
 impl KeyCache {
-    pub fn new(ttl_seconds: u64, negative_ttl_seconds: u64, capacity: usize) -> KeyCache {
+    pub fn new(
+        ttl_seconds: u64,
+        negative_ttl_seconds: u64,
+        capacity: usize,
+        negative_capacity: usize,
+    ) -> KeyCache {
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
         let capacity = capacity.max(1);
-        let shards = SHARDS.min(capacity);
+        let negative_capacity = negative_capacity.max(1);
+        let shards = SHARDS.min(capacity).min(negative_capacity);
         KeyCache {
-            shards: (0..shards)
-                .map(|_| RwLock::new(KeyMap::default()))
-                .collect(),
+            shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
             ttl_ms: ms(ttl_seconds),
             negative_ttl_ms: ms(negative_ttl_seconds),
-            capacity_per_shard: capacity / shards,
+            known_per_shard: capacity / shards,
+            unknown_per_shard: negative_capacity / shards,
             epoch: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, hash: &KeyHash) -> &RwLock<KeyMap> {
+    fn shard(&self, hash: &KeyHash) -> &RwLock<Shard> {
         // Other bytes than the map's hasher takes.
         let i = usize::from(hash.0[16]) % self.shards.len();
         &self.shards[i]
@@ -229,22 +262,37 @@ impl KeyCache {
     /// `Some(Some(key))` known, `Some(None)` known to be unknown, `None`
     /// miss (expired or never seen).
     pub fn get(&self, hash: &KeyHash, now: Timestamp) -> Option<Option<Arc<CachedKey>>> {
-        let map = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
-        map.get(hash)
+        let shard = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
+        shard
+            .known
+            .get(hash)
+            .or_else(|| shard.unknown.get(hash))
             .filter(|e| e.expires > now.0)
             .map(|e| e.key.clone())
     }
 
-    /// Like [`KeyCache::get`], and says whether the entry is due for a refresh.
+    /// Like [`KeyCache::get`], and says whether the entry is due for a
+    /// refresh, or was a known key's.
     pub fn lookup(&self, hash: &KeyHash, now: Timestamp) -> Lookup {
-        let map = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
-        match map.get(hash) {
-            None => Lookup::Missing,
-            Some(e) if e.expires <= now.0 => Lookup::Missing,
-            Some(e) if e.refresh_at <= now.0 && !e.refreshing.swap(true, Ordering::Relaxed) => {
-                Lookup::Stale(e.key.clone())
-            }
-            Some(e) => Lookup::Fresh(e.key.clone()),
+        let shard = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
+        let (entry, known) = match shard.known.get(hash) {
+            Some(e) => (e, true),
+            None => match shard.unknown.get(hash) {
+                Some(e) => (e, false),
+                None => return Lookup::Missing,
+            },
+        };
+        if entry.expires <= now.0 {
+            return if known {
+                Lookup::Expired
+            } else {
+                Lookup::Missing
+            };
+        }
+        if entry.refresh_at <= now.0 && !entry.refreshing.swap(true, Ordering::Relaxed) {
+            Lookup::Stale(entry.key.clone())
+        } else {
+            Lookup::Fresh(entry.key.clone())
         }
     }
 
@@ -276,18 +324,22 @@ impl KeyCache {
         let offset = i64::try_from(spread % quarter.unsigned_abs()).unwrap_or(0);
         let refresh_at = now.0.saturating_add(2 * quarter + offset);
         let expires = now.0.saturating_add(3 * quarter + offset).max(refresh_at);
-        let mut map = self.shard(&hash).write().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shard(&hash).write().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::Acquire) != epoch {
             return false;
         }
-        if map.len() >= self.capacity_per_shard && !map.contains_key(&hash) {
-            map.retain(|_, e| e.expires > now.0);
-            if map.len() >= self.capacity_per_shard {
-                // Still full of live entries: start over rather than track
-                // recency on the hot path. Misses refill it from the store.
-                map.clear();
-            }
-        }
+        let Shard { known, unknown } = &mut *shard;
+        // A hash is in one map at most: a key read as gone stops being
+        // known, and one read as existing stops being unknown.
+        let map = if key.is_some() {
+            unknown.remove(&hash);
+            make_room(known, self.known_per_shard, &hash, now, Overflow::DropHalf);
+            known
+        } else {
+            known.remove(&hash);
+            make_room(unknown, self.unknown_per_shard, &hash, now, Overflow::Clear);
+            unknown
+        };
         map.insert(
             hash,
             Entry {
@@ -301,22 +353,39 @@ impl KeyCache {
     }
 
     pub fn invalidate(&self, hash: &KeyHash) {
-        let mut map = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        map.remove(hash);
+        shard.known.remove(hash);
+        shard.unknown.remove(hash);
     }
 
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
-            shard.write().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+            shard.known.clear();
+            shard.unknown.clear();
         }
     }
 
+    /// Entries held, known and unknown (expired ones not yet dropped count).
     pub fn len(&self) -> usize {
+        self.known_len() + self.unknown_len()
+    }
+
+    /// Known keys held.
+    pub fn known_len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).known.len())
+            .sum()
+    }
+
+    /// Unknown hashes held (the negative cache).
+    pub fn unknown_len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).unknown.len())
             .sum()
     }
 
@@ -325,7 +394,69 @@ impl KeyCache {
     }
 }
 
+/// What a full map gives up when dropping expired entries was not enough.
+#[derive(Clone, Copy)]
+enum Overflow {
+    /// Everything: unknown hashes are cheap to forget.
+    Clear,
+    /// About every other entry (in the map's own order, which follows the
+    /// hash, so no key is favoured): known keys cost a store read each.
+    DropHalf,
+}
+
+/// Makes room in `map` (bounded to `capacity`) for `hash`.
+fn make_room(
+    map: &mut KeyMap,
+    capacity: usize,
+    hash: &KeyHash,
+    now: Timestamp,
+    overflow: Overflow,
+) {
+    if map.len() < capacity || map.contains_key(hash) {
+        return;
+    }
+    map.retain(|_, e| e.expires > now.0);
+    // Leave a quarter free, so the next inserts do not scan the map again.
+    if map.len() * 4 <= capacity * 3 {
+        return;
+    }
+    match overflow {
+        Overflow::Clear => map.clear(),
+        Overflow::DropHalf => {
+            // Starts by dropping, so even a map of one makes room.
+            let mut keep = true;
+            map.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+    }
+}
+
 type Loaded = Result<Option<Arc<CachedKey>>, ()>;
+
+/// Why a key could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The key is not one the cache knows, and the loader's bounded lane
+    /// (`cache.max_pending_loads`) is full: answered at once (503
+    /// `overloaded`, retry shortly), never queued without bound.
+    #[error("too many unknown keys are waiting to be read")]
+    Busy,
+}
+
+/// Which lane of the loader a read waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Keys the cache knows (refreshes, and reloads of expired entries):
+    /// never refused, and bounded anyway by `cache.capacity`.
+    Known,
+    /// Hashes never seen, or only as unknown: at most
+    /// `cache.max_pending_loads` distinct ones wait at a time.
+    Bounded,
+}
 
 /// Reads keys into the cache in batches, off the request path. A request
 /// that misses waits for its key; one due for a refresh does not wait at
@@ -342,17 +473,55 @@ struct Loader {
     /// Told when a request starts waiting.
     wake: tokio::sync::Notify,
     runtime: Option<tokio::runtime::Handle>,
+    /// Most distinct hashes waiting in the bounded lane.
+    max_pending: usize,
 }
+
+type Waiters = HashMap<KeyHash, Vec<oneshot::Sender<Loaded>>, BuildHasherDefault<PrehashedHasher>>;
 
 #[derive(Default)]
 struct Queue {
     /// Hashes to read, with the requests waiting for each (none for a
     /// refresh).
-    waiting: HashMap<KeyHash, Vec<oneshot::Sender<Loaded>>, BuildHasherDefault<PrehashedHasher>>,
+    waiting: Waiters,
+    /// How many of `waiting` came in through the bounded lane.
+    bounded: usize,
     /// Some request is waiting (not only refreshes).
     urgent: bool,
     /// A batch task is running and will look at `waiting` again.
     running: bool,
+}
+
+impl Queue {
+    /// Adds `hash` (and its waiter) to the next batch, unless it would be
+    /// one more distinct hash than `max_pending` in the bounded lane; then
+    /// gives the waiter back. A hash already waiting is always joined.
+    fn admit(
+        &mut self,
+        hash: KeyHash,
+        waiter: Option<oneshot::Sender<Loaded>>,
+        lane: Lane,
+        max_pending: usize,
+    ) -> Result<(), Option<oneshot::Sender<Loaded>>> {
+        if let Some(waiters) = self.waiting.get_mut(&hash) {
+            waiters.extend(waiter);
+        } else {
+            if lane == Lane::Bounded {
+                if self.bounded >= max_pending {
+                    return Err(waiter);
+                }
+                self.bounded += 1;
+            }
+            self.waiting.insert(hash, waiter.into_iter().collect());
+        }
+        Ok(())
+    }
+
+    /// Everything waiting, for one round of reads.
+    fn take(&mut self) -> Waiters {
+        self.bounded = 0;
+        std::mem::take(&mut self.waiting)
+    }
 }
 
 /// How long refreshes (which nobody waits for) gather before they are read
@@ -362,7 +531,11 @@ const REFRESH_GATHER: std::time::Duration = std::time::Duration::from_millis(50)
 
 impl Loader {
     /// The key for `hash`, read from the store (and cached).
-    async fn load(self: &Arc<Self>, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, StoreError> {
+    async fn load(
+        self: &Arc<Self>,
+        hash: KeyHash,
+        lane: Lane,
+    ) -> Result<Option<Arc<CachedKey>>, VerifyError> {
         let Some(runtime) = &self.runtime else {
             // No runtime to run batches on: read it here.
             let epoch = self.cache.epoch();
@@ -372,31 +545,36 @@ impl Loader {
             return Ok(key);
         };
         let (tx, rx) = oneshot::channel();
-        self.enqueue(hash, Some(tx), runtime);
-        rx.await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| StoreError::Unavailable("the key could not be read".into()))
+        if !self.enqueue(hash, Some(tx), lane, runtime) {
+            return Err(VerifyError::Busy);
+        }
+        rx.await.ok().and_then(Result::ok).ok_or_else(|| {
+            VerifyError::Store(StoreError::Unavailable("the key could not be read".into()))
+        })
     }
 
-    /// Re-reads `hash` in the background.
-    fn refresh(self: &Arc<Self>, hash: KeyHash) {
+    /// Re-reads `hash` in the background (unless its lane is full: then the
+    /// entry expires and the next use reads it).
+    fn refresh(self: &Arc<Self>, hash: KeyHash, lane: Lane) {
         if let Some(runtime) = &self.runtime {
-            self.enqueue(hash, None, runtime);
+            self.enqueue(hash, None, lane, runtime);
         }
     }
 
+    /// Queues a read of `hash`; `false` if its lane is full.
     fn enqueue(
         self: &Arc<Self>,
         hash: KeyHash,
         waiter: Option<oneshot::Sender<Loaded>>,
+        lane: Lane,
         runtime: &tokio::runtime::Handle,
-    ) {
+    ) -> bool {
         let urgent = waiter.is_some();
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let waiters = q.waiting.entry(hash).or_default();
-            waiters.extend(waiter);
+            if q.admit(hash, waiter, lane, self.max_pending).is_err() {
+                return false;
+            }
             q.urgent |= urgent;
             !std::mem::replace(&mut q.running, true)
         };
@@ -409,6 +587,7 @@ impl Loader {
             let me = Arc::clone(self);
             drop(runtime.spawn(async move { me.drain().await }));
         }
+        true
     }
 
     /// Reads batches until nothing is waiting.
@@ -439,7 +618,7 @@ impl Loader {
             let batch: Vec<(KeyHash, Vec<oneshot::Sender<Loaded>>)> = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 q.urgent = false;
-                std::mem::take(&mut q.waiting).into_iter().collect()
+                q.take().into_iter().collect()
             };
             let mut batch = batch;
             for chunk in batch.chunks_mut(keyward_store::MAX_HASHES_PER_LOOKUP) {
@@ -500,6 +679,8 @@ pub struct Request<'a> {
 }
 
 impl Verifier {
+    /// `max_pending_loads`: most distinct hashes the cache does not know
+    /// that may wait for a store read at once (`cache.max_pending_loads`).
     pub fn new(
         format: KeyFormat,
         store: Arc<dyn Store>,
@@ -507,6 +688,7 @@ impl Verifier {
         cache: KeyCache,
         usage: Arc<UsageRecorder>,
         default_tier: Option<String>,
+        max_pending_loads: usize,
     ) -> Verifier {
         let cache = Arc::new(cache);
         let loader = Arc::new(Loader {
@@ -517,6 +699,7 @@ impl Verifier {
             queue: Mutex::new(Queue::default()),
             wake: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            max_pending: max_pending_loads.max(1),
         });
         Verifier {
             format,
@@ -536,7 +719,7 @@ impl Verifier {
         &self,
         presented: &Presented,
         req: Request<'_>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, VerifyError> {
         let hash = match self.well_formed(presented) {
             Ok(h) => h,
             Err(d) => return Ok(Outcome::Denied(d, None)),
@@ -545,10 +728,16 @@ impl Verifier {
         let key = match self.cache.lookup(&hash, now) {
             Lookup::Fresh(k) => k,
             Lookup::Stale(k) => {
-                self.loader.refresh(hash);
+                let lane = if k.is_some() {
+                    Lane::Known
+                } else {
+                    Lane::Bounded
+                };
+                self.loader.refresh(hash, lane);
                 k
             }
-            Lookup::Missing => self.loader.load(hash).await?,
+            Lookup::Expired => self.loader.load(hash, Lane::Known).await?,
+            Lookup::Missing => self.loader.load(hash, Lane::Bounded).await?,
         };
         Ok(self.decide(presented, key, req, now))
     }
@@ -627,7 +816,7 @@ mod tests {
     #[test]
     fn refreshes_and_expiries_are_spread_and_bounded_by_the_ttl() {
         // Negative entries use the same spreading; a 40 s negative TTL here.
-        let cache = KeyCache::new(40, 40, 10_000);
+        let cache = KeyCache::new(40, 40, 10_000, 10_000);
         let t0 = Timestamp(1_000_000);
         for i in 0..1_000 {
             cache.insert(hash(i), None, t0);
@@ -664,7 +853,7 @@ mod tests {
 
     #[test]
     fn a_read_that_began_before_an_invalidation_is_not_cached() {
-        let cache = KeyCache::new(30, 30, 100);
+        let cache = KeyCache::new(30, 30, 100, 100);
         let before = cache.epoch();
         cache.invalidate(&hash(1));
         assert!(!cache.insert_at(before, hash(2), None, Timestamp(0)));
@@ -674,11 +863,126 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_a_bound() {
-        let cache = KeyCache::new(30, 30, 10);
+    fn capacities_are_bounds() {
+        let cache = KeyCache::new(30, 30, 10, 20);
         for i in 0..100 {
             cache.insert(hash(i), None, Timestamp(0));
-            assert!(cache.len() <= 10);
+            assert!(cache.unknown_len() <= 20);
+            cache.insert(hash(1000 + i), Some(key(i)), Timestamp(0));
+            assert!(cache.known_len() <= 10);
         }
+    }
+
+    fn key(i: u32) -> Arc<CachedKey> {
+        let record = KeyRecord {
+            id: format!("key_{i}"),
+            class: keyward_store::KeyClass::Tenant,
+            tenant_id: Some("ten_1".into()),
+            name: format!("k{i}"),
+            environment: "test".into(),
+            hash: hash(i).to_hex(),
+            start: "kw_test_abcd".into(),
+            owner: None,
+            scopes: Vec::new(),
+            tier: None,
+            credit_cap: None,
+            ip_allowlist: Vec::new(),
+            sub_tenants: Vec::new(),
+            expires_at: None,
+            metadata: serde_json::json!({}),
+            enabled: true,
+            created_by: "key_root".into(),
+            created_at: 0,
+            updated_at: 0,
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_from: None,
+            replaced_by: None,
+            grace_until: None,
+            deleted_at: None,
+            rate_limit: None,
+        };
+        Arc::new(CachedKey::new(record, None, None))
+    }
+
+    #[test]
+    fn a_flood_of_unknown_hashes_never_evicts_a_known_key() {
+        // Room for 1,600 known keys (100 a shard) and 160 unknown hashes.
+        let cache = KeyCache::new(30, 30, 1_600, 160);
+        let now = Timestamp(0);
+        for i in 0..50 {
+            cache.insert(hash(i), Some(key(i)), now);
+        }
+        for i in 0..100_000 {
+            cache.insert(hash(1_000_000 + i), None, now);
+            assert!(cache.unknown_len() <= 160);
+        }
+        for i in 0..50 {
+            assert!(
+                matches!(cache.lookup(&hash(i), now), Lookup::Fresh(Some(_))),
+                "known key {i} survived the flood"
+            );
+        }
+        assert_eq!(cache.known_len(), 50);
+        // The negative cache still works for what it holds.
+        assert!(matches!(
+            cache.lookup(&hash(1_000_000 + 99_999), now),
+            Lookup::Fresh(None)
+        ));
+    }
+
+    #[test]
+    fn a_hash_is_known_or_unknown_never_both() {
+        let cache = KeyCache::new(30, 5, 100, 100);
+        let now = Timestamp(0);
+        cache.insert(hash(1), None, now);
+        cache.insert(hash(1), Some(key(1)), now);
+        assert!(matches!(cache.get(&hash(1), now), Some(Some(_))));
+        assert_eq!((cache.known_len(), cache.unknown_len()), (1, 0));
+        // A refresh that finds the key gone makes it unknown at once.
+        cache.insert(hash(1), None, now);
+        assert!(matches!(cache.get(&hash(1), now), Some(None)));
+        assert_eq!((cache.known_len(), cache.unknown_len()), (0, 1));
+        cache.invalidate(&hash(1));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_expired_known_key_is_told_apart_from_a_stranger() {
+        let cache = KeyCache::new(30, 5, 100, 100);
+        cache.insert(hash(1), Some(key(1)), Timestamp(0));
+        cache.insert(hash(2), None, Timestamp(0));
+        let later = Timestamp(31_000);
+        assert!(matches!(cache.lookup(&hash(1), later), Lookup::Expired));
+        assert!(matches!(cache.lookup(&hash(2), later), Lookup::Missing));
+        assert!(matches!(cache.lookup(&hash(3), later), Lookup::Missing));
+    }
+
+    #[test]
+    fn the_bounded_lane_refuses_new_hashes_when_full_and_known_keys_always_get_in() {
+        let mut q = Queue::default();
+        let waiter = || Some(oneshot::channel::<Loaded>().0);
+        for i in 0..3 {
+            assert!(q.admit(hash(i), waiter(), Lane::Bounded, 3).is_ok());
+        }
+        // Full: a new unknown hash is refused, with its waiter handed back.
+        assert!(matches!(
+            q.admit(hash(3), waiter(), Lane::Bounded, 3),
+            Err(Some(_))
+        ));
+        // A hash already waiting is joined, whatever the lane.
+        assert!(q.admit(hash(0), waiter(), Lane::Bounded, 3).is_ok());
+        assert_eq!(q.waiting[&hash(0)].len(), 2);
+        // Known keys are never refused.
+        for i in 10..20 {
+            assert!(q.admit(hash(i), waiter(), Lane::Known, 3).is_ok());
+        }
+        assert!(q.admit(hash(20), None, Lane::Known, 3).is_ok());
+        assert_eq!(q.waiting.len(), 14);
+        // A round takes everything and frees the lane.
+        assert_eq!(q.take().len(), 14);
+        assert!(q.admit(hash(3), waiter(), Lane::Bounded, 3).is_ok());
     }
 }

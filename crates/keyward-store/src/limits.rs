@@ -205,6 +205,12 @@ pub struct IdempotencyClaim {
     pub lock_until: i64,
     /// Until when a completed response is replayed.
     pub expires_at: i64,
+    /// Most records `scope` may hold. A new key beyond it first drops the
+    /// scope's records that are free anyway (expired, or claims abandoned
+    /// past their lock), then the oldest completed ones; never a claim in
+    /// flight. If only claims in flight are left, the claim is refused
+    /// ([`ClaimOutcome::QuotaExceeded`]).
+    pub max_records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +223,9 @@ pub enum ClaimOutcome {
     Mismatch,
     /// Completed before: replay this.
     Completed(StoredResponse),
+    /// A new key, but the scope holds `max_records` claims in flight:
+    /// nothing was stored.
+    QuotaExceeded,
 }
 
 #[async_trait]
@@ -270,6 +279,9 @@ pub trait LimitStore: Send + Sync + 'static {
         page: PageRequest,
     ) -> StoreResult<Page<LedgerEntry>>;
 
+    /// Claims `claim.key` in `claim.scope`, keeping the scope within
+    /// `claim.max_records` records. Concurrent claims in one scope, on any
+    /// node, never leave it above the bound.
     async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> StoreResult<ClaimOutcome>;
     /// Stores the response of a claimed key for replay.
     async fn complete_idempotency(

@@ -107,6 +107,46 @@ fn scan_regex_names_every_prefix() {
     }
 }
 
+#[test]
+fn keys_are_found_anywhere_in_a_text() {
+    let f = format();
+    let k = f
+        .generate(&KeyKind::Environment("live".into()), &OsEntropy)
+        .unwrap();
+    let key = k.expose();
+    let root = f.generate(&KeyKind::Root, &OsEntropy).unwrap();
+    for text in [
+        key.to_owned(),
+        format!("session={key}"),
+        format!("a=1; b=\"{key}\"; c=2"),
+        format!("Bearer {key}"),
+        format!("x{key}"),
+        format!("{key}abc"),
+        format!("{key}_tail"),
+        format!("kw_live_kw_test_{key}"),
+        root.expose().to_owned(),
+    ] {
+        assert!(f.holds_key(text.as_bytes()), "{text}");
+    }
+    let mut broken = key.to_owned();
+    broken.pop();
+    broken.push(if key.ends_with('0') { '1' } else { '0' });
+    let unknown_prefix = key.replacen("kw_live_", "zz_live_", 1);
+    for text in [
+        "".to_owned(),
+        "kw_live_".to_owned(),
+        "kw_live_short".to_owned(),
+        broken.clone(),
+        format!("q={broken}&r=1"),
+        unknown_prefix,
+        key[1..].to_owned(),
+        "kw_live_".repeat(1000),
+        "A".repeat(10_000),
+    ] {
+        assert!(!f.holds_key(text.as_bytes()), "{text}");
+    }
+}
+
 proptest! {
     /// Every single-character change of a valid key is rejected: CRC32
     /// detects every error burst of up to 32 bits, and one changed character
@@ -130,6 +170,11 @@ proptest! {
     #[test]
     fn parse_never_panics(s in ".{0,300}") {
         let _ = format().parse(&s);
+    }
+
+    #[test]
+    fn holds_key_never_panics(s in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = format().holds_key(&s);
     }
 
     #[test]

@@ -475,6 +475,7 @@ impl Exchange<'_, '_, '_> {
             super::spend(state, route, &key, rate).await?;
             Some(key)
         } else {
+            credential::refuse_embedded_keys(&*self.req.headers, query, &state.settings)?;
             None
         };
         if let (Some((status, template)), Some(key)) = (&route.respond, &key) {

@@ -504,20 +504,10 @@ impl LimitStore for SqlStore {
 
     async fn claim_idempotency(&self, c: &IdempotencyClaim) -> StoreResult<ClaimOutcome> {
         for _ in 0..4 {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_records (scope, idem_key, fingerprint, state, locked_until, expires_at, created_at) \
-                 VALUES ($1, $2, $3, 'in_flight', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
-            )
-            .bind(&c.scope)
-            .bind(&c.key)
-            .bind(&c.fingerprint)
-            .bind(c.lock_until)
-            .bind(c.expires_at)
-            .bind(c.now)
-            .execute(&self.pool)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                return Ok(ClaimOutcome::Claimed);
+            match self.insert_claim(c).await? {
+                Inserted::Yes => return Ok(ClaimOutcome::Claimed),
+                Inserted::OverQuota => return Ok(ClaimOutcome::QuotaExceeded),
+                Inserted::Exists => {}
             }
             let row = sqlx::query(
                 "SELECT fingerprint, state, locked_until, expires_at, status, headers, body \
@@ -645,4 +635,98 @@ impl LimitStore for SqlStore {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// What inserting a new claim did.
+enum Inserted {
+    Yes,
+    /// The key has a record already.
+    Exists,
+    /// The scope is full of claims in flight.
+    OverQuota,
+}
+
+/// A PostgreSQL advisory-lock key for an idempotency scope (FNV-1a: stable
+/// across nodes and releases; a collision only makes two scopes wait for
+/// each other).
+fn scope_lock(scope: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"keyward idempotency scope\0"
+        .iter()
+        .chain(scope.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+impl SqlStore {
+    /// Inserts `c` as a new in-flight record within the scope's quota, in
+    /// one transaction that holds the scope: PostgreSQL by an advisory
+    /// lock taken first, SQLite because the first statement is a write
+    /// (the database's one write lock, held to the end). So the count the
+    /// quota is checked against cannot change underneath, on any node.
+    async fn insert_claim(&self, c: &IdempotencyClaim) -> StoreResult<Inserted> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == super::Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(scope_lock(&c.scope))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_records (scope, idem_key, fingerprint, state, locked_until, expires_at, created_at) \
+             VALUES ($1, $2, $3, 'in_flight', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
+        )
+        .bind(&c.scope)
+        .bind(&c.key)
+        .bind(&c.fingerprint)
+        .bind(c.lock_until)
+        .bind(c.expires_at)
+        .bind(c.now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Inserted::Exists);
+        }
+        let max = i64::try_from(c.max_records).unwrap_or(i64::MAX);
+        let mut count = records_in(&mut tx, &c.scope).await?;
+        if count > max {
+            // Free records first (expired, or abandoned past their lock),
+            // then the oldest completed ones. The outer condition is checked
+            // again on the row itself, so a claim taken over meanwhile (in
+            // flight again) is never dropped.
+            sqlx::query(
+                "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key <> $2 \
+                 AND (state = 'done' OR locked_until <= $3) \
+                 AND idem_key IN (SELECT idem_key FROM idempotency_records \
+                   WHERE scope = $1 AND idem_key <> $2 AND (state = 'done' OR locked_until <= $3) \
+                   ORDER BY CASE WHEN state = 'done' AND expires_at > $3 THEN 1 ELSE 0 END, created_at, idem_key \
+                   LIMIT $4)",
+            )
+            .bind(&c.scope)
+            .bind(&c.key)
+            .bind(c.now)
+            .bind(count - max)
+            .execute(&mut *tx)
+            .await?;
+            count = records_in(&mut tx, &c.scope).await?;
+        }
+        if count > max {
+            tx.rollback().await?;
+            return Ok(Inserted::OverQuota);
+        }
+        tx.commit().await?;
+        Ok(Inserted::Yes)
+    }
+}
+
+async fn records_in(tx: &mut Tx<'_>, scope: &str) -> StoreResult<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_records WHERE scope = $1")
+        .bind(scope)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("n")?)
 }

@@ -15,6 +15,7 @@ mod console;
 mod edge;
 mod fast_path;
 mod gateway;
+mod hardening_cache;
 mod kit;
 mod limits;
 mod paths;
