@@ -3,6 +3,12 @@
 //! (`vox:*` covers `vox:calls:create` but not `vox` itself; `*` covers all).
 //! A deployment declares its [`ScopeCatalog`]; keys hold only declared scopes
 //! or wildcards that cover at least one of them.
+//!
+//! Who may give a key which scopes is [`refused_grants`]: operators any scope
+//! of the catalog; a tenant's API key at most the scopes it holds itself; a
+//! console member of the tenant keyward's own scopes only as far as their
+//! role holds them; and everyone but operators only within the tenant's
+//! ceiling of grantable scopes, if it has one.
 
 use std::collections::BTreeSet;
 
@@ -81,6 +87,69 @@ impl ScopeSet {
             .map(String::as_str)
             .collect()
     }
+}
+
+/// Who gives a key its scopes, which decides what they may give.
+#[derive(Debug, Clone, Copy)]
+pub enum Grantor<'a> {
+    /// An operator (a root key, a console operator): any scope of the
+    /// catalog, whatever the tenant's ceiling.
+    Operator,
+    /// A tenant's API key holding `keyward:keys:write`: only scopes it holds
+    /// itself (`vox:*` may grant `vox:calls:read`; `vox:calls:read` may not
+    /// grant `vox:*`).
+    Key(&'a ScopeSet),
+    /// A console member of the tenant acting with their role's scopes: the
+    /// deployment's own scopes freely, keyward's management scopes only as
+    /// far as the role holds them.
+    Member(&'a ScopeSet),
+}
+
+/// Why a scope may not be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantRefusal {
+    /// Beyond the granting key's (or member's role's) own scopes.
+    NotHeld,
+    /// Outside the tenant's ceiling of grantable scopes.
+    OutsideCeiling,
+}
+
+/// The scopes of `requested` that `grantor` may not give a key of a tenant
+/// whose ceiling is `ceiling` (`None`: no ceiling), each with why; empty
+/// when all may be given.
+///
+/// `kept` are the scopes the key holds already (empty for a new key or a
+/// rotation, whose new secret is a new grant): keeping one of them, or
+/// narrowing it (`vox:*` to `vox:read`), gives nothing new and is always
+/// allowed. Scopes are compared as grants, not as requirements: a held (or
+/// ceiling) scope may give `s` if it covers `s` read literally, so a
+/// wildcard is given only by a wildcard at least as wide.
+pub fn refused_grants<'r>(
+    grantor: Grantor<'_>,
+    ceiling: Option<&ScopeSet>,
+    kept: &ScopeSet,
+    requested: &'r [String],
+) -> Vec<(&'r str, GrantRefusal)> {
+    let mut refused = Vec::new();
+    for s in requested {
+        if kept.allows(s) {
+            continue;
+        }
+        let held = match grantor {
+            Grantor::Operator => continue,
+            Grantor::Key(own) => own.allows(s),
+            // Everything `s` would give of keyward's own scopes, the role holds.
+            Grantor::Member(role) => KEYWARD_SCOPES
+                .iter()
+                .all(|k| !covers(s, k) || role.allows(k)),
+        };
+        if !held {
+            refused.push((s.as_str(), GrantRefusal::NotHeld));
+        } else if ceiling.is_some_and(|c| !c.allows(s)) {
+            refused.push((s.as_str(), GrantRefusal::OutsideCeiling));
+        }
+    }
+    refused
 }
 
 /// The scopes a deployment declares.
@@ -175,6 +244,124 @@ mod tests {
         assert!(ScopeCatalog::new(["a:*"]).is_err());
     }
 
+    fn set(s: &[&str]) -> ScopeSet {
+        ScopeSet::new(s.iter().map(|s| (*s).to_owned()))
+    }
+
+    fn req(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_key_grants_only_what_it_holds_wildcards_one_way() {
+        let own = set(&["vox:*", "keyward:keys:write"]);
+        let none = ScopeSet::default();
+        let r = req(&[
+            "vox:calls:read",
+            "vox:*",
+            "vox:calls:*",
+            "keyward:keys:write",
+        ]);
+        assert!(refused_grants(Grantor::Key(&own), None, &none, &r).is_empty());
+        let narrow = set(&["vox:a", "keyward:keys:write"]);
+        let r = req(&[
+            "vox:a",
+            "vox:*",
+            "*",
+            "admin:all",
+            "keyward:keys:read",
+            "vox:a*",
+        ]);
+        assert_eq!(
+            refused_grants(Grantor::Key(&narrow), None, &none, &r),
+            vec![
+                ("vox:*", GrantRefusal::NotHeld),
+                ("*", GrantRefusal::NotHeld),
+                ("admin:all", GrantRefusal::NotHeld),
+                ("keyward:keys:read", GrantRefusal::NotHeld),
+                ("vox:a*", GrantRefusal::NotHeld),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ceiling_bounds_everyone_but_operators() {
+        let ceiling = set(&["vox:*", "keyward:keys:*"]);
+        let none = ScopeSet::default();
+        let own = set(&["*"]);
+        let r = req(&[
+            "vox:read",
+            "vault:read",
+            "keyward:keys:read",
+            "keyward:audit:read",
+        ]);
+        let outside = vec![
+            ("vault:read", GrantRefusal::OutsideCeiling),
+            ("keyward:audit:read", GrantRefusal::OutsideCeiling),
+        ];
+        assert_eq!(
+            refused_grants(Grantor::Key(&own), Some(&ceiling), &none, &r),
+            outside
+        );
+        let role = set(&[
+            "keyward:keys:read",
+            "keyward:keys:write",
+            "keyward:audit:read",
+        ]);
+        assert_eq!(
+            refused_grants(Grantor::Member(&role), Some(&ceiling), &none, &r),
+            outside
+        );
+        assert!(refused_grants(Grantor::Operator, Some(&ceiling), &none, &r).is_empty());
+        // An empty ceiling: nothing may be granted, no scopes still may.
+        let empty = ScopeSet::default();
+        assert_eq!(
+            refused_grants(Grantor::Key(&own), Some(&empty), &none, &r).len(),
+            4
+        );
+        assert!(refused_grants(Grantor::Key(&own), Some(&empty), &none, &[]).is_empty());
+    }
+
+    #[test]
+    fn members_grant_product_scopes_and_their_roles_keyward_scopes() {
+        let role = set(&[
+            "keyward:keys:read",
+            "keyward:keys:write",
+            "keyward:tenants:read",
+        ]);
+        let none = ScopeSet::default();
+        let r = req(&[
+            "vox:*",
+            "vault:read",
+            "keyward:keys:read",
+            "keyward:keys:*",
+            "keyward:audit:read",
+            "*",
+        ]);
+        assert_eq!(
+            refused_grants(Grantor::Member(&role), None, &none, &r),
+            vec![
+                ("keyward:keys:*", GrantRefusal::NotHeld),
+                ("keyward:audit:read", GrantRefusal::NotHeld),
+                ("*", GrantRefusal::NotHeld),
+            ]
+        );
+    }
+
+    #[test]
+    fn keeping_or_narrowing_held_scopes_is_not_a_grant() {
+        let own = set(&["keyward:keys:write"]);
+        let kept = set(&["admin:*", "vox:read"]);
+        let ceiling = set(&["vox:calls:read"]);
+        let r = req(&["admin:all", "admin:*", "vox:read"]);
+        assert!(refused_grants(Grantor::Key(&own), Some(&ceiling), &kept, &r).is_empty());
+        let r = req(&["admin:all", "vox:write"]);
+        assert_eq!(
+            refused_grants(Grantor::Key(&own), Some(&ceiling), &kept, &r),
+            vec![("vox:write", GrantRefusal::NotHeld)]
+        );
+    }
+
     proptest! {
         /// A wildcard grant allows exactly the scopes a literal prefix test allows.
         #[test]
@@ -191,6 +378,43 @@ mod tests {
             more.push(extra);
             let big = ScopeSet::new(more);
             prop_assert!(!small.allows(&need) || big.allows(&need));
+        }
+
+        /// What a key grants gives no more than the key holds: every scope
+        /// a granted scope covers, the granting key covers too.
+        #[test]
+        fn granted_scopes_never_exceed_the_grantor(
+            own in proptest::collection::vec("[ab:]{1,3}\\*?", 0..4),
+            wanted in "[ab:]{1,3}\\*?",
+            need in "[ab:]{1,5}",
+        ) {
+            let own = ScopeSet::new(own);
+            let requested = [wanted.clone()];
+            let granted = refused_grants(Grantor::Key(&own), None, &ScopeSet::default(), &requested).is_empty();
+            if granted && covers(&wanted, &need) {
+                prop_assert!(own.allows(&need), "{wanted} given by {own:?} covers {need}");
+            }
+            // A literal scope is granted exactly when the key is allowed it.
+            if !wanted.ends_with('*') {
+                prop_assert_eq!(granted, own.allows(&wanted));
+            }
+        }
+
+        /// The ceiling is as tight as the grantor's own scopes: nothing
+        /// granted under a ceiling reaches past it.
+        #[test]
+        fn granted_scopes_never_exceed_the_ceiling(
+            ceiling in proptest::collection::vec("[ab:]{1,3}\\*?", 0..4),
+            wanted in "[ab:]{1,3}\\*?",
+            need in "[ab:]{1,5}",
+        ) {
+            let ceiling = ScopeSet::new(ceiling);
+            let everything = ScopeSet::new(["*".to_owned()]);
+            let requested = [wanted.clone()];
+            let granted = refused_grants(Grantor::Key(&everything), Some(&ceiling), &ScopeSet::default(), &requested).is_empty();
+            if granted && covers(&wanted, &need) {
+                prop_assert!(ceiling.allows(&need));
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use base64::Engine;
 use keyward_core::id::new_id;
+use keyward_core::scope::Grantor;
 use keyward_core::verdict::Denial;
 use keyward_store::{AuditEntry, KeyClass, PageRequest};
 use serde::de::DeserializeOwned;
@@ -173,6 +174,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 pub struct Caller {
     pub key: Arc<CachedKey>,
     pub ip: Option<IpAddr>,
+    /// A console member acting with their role's scopes (a synthetic key),
+    /// rather than a stored API key: see [`Caller::grantor`].
+    pub member: bool,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -195,7 +199,11 @@ impl FromRequestParts<AppState> for Caller {
             required_scopes: &[],
         };
         match state.verifier.verify(&presented, req).await? {
-            Outcome::Valid(key) => Ok(Caller { key, ip }),
+            Outcome::Valid(key) => Ok(Caller {
+                key,
+                ip,
+                member: false,
+            }),
             Outcome::Denied(d, _) => Err(ApiError::Denied(d)),
         }
     }
@@ -230,6 +238,20 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::RootOnly)
+        }
+    }
+
+    /// Who this caller is when giving a key scopes: operators (root keys,
+    /// console operators) may give any; a tenant key only what it holds; a
+    /// console member keyward's own scopes only as far as their role holds
+    /// them (`keyward_core::scope::refused_grants`).
+    pub fn grantor(&self) -> Grantor<'_> {
+        if self.is_root() {
+            Grantor::Operator
+        } else if self.member {
+            Grantor::Member(&self.key.policy.scopes)
+        } else {
+            Grantor::Key(&self.key.policy.scopes)
         }
     }
 

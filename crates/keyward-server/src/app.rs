@@ -245,18 +245,97 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
         .insert(BodyLimit(settings.config.http.max_body_bytes));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let client_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| acceptable_request_id(v.as_bytes()))
-        .cloned();
-    let request_id = match client_id {
-        Some(v) => v,
-        None => request_id(),
-    };
+    let request_id = request_id_of(req.headers());
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let started = Instant::now();
-    let mut res = error::render_response(&settings, next.run(req).await);
+    let res = next.run(req).await;
+    finish(&settings, res, &request_id, &method, &path, started)
+}
+
+/// The front door of the general path, before routing: HTTP/1.1 requests
+/// carry exactly one `Host` (RFC 9112 §3.2), and the path is rewritten to
+/// its normal form (`gateway::path`) so the router, the gateway's routes
+/// and the upstream all see the one path that was authorised.
+pub(crate) fn admit<B>(req: &mut axum::http::Request<B>) -> Result<(), ApiError> {
+    use axum::http::{header::HOST, uri, Version};
+    let version = req.version();
+    if version == Version::HTTP_11 || version == Version::HTTP_10 {
+        let mut hosts = req.headers().get_all(HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) if version == Version::HTTP_11 => {
+                return Err(ApiError::InvalidHost("is missing"))
+            }
+            (Some(_), Some(_)) => return Err(ApiError::InvalidHost("appears more than once")),
+            _ => {}
+        }
+    }
+    let normal = match crate::gateway::path::normalize(req.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(p)) => p,
+        Err(e) => return Err(ApiError::InvalidPath(e)),
+    };
+    let target = match req.uri().query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        uri::PathAndQuery::try_from(target)
+            .map_err(|_| ApiError::InvalidPath(crate::gateway::path::PathError::BadEscape))?,
+    );
+    *req.uri_mut() = axum::http::Uri::from_parts(parts)
+        .map_err(|_| ApiError::InvalidPath(crate::gateway::path::PathError::BadEscape))?;
+    Ok(())
+}
+
+/// The answer to a request [`admit`] refused, rendered and logged as
+/// [`edge`] renders and logs every other answer.
+pub(crate) fn refused<B>(
+    settings: &Settings,
+    req: &axum::http::Request<B>,
+    error: ApiError,
+) -> Response {
+    use axum::response::IntoResponse;
+    let request_id = request_id_of(req.headers());
+    let mut res = finish(
+        settings,
+        error.into_response(),
+        &request_id,
+        req.method(),
+        req.uri().path(),
+        Instant::now(),
+    );
+    // The rest of the exchange is not read: close rather than guess where
+    // the next request begins.
+    res.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    res
+}
+
+/// The client's request id if acceptable, else a new one.
+fn request_id_of(headers: &axum::http::HeaderMap) -> HeaderValue {
+    match headers
+        .get(REQUEST_ID)
+        .filter(|v| acceptable_request_id(v.as_bytes()))
+    {
+        Some(v) => v.clone(),
+        None => request_id(),
+    }
+}
+
+/// Renders an answer in the deployment's style, tags it with the request
+/// id and logs it.
+fn finish(
+    settings: &Settings,
+    res: Response,
+    request_id: &HeaderValue,
+    method: &Method,
+    path: &str,
+    started: Instant,
+) -> Response {
+    let mut res = error::render_response(settings, res);
     res.headers_mut().insert(REQUEST_ID, request_id.clone());
     if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body is not read, so hyper closes the connection

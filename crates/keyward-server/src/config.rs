@@ -283,6 +283,13 @@ pub struct RouteConfig {
     pub credits: i64,
     #[serde(default)]
     pub idempotency: IdempotencyMode,
+    /// Forward `X-HTTP-Method-Override`, `X-HTTP-Method` and
+    /// `X-Method-Override` to the upstream. Off by default: an upstream
+    /// that honours them would let a key allowed only `GET` on this route
+    /// make it a `DELETE`. Turn on only where the upstream's override is
+    /// itself checked.
+    #[serde(default)]
+    pub allow_method_override: bool,
 }
 
 fn one() -> u64 {

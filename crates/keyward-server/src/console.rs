@@ -86,6 +86,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             post(members::revoke_invite),
         )
         .route("/console/t/{tid}/audit", get(audit::list))
+        .route(
+            "/console/t/{tid}/settings",
+            get(tenants::settings).post(tenants::save_settings),
+        )
         .route("/console/static/{file}", get(assets::serve))
         .route("/console/{*rest}", any(|| async { ConsoleError::NotFound }))
         .layer(middleware::from_fn(guard))

@@ -73,6 +73,17 @@ pub enum ApiError {
     Unavailable,
     #[error("operator root keys only")]
     RootOnly,
+    /// A key create, update or rotation that would give scopes the caller
+    /// may not grant (`scopes`); `detail` says why, in full sentences.
+    #[error("{detail}")]
+    ScopeNotGrantable { scopes: Vec<String>, detail: String },
+    #[error(
+        "this is the last active root key that can manage keys (it holds keyward:keys:write); \
+         revoking, deleting or disabling it, or taking that scope away, would lock every operator out of the API. \
+         Create another root key first, on the server's host: `keyward root-keys create --name <name>`; \
+         then retire this one with the new key"
+    )]
+    LastRootKey,
     #[error("keys of the {0} environment may not use this route")]
     EnvironmentNotAllowed(String),
     #[error("this API key may not act for the tenant named in {0}")]
@@ -89,6 +100,10 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("the request path is refused: {0}")]
+    InvalidPath(crate::gateway::path::PathError),
+    #[error("the Host header {0}; HTTP/1.1 requests carry exactly one")]
+    InvalidHost(&'static str),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -102,15 +117,20 @@ impl ApiError {
             ApiError::CredentialsMisplaced { .. }
             | ApiError::InvalidBody(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidCursor => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCursor | ApiError::InvalidPath(_) | ApiError::InvalidHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NameTaken | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::NameTaken | ApiError::Conflict { .. } | ApiError::LastRootKey => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RootOnly
+            | ApiError::ScopeNotGrantable { .. }
             | ApiError::EnvironmentNotAllowed(_)
             | ApiError::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -140,6 +160,8 @@ impl ApiError {
             ApiError::InvalidCursor => "invalid_cursor",
             ApiError::Unavailable => "store_unavailable",
             ApiError::RootOnly => "root_key_required",
+            ApiError::ScopeNotGrantable { .. } => "scope_not_grantable",
+            ApiError::LastRootKey => "last_root_key",
             ApiError::EnvironmentNotAllowed(_) => "environment_not_allowed",
             ApiError::TenantNotAllowed(_) => "tenant_not_allowed",
             ApiError::UpstreamTimeout => "upstream_timeout",
@@ -148,6 +170,8 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidHost(_) => "invalid_host",
             ApiError::Internal => "internal_error",
         }
     }
@@ -189,6 +213,9 @@ impl ApiError {
             ApiError::Validation(errors) => {
                 extra.insert("errors".into(), json!(errors));
             }
+            ApiError::ScopeNotGrantable { scopes, .. } => {
+                extra.insert("not_grantable_scopes".into(), json!(scopes));
+            }
             _ => {}
         }
         let status = self.status();
@@ -218,6 +245,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::NameTaken => ApiError::NameTaken,
+            StoreError::LastRootKey => ApiError::LastRootKey,
             StoreError::Conflict(message) => ApiError::Conflict {
                 code: "conflict",
                 message: message.to_owned(),

@@ -36,6 +36,7 @@ use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
 pub(crate) mod h1;
+pub mod path;
 pub(crate) mod pool;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction
@@ -77,7 +78,17 @@ pub struct Route {
     /// Credits per request.
     pub credits: i64,
     pub idempotency: IdempotencyMode,
+    /// Method-override headers are forwarded (`allow_method_override`).
+    pub allow_method_override: bool,
 }
+
+/// Headers some frameworks read as the request's real method; dropped
+/// before forwarding unless the route allows them.
+pub(crate) const METHOD_OVERRIDE: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 impl Route {
     /// How `Idempotency-Key` applies to a `method` request on this route
@@ -510,6 +521,7 @@ fn compile_route(
         cost: r.cost,
         credits: r.credits,
         idempotency: r.idempotency,
+        allow_method_override: r.allow_method_override,
     })
 }
 
@@ -549,6 +561,11 @@ async fn serve(
     req: Request,
     rate: &mut Option<RateState>,
 ) -> Result<Response, ApiError> {
+    // The server's front door did this already; a router embedded by a
+    // library user may not have one, and a route must never be matched on
+    // a path that is not in normal form.
+    let mut req = req;
+    crate::app::admit(&mut req)?;
     let table = state.routes.current();
     let table = table.as_ref();
     let path = req.uri().path().to_owned();
@@ -560,7 +577,7 @@ async fn serve(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     if !route.auth {
-        return forward(state, table, req, None).await;
+        return forward(state, table, route, req, None).await;
     }
     let key = authenticate(
         state,
@@ -589,7 +606,7 @@ async fn serve(
     match idempotency_key {
         None => {
             spend(state, route, &key, rate).await?;
-            forward(state, table, req, Some(&key)).await
+            forward(state, table, route, req, Some(&key)).await
         }
         Some(k) => idempotent(state, table, route, req, &key, k, rate).await,
     }
@@ -692,7 +709,7 @@ async fn idempotent(
         return Err(release(e).await);
     }
     let req = Request::from_parts(parts, Body::from(body));
-    let response = match forward(state, table, req, Some(key)).await {
+    let response = match forward(state, table, route, req, Some(key)).await {
         Ok(r) => r,
         // Refused before anything was sent: the request can be retried.
         Err(e @ (ApiError::UpstreamUnavailable | ApiError::PayloadTooLarge(_))) => {
@@ -956,6 +973,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 async fn forward(
     state: &AppState,
     table: &RouteTable,
+    route: &Route,
     req: Request,
     key: Option<&CachedKey>,
 ) -> Result<Response, ApiError> {
@@ -1018,6 +1036,11 @@ async fn forward(
     // Identity headers come from keyward only.
     for n in &names.identity {
         h.remove(n);
+    }
+    if !route.allow_method_override {
+        for n in METHOD_OVERRIDE {
+            h.remove(n);
+        }
     }
     if let Some(k) = key {
         let [key_id, tenant_id, environment, scopes, owner] = &names.identity;

@@ -35,8 +35,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::AppState;
-use crate::config::UpstreamProtocol;
+use crate::config::{Settings, UpstreamProtocol};
 use crate::gateway::OwnPaths;
+use futures_util::future::{ready, Either, Ready};
 
 /// What every worker shares.
 pub(crate) struct Front {
@@ -292,6 +293,7 @@ async fn connection(
 async fn general(front: &Front, io: Rewind, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
     let service = AppService {
         router: front.router.clone(),
+        settings: Arc::clone(&front.state.settings),
         peer,
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -315,18 +317,25 @@ async fn general(front: &Front, io: Rewind, peer: SocketAddr, mut stop: watch::R
 #[derive(Clone)]
 struct AppService {
     router: Router,
+    settings: Arc<Settings>,
     peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for AppService {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as tower_service::Service<Request<Body>>>::Future;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        <Router as tower_service::Service<Request<Body>>>::Future,
+    >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
+        if let Err(e) = crate::app::admit(&mut req) {
+            return Either::Left(ready(Ok(crate::app::refused(&self.settings, &req, e))));
+        }
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        tower_service::Service::call(&mut self.router.clone(), req)
+        Either::Right(tower_service::Service::call(&mut self.router.clone(), req))
     }
 }
 

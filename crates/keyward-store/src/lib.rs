@@ -34,6 +34,9 @@ pub enum StoreError {
     NameTaken,
     #[error("{0}")]
     Conflict(&'static str),
+    /// The change would leave no active root key that can manage keys.
+    #[error("the change would end the last active root key that can manage keys")]
+    LastRootKey,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("storage is unavailable: {0}")]
@@ -88,6 +91,10 @@ pub trait Store: LimitStore + UserStore + Send + Sync + 'static {
         filter: &KeyFilter,
         page: PageRequest,
     ) -> StoreResult<Page<KeyRecord>>;
+    /// Changes a key. Like revoke and delete, fails with
+    /// [`StoreError::LastRootKey`] (changing nothing) if it would end the last
+    /// active root key that can manage keys ([`KeyRecord::is_managing_root`]);
+    /// concurrent changes of root keys are serialized for this check.
     async fn update_key(
         &self,
         id: &str,

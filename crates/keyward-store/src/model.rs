@@ -11,6 +11,9 @@ pub struct Tenant {
     pub updated_at: i64,
     /// The rate-limit tier of the tenant's keys that name none themselves.
     pub tier: Option<String>,
+    /// The ceiling of scopes its keys may be given by anyone but operators
+    /// (a plan); `None` is no ceiling.
+    pub grantable_scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -18,6 +21,7 @@ pub struct TenantPatch {
     pub name: Option<String>,
     pub metadata: Option<Value>,
     pub tier: Option<Option<String>>,
+    pub grantable_scopes: Option<Option<Vec<String>>>,
     pub updated_at: i64,
 }
 
@@ -165,7 +169,22 @@ impl KeyStatus {
     }
 }
 
+/// The scope a root key needs to manage keys. The store never lets a change
+/// end the last active root key holding it ([`StoreError::LastRootKey`]).
+///
+/// [`StoreError::LastRootKey`]: crate::StoreError::LastRootKey
+pub const ROOT_MANAGEMENT_SCOPE: &str = "keyward:keys:write";
+
 impl KeyRecord {
+    /// Whether this is an active root key (not revoked, deleted, disabled or
+    /// expired at `now`) that can manage keys.
+    pub fn is_managing_root(&self, now: i64) -> bool {
+        self.class == KeyClass::Root
+            && self.status(now) == KeyStatus::Active
+            && keyward_core::scope::ScopeSet::new(self.scopes.iter().cloned())
+                .allows(ROOT_MANAGEMENT_SCOPE)
+    }
+
     pub fn status(&self, now: i64) -> KeyStatus {
         let past = |t: Option<i64>| t.is_some_and(|t| now >= t);
         if self.revoked_at.is_some() || self.deleted_at.is_some() {

@@ -38,7 +38,8 @@ const KEY_COLUMNS: &str = "seq, id, class, tenant_id, name, environment, hash, s
     tier, credit_cap, ip_allowlist, expires_at, metadata, enabled, created_by, created_at, updated_at, \
     last_used_at, last_used_ip, revoked_at, revoked_reason, rotated_from, replaced_by, grace_until, deleted_at, \
     sub_tenants, rate_limit";
-const TENANT_COLUMNS: &str = "seq, id, name, metadata, created_at, updated_at, tier";
+const TENANT_COLUMNS: &str =
+    "seq, id, name, metadata, created_at, updated_at, tier, grantable_scopes";
 const AUDIT_COLUMNS: &str = "seq, id, at, actor, actor_ip, tenant_id, action, target, details";
 
 /// Keys per last-use statement (three bind parameters each).
@@ -48,6 +49,10 @@ const LOOKUP_SIZES: [usize; 5] = [1, 8, 32, 128, crate::MAX_HASHES_PER_LOOKUP];
 
 /// Serializes migrations across nodes starting at once (PostgreSQL).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
+/// Serializes changes of root keys (PostgreSQL; SQLite has one writer), so
+/// that two root keys revoking each other at once cannot both pass the
+/// check that another remains.
+const ROOT_KEYS_LOCK: i64 = 0x006b_7772_6f6f_7473;
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
@@ -238,6 +243,10 @@ fn tenant_from_row(r: &AnyRow) -> StoreResult<(i64, Tenant)> {
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
             tier: r.try_get("tier")?,
+            grantable_scopes: match r.try_get::<Option<String>, _>("grantable_scopes")? {
+                None => None,
+                Some(s) => Some(parse_strings("grantable_scopes", &s)?),
+            },
         },
     ))
 }
@@ -393,6 +402,72 @@ async fn insert_key(tx: &mut sqlx::Transaction<'_, Any>, k: &KeyRecord) -> Store
 }
 
 impl SqlStore {
+    /// A transaction for a key change that may end a root key. On SQLite it
+    /// takes the write lock at once (`BEGIN IMMEDIATE`), so what it reads is
+    /// the latest state even with another process on the same file.
+    async fn begin_key_change(&self) -> StoreResult<sqlx::Transaction<'static, Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Before a change of key `id` in `tx`: if it is a root key, waits for
+    /// the root-key lock (PostgreSQL) and returns the key as it is now,
+    /// for [`SqlStore::check_root_remains`] after the change.
+    async fn lock_if_root(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        id: &str,
+    ) -> StoreResult<Option<KeyRecord>> {
+        // A key's class never changes, so it may be read before the lock.
+        let class: Option<String> = sqlx::query("SELECT class FROM keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        if class.as_deref() != Some(KeyClass::Root.as_str()) {
+            return Ok(None);
+        }
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ROOT_KEYS_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        // Read under the lock: a change that committed while this waited is seen.
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+        row.as_ref()
+            .map(key_from_row)
+            .transpose()
+            .map(|o| o.map(|(_, k)| k))
+    }
+
+    /// After a change of the root key `before` in `tx`: fails with
+    /// [`StoreError::LastRootKey`] if it could manage keys and now no active
+    /// root key can (the caller then drops `tx`, undoing the change).
+    async fn check_root_remains(
+        tx: &mut sqlx::Transaction<'_, Any>,
+        before: Option<&KeyRecord>,
+        now: i64,
+    ) -> StoreResult<()> {
+        if !before.is_some_and(|k| k.is_managing_root(now)) {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE class = 'root' AND revoked_at IS NULL AND deleted_at IS NULL"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut **tx).await?;
+        for r in &rows {
+            if key_from_row(r)?.1.is_managing_root(now) {
+                return Ok(());
+            }
+        }
+        Err(StoreError::LastRootKey)
+    }
+
     async fn key_where(&self, clause: &str, value: &str) -> StoreResult<Option<KeyRecord>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE {clause} = $1");
         let row = sqlx::query(&sql)
@@ -416,7 +491,8 @@ impl Store for SqlStore {
     async fn create_tenant(&self, t: &Tenant, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, metadata, created_at, updated_at, tier) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO tenants (id, name, metadata, created_at, updated_at, tier, grantable_scopes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -424,6 +500,7 @@ impl Store for SqlStore {
         .bind(t.created_at)
         .bind(t.updated_at)
         .bind(t.tier.clone())
+        .bind(t.grantable_scopes.as_deref().map(strings_text))
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -480,6 +557,10 @@ impl Store for SqlStore {
         if let Some(t) = &patch.tier {
             let p = b.arg(Bind::Text(t.clone()));
             b.sql.push_str(&format!(", tier = {p}"));
+        }
+        if let Some(g) = &patch.grantable_scopes {
+            let p = b.arg(Bind::Text(g.as_deref().map(strings_text)));
+            b.sql.push_str(&format!(", grantable_scopes = {p}"));
         }
         let p = b.arg(Bind::Text(Some(id.to_owned())));
         b.sql
@@ -666,7 +747,8 @@ impl Store for SqlStore {
         b.sql.push_str(&format!(
             " WHERE id = {p} AND deleted_at IS NULL RETURNING {KEY_COLUMNS}"
         ));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_key_change().await?;
+        let root = self.lock_if_root(&mut tx, id).await?;
         let row = b
             .query()
             .fetch_optional(&mut *tx)
@@ -676,6 +758,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         };
         let key = key_from_row(&row)?.1;
+        Self::check_root_remains(&mut tx, root.as_ref(), patch.updated_at).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(key)
@@ -691,7 +774,8 @@ impl Store for SqlStore {
             "UPDATE keys SET revoked_at = $1, revoked_reason = $2, updated_at = $1 \
              WHERE id = $3 AND deleted_at IS NULL AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_key_change().await?;
+        let root = self.lock_if_root(&mut tx, id).await?;
         let row = sqlx::query(&sql)
             .bind(audit.at)
             .bind(reason.map(str::to_owned))
@@ -701,6 +785,7 @@ impl Store for SqlStore {
         match row {
             Some(row) => {
                 let key = key_from_row(&row)?.1;
+                Self::check_root_remains(&mut tx, root.as_ref(), audit.at).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(key)
@@ -748,7 +833,8 @@ impl Store for SqlStore {
         let sql = format!(
             "UPDATE keys SET deleted_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL RETURNING {KEY_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_key_change().await?;
+        let root = self.lock_if_root(&mut tx, id).await?;
         let row = sqlx::query(&sql)
             .bind(audit.at)
             .bind(id)
@@ -758,6 +844,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         };
         let key = key_from_row(&row)?.1;
+        Self::check_root_remains(&mut tx, root.as_ref(), audit.at).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(key)

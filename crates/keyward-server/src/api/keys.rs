@@ -9,11 +9,11 @@ use axum::response::IntoResponse;
 use keyward_core::allowlist::IpAllowlist;
 use keyward_core::clock::Timestamp;
 use keyward_core::id::new_id;
-use keyward_core::scope;
+use keyward_core::scope::{self, GrantRefusal, ScopeSet};
 use keyward_core::secret::{KeyKind, KeySecret};
 use keyward_core::verdict::Denial;
 use keyward_store::{
-    KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, RateLimitOverride, StoreError,
+    KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, RateLimitOverride, StoreError, Tenant,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -77,21 +77,9 @@ impl Checks<'_> {
                     "invalid",
                     e.to_string(),
                 )),
-                Ok(()) => {
-                    // No privilege escalation: a tenant key can only grant
-                    // those of keyward's own scopes that it holds itself.
-                    let held = &self.caller.key.policy.scopes;
-                    let escalates = scope::KEYWARD_SCOPES
-                        .iter()
-                        .any(|k| scope::covers(s, k) && !held.allows(k));
-                    if escalates && !self.caller.is_root() {
-                        self.errors.push(FieldError::new(
-                            format!("scopes[{i}]"),
-                            "not_grantable",
-                            format!("{s:?} can only be granted by a key that holds it"),
-                        ));
-                    }
-                }
+                // Whether the caller may grant it is `check_grants`, once
+                // the scopes are known to be valid.
+                Ok(()) => {}
             }
         }
         let mut out = scopes.to_vec();
@@ -255,6 +243,107 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
+/// No privilege escalation, for the API and the console alike: `requested`
+/// scopes for a key of `tenant` must be ones `caller` may grant
+/// ([`scope::refused_grants`]: operators any; a tenant key only scopes it
+/// holds; a console member keyward's scopes only as their role holds them;
+/// all but operators within the tenant's `grantable_scopes`). Scopes in
+/// `kept` (the key's current ones) are not new grants. Otherwise 403
+/// `scope_not_grantable` naming the scopes and why.
+pub(crate) fn check_grants(
+    caller: &Caller,
+    tenant: &Tenant,
+    kept: &[String],
+    requested: &[String],
+) -> Result<(), ApiError> {
+    let ceiling = tenant
+        .grantable_scopes
+        .as_ref()
+        .map(|g| ScopeSet::new(g.iter().cloned()));
+    let kept = ScopeSet::new(kept.iter().cloned());
+    let refused = scope::refused_grants(caller.grantor(), ceiling.as_ref(), &kept, requested);
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let listed = |why: GrantRefusal| {
+        let v: Vec<String> = refused
+            .iter()
+            .filter(|(_, r)| *r == why)
+            .map(|(s, _)| format!("`{s}`"))
+            .collect();
+        (v.join(", "), v.len())
+    };
+    let mut detail = Vec::new();
+    let (not_held, _) = listed(GrantRefusal::NotHeld);
+    if !not_held.is_empty() {
+        detail.push(if caller.member {
+            format!(
+                "Your role in this tenant may not grant {not_held}: of keyward's own scopes, \
+                 a key can be given only those your role holds."
+            )
+        } else {
+            format!(
+                "This API key may not grant {not_held}: a key can give another key only \
+                 scopes it holds itself."
+            )
+        });
+    }
+    let (outside, n) = listed(GrantRefusal::OutsideCeiling);
+    if n > 0 {
+        let (is, it) = if n == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        detail.push(format!(
+            "{outside} {is} outside the scopes keys of tenant {} may be given (its grantable_scopes); \
+             an operator can grant {it} or raise the tenant's ceiling.",
+            tenant.id
+        ));
+    }
+    Err(ApiError::ScopeNotGrantable {
+        scopes: refused.iter().map(|(s, _)| (*s).to_owned()).collect(),
+        detail: detail.join(" "),
+    })
+}
+
+async fn load_tenant(state: &AppState, id: &str) -> Result<Tenant, ApiError> {
+    state.store.get_tenant(id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::NotFound("tenant"),
+        other => other.into(),
+    })
+}
+
+/// Whether an active root key other than `id` can manage keys (to answer a
+/// root key deleting itself; the store enforces the rule itself).
+async fn another_managing_root(state: &AppState, id: &str) -> Result<bool, ApiError> {
+    let now = state.clock.now().0;
+    let filter = KeyFilter {
+        class: Some(KeyClass::Root),
+        status: Some(KeyStatus::Active),
+        now,
+        ..KeyFilter::default()
+    };
+    let mut before = None;
+    loop {
+        let page = state
+            .store
+            .list_keys(&filter, keyward_store::PageRequest { limit: 100, before })
+            .await?;
+        if page
+            .items
+            .iter()
+            .any(|(_, k)| k.id != id && k.is_managing_root(now))
+        {
+            return Ok(true);
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => return Ok(false),
+        }
+    }
+}
+
 /// A key the caller may see, or 404 (never 403: ids of other tenants do not exist for them).
 async fn visible_key(state: &AppState, caller: &Caller, id: &str) -> Result<KeyRecord, ApiError> {
     let k = state.store.get_key(id).await.map_err(not_found)?;
@@ -286,6 +375,7 @@ fn generate(state: &AppState, environment: &str) -> Result<KeySecret, ApiError> 
 /// Creates a key. The response holds the secret; it is never shown again.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, security(("bearer" = [])), responses(
     (status = 201, body = KeyWithSecret),
+    (status = 403, description = "scope_not_grantable: a scope the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
     (status = 409, description = "name_taken", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
     (status = 422, description = "validation_failed", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
 ))]
@@ -343,14 +433,8 @@ pub async fn create(
     }
     let rate_limit = body.rate_limit.as_ref().and_then(|r| c.rate_limit(r));
     c.finish()?;
-    state
-        .store
-        .get_tenant(&tenant_id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("tenant"),
-            other => other.into(),
-        })?;
+    let tenant = load_tenant(&state, &tenant_id).await?;
+    check_grants(&caller, &tenant, &[], &scopes)?;
 
     let secret = generate(&state, &body.environment)?;
     let now = state.clock.now().0;
@@ -499,7 +583,9 @@ pub async fn get(
 /// Changes a key's name, scopes, expiry, allowlist, metadata or enabled flag (`keyward:keys:write`).
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey, security(("bearer" = [])), responses(
     (status = 200, body = KeyView),
+    (status = 403, description = "scope_not_grantable: a scope the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
     (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+    (status = 409, description = "last_root_key: it would end the last root key that can manage keys", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -598,6 +684,12 @@ pub async fn update(
         changed.push(if e { "enabled" } else { "disabled" });
     }
     c.finish()?;
+    if let (Some(scopes), Some(t)) = (&patch.scopes, &current.tenant_id) {
+        if !caller.is_root() {
+            let tenant = load_tenant(&state, t).await?;
+            check_grants(&caller, &tenant, &current.scopes, scopes)?;
+        }
+    }
     let audit = caller.audit(
         &state,
         "key.updated",
@@ -615,7 +707,10 @@ pub async fn update(
 }
 
 /// Revokes a key at once: the very next request with it is refused (`keyward:keys:write`).
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeKey, security(("bearer" = [])), responses((status = 200, body = KeyView)))]
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeKey, security(("bearer" = [])), responses(
+    (status = 200, body = KeyView),
+    (status = 409, description = "last_root_key: the last root key that can manage keys", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -655,6 +750,7 @@ pub async fn revoke(
 /// `grace_seconds` (0 = it stops now). Returns the new secret once (`keyward:keys:write`).
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateKey, security(("bearer" = [])), responses(
     (status = 201, body = KeyWithSecret),
+    (status = 403, description = "scope_not_grantable: the key holds scopes the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
     (status = 409, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn rotate(
@@ -679,6 +775,11 @@ pub async fn rotate(
             message: "Root keys are rotated with the CLI: create a new one, then revoke this one."
                 .into(),
         });
+    }
+    // The new secret is a new grant of the old key's scopes to the caller.
+    if let (false, Some(t)) = (caller.is_root(), &old.tenant_id) {
+        let tenant = load_tenant(&state, t).await?;
+        check_grants(&caller, &tenant, &[], &old.scopes)?;
     }
     let secret = generate(&state, &old.environment)?;
     let now = state.clock.now();
@@ -727,7 +828,10 @@ pub async fn rotate(
 }
 
 /// Deletes a key: it stops working at once and disappears from listings (`keyward:keys:write`).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses(
+    (status = 204),
+    (status = 409, description = "last_root_key or cannot_delete_self", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
+))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -736,6 +840,9 @@ pub async fn delete(
     caller.require("keyward:keys:write")?;
     let current = visible_key(&state, &caller, &id).await?;
     if current.id == caller.key.record.id {
+        if current.class == KeyClass::Root && !another_managing_root(&state, &current.id).await? {
+            return Err(ApiError::LastRootKey);
+        }
         return Err(ApiError::Conflict {
             code: "cannot_delete_self",
             message: "A key cannot delete itself; use another key.".into(),

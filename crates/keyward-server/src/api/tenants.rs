@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_core::id::new_id;
+use keyward_core::scope::ScopeError;
 use keyward_store::{Tenant, TenantPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,6 +26,54 @@ fn check_name(name: &str, errors: &mut Vec<FieldError>) {
             format!("name must be 1 to {MAX_NAME} printable characters"),
         ));
     }
+}
+
+const MAX_GRANTABLE: usize = 100;
+
+/// A tenant's ceiling of grantable scopes: only operators set it (it is the
+/// customer's plan), and every entry must be grantable in this deployment.
+/// Returns it sorted and without repeats.
+fn check_grantable(
+    state: &AppState,
+    caller: &Caller,
+    scopes: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Vec<String> {
+    if !caller.is_root() {
+        errors.push(FieldError::new(
+            "grantable_scopes",
+            "not_grantable",
+            "only operators set a tenant's grantable scopes",
+        ));
+        return Vec::new();
+    }
+    if scopes.len() > MAX_GRANTABLE {
+        errors.push(FieldError::new(
+            "grantable_scopes",
+            "too_many",
+            format!("at most {MAX_GRANTABLE} scopes"),
+        ));
+        return Vec::new();
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        match state.settings.catalog.check_grant(s) {
+            Ok(()) => {}
+            Err(ScopeError::Undeclared(_)) => errors.push(FieldError::new(
+                format!("grantable_scopes[{i}]"),
+                "unknown_scope",
+                format!("{s:?} is not in this deployment's scope catalog"),
+            )),
+            Err(e) => errors.push(FieldError::new(
+                format!("grantable_scopes[{i}]"),
+                "invalid",
+                e.to_string(),
+            )),
+        }
+    }
+    let mut out = scopes.to_vec();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn check_metadata(state: &AppState, m: &Value, errors: &mut Vec<FieldError>) {
@@ -63,6 +112,10 @@ pub async fn create(
     if let Some(t) = &body.tier {
         check_tier(&state, &caller, t, &mut errors);
     }
+    let grantable_scopes = body
+        .grantable_scopes
+        .as_deref()
+        .map(|g| check_grantable(&state, &caller, g, &mut errors));
     if let Some(id) = &body.id {
         let ok = !id.is_empty()
             && id.len() <= 64
@@ -92,13 +145,14 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         tier: body.tier,
+        grantable_scopes,
     };
     let audit = caller.audit(
         &state,
         "tenant.created",
         &tenant.id,
         Some(&tenant.id),
-        json!({ "name": tenant.name }),
+        json!({ "name": tenant.name, "grantable_scopes": tenant.grantable_scopes }),
     )?;
     state
         .store
@@ -197,6 +251,20 @@ pub async fn update(
         )),
         _ => {}
     }
+    let grantable_scopes = match &body.grantable_scopes {
+        None => None,
+        Some(Some(g)) => Some(Some(check_grantable(&state, &caller, g, &mut errors))),
+        Some(None) => {
+            if !caller.is_root() {
+                errors.push(FieldError::new(
+                    "grantable_scopes",
+                    "not_grantable",
+                    "only operators set a tenant's grantable scopes",
+                ));
+            }
+            Some(None)
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -204,6 +272,7 @@ pub async fn update(
         name: body.name.map(|n| n.trim().to_owned()),
         metadata: body.metadata,
         tier: body.tier,
+        grantable_scopes,
         updated_at: state.clock.now().0,
     };
     let mut changed = Vec::new();
@@ -216,13 +285,12 @@ pub async fn update(
     if patch.tier.is_some() {
         changed.push("tier");
     }
-    let audit = caller.audit(
-        &state,
-        "tenant.updated",
-        &id,
-        Some(&id),
-        json!({ "changed": changed }),
-    )?;
+    let mut details = json!({ "changed": changed });
+    if let Some(g) = &patch.grantable_scopes {
+        changed.push("grantable_scopes");
+        details = json!({ "changed": changed, "grantable_scopes": g });
+    }
+    let audit = caller.audit(&state, "tenant.updated", &id, Some(&id), details)?;
     let t = state.store.update_tenant(&id, &patch, &audit).await?;
     // Cached principals carry the tenant name.
     state.verifier.cache().clear();

@@ -146,6 +146,9 @@ pub struct TenantView {
     pub name: String,
     /// Rate-limit tier of the tenant's keys that name none.
     pub tier: Option<String>,
+    /// The ceiling of scopes its keys may be given by anyone but operators
+    /// (a plan); `null`: no ceiling.
+    pub grantable_scopes: Option<Vec<String>>,
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
@@ -158,6 +161,7 @@ impl From<&Tenant> for TenantView {
             id: t.id.clone(),
             name: t.name.clone(),
             tier: t.tier.clone(),
+            grantable_scopes: t.grantable_scopes.clone(),
             metadata: t.metadata.clone(),
             created_at: time(t.created_at),
             updated_at: time(t.updated_at),
@@ -229,6 +233,10 @@ pub struct CreateTenant {
     pub name: String,
     /// One of `limits.tiers` (operators only).
     pub tier: Option<String>,
+    /// The most its keys may be given by anyone but operators: scopes of the
+    /// catalog or wildcards covering some (operators only); absent or
+    /// `null`: no ceiling.
+    pub grantable_scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -241,6 +249,11 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub tier: Option<Option<String>>,
+    /// The ceiling of grantable scopes, or `null` to remove it (operators
+    /// only). Keys keep the scopes they hold; it bounds later grants.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub grantable_scopes: Option<Option<Vec<String>>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -517,6 +530,8 @@ pub struct ProblemDoc {
     pub code: String,
     /// With `insufficient_scope`.
     pub missing_scopes: Option<Vec<String>>,
+    /// With `scope_not_grantable`: the scopes the caller may not give.
+    pub not_grantable_scopes: Option<Vec<String>>,
     /// With `validation_failed`.
     pub errors: Option<Vec<crate::error::FieldError>>,
 }

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use keyward_core::clock::Timestamp;
+use keyward_core::scope::{refused_grants, Grantor, ScopeSet};
 use keyward_store::{KeyClass, KeyRecord, Role, Tenant};
 
 use super::session::SignedIn;
@@ -101,6 +102,32 @@ impl TenantAccess {
         self.can_manage_members() && self.grantable_roles().contains(&role)
     }
 
+    /// Whether this user may give a new key `scope` in this tenant: the
+    /// API's rule (`keyward_core::scope::refused_grants`) for their caller,
+    /// with the tenant's ceiling. For offering only grantable scopes.
+    pub fn may_grant(&self, scope: &str) -> bool {
+        let role;
+        let grantor = match self.standing {
+            Standing::Operator => Grantor::Operator,
+            Standing::Member(r) => {
+                role = ScopeSet::new(role_scopes(r).iter().map(|s| (*s).to_owned()));
+                Grantor::Member(&role)
+            }
+        };
+        let ceiling = self
+            .tenant
+            .grantable_scopes
+            .as_ref()
+            .map(|g| ScopeSet::new(g.iter().cloned()));
+        refused_grants(
+            grantor,
+            ceiling.as_ref(),
+            &ScopeSet::default(),
+            &[scope.to_owned()],
+        )
+        .is_empty()
+    }
+
     pub fn refuse(&self, what: &str) -> ConsoleError {
         super::role_refusal(self.role(), &self.tenant.name, what)
     }
@@ -114,20 +141,7 @@ impl TenantAccess {
             Standing::Member(role) => (
                 KeyClass::Tenant,
                 Some(self.tenant.id.clone()),
-                match role {
-                    Role::Owner | Role::Admin => &[
-                        "keyward:keys:read",
-                        "keyward:keys:write",
-                        "keyward:audit:read",
-                        "keyward:tenants:read",
-                    ],
-                    Role::Developer => &[
-                        "keyward:keys:read",
-                        "keyward:keys:write",
-                        "keyward:tenants:read",
-                    ],
-                    Role::Viewer => &["keyward:keys:read", "keyward:tenants:read"],
-                },
+                role_scopes(role),
             ),
         };
         user_caller(
@@ -138,6 +152,24 @@ impl TenantAccess {
             scopes,
             Some(&self.tenant.name),
         )
+    }
+}
+
+/// The API scopes a member's role acts with.
+fn role_scopes(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Owner | Role::Admin => &[
+            "keyward:keys:read",
+            "keyward:keys:write",
+            "keyward:audit:read",
+            "keyward:tenants:read",
+        ],
+        Role::Developer => &[
+            "keyward:keys:read",
+            "keyward:keys:write",
+            "keyward:tenants:read",
+        ],
+        Role::Viewer => &["keyward:keys:read", "keyward:tenants:read"],
     }
 }
 
@@ -188,5 +220,6 @@ fn user_caller(
     Caller {
         key: Arc::new(CachedKey::new(record, tenant_name.map(str::to_owned), None)),
         ip: signed.ip,
+        member: class == KeyClass::Tenant,
     }
 }

@@ -337,6 +337,11 @@ fn absorb(errors: &mut Errors, api_errors: Vec<FieldError>, form: &KeyForm) {
     }
 }
 
+/// An API message for the page: code spans (`vox:read`) as plain text.
+fn plain(detail: &str) -> String {
+    detail.replace('`', "")
+}
+
 fn name_taken(errors: &mut Errors, name: &str, tenant: &str) {
     errors.field(
         "name",
@@ -347,9 +352,11 @@ fn name_taken(errors: &mut Errors, name: &str, tenant: &str) {
     );
 }
 
-/// The scopes to offer: the deployment's catalog, keyward's own scopes the
-/// user may grant, and any the key already holds (wildcards set through the
-/// API), so that saving the form never drops one silently.
+/// The scopes to offer: those of the deployment's catalog the user may grant
+/// (within the tenant's ceiling; of keyward's own, the key-management ones
+/// their role holds), and any the key already holds (wildcards set through
+/// the API, scopes an operator granted), so that saving the form never
+/// drops one silently.
 fn scope_options(
     state: &AppState,
     access: &TenantAccess,
@@ -368,6 +375,9 @@ fn scope_options(
     let mut own: Vec<String> = Vec::new();
     let mut keyward: Vec<String> = Vec::new();
     for s in state.settings.catalog.declared() {
+        if !access.may_grant(s) {
+            continue;
+        }
         if s.starts_with("keyward:") {
             if caller_scopes.contains(&s) {
                 keyward.push(s.to_owned());
@@ -626,6 +636,17 @@ pub async fn create(
                 &form,
                 &errors,
                 StatusCode::CONFLICT,
+            ))
+        }
+        Err(ApiError::ScopeNotGrantable { detail, .. }) => {
+            errors.field("scopes", plain(&detail));
+            Ok(new_view(
+                &state,
+                &f.signed,
+                &access,
+                &form,
+                &errors,
+                StatusCode::FORBIDDEN,
             ))
         }
         Err(e) => Err(e.into()),
@@ -940,6 +961,10 @@ pub async fn update(
             name_taken(&mut errors, &form.name, &access.tenant.name);
             StatusCode::CONFLICT
         }
+        Err(ApiError::ScopeNotGrantable { detail, .. }) => {
+            errors.field("scopes", plain(&detail));
+            StatusCode::FORBIDDEN
+        }
         Err(e) => return Err(e.into()),
     };
     let forms = Forms {
@@ -1098,23 +1123,20 @@ pub async fn rotate(
             )
             .await)
         }
-        Err(ApiError::Conflict { message, .. }) => {
+        Err(e @ (ApiError::Conflict { .. } | ApiError::ScopeNotGrantable { .. })) => {
+            let (message, status) = match e {
+                ApiError::ScopeNotGrantable { detail, .. } => {
+                    (plain(&detail), StatusCode::FORBIDDEN)
+                }
+                other => (ui::sentence(&other.to_string()), StatusCode::CONFLICT),
+            };
             let mut errors = Errors::default();
-            errors.general(ui::sentence(&message));
+            errors.general(message);
             let forms = Forms {
                 rotate: Some(errors),
                 ..Forms::default()
             };
-            Ok(detail_view(
-                &state,
-                &f.signed,
-                &access,
-                &key,
-                &forms,
-                None,
-                StatusCode::CONFLICT,
-            )
-            .await)
+            Ok(detail_view(&state, &f.signed, &access, &key, &forms, None, status).await)
         }
         Err(e) => Err(e.into()),
     }

@@ -8,13 +8,13 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::{operator_caller, TenantAccess};
+use super::access::{operator_caller, Standing, TenantAccess};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
 use crate::api;
 use crate::api::tenants::ListTenants;
-use crate::api::views::CreateTenant;
+use crate::api::views::{CreateTenant, UpdateTenant};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -165,7 +165,11 @@ async fn operator_list(
                                     td { a.strong href={ "/console/t/" (t.id) "/keys" } { (t.name) } }
                                     td { code { (t.id) } }
                                     td { (created(&t.created_at)) }
-                                    td.row-actions { a href={ "/console/t/" (t.id) "/members" } { "Members" } }
+                                    td.row-actions {
+                                        a href={ "/console/t/" (t.id) "/members" } { "Members" }
+                                        " · "
+                                        a href={ "/console/t/" (t.id) "/settings" } { "Settings" }
+                                    }
                                 }
                             }
                         }
@@ -245,4 +249,198 @@ async fn rerender(
         section: Section::Tenants,
     };
     Ok(ui::html(status, ui::page("Tenants", &chrome, body)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SettingsQuery {
+    done: Option<String>,
+}
+
+/// What the settings form holds, as typed.
+struct SettingsForm {
+    /// `none` (no ceiling) or `list`.
+    ceiling: String,
+    scopes: String,
+    errors: Errors,
+}
+
+impl SettingsForm {
+    fn of(tenant: &keyward_store::Tenant) -> SettingsForm {
+        SettingsForm {
+            ceiling: if tenant.grantable_scopes.is_some() {
+                "list"
+            } else {
+                "none"
+            }
+            .into(),
+            scopes: tenant
+                .grantable_scopes
+                .as_deref()
+                .unwrap_or_default()
+                .join(" "),
+            errors: Errors::default(),
+        }
+    }
+}
+
+fn operator_only(access: &TenantAccess) -> Result<(), ConsoleError> {
+    if access.standing == Standing::Operator {
+        Ok(())
+    } else {
+        Err(ConsoleError::Forbidden(format!(
+            "Only keyward operators change the settings of {}, such as the scopes its keys may be \
+             given. Ask an operator if your plan should allow more.",
+            access.tenant.name
+        )))
+    }
+}
+
+/// `/console/t/{tid}/settings`: the tenant's plan, for operators: the
+/// ceiling of scopes its members and API keys may give keys.
+pub async fn settings(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(tid): Path<String>,
+    Query(q): Query<SettingsQuery>,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &signed, &tid).await?;
+    operator_only(&access)?;
+    let form = SettingsForm::of(&access.tenant);
+    Ok(settings_view(
+        &state,
+        &signed,
+        &access,
+        &form,
+        q.done.as_deref(),
+        StatusCode::OK,
+    ))
+}
+
+fn settings_view(
+    state: &AppState,
+    signed: &SignedIn,
+    access: &TenantAccess,
+    form: &SettingsForm,
+    done: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let e = &form.errors;
+    let catalog: Vec<&str> = state.settings.catalog.declared().collect();
+    let action = format!("/console/t/{}/settings", access.tenant.id);
+    let content = html! {
+        div.page-header {
+            div {
+                h1 { "Tenant settings" }
+                p.lead { "How " strong { (access.tenant.name) } " may use keyward. Only operators see this page." }
+            }
+        }
+        (ui::done_notice(done))
+        section.card aria-labelledby="ceiling-title" {
+            h2 #ceiling-title { "Grantable scopes" }
+            p { "The most that this tenant's members and API keys may give a key, for example the scopes of its plan. Operators are not bound by it. Keys keep the scopes they hold when you lower it: it bounds what is granted from then on (new keys, scope changes, rotations)." }
+            (e.summary())
+            form.stack method="post" action=(action) {
+                (ui::csrf(&signed.csrf))
+                fieldset.field {
+                    legend { "Ceiling" }
+                    div.radio-list {
+                        label.radio {
+                            input type="radio" name="ceiling" value="none" checked[form.ceiling != "list"];
+                            span { "None: any scope of this deployment" }
+                        }
+                        label.radio {
+                            input type="radio" name="ceiling" value="list" checked[form.ceiling == "list"];
+                            span { "Only the scopes below" }
+                        }
+                    }
+                }
+                div.field {
+                    label for="grantable-scopes" { "Scopes" }
+                    input #grantable-scopes.mono name="grantable_scopes" value=(form.scopes) spellcheck="false" autocomplete="off"
+                        placeholder="vox:* keyward:keys:read keyward:keys:write"
+                        aria-describedby={ "grantable-scopes-hint" @if e.has("grantable_scopes") { " grantable_scopes-error" } }
+                        aria-invalid=[e.has("grantable_scopes").then_some("true")];
+                    p.hint #grantable-scopes-hint {
+                        "Separated by spaces; a trailing " code { "*" } " covers every scope that starts with what comes before it. "
+                        "Include keyward's own scopes (such as " code { "keyward:keys:read" } ") if members and keys should grant them. "
+                        "This deployment's scopes: " @for (i, s) in catalog.iter().enumerate() { @if i > 0 { ", " } code { (s) } } "."
+                    }
+                    (e.show("grantable_scopes"))
+                }
+                div.form-actions { button.btn.btn-primary type="submit" { "Save settings" } }
+            }
+        }
+    };
+    let chrome = Chrome {
+        signed,
+        access: Some(access),
+        section: Section::Settings,
+    };
+    ui::html(status, ui::page("Tenant settings", &chrome, content))
+}
+
+pub async fn save_settings(
+    State(state): State<AppState>,
+    Path(tid): Path<String>,
+    f: SignedForm,
+) -> Result<Response, ConsoleError> {
+    let access = TenantAccess::load(&state, &f.signed, &tid).await?;
+    operator_only(&access)?;
+    let mut form = SettingsForm {
+        ceiling: f.form.text("ceiling"),
+        scopes: f.form.text("grantable_scopes"),
+        errors: Errors::default(),
+    };
+    let scopes: Option<Vec<&str>> = (form.ceiling == "list").then(|| {
+        form.scopes
+            .split([' ', ',', '\n', '\r', '\t'])
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let body: UpdateTenant = serde_json::from_value(json!({ "grantable_scopes": scopes }))
+        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    let caller = access.caller(&state, &f.signed);
+    match api::tenants::update(
+        State(state.clone()),
+        caller,
+        Path(tid.clone()),
+        api::Json(body),
+    )
+    .await
+    {
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/console/t/{tid}/settings?done=updated")).into_response())
+        }
+        Err(ApiError::Validation(errors)) => {
+            let typed: Vec<&str> = scopes.unwrap_or_default();
+            for e in errors {
+                let message = match e.code {
+                    "unknown_scope" | "invalid" => {
+                        let at: Option<usize> = e
+                            .field
+                            .trim_start_matches("grantable_scopes[")
+                            .trim_end_matches(']')
+                            .parse()
+                            .ok();
+                        let scope = at.and_then(|i| typed.get(i)).copied().unwrap_or("");
+                        format!(
+                            "“{scope}” is not a scope of this deployment, nor a wildcard covering one. {}",
+                            ui::sentence(&e.message)
+                        )
+                    }
+                    _ => ui::sentence(&e.message),
+                };
+                form.errors.field("grantable_scopes", message);
+            }
+            Ok(settings_view(
+                &state,
+                &f.signed,
+                &access,
+                &form,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

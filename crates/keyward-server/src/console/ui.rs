@@ -32,6 +32,7 @@ pub enum Section {
     Keys,
     Members,
     Audit,
+    Settings,
     Tenants,
 }
 
@@ -214,6 +215,9 @@ fn sidebar(chrome: &Chrome<'_>) -> Markup {
                     @if a.can_read_audit() {
                         (link(format!("/console/t/{}/audit", a.tenant.id), "Audit log", ICON_LIST, chrome.section == Section::Audit))
                     }
+                    @if chrome.signed.user.operator {
+                        (link(format!("/console/t/{}/settings", a.tenant.id), "Settings", ICON_SLIDERS, chrome.section == Section::Settings))
+                    }
                 }
             }
             @if chrome.signed.user.operator {
@@ -234,6 +238,7 @@ const ICON_KEY: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="
 const ICON_USERS: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M16 21v-2a4 4 0 0 0-4-4H6a4 4 0 0 0-4 4v2"/><circle cx="9" cy="7" r="4"/><path d="M22 21v-2a4 4 0 0 0-3-3.87"/><path d="M16 3.13a4 4 0 0 1 0 7.75"/></svg>"#;
 const ICON_LIST: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M8 6h13"/><path d="M8 12h13"/><path d="M8 18h13"/><path d="M3 6h.01"/><path d="M3 12h.01"/><path d="M3 18h.01"/></svg>"#;
 const ICON_BUILDING: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="4" y="2" width="16" height="20" rx="2"/><path d="M9 22v-4h6v4"/><path d="M8 6h.01"/><path d="M16 6h.01"/><path d="M12 6h.01"/><path d="M12 10h.01"/><path d="M12 14h.01"/><path d="M16 10h.01"/><path d="M16 14h.01"/><path d="M8 10h.01"/><path d="M8 14h.01"/></svg>"#;
+const ICON_SLIDERS: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M4 21v-7"/><path d="M4 10V3"/><path d="M12 21v-9"/><path d="M12 8V3"/><path d="M20 21v-5"/><path d="M20 12V3"/><path d="M1 14h6"/><path d="M9 8h6"/><path d="M17 16h6"/></svg>"#;
 pub const ICON_EMPTY_KEY: &str = r#"<svg viewBox="0 0 24 24" width="40" height="40" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linecap="round" stroke-linejoin="round"><circle cx="8" cy="15" r="4"/><path d="M10.85 12.15 19 4"/><path d="m18 5 2 2"/><path d="m15 8 2 2"/></svg>"#;
 
 /// The hidden CSRF field every POST form carries.

@@ -19,6 +19,7 @@
 //! [`MAX_BODY`], `Expect`, upgrades, HTTP/1.0, heads that are malformed or
 //! over [`MAX_HEAD`]. Errors are rendered by [`crate::error`], as everywhere.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -173,7 +174,10 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
         return None;
     }
     let (path, _) = split_target(target);
-    if front.own.contains(path) {
+    // A path not in normal form (or refused) is the general path's to
+    // rewrite or answer: the upstream head below is written from the
+    // client's bytes, which must then be exactly the path matched.
+    if !matches!(super::path::normalize(path), Ok(Cow::Borrowed(_))) || front.own.contains(path) {
         return None;
     }
     let framing = request_framing(req.headers)?;
@@ -212,14 +216,17 @@ struct RequestFraming {
 /// The header part of [`plan`], pure so a fuzz target can drive it: `None`
 /// if the headers send the request to the general path (a body framed any
 /// other way than by one valid Content-Length of at most [`MAX_BODY`],
-/// `Expect`, `Upgrade`).
+/// `Expect`, `Upgrade`, a missing or repeated `Host`).
 fn request_framing(headers: &[httparse::Header<'_>]) -> Option<RequestFraming> {
     let mut body = None;
     let mut close = false;
     let mut idempotency_key = false;
+    let mut hosts = 0u8;
     for h in headers {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts = hosts.saturating_add(1);
+        } else if name.eq_ignore_ascii_case("content-length") {
             if body.is_some() {
                 return None;
             }
@@ -234,6 +241,10 @@ fn request_framing(headers: &[httparse::Header<'_>]) -> Option<RequestFraming> {
         } else if name.eq_ignore_ascii_case(crate::idempotency::HEADER) {
             idempotency_key = true;
         }
+    }
+    // Missing or repeated Host: the general path answers 400.
+    if hosts != 1 {
+        return None;
     }
     let has_length = body.is_some();
     let body = usize::try_from(body.unwrap_or(0)).ok()?;
@@ -510,6 +521,10 @@ impl Exchange<'_, '_, '_> {
         let prev_xff = credential::HeaderSource::first(&*req.headers, "x-forwarded-for");
         // Names the client listed in Connection are hop-by-hop too.
         let listed = Listed::of(req.headers);
+        let allow_override = self
+            .plan
+            .route
+            .is_some_and(|i| self.table.routes[i].allow_method_override);
         for h in req.headers.iter() {
             let name = h.name;
             let drop = name.eq_ignore_ascii_case("host")
@@ -526,7 +541,11 @@ impl Exchange<'_, '_, '_> {
                 || HOP_BY_HOP
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-                || listed.contains(name);
+                || listed.contains(name)
+                || (!allow_override
+                    && super::METHOD_OVERRIDE
+                        .iter()
+                        .any(|n| name.eq_ignore_ascii_case(n)));
             if !drop {
                 line(out, name.as_bytes(), h.value);
             }

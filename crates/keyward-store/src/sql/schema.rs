@@ -182,6 +182,13 @@ CREATE TABLE login_failures (
 );
 "#,
     ),
+    // 5: a tenant's ceiling of grantable scopes (a JSON array; NULL is none).
+    (
+        5,
+        r#"
+ALTER TABLE tenants ADD COLUMN grantable_scopes TEXT;
+"#,
+    ),
 ];
 
 pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<String>)> {

@@ -336,7 +336,7 @@ async fn tenant_keys_manage_only_their_tenant() {
     let s = Server::start().await;
     let a = s.tenant("A").await;
     let b = s.tenant("B").await;
-    let admin_scopes = json!({ "scopes": ["keyward:keys:read", "keyward:keys:write", "keyward:keys:verify", "keyward:audit:read", "keyward:tenants:read"] });
+    let admin_scopes = json!({ "scopes": ["keyward:keys:read", "keyward:keys:write", "keyward:keys:verify", "keyward:audit:read", "keyward:tenants:read", "vox:*"] });
     let (_, a_admin) = s.key(&a, "a-admin", admin_scopes.clone()).await;
     let (b_key, b_secret) = s.key(&b, "b-key", json!({})).await;
 
@@ -429,8 +429,11 @@ async fn tenant_keys_manage_only_their_tenant() {
             json!({ "name": "esc", "environment": "test", "scopes": ["keyward:tenants:write"] }),
         )
         .await;
-    r.assert_problem(422, "validation_failed");
-    assert_eq!(r.body["errors"][0]["code"], "not_grantable");
+    r.assert_problem(403, "scope_not_grantable");
+    assert_eq!(
+        r.body["not_grantable_scopes"],
+        json!(["keyward:tenants:write"])
+    );
     let r = s
         .post(
             "/v1/keys",
@@ -438,7 +441,7 @@ async fn tenant_keys_manage_only_their_tenant() {
             json!({ "name": "esc2", "environment": "test", "scopes": ["keyward:*"] }),
         )
         .await;
-    r.assert_problem(422, "validation_failed");
+    r.assert_problem(403, "scope_not_grantable");
     // But A can manage A's keys.
     let r = s
         .post(&format!("/v1/keys/{a_worker}/revoke"), &a_admin, json!({}))

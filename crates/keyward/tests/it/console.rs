@@ -304,10 +304,10 @@ async fn roles_are_enforced_on_the_server() {
     );
     // A developer may grant keyward:keys:* (they hold it) but no other keyward scope.
     let escalate = create_key(&mut dev, &acme, "escalate", &["keyward:audit:read"]).await;
-    assert_eq!(escalate.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(escalate.status, StatusCode::FORBIDDEN);
     assert!(escalate
         .text
-        .contains("can only be granted by a key that holds it"));
+        .contains("Your role in this tenant may not grant keyward:audit:read"));
 
     // Admin: members, but not the owner role.
     let mut admin = c.signed_in("admin@acme.test").await;
@@ -411,6 +411,200 @@ async fn roles_are_enforced_on_the_server() {
             .status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// The tenant's ceiling in the console: operators set it on the tenant's
+/// settings page; members are offered only scopes within it and refused
+/// outside it when creating, editing or rotating keys; operators are not.
+#[tokio::test]
+async fn grantable_scopes_bound_members_in_the_console() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.member("dev@acme.test", &acme, Role::Developer).await;
+    c.user("ops@keyward.test", true).await;
+    let mut dev = c.signed_in("dev@acme.test").await;
+    let mut ops = c.signed_in("ops@keyward.test").await;
+    let settings = format!("/console/t/{acme}/settings");
+    let ceiling = || async {
+        c.server
+            .get(&format!("/v1/tenants/{acme}"), &c.server.root)
+            .await
+            .body["grantable_scopes"]
+            .clone()
+    };
+
+    // Only operators see and change the settings.
+    let page = ops.get(&settings).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("Grantable scopes"));
+    assert!(ops
+        .get(&format!("/console/t/{acme}/keys"))
+        .await
+        .text
+        .contains(&settings));
+    assert_eq!(dev.get(&settings).await.status, StatusCode::FORBIDDEN);
+    assert!(!dev
+        .get(&format!("/console/t/{acme}/keys"))
+        .await
+        .text
+        .contains(&settings));
+    let csrf = dev.csrf().await;
+    let r = dev
+        .post(&settings, &[("_csrf", &csrf), ("ceiling", "none")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let csrf = ops.csrf().await;
+    let r = ops
+        .post(
+            &settings,
+            &[
+                ("_csrf", &csrf),
+                ("ceiling", "list"),
+                ("grantable_scopes", "vox:* keyward:keys:read nope:x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("“nope:x” is not a scope"), "{}", r.text);
+    assert_eq!(ceiling().await, serde_json::Value::Null);
+    let r = ops
+        .post(
+            &settings,
+            &[
+                ("_csrf", &csrf),
+                ("ceiling", "list"),
+                (
+                    "grantable_scopes",
+                    "vox:*  keyward:keys:read,keyward:keys:write",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.location(), format!("{settings}?done=updated"));
+    assert_eq!(
+        ceiling().await,
+        json!(["keyward:keys:read", "keyward:keys:write", "vox:*"])
+    );
+    assert!(ops
+        .get(&settings)
+        .await
+        .text
+        .contains("value=\"keyward:keys:read keyward:keys:write vox:*\""));
+
+    // The picker offers members only what they may grant; operators all.
+    let new_page = format!("/console/t/{acme}/keys/new");
+    let offered = dev.get(&new_page).await.text;
+    assert!(offered.contains("value=\"vox:read\""));
+    assert!(offered.contains("value=\"keyward:keys:read\""));
+    assert!(!offered.contains("value=\"vault:read\""));
+    assert!(ops
+        .get(&new_page)
+        .await
+        .text
+        .contains("value=\"vault:read\""));
+
+    // Members are refused outside the ceiling; nothing is created.
+    let r = create_key(&mut dev, &acme, "premium", &["vox:read", "vault:read"]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text.contains("vault:read is outside the scopes"),
+        "{}",
+        r.text
+    );
+    let r = create_key(&mut dev, &acme, "basic", &["vox:read"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Operators are not bound by it.
+    let r = create_key(&mut ops, &acme, "premium", &["vault:read"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let keys = c
+        .server
+        .get(&format!("/v1/keys?tenant_id={acme}"), &c.server.root)
+        .await;
+    let ids: Vec<(String, String)> = keys.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_owned(),
+                k["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let id_of = |n: &str| ids.iter().find(|(name, _)| name == n).unwrap().1.clone();
+    let (premium, basic) = (id_of("premium"), id_of("basic"));
+
+    // A member may save a key that keeps what an operator granted, but not add to it.
+    let edit = |scopes: &'static [&'static str]| {
+        let mut fields = vec![
+            ("name", "premium"),
+            ("expiry", "keep"),
+            ("enabled", "1"),
+            ("ip_allowlist", ""),
+        ];
+        for s in scopes {
+            fields.push(("scopes", s));
+        }
+        fields
+    };
+    let key_page = format!("/console/t/{acme}/keys/{premium}");
+    let csrf = dev.csrf().await;
+    let mut fields = edit(&["vault:read"]);
+    fields.push(("_csrf", &csrf));
+    let r = dev.post(&key_page, &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let mut fields = edit(&["vault:read", "vault:write"]);
+    fields.push(("_csrf", &csrf));
+    let r = dev.post(&key_page, &fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text.contains("vault:write is outside the scopes"),
+        "{}",
+        r.text
+    );
+    // Rotating hands out a new secret: a grant, refused past the ceiling.
+    let rotate = |kid: &str| format!("/console/t/{acme}/keys/{kid}/rotate");
+    let r = dev
+        .post(
+            &rotate(&premium),
+            &[("_csrf", &csrf), ("grace_seconds", "0")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text.contains("vault:read is outside the scopes"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("secret-value"));
+    let r = dev
+        .post(&rotate(&basic), &[("_csrf", &csrf), ("grace_seconds", "0")])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // Without a ceiling, members grant every product scope again.
+    let csrf = ops.csrf().await;
+    let r = ops
+        .post(
+            &settings,
+            &[
+                ("_csrf", &csrf),
+                ("ceiling", "none"),
+                ("grantable_scopes", "vox:*"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(ceiling().await, serde_json::Value::Null);
+    assert!(dev
+        .get(&new_page)
+        .await
+        .text
+        .contains("value=\"vault:read\""));
+    let r = create_key(&mut dev, &acme, "now-allowed", &["vault:read"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
 #[tokio::test]

@@ -1872,7 +1872,7 @@ async fn an_upstream_base_path_prefixes_every_target_the_same_on_both_paths() {
         twins_with(|fast_path| config(&format!("{}/base/", up.url), fast_path)).await;
     for target in [
         "/public/cl",
-        "/public/a%2Fb?q=%20&x=1",
+        "/public/a%20b?q=%2F&x=1",
         "/public/cl?",
         "/public/",
     ] {

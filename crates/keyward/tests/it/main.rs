@@ -16,6 +16,8 @@ mod fast_path;
 mod gateway;
 mod kit;
 mod limits;
+mod paths;
+mod privilege;
 mod process;
 mod seeds;
 mod store;

@@ -70,6 +70,7 @@ async fn conformance(backend: Backend) {
         created_at: 1,
         updated_at: 1,
         tier: Some("gold".into()),
+        grantable_scopes: Some(vec!["keyward:keys:*".into(), "vox:*".into()]),
     };
     store
         .create_tenant(&t, &audit("tenant.created", "ten_1", 1))
@@ -87,6 +88,7 @@ async fn conformance(backend: Backend) {
                 name: Some("Uno".into()),
                 metadata: None,
                 tier: Some(None),
+                grantable_scopes: None,
                 updated_at: 2,
             },
             &audit("tenant.updated", "ten_1", 2),
@@ -95,6 +97,43 @@ async fn conformance(backend: Backend) {
         .unwrap();
     assert_eq!((patched.name.as_str(), patched.updated_at), ("Uno", 2));
     assert_eq!(patched.tier, None);
+    // A patch without a ceiling leaves it; null clears it; an empty ceiling
+    // (nothing grantable) is not the same as none.
+    assert_eq!(patched.grantable_scopes, t.grantable_scopes);
+    let ceiling = |g: Option<Vec<String>>| TenantPatch {
+        grantable_scopes: Some(g),
+        updated_at: 2,
+        ..TenantPatch::default()
+    };
+    let cleared = store
+        .update_tenant(
+            "ten_1",
+            &ceiling(None),
+            &audit("tenant.updated", "ten_1", 21),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.grantable_scopes, None);
+    store
+        .update_tenant(
+            "ten_1",
+            &ceiling(Some(Vec::new())),
+            &audit("tenant.updated", "ten_1", 22),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store2.get_tenant("ten_1").await.unwrap().grantable_scopes,
+        Some(Vec::new())
+    );
+    store
+        .update_tenant(
+            "ten_1",
+            &ceiling(None),
+            &audit("tenant.updated", "ten_1", 23),
+        )
+        .await
+        .unwrap();
 
     // Keys round-trip every field.
     let k1 = key("key_1", "alpha", &"a".repeat(64));
@@ -166,8 +205,8 @@ async fn conformance(backend: Backend) {
         )
         .await
         .unwrap();
-    // tenant created and updated, key_1 and key_root1 created.
-    assert_eq!(events.items.len(), 4);
+    // tenant created and updated (four times), key_1 and key_root1 created.
+    assert_eq!(events.items.len(), 7);
     // Same hash twice is refused too.
     let same_hash = key("key_3", "beta", &"a".repeat(64));
     assert!(store
@@ -375,16 +414,245 @@ async fn conformance(backend: Backend) {
     }
     assert_eq!(all.first().map(String::as_str), Some("key.deleted"));
     assert_eq!(all.last().map(String::as_str), Some("tenant.created"));
-    // Nine events of ten_1's keys and tenant, and key_root1's (its audit
+    // Twelve events of ten_1's keys and tenant, and key_root1's (its audit
     // entry names ten_1 too, as the test helper does).
-    assert_eq!(all.len(), 10);
+    assert_eq!(all.len(), 13);
     store.close().await;
     store2.close().await;
+}
+
+fn root_key(id: &str, scopes: &[&str]) -> KeyRecord {
+    let issued = KeyRecord::issued(
+        id.into(),
+        KeyClass::Root,
+        "root".into(),
+        format!("{:0>64}", id.trim_start_matches("key_")),
+        "kw_root_abcd".into(),
+        "cli".into(),
+        1_000,
+    );
+    KeyRecord {
+        name: id.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..issued
+    }
+}
+
+/// The last active root key that can manage keys cannot be revoked,
+/// deleted, disabled or stripped of `keyward:keys:write`, and two root keys
+/// ending each other at once (on two handles: two nodes) leave one.
+async fn root_keys_conformance(backend: Backend) {
+    let url = fresh_store_url(backend).await;
+    let store = SqlStore::open(&url).await.unwrap();
+    let now = 2_000;
+    let at = |action: &str, target: &str| AuditEntry {
+        tenant_id: None,
+        ..audit(action, target, now)
+    };
+    let events = |store: &SqlStore| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(
+                    &AuditFilter::default(),
+                    PageRequest {
+                        limit: 100,
+                        before: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    let a = root_key("key_a", &["keyward:*"]);
+    let b = root_key("key_b", &["keyward:keys:write", "keyward:keys:read"]);
+    let verify_only = root_key("key_c", &["keyward:keys:verify"]);
+    let expired = KeyRecord {
+        expires_at: Some(1_500),
+        ..root_key("key_d", &["keyward:*"])
+    };
+    for k in [&a, &b, &verify_only, &expired] {
+        store
+            .create_key(k, &at("key.created", &k.id))
+            .await
+            .unwrap();
+    }
+    // Another remains: a root key revokes itself.
+    store
+        .revoke_key("key_a", None, &at("key.revoked", "key_a"))
+        .await
+        .unwrap();
+    // key_b is the last that can manage keys: the verify-only key and the
+    // expired one do not count. Nothing changes, no event is written.
+    let before = events(&store).await;
+    let off = |p: KeyPatch| KeyPatch {
+        updated_at: now,
+        ..p
+    };
+    for result in [
+        store
+            .revoke_key("key_b", Some("x"), &at("key.revoked", "key_b"))
+            .await,
+        store.delete_key("key_b", &at("key.deleted", "key_b")).await,
+        store
+            .update_key(
+                "key_b",
+                &off(KeyPatch {
+                    enabled: Some(false),
+                    ..KeyPatch::default()
+                }),
+                &at("key.updated", "key_b"),
+            )
+            .await,
+        store
+            .update_key(
+                "key_b",
+                &off(KeyPatch {
+                    scopes: Some(vec!["keyward:keys:read".into()]),
+                    ..KeyPatch::default()
+                }),
+                &at("key.updated", "key_b"),
+            )
+            .await,
+        store
+            .update_key(
+                "key_b",
+                &off(KeyPatch {
+                    expires_at: Some(Some(now)),
+                    ..KeyPatch::default()
+                }),
+                &at("key.updated", "key_b"),
+            )
+            .await,
+    ] {
+        assert!(matches!(result, Err(StoreError::LastRootKey)), "{result:?}");
+    }
+    assert_eq!(store.get_key("key_b").await.unwrap(), b);
+    assert_eq!(events(&store).await, before);
+    // Changes that leave it able to manage keys pass; so do changes of root
+    // keys that could not manage keys anyway, and of tenant keys.
+    let renamed = store
+        .update_key(
+            "key_b",
+            &off(KeyPatch {
+                name: Some("renamed".into()),
+                scopes: Some(vec!["keyward:*".into()]),
+                expires_at: Some(Some(now + 1_000)),
+                ..KeyPatch::default()
+            }),
+            &at("key.updated", "key_b"),
+        )
+        .await
+        .unwrap();
+    assert!(renamed.is_managing_root(now));
+    store
+        .revoke_key("key_c", None, &at("key.revoked", "key_c"))
+        .await
+        .unwrap();
+    store
+        .delete_key("key_d", &at("key.deleted", "key_d"))
+        .await
+        .unwrap();
+    // With a second one, the first may go.
+    let e = root_key("key_e", &["keyward:keys:write"]);
+    store
+        .create_key(&e, &at("key.created", "key_e"))
+        .await
+        .unwrap();
+    store
+        .delete_key("key_b", &at("key.deleted", "key_b"))
+        .await
+        .unwrap();
+
+    // Two root keys ending each other at once, on two handles (on
+    // PostgreSQL two connections: two nodes), round after round: one wins,
+    // the other is refused, and exactly one remains.
+    let other = SqlStore::open(&url).await.unwrap();
+    let managing = |store: &SqlStore| {
+        let store = store.clone();
+        async move {
+            let f = KeyFilter {
+                class: Some(KeyClass::Root),
+                status: Some(KeyStatus::Active),
+                now,
+                ..KeyFilter::default()
+            };
+            store
+                .list_keys(
+                    &f,
+                    PageRequest {
+                        limit: 100,
+                        before: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|(_, k)| k)
+                .filter(|k| k.is_managing_root(now))
+                .map(|k| k.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let end = |store: SqlStore, id: String, how: usize| async move {
+        let a = at("key.ended", &id);
+        match how % 3 {
+            0 => store.revoke_key(&id, None, &a).await,
+            1 => store.delete_key(&id, &a).await,
+            _ => {
+                let p = KeyPatch {
+                    enabled: Some(false),
+                    updated_at: now,
+                    ..KeyPatch::default()
+                };
+                store.update_key(&id, &p, &a).await
+            }
+        }
+    };
+    let mut survivor = "key_e".to_owned();
+    for round in 0..30 {
+        let fresh = root_key(&format!("key_{round:x}f"), &["keyward:*"]);
+        store
+            .create_key(&fresh, &at("key.created", &fresh.id))
+            .await
+            .unwrap();
+        let (x, y) = tokio::join!(
+            end(store.clone(), survivor.clone(), round),
+            end(other.clone(), fresh.id.clone(), round + 1),
+        );
+        let refused = [&x, &y]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastRootKey)))
+            .count();
+        assert_eq!(
+            (refused, x.is_ok() || y.is_ok()),
+            (1, true),
+            "round {round}: {x:?} {y:?}"
+        );
+        let left = managing(&store).await;
+        assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        survivor = left[0].clone();
+    }
+    other.close().await;
+    store.close().await;
 }
 
 #[tokio::test]
 async fn conformance_sqlite() {
     conformance(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn root_keys_conformance_sqlite() {
+    root_keys_conformance(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn root_keys_conformance_postgres() {
+    root_keys_conformance(Backend::Postgres).await;
 }
 
 #[tokio::test]

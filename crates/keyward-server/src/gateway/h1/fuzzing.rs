@@ -108,6 +108,10 @@ fn expected_request_framing(headers: &[httparse::Header<'_>]) -> Option<RequestF
             return None;
         }
     }
+    // RFC 9112 §3.2: exactly one Host (else the general path answers 400).
+    if named(headers, "host").count() != 1 {
+        return None;
+    }
     let lengths: Vec<&[u8]> = named(headers, "content-length").collect();
     let body = match lengths[..] {
         [] => 0,
