@@ -1,10 +1,13 @@
 //! IP allowlists: CIDR blocks and single addresses, IPv4 and IPv6. An empty
 //! list allows every address. IPv4-mapped IPv6 clients (`::ffff:10.1.2.3`)
-//! are matched as the IPv4 address they carry.
+//! are matched as the IPv4 address they carry, and so are entries: a block
+//! of mapped addresses (`::ffff:10.0.0.0/104`) is the IPv4 block it maps
+//! (`10.0.0.0/8`). An IPv6 block wider than the mapped range (`::/80`) does
+//! not cover IPv4 clients.
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllowlistError {
@@ -41,7 +44,7 @@ impl IpAllowlist {
                     .map(IpNet::from)
                     .map_err(|_| AllowlistError::Syntax(e.to_owned()))?,
             };
-            nets.push(net);
+            nets.push(canonical_net(net));
         }
         Ok(IpAllowlist {
             nets,
@@ -82,6 +85,18 @@ impl IpAllowlist {
     }
 }
 
+/// A block of IPv4-mapped IPv6 addresses becomes the IPv4 block it maps:
+/// clients are matched by their [`canonical`] address, which is never a
+/// mapped one, so the block as written could match no client.
+fn canonical_net(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else { return net };
+    let mapped = v6.network().to_ipv4_mapped();
+    match (mapped, v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => Ipv4Net::new(v4, len).map_or(net, IpNet::V4),
+        _ => net,
+    }
+}
+
 /// IPv4-mapped IPv6 addresses become the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -112,6 +127,23 @@ mod tests {
             l.entries(),
             vec!["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]
         );
+    }
+
+    /// Found by the `cidr` fuzz target: an entry of IPv4-mapped addresses
+    /// matched no client at all (clients are matched as IPv4).
+    #[test]
+    fn mapped_entries_are_the_ipv4_blocks_they_map() {
+        let l = IpAllowlist::parse(&["::ffff:203.0.113.7", "::ffff:10.0.0.0/104"]).unwrap();
+        assert_eq!(l.entries(), vec!["203.0.113.7/32", "10.0.0.0/8"]);
+        assert!(l.allows(ip("203.0.113.7")));
+        assert!(l.allows(ip("::ffff:203.0.113.7")));
+        assert!(l.allows(ip("10.9.8.7")));
+        assert!(!l.allows(ip("11.0.0.1")));
+        // Wider IPv6 blocks stay IPv6: they do not cover IPv4 clients.
+        let wide = IpAllowlist::parse(&["::/80"]).unwrap();
+        assert_eq!(wide.entries(), vec!["::/80"]);
+        assert!(wide.allows(ip("::1")));
+        assert!(!wide.allows(ip("::ffff:10.0.0.1")));
     }
 
     #[test]

@@ -19,6 +19,9 @@
 pub mod allowlist;
 pub mod base62;
 pub mod clock;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod ratelimit;
 pub mod scope;

@@ -73,6 +73,11 @@ pub enum KeyFormatError {
     DuplicatePrefix(String),
     #[error("environment name {0:?} must be 1 to 32 characters of a-z, 0-9, _ and -")]
     BadEnvironment(String),
+    #[error(
+        "prefix {longer:?} is prefix {shorter:?} followed by letters and digits, so a key of \
+         {shorter:?} can read as one of {longer:?}; end the prefixes differently (with _, for example)"
+    )]
+    AmbiguousPrefix { shorter: String, longer: String },
 }
 
 /// Why a presented string is not a well-formed key. Deliberately coarse:
@@ -118,6 +123,21 @@ impl KeyFormat {
             add(prefix, KeyKind::Environment(env.to_owned()))?;
         }
         add(root_prefix, KeyKind::Root)?;
+        // A key body is base62, so a prefix that continues another with
+        // base62 characters alone could be the start of that other's key.
+        for (shorter, _) in &prefixes {
+            for (longer, _) in &prefixes {
+                let ambiguous = longer
+                    .strip_prefix(shorter.as_str())
+                    .is_some_and(|rest| rest.bytes().all(base62::is_symbol));
+                if longer != shorter && ambiguous {
+                    return Err(KeyFormatError::AmbiguousPrefix {
+                        shorter: shorter.clone(),
+                        longer: longer.clone(),
+                    });
+                }
+            }
+        }
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Ok(KeyFormat { prefixes })
     }

@@ -30,6 +30,9 @@ pub mod config;
 pub mod console;
 pub mod credential;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 mod hashing;
 pub mod idempotency;

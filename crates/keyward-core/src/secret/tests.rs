@@ -92,6 +92,26 @@ fn config_errors_are_named() {
     ));
 }
 
+/// Found by the `key_parse` fuzz target: with `kw_vel_i` and `kw_vel_iz01`,
+/// a `kw_vel_i` key whose body starts `z01` read as a short `kw_vel_iz01`
+/// key (refused, or the wrong kind).
+#[test]
+fn prefixes_that_continue_others_with_key_characters_are_refused() {
+    assert_eq!(
+        KeyFormat::new([("live", "kw_vel_i"), ("test", "kw_vel_iz01")], "kw_root_").unwrap_err(),
+        KeyFormatError::AmbiguousPrefix {
+            shorter: "kw_vel_i".into(),
+            longer: "kw_vel_iz01".into()
+        }
+    );
+    assert!(matches!(
+        KeyFormat::new([("live", "ak")], "akR"),
+        Err(KeyFormatError::AmbiguousPrefix { .. })
+    ));
+    // Not when what follows the shorter one cannot start a body.
+    assert!(KeyFormat::new([("live", "ak_"), ("test", "ak_test_")], "root_").is_ok());
+}
+
 #[test]
 fn hash_hex_round_trips() {
     let h = KeyHash::of("kw_test_abc");

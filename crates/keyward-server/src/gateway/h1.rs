@@ -259,11 +259,49 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
     if !matches!(super::path::normalize(path), Ok(Cow::Borrowed(_))) || front.own.contains(path) {
         return None;
     }
+    let framing = request_framing(req.headers)?;
+    let route = table.find_index(&method, path);
+    if let Some(r) = route.map(|i| &table.routes[i]) {
+        let idempotent = match r.idempotency_for(&method, &front.state.idempotent_methods) {
+            None => false,
+            Some(IdempotencyMode::Required) => true,
+            Some(_) => framing.idempotency_key,
+        };
+        if idempotent {
+            return None;
+        }
+    }
+    Some(Plan {
+        method,
+        body: framing.body,
+        has_length: framing.has_length,
+        close: framing.close,
+        route,
+    })
+}
+
+/// What a request's headers say about its body and connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RequestFraming {
+    /// Body length (Content-Length, or 0), at most [`MAX_BODY`].
+    body: usize,
+    has_length: bool,
+    /// The client asked to close after this response.
+    close: bool,
+    /// The request carries an `Idempotency-Key`.
+    idempotency_key: bool,
+}
+
+/// The header part of [`plan`], pure so a fuzz target can drive it: `None`
+/// if the headers send the request to the general path (a body framed any
+/// other way than by one valid Content-Length of at most [`MAX_BODY`],
+/// `Expect`, `Upgrade`, a missing or repeated `Host`).
+fn request_framing(headers: &[httparse::Header<'_>]) -> Option<RequestFraming> {
     let mut body = None;
     let mut close = false;
     let mut idempotency_key = false;
     let mut hosts = 0u8;
-    for h in req.headers.iter() {
+    for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             hosts = hosts.saturating_add(1);
@@ -292,23 +330,11 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
     if body > MAX_BODY {
         return None;
     }
-    let route = table.find_index(&method, path);
-    if let Some(r) = route.map(|i| &table.routes[i]) {
-        let idempotent = match r.idempotency_for(&method, &front.state.idempotent_methods) {
-            None => false,
-            Some(IdempotencyMode::Required) => true,
-            Some(_) => idempotency_key,
-        };
-        if idempotent {
-            return None;
-        }
-    }
-    Some(Plan {
-        method,
+    Some(RequestFraming {
         body,
         has_length,
         close,
-        route,
+        idempotency_key,
     })
 }
 
@@ -855,6 +881,47 @@ enum Framing {
     UntilClose,
 }
 
+/// How the body of a response to `method` is framed, from its head (pure
+/// so a fuzz target can drive it), and whether the head carries `Date`.
+fn response_framing(
+    headers: &[httparse::Header<'_>],
+    method: &Method,
+    status: u16,
+) -> std::io::Result<(Framing, bool)> {
+    let mut framing = None;
+    let mut length: Option<u64> = None;
+    let mut has_date = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = tokens(h.value).last().unwrap_or(b"");
+            framing = Some(if last.eq_ignore_ascii_case(b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            });
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(h.value)
+                .ok_or_else(|| io_error("the upstream sent an invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(io_error("the upstream sent conflicting Content-Lengths"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("date") {
+            has_date = true;
+        }
+    }
+    let no_body = *method == Method::HEAD || status == 204 || status == 304 || status < 200;
+    let framing = if no_body {
+        Framing::Empty
+    } else {
+        framing.unwrap_or(match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        })
+    };
+    Ok((framing, has_date))
+}
+
 /// Writes the client's response head into `out` from the upstream's, and
 /// says how the body is framed.
 fn client_head(
@@ -873,37 +940,7 @@ fn client_head(
     } = *relay;
     let close = close || *stop.borrow();
     let framing = {
-        let mut framing = None;
-        let mut length: Option<u64> = None;
-        let mut has_date = false;
-        for h in res.headers.iter() {
-            if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = tokens(h.value).last().unwrap_or(b"");
-                framing = Some(if last.eq_ignore_ascii_case(b"chunked") {
-                    Framing::Chunked
-                } else {
-                    Framing::UntilClose
-                });
-            } else if h.name.eq_ignore_ascii_case("content-length") {
-                let n = parse_length(h.value)
-                    .ok_or_else(|| io_error("the upstream sent an invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(io_error("the upstream sent conflicting Content-Lengths"));
-                }
-                length = Some(n);
-            } else if h.name.eq_ignore_ascii_case("date") {
-                has_date = true;
-            }
-        }
-        let no_body = *method == Method::HEAD || status == 204 || status == 304 || status < 200;
-        let framing = if no_body {
-            Framing::Empty
-        } else {
-            framing.unwrap_or(match length {
-                Some(n) => Framing::Length(n),
-                None => Framing::UntilClose,
-            })
-        };
+        let (framing, has_date) = response_framing(res.headers, method, status)?;
         let listed = Listed::of(res.headers);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
@@ -1026,8 +1063,12 @@ struct Chunked {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
+    /// A chunk size has at least one digit (an empty one is not `0`).
     #[default]
+    SizeStart,
     Size,
+    /// White space after the size: only `;` or the line end may follow.
+    SizeLws,
     Extension,
     SizeLf,
     Data,
@@ -1048,6 +1089,10 @@ impl Chunked {
         while i < buf.len() && self.state != ChunkState::Done {
             let b = buf[i];
             match self.state {
+                ChunkState::SizeStart => {
+                    self.size = u64::from((b as char).to_digit(16).ok_or_else(bad)?);
+                    self.state = ChunkState::Size;
+                }
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let d = (b as char).to_digit(16).ok_or_else(bad)?;
@@ -1057,7 +1102,15 @@ impl Chunked {
                             .and_then(|s| s.checked_add(u64::from(d)))
                             .ok_or_else(bad)?;
                     }
-                    b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                    b';' => self.state = ChunkState::Extension,
+                    b' ' | b'\t' => self.state = ChunkState::SizeLws,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.end_size_line(),
+                    _ => return Err(bad()),
+                },
+                ChunkState::SizeLws => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
                     b'\n' => self.end_size_line(),
                     _ => return Err(bad()),
@@ -1086,14 +1139,14 @@ impl Chunked {
                 }
                 ChunkState::DataCr => match b {
                     b'\r' => self.state = ChunkState::DataLf,
-                    b'\n' => self.state = ChunkState::Size,
+                    b'\n' => self.state = ChunkState::SizeStart,
                     _ => return Err(bad()),
                 },
                 ChunkState::DataLf => {
                     if b != b'\n' {
                         return Err(bad());
                     }
-                    self.state = ChunkState::Size;
+                    self.state = ChunkState::SizeStart;
                 }
                 ChunkState::TrailerStart => match b {
                     b'\r' => self.state = ChunkState::EndLf,
@@ -1202,6 +1255,9 @@ fn log(req: &httparse::Request<'_, '_>, status: u16, started: Instant, request_i
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1229,6 +1285,25 @@ mod tests {
         assert!(Chunked::default().feed(b"ffffffffffffffffff\r\n").is_err());
         let (n, done) = Chunked::default().feed(b"0\r\n\r\n").unwrap();
         assert_eq!((n, done), (5, true));
+    }
+
+    /// Found by the `chunked` fuzz target: a size line with no digits read
+    /// as the last chunk, and anything after white space as an extension.
+    /// Both are malformed (RFC 9112 §7.1), as hyper reads them.
+    #[test]
+    fn chunk_sizes_have_digits_and_nothing_but_an_extension_after_them() {
+        for bad in [
+            &b"\n"[..],
+            b"\r\n\r\n",
+            b";ext\r\n\r\n",
+            b" 0\r\n\r\n",
+            b"1 2\r\nx\r\n0\r\n\r\n",
+            b"1\r\nx\r\n\r\n\r\n",
+        ] {
+            assert!(Chunked::default().feed(bad).is_err(), "{bad:?}");
+        }
+        let body = b"1 \t;name=\"v\"\r\nx\r\n0 \r\n\r\n";
+        assert_eq!(Chunked::default().feed(body).unwrap(), (body.len(), true));
     }
 
     #[test]

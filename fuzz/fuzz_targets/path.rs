@@ -1,0 +1,4 @@
+#![no_main]
+//! See `keyward_server::fuzzing::path` for the input and the properties.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_server::fuzzing::path(data));
