@@ -16,6 +16,7 @@ mod fast_path;
 mod gateway;
 mod kit;
 mod limits;
+mod openapi;
 mod process;
 mod seeds;
 mod store;
