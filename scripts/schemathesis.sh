@@ -12,6 +12,10 @@
 # checks that the root key still works (see scripts/schemathesis_hooks.py
 # for why it must) and prints the statuses each operation answered.
 #
+# Checks: not_a_server_error, status_code_conformance, content_type_conformance,
+# response_schema_conformance and positive_data_acceptance (less the refusals
+# no schema can prevent, listed in the hooks file and counted at the end).
+#
 # Exits non-zero on any failure. Needs python3 with venv (installed with
 # apt-get if missing). Settings (environment):
 #   SCHEMATHESIS_CHECK_EXAMPLES  examples per operation and phase (default 100)
@@ -158,7 +162,7 @@ status=0
 # From the work directory: Schemathesis keeps a cache (.schemathesis/) where it runs.
 (cd "$WORK" && timeout 600 "$VENV/bin/st" run "$BASE/openapi.json" \
   --header "Authorization: Bearer $ROOT_KEY" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
   --max-examples "$MAX_EXAMPLES" \
   --workers 2 \
   --request-timeout 10 \
@@ -204,6 +208,14 @@ if unreached:
     sys.exit(f"FAIL: never authenticated: {unreached}")
 with open(sys.argv[1] + ".ops", "w", encoding="utf-8") as f:
     f.write(str(len(ops)))
+try:
+    with open(sys.argv[1] + ".dropped", encoding="utf-8") as f:
+        dropped = collections.Counter(line.strip() for line in f)
+except FileNotFoundError:
+    dropped = collections.Counter()
+print("== schema-valid requests refused for what no schema can say (not failures)")
+for why, n in dropped.most_common():
+    print(f"  {n:5}  {why}")
 EOF
 
 if grep -q 'panicked' "$WORK/server.log"; then

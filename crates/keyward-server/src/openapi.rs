@@ -32,7 +32,7 @@ use crate::config::Settings;
 #[openapi(
     info(
         title = "keyward",
-        description = "Self-hostable API-key platform: issue keys, verify them, manage tenants. Errors are RFC 9457 problem+json with a stable `code`."
+        description = "Self-hostable API-key platform: issue keys, verify them, manage tenants. Errors are RFC 9457 problem+json with a stable `code`. Integer fields take JSON integers (`5`, not `5.0`)."
     ),
     paths(
         api::meta::health,
@@ -124,7 +124,21 @@ const TIER: &str = "^[a-z0-9_-]{1,64}$";
 /// `keyward_core::scope::check_syntax` (lengths apart).
 const SCOPE: &str = "^[A-Za-z0-9._:/-]*\\*?$";
 const IPV4_CIDR: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
-const IPV6_CIDR: &str = "^[0-9A-Fa-f:.]{2,45}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$";
+/// IPv6 in its full and `::`-compressed forms (not the dotted-quad tail or
+/// a zone, which a CIDR does not need), then a prefix.
+const IPV6_CIDR: &str = concat!(
+    "^(",
+    "([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,7}:",
+    "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
+    "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
+    "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
+    "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
+    "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
+    ")/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
+);
 /// `idempotency::key_of`: 1 to 255 printable ASCII characters (a stricter
 /// reading: not quoted, no white space at either end).
 const IDEMPOTENCY_KEY: &str = "^[!#-~]([ -~]{0,253}[!-~])?$";
