@@ -160,7 +160,7 @@ fi
 echo "== schemathesis ($MAX_EXAMPLES examples per operation)"
 status=0
 # From the work directory: Schemathesis keeps a cache (.schemathesis/) where it runs.
-(cd "$WORK" && timeout 600 "$VENV/bin/st" run "$BASE/openapi.json" \
+(cd "$WORK" && timeout 420 "$VENV/bin/st" run "$BASE/openapi.json" \
   --header "Authorization: Bearer $ROOT_KEY" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
   --max-examples "$MAX_EXAMPLES" \
