@@ -28,40 +28,39 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES="${SCHEMATHESIS_CHECK_EXAMPLES:-100}"
 TMP_ROOT="${TMPDIR:-/tmp}"
-VENV="${SCHEMATHESIS_CHECK_VENV:-$TMP_ROOT/keyward-schemathesis-$SCHEMATHESIS_VERSION}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
-# A Python for the venv. CPython before 3.11.5 can fail inside Hypothesis
-# with "AST constructor recursion depth mismatch" (CPython gh-106905), so a
-# newer interpreter is preferred where there is one.
+# A Python for the venv. CPython 3.11 (3.11.2 and 3.11.7 both, here) now
+# and then fails inside Hypothesis with "SystemError: AST constructor
+# recursion depth mismatch", which ends the run as an error; 3.12 and 3.13
+# have not. So a newer interpreter is preferred where there is one
+# (pyenv's included); any python3 with venv will do otherwise.
 pick_python() {
   local candidate
-  for candidate in python3.13 python3.12 python3 /usr/bin/python3; do
+  for candidate in python3.13 python3.12 \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3 \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3 \
+    python3 /usr/bin/python3; do
     if command -v "$candidate" >/dev/null 2>&1 &&
-      "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11, 5) else 1)' 2>/dev/null &&
-      "$candidate" -c 'import venv, ensurepip' 2>/dev/null; then
-      echo "$candidate"
-      return
-    fi
-  done
-  for candidate in python3 /usr/bin/python3; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import venv, ensurepip' 2>/dev/null; then
+      "$candidate" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
       echo "$candidate"
       return
     fi
   done
 }
 
-if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+PY="$(pick_python)"
+if [ -z "$PY" ]; then
+  echo "== installing python3-venv"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3-venv >/dev/null
   PY="$(pick_python)"
-  if [ -z "$PY" ]; then
-    echo "== installing python3-venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq python3-venv >/dev/null
-    PY="$(pick_python)"
-  fi
-  [ -n "$PY" ] || { echo "FATAL: no python3 with venv" >&2; exit 1; }
+fi
+[ -n "$PY" ] || { echo "FATAL: no python3 with venv" >&2; exit 1; }
+PY_VERSION="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+VENV="${SCHEMATHESIS_CHECK_VENV:-$TMP_ROOT/keyward-schemathesis-$SCHEMATHESIS_VERSION-py$PY_VERSION}"
+if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   echo "== schemathesis $SCHEMATHESIS_VERSION into $VENV ($("$PY" --version))"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"

@@ -151,6 +151,11 @@ fn text(max: usize) -> Value {
     json!({ "maxLength": max, "pattern": PRINTABLE })
 }
 
+/// A `u64` field: utoipa says `int64`, which stops at 2^63 - 1.
+fn unsigned(min: u64) -> Value {
+    json!({ "format": "uint64", "minimum": min, "maximum": u64::MAX })
+}
+
 fn limited_array(max: usize, items: Value) -> Value {
     json!({ "maxItems": max, "items": items })
 }
@@ -227,11 +232,11 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
             "ip",
             json!({ "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }] }),
         ),
-        ("VerifyKey", "cost", not_negative.clone()),
+        ("VerifyKey", "cost", unsigned(0)),
         ("VerifyKey", "credits", not_negative.clone()),
-        ("RateLimitSpec", "limit", json!({ "minimum": 1 })),
-        ("RateLimitSpec", "window_seconds", json!({ "minimum": 1 })),
-        ("RateLimitSpec", "burst", json!({ "minimum": 1 })),
+        ("RateLimitSpec", "limit", unsigned(1)),
+        ("RateLimitSpec", "window_seconds", unsigned(1)),
+        ("RateLimitSpec", "burst", unsigned(1)),
         ("RefillSpec", "amount", not_negative),
         (
             "RefillSpec",

@@ -277,7 +277,10 @@ impl Limits<'_> {
             }
             if let Some(max) = p["maximum"].as_u64() {
                 out.push((prop.clone(), json!(max), true));
-                out.push((prop.clone(), json!(max + 1), false));
+                // Past u64::MAX is past what JSON numbers here can say.
+                if let Some(past) = max.checked_add(1) {
+                    out.push((prop.clone(), json!(past), false));
+                }
             }
             if let Some(min) = p["minimum"].as_i64() {
                 out.push((prop.clone(), json!(min), true));
@@ -462,20 +465,26 @@ async fn request_schemas_are_as_strict_as_the_validation() {
     let rate_limit = Limits {
         doc: &doc,
         schema_name: "RateLimitSpec",
-        skip: &[],
+        // Bounded by the window (at most 10^6 per second), below.
+        skip: &["limit"],
+    };
+    let with_rate = |rate: Value| {
+        s.post(
+            "/v1/keys",
+            &s.root,
+            json!({ "tenant_id": tenant, "environment": "live", "name": unique_text(8), "rate_limit": rate }),
+        )
     };
     check_limits(
         rate_limit,
         json!({ "limit": 10, "window_seconds": 60 }),
-        |rate| {
-            s.post(
-                "/v1/keys",
-                &s.root,
-                json!({ "tenant_id": tenant, "environment": "live", "name": unique_text(8), "rate_limit": rate }),
-            )
-        },
+        with_rate,
     )
     .await;
+    for (limit, accept) in [(0, false), (1, true), (1_000_000, true), (1_000_001, false)] {
+        let r = with_rate(json!({ "limit": limit, "window_seconds": 1 })).await;
+        assert_eq!(r.status.is_success(), accept, "limit {limit}: {}", r.body);
+    }
     let credits = Limits {
         doc: &doc,
         schema_name: "ChangeCredits",
