@@ -484,6 +484,31 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_reaches_the_document() {
+        let mut config = crate::config::Config::default();
+        config.keys.header = "X-Acme-Key".into();
+        config.keys.environments =
+            std::collections::BTreeMap::from([("prod".to_owned(), "acme_prod_".to_owned())]);
+        config.limits.tiers = toml::from_str::<crate::config::Config>(
+            "[limits.tiers.gold]\nlimit = 5\nwindow_seconds = 1\n",
+        )
+        .unwrap()
+        .limits
+        .tiers;
+        let doc = document(&Settings::from_config(config).unwrap()).unwrap();
+        let at = |p: &str| doc.pointer(p).cloned().unwrap_or_default();
+        assert_eq!(at("/components/securitySchemes/api_key/name"), "X-Acme-Key");
+        assert_eq!(
+            at("/components/schemas/CreateKey/properties/environment/enum"),
+            json!(["prod"])
+        );
+        assert_eq!(
+            at("/components/schemas/CreateTenant/properties/tier/enum"),
+            json!(["gold", null])
+        );
+    }
+
+    #[test]
     fn grantable_scopes_are_the_catalog_and_its_segment_wildcards() {
         let mut config = crate::config::Config::default();
         config.keys.scopes = vec!["vox:calls:create".into()];
