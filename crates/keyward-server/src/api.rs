@@ -11,8 +11,8 @@ pub mod views;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::{JsonRejection, QueryRejection, RawPathParamsRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
@@ -198,14 +198,24 @@ impl FromRequestParts<AppState> for Caller {
             client_ip: ip,
             required_scopes: &[],
         };
-        match state.verifier.verify(&presented, req).await? {
-            Outcome::Valid(key) => Ok(Caller {
-                key,
-                ip,
-                member: false,
-            }),
-            Outcome::Denied(d, _) => Err(ApiError::Denied(d)),
+        let key = match state.verifier.verify(&presented, req).await? {
+            Outcome::Valid(key) => key,
+            Outcome::Denied(d, _) => return Err(ApiError::Denied(d)),
+        };
+        // Every handler with a path parameter takes the caller first, so
+        // this is where a parameter that does not decode to UTF-8 (`%FF`)
+        // is answered: no id is such a string, so 404 like any unknown id
+        // (axum's `Path` would answer a `text/plain` 400).
+        if let Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) =
+            RawPathParams::from_request_parts(parts, state).await
+        {
+            return Err(ApiError::NotFound("resource"));
         }
+        Ok(Caller {
+            key,
+            ip,
+            member: false,
+        })
     }
 }
 

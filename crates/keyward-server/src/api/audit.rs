@@ -4,7 +4,7 @@ use axum::extract::State;
 use keyward_store::AuditFilter;
 use serde::Deserialize;
 
-use super::views::{AuditEventView, AuditPage};
+use super::views::{AuditEventView, AuditPage, ProblemDoc};
 use super::{encode_cursor, page_request, Caller, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -19,7 +19,21 @@ pub struct ListAudit {
 }
 
 /// Lists audit events (`keyward:audit:read`).
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(ListAudit), security(("bearer" = [])), responses((status = 200, body = AuditPage)))]
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    params(ListAudit),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "`invalid_query`: a query parameter of the wrong type; `invalid_cursor`: not a `next_cursor` this server gave.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:audit:read`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `tenant_id` names another tenant (tenant keys).", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::views::{ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, RefillSpec};
+use super::views::{
+    ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, ProblemDoc, RefillSpec,
+};
 use super::{encode_cursor, page_request, Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
@@ -59,10 +61,19 @@ async fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsVi
 
 /// A tenant's credit balance and refill schedule (`keyward:credits:read`).
 /// A refill that is due is applied first.
-#[utoipa::path(get, path = "/v1/tenants/{id}/credits", tag = "credits", security(("bearer" = [])), responses(
-    (status = 200, body = CreditsView),
-    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/credits",
+    tag = "credits",
+    operation_id = "get_credits",
+    params(("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`.")),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = CreditsView),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:credits:read`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,14 +93,29 @@ pub async fn get(
 /// `Idempotency-Key` header to make retries safe: the same key replays the
 /// first result (`Idempotent-Replayed: true`), the same key with another
 /// body answers 422. Operator root keys with `keyward:credits:write`.
-#[utoipa::path(post, path = "/v1/tenants/{id}/credits", tag = "credits", request_body = ChangeCredits, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1-255 printable characters.")),
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/credits",
+    tag = "credits",
+    operation_id = "change_credits",
+    request_body = ChangeCredits,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    params(
+        ("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1-255 printable ASCII characters, bare or in double quotes."),
+    ),
     responses(
         (status = 201, body = LedgerEntryView),
         (status = 200, body = LedgerEntryView, description = "A replay of an earlier change with the same Idempotency-Key."),
-        (status = 409, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field. `invalid_idempotency_key`: the Idempotency-Key header is malformed.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:credits:write`; `root_key_required`: operator root keys only.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_balance`: the adjustment would take the balance below zero.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field. `idempotency_key_reused`: the Idempotency-Key was used for another change.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn change(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,7 +230,24 @@ pub async fn change(
 /// Sets the tenant's own refill schedule, which wins over its tier's. It
 /// applies at once, then at each boundary. Operator root keys with
 /// `keyward:credits:write`.
-#[utoipa::path(put, path = "/v1/tenants/{id}/credits/refill", tag = "credits", request_body = RefillSpec, security(("bearer" = [])), responses((status = 200, body = CreditsView)))]
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{id}/credits/refill",
+    tag = "credits",
+    operation_id = "set_refill",
+    params(("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`.")),
+    request_body = RefillSpec,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = CreditsView),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:credits:write`; `root_key_required`: operator root keys only.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn set_refill(
     State(state): State<AppState>,
     caller: Caller,
@@ -246,7 +289,19 @@ pub async fn set_refill(
 }
 
 /// Removes the tenant's own refill schedule (its tier's applies, if any).
-#[utoipa::path(delete, path = "/v1/tenants/{id}/credits/refill", tag = "credits", security(("bearer" = [])), responses((status = 200, body = CreditsView)))]
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}/credits/refill",
+    tag = "credits",
+    operation_id = "clear_refill",
+    params(("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`.")),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = CreditsView),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:credits:write`; `root_key_required`: operator root keys only.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn clear_refill(
     State(state): State<AppState>,
     caller: Caller,
@@ -271,7 +326,24 @@ pub struct ListLedger {
 
 /// The tenant's credit ledger, newest first: grants, adjustments, refills,
 /// and spends (one entry per key per committed batch). `keyward:credits:read`.
-#[utoipa::path(get, path = "/v1/tenants/{id}/credits/ledger", tag = "credits", params(ListLedger), security(("bearer" = [])), responses((status = 200, body = LedgerPage)))]
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/credits/ledger",
+    tag = "credits",
+    operation_id = "list_ledger",
+    params(
+        ("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`."),
+        ListLedger,
+    ),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = LedgerPage),
+        (status = 400, description = "`invalid_query`: a query parameter of the wrong type; `invalid_cursor`: not a `next_cursor` this server gave.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:credits:read`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn ledger(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::views::{
-    CreateKey, CreditState, KeyPage, KeyView, KeyWithSecret, Principal, RateLimitSpec,
+    CreateKey, CreditState, KeyPage, KeyView, KeyWithSecret, Principal, ProblemDoc, RateLimitSpec,
     RateLimitState, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
 use super::{check_tier, encode_cursor, page_request, Caller, Json, MaybeJson, Query};
@@ -28,12 +28,12 @@ use crate::credential::{Presented, Secret};
 use crate::error::{ApiError, FieldError};
 use crate::verifier::{Outcome, Request};
 
-const MAX_NAME: usize = 128;
-const MAX_ALLOWLIST: usize = 100;
-const MAX_SCOPES: usize = 100;
-const MAX_REASON: usize = 500;
+pub(crate) const MAX_NAME: usize = 128;
+pub(crate) const MAX_ALLOWLIST: usize = 100;
+pub(crate) const MAX_SCOPES: usize = 100;
+pub(crate) const MAX_REASON: usize = 500;
 /// Thirty days: longer overlaps defeat the point of rotating.
-const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 /// Field checks shared by create and update. Collects every problem at once.
 struct Checks<'a> {
@@ -373,12 +373,24 @@ fn generate(state: &AppState, environment: &str) -> Result<KeySecret, ApiError> 
 }
 
 /// Creates a key. The response holds the secret; it is never shown again.
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, security(("bearer" = [])), responses(
-    (status = 201, body = KeyWithSecret),
-    (status = 403, description = "scope_not_grantable: a scope the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-    (status = 409, description = "name_taken", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-    (status = 422, description = "validation_failed", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "create_key",
+    request_body = CreateKey,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 201, body = KeyWithSecret),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`. `scope_not_grantable`: a scope the key may not grant.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`name_taken`: a live key of the tenant has this name.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -497,7 +509,21 @@ pub struct ListKeys {
 }
 
 /// Lists keys, newest first (`keyward:keys:read`).
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListKeys), security(("bearer" = [])), responses((status = 200, body = KeyPage)))]
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "list_keys",
+    params(ListKeys),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = KeyPage),
+        (status = 400, description = "`invalid_query`: a query parameter of the wrong type; `invalid_cursor`: not a `next_cursor` this server gave.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:read`. `root_key_required`: `kind=root` from a tenant key.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `tenant_id` names another tenant (tenant keys).", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `status`, `kind` or `limit` is not one of its values (`errors` names them).", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -566,10 +592,19 @@ pub async fn list(
 }
 
 /// One key (`keyward:keys:read`).
-#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses(
-    (status = 200, body = KeyView),
-    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    operation_id = "get_key",
+    params(("id" = String, Path, description = "The key's id, e.g. `key_3fQ9…`.")),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:read`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -581,12 +616,25 @@ pub async fn get(
 }
 
 /// Changes a key's name, scopes, expiry, allowlist, metadata or enabled flag (`keyward:keys:write`).
-#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey, security(("bearer" = [])), responses(
-    (status = 200, body = KeyView),
-    (status = 403, description = "scope_not_grantable: a scope the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-    (status = 409, description = "last_root_key: it would end the last root key that can manage keys", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    operation_id = "update_key",
+    params(("id" = String, Path, description = "The key's id, e.g. `key_3fQ9…`.")),
+    request_body = UpdateKey,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`. `scope_not_grantable`: a scope the key may not grant.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`key_revoked`: a revoked key cannot be changed. `last_root_key`: the change would disable, or take `keyward:keys:write` from, the last active root key that can manage keys.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -707,10 +755,24 @@ pub async fn update(
 }
 
 /// Revokes a key at once: the very next request with it is refused (`keyward:keys:write`).
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeKey, security(("bearer" = [])), responses(
-    (status = 200, body = KeyView),
-    (status = 409, description = "last_root_key: the last root key that can manage keys", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/revoke",
+    tag = "keys",
+    operation_id = "revoke_key",
+    params(("id" = String, Path, description = "The key's id, e.g. `key_3fQ9…`.")),
+    request_body(content = Option<RevokeKey>, description = "Optional; an empty body revokes without a reason."),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 400, description = "`invalid_body`: not JSON (an empty body is fine), a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`last_root_key`: the last active root key cannot be revoked; create another with `keyward root-keys create` first.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -748,11 +810,24 @@ pub async fn revoke(
 
 /// Issues a new secret for a key. The old secret keeps working for
 /// `grace_seconds` (0 = it stops now). Returns the new secret once (`keyward:keys:write`).
-#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateKey, security(("bearer" = [])), responses(
-    (status = 201, body = KeyWithSecret),
-    (status = 403, description = "scope_not_grantable: the key holds scopes the caller may not grant", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-    (status = 409, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/rotate",
+    tag = "keys",
+    operation_id = "rotate_key",
+    params(("id" = String, Path, description = "The key's id, e.g. `key_3fQ9…`.")),
+    request_body(content = Option<RotateKey>, description = "Optional; an empty body ends the old secret now."),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 201, body = KeyWithSecret),
+        (status = 400, description = "`invalid_body`: not JSON (an empty body is fine), a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`. `scope_not_grantable`: the key may not grant the scopes the rotated key holds.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`root_key_rotation`: root keys are rotated with the CLI; `key_not_rotatable`: the key is revoked, expired or already rotated.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -828,10 +903,20 @@ pub async fn rotate(
 }
 
 /// Deletes a key: it stops working at once and disappears from listings (`keyward:keys:write`).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), responses(
-    (status = 204),
-    (status = 409, description = "last_root_key or cannot_delete_self", body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    operation_id = "delete_key",
+    params(("id" = String, Path, description = "The key's id, e.g. `key_3fQ9…`.")),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`cannot_delete_self`: a key cannot delete itself; `last_root_key`: the last active root key cannot be deleted.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -867,7 +952,22 @@ pub async fn delete(
 /// Verifies a presented key. Always HTTP 200: the verdict is data
 /// (`valid`, `code`). Needs `keyward:keys:verify`; a tenant key verifies
 /// only its own tenant's keys (others are `invalid_api_key`).
-#[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyKey, security(("bearer" = [])), responses((status = 200, body = VerifyResult)))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/verify",
+    tag = "keys",
+    operation_id = "verify_key",
+    request_body = VerifyKey,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = VerifyResult, description = "The verdict, valid or not."),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:verify`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,13 +3,21 @@
 use axum::extract::State;
 use axum::response::IntoResponse;
 
-use super::views::{Health, Principal};
+use super::views::{Health, Principal, ProblemDoc};
 use super::Caller;
 use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Liveness: answers while the process runs. No authentication.
-#[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "meta",
+    operation_id = "health",
+    responses(
+        (status = 200, body = Health),
+    ),
+)]
 pub async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok",
@@ -18,10 +26,16 @@ pub async fn health() -> axum::Json<Health> {
 }
 
 /// Readiness: the store answers. No authentication.
-#[utoipa::path(get, path = "/v1/ready", tag = "meta", responses(
-    (status = 200, body = Health),
-    (status = 503, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "meta",
+    operation_id = "ready",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "`store_unavailable`: the store does not answer.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     state.store.ping().await?;
     Ok(axum::Json(Health {
@@ -31,15 +45,26 @@ pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, 
 }
 
 /// The principal behind the presented key. Needs no scope.
-#[utoipa::path(get, path = "/v1/me", tag = "meta", security(("bearer" = []), ("api_key" = []), ("basic" = [])), responses(
-    (status = 200, body = Principal),
-    (status = 401, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "meta",
+    operation_id = "me",
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = Principal),
+    ),
+)]
 pub async fn me(caller: Caller) -> axum::Json<Principal> {
     axum::Json(Principal::new(&caller.key))
 }
 
-/// This OpenAPI 3.1 document.
-pub async fn openapi() -> impl IntoResponse {
-    axum::Json(crate::openapi::document())
+/// This deployment's OpenAPI 3.1 document.
+pub async fn openapi(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    crate::openapi::document(&state.settings)
+        .map(axum::Json)
+        .map_err(|e| {
+            tracing::error!(error = %e, "Could not render the OpenAPI document.");
+            ApiError::Internal
+        })
 }

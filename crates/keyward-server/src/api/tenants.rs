@@ -8,12 +8,12 @@ use keyward_store::{Tenant, TenantPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::views::{CreateTenant, TenantPage, TenantView, UpdateTenant};
+use super::views::{CreateTenant, ProblemDoc, TenantPage, TenantView, UpdateTenant};
 use super::{check_tier, encode_cursor, page_request, Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
 
-const MAX_NAME: usize = 200;
+pub(crate) const MAX_NAME: usize = 200;
 
 fn check_name(name: &str, errors: &mut Vec<FieldError>) {
     if name.trim().is_empty()
@@ -94,10 +94,23 @@ fn check_metadata(state: &AppState, m: &Value, errors: &mut Vec<FieldError>) {
 }
 
 /// Creates a tenant. Root keys only (`keyward:tenants:write`).
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses(
-    (status = 201, body = TenantView),
-    (status = 422, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "create_tenant",
+    request_body = CreateTenant,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 201, body = TenantView),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:tenants:write`; `root_key_required`: operator root keys only.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "`tenant_exists`: a tenant with this id exists.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,7 +190,20 @@ pub struct ListTenants {
 }
 
 /// Lists tenants, newest first. Root keys only (`keyward:tenants:read`).
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListTenants), security(("bearer" = [])), responses((status = 200, body = TenantPage)))]
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "list_tenants",
+    params(ListTenants),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = TenantPage),
+        (status = 400, description = "`invalid_query`: a query parameter of the wrong type; `invalid_cursor`: not a `next_cursor` this server gave.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:tenants:read`; `root_key_required`: operator root keys only.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,10 +237,19 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Tenant, 
 }
 
 /// One tenant. Root keys, or a key of that tenant (`keyward:tenants:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])), responses(
-    (status = 200, body = TenantView),
-    (status = 404, body = crate::api::views::ProblemDoc, content_type = "application/problem+json"),
-))]
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    operation_id = "get_tenant",
+    params(("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`.")),
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = TenantView),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:tenants:read`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -226,7 +261,24 @@ pub async fn get(
 }
 
 /// Renames a tenant or replaces its metadata (`keyward:tenants:write`).
-#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", request_body = UpdateTenant, security(("bearer" = [])), responses((status = 200, body = TenantView)))]
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    operation_id = "update_tenant",
+    params(("id" = String, Path, description = "The tenant's id, e.g. `ten_3fQ9…`.")),
+    request_body = UpdateTenant,
+    security(("bearer" = []), ("api_key" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = TenantView),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`: the key lacks `keyward:tenants:write`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `http.max_body_bytes`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: the body must be sent with `Content-Type: application/json`.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,

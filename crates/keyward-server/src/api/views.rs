@@ -518,12 +518,16 @@ pub struct Health {
     pub version: &'static str,
 }
 
-/// An RFC 9457 problem, as every error is answered by default.
+/// An RFC 9457 problem, as every error is answered by default (a
+/// deployment with `errors.style = "envelope"` answers
+/// `{"error": {"code", "message"}}` as `application/json` instead).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProblemDoc {
+    /// `errors.type_base` followed by the code.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
     pub detail: String,
     /// Stable snake_case code to branch on.
@@ -534,6 +538,9 @@ pub struct ProblemDoc {
     pub not_grantable_scopes: Option<Vec<String>>,
     /// With `validation_failed`.
     pub errors: Option<Vec<crate::error::FieldError>>,
+    /// With `idempotency_in_progress` and `rate_limited`: seconds to wait
+    /// (also in `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 /// When the key stops working: its expiry or its rotation grace, whichever is first.

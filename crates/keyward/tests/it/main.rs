@@ -18,6 +18,7 @@ mod gateway;
 mod hardening_cache;
 mod kit;
 mod limits;
+mod openapi;
 mod paths;
 mod privilege;
 mod process;
