@@ -108,6 +108,19 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// The character at `seg[i]` once decoded (a byte, or an escape's value)
+/// and how many bytes it takes.
+fn decoded_at(seg: &[u8], i: usize) -> Option<(u8, usize)> {
+    match *seg.get(i)? {
+        b'%' => {
+            let hi = hex(*seg.get(i + 1)?)?;
+            let lo = hex(*seg.get(i + 2)?)?;
+            Some((hi << 4 | lo, 3))
+        }
+        b => Some((b, 1)),
+    }
+}
+
 /// Decodes one segment's escapes (unreserved only) into `out`, refusing
 /// what [`normalize`] refuses.
 fn decode_segment(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
@@ -131,14 +144,16 @@ fn decode_segment(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
                     0 => return Err(PathError::Nul),
                     b'%' => {
                         // `%25` followed by the escape of a character that
-                        // would change the path's shape if decoded again.
-                        let again = (
-                            seg.get(i + 3).copied().and_then(hex),
-                            seg.get(i + 4).copied().and_then(hex),
-                        );
-                        if let (Some(h2), Some(l2)) = again {
-                            if matches!(h2 << 4 | l2, b'.' | b'/' | b'\\' | 0) {
-                                return Err(PathError::DoubleEncoded);
+                        // would change the path's shape if decoded again;
+                        // its hex digits may be escaped too (`%25%32%65`
+                        // is `%252e` once decoded).
+                        let h2 = decoded_at(seg, i + 3);
+                        let l2 = h2.and_then(|(_, n)| decoded_at(seg, i + 3 + n));
+                        if let (Some((h2, _)), Some((l2, _))) = (h2, l2) {
+                            if let (Some(h2), Some(l2)) = (hex(h2), hex(l2)) {
+                                if matches!(h2 << 4 | l2, b'.' | b'/' | b'\\' | 0) {
+                                    return Err(PathError::DoubleEncoded);
+                                }
                             }
                         }
                     }
@@ -293,6 +308,8 @@ mod tests {
             ("/v1/vox/..;/admin", Semicolon),
             ("/v1/%252e%252e/admin", DoubleEncoded),
             ("/v1/%252F", DoubleEncoded),
+            ("/v1/%25%32%65", DoubleEncoded),
+            ("/v1/%252%65", DoubleEncoded),
             ("/v1/%", BadEscape),
             ("/v1/%4", BadEscape),
             ("/v1/%zz", BadEscape),
