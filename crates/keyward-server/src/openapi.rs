@@ -167,6 +167,10 @@ fn limited_array(max: usize, items: Value) -> Value {
 fn constraints() -> Vec<(&'static str, &'static str, Value)> {
     let tier = json!({ "pattern": TIER });
     let owner = text(200);
+    let grantable = limited_array(
+        tenants::MAX_GRANTABLE,
+        json!({ "type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE }),
+    );
     let scopes = limited_array(
         keys::MAX_SCOPES,
         json!({ "type": "string", "minLength": 1, "maxLength": 128, "pattern": SCOPE }),
@@ -200,6 +204,8 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
         ("CreateTenant", "tier", tier.clone()),
         ("UpdateTenant", "name", name(tenants::MAX_NAME)),
         ("UpdateTenant", "tier", tier.clone()),
+        ("CreateTenant", "grantable_scopes", grantable.clone()),
+        ("UpdateTenant", "grantable_scopes", grantable),
         ("CreateKey", "name", name(keys::MAX_NAME)),
         ("CreateKey", "scopes", scopes.clone()),
         ("CreateKey", "owner", owner.clone()),
@@ -271,8 +277,13 @@ fn deployment(doc: &mut Value, settings: &Settings) {
         p["enum"] = Value::Array(environments);
     }
     let grantable = grantable_scopes(settings);
-    for schema in ["CreateKey", "UpdateKey"] {
-        if let Some(items) = property_mut(doc, schema, "scopes").and_then(|p| p.get_mut("items")) {
+    for (schema, property) in [
+        ("CreateKey", "scopes"),
+        ("UpdateKey", "scopes"),
+        ("CreateTenant", "grantable_scopes"),
+        ("UpdateTenant", "grantable_scopes"),
+    ] {
+        if let Some(items) = property_mut(doc, schema, property).and_then(|p| p.get_mut("items")) {
             items["enum"] = json!(grantable);
         }
     }

@@ -28,7 +28,7 @@ fn check_name(name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-const MAX_GRANTABLE: usize = 100;
+pub(crate) const MAX_GRANTABLE: usize = 100;
 
 /// A tenant's ceiling of grantable scopes: only operators set it (it is the
 /// customer's plan), and every entry must be grantable in this deployment.
