@@ -11,6 +11,7 @@
 //! - [`verdict`]: the ordered checks of a verification and their stable codes.
 //! - [`id`]: public, prefixed identifiers such as `key_…`.
 //! - [`ratelimit`]: GCRA, the exact check-and-spend behind rate limits.
+//! - [`hashing`]: FNV-1a for maps keyed by values keyward makes itself.
 //!
 //! A server embeds this crate, looks a [`secret::KeyHash`] up in its store,
 //! and hands the stored facts to [`verdict::evaluate`].
@@ -22,6 +23,7 @@ pub mod clock;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hashing;
 pub mod id;
 pub mod ratelimit;
 pub mod scope;

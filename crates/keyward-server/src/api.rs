@@ -186,10 +186,10 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = credential::extract_with(
+        let presented = credential::extract(
             &parts.headers,
             &parts.uri,
-            &state.settings,
+            &state.settings.credentials,
             credential::ALL_SCHEMES,
         )?
         .ok_or(ApiError::Denied(Denial::MissingCredentials))?;

@@ -357,16 +357,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    /// `Authorization: Bearer <secret>`
-    Bearer,
-    /// `<keys.header>: <secret>`
-    Header,
-    /// `Authorization: Basic base64(key_id:secret)`
-    Basic,
-}
+pub use crate::credential::Scheme;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -629,6 +620,8 @@ fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Resul
 pub struct Settings {
     pub config: Config,
     pub format: KeyFormat,
+    /// Where keys are looked for (the header's name, the format).
+    pub credentials: crate::credential::CredentialRules,
     pub catalog: ScopeCatalog,
     pub trusted_proxies: Vec<IpNet>,
     pub routes: crate::gateway::RouteTable,
@@ -768,9 +761,14 @@ impl Settings {
         }
         config.console.check()?;
         let routes = crate::gateway::RouteTable::compile(&config, &catalog)?;
+        let credentials = crate::credential::CredentialRules {
+            header: config.keys.header.clone(),
+            format: format.clone(),
+        };
         Ok(Settings {
             config,
             format,
+            credentials,
             catalog,
             trusted_proxies,
             routes,

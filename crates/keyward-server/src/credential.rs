@@ -18,11 +18,38 @@ use base64::Engine;
 use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
 use keyward_core::secret::KeyFormat;
-use keyward_core::verdict::Denial;
 use zeroize::Zeroizing;
 
-use crate::config::{Scheme, Settings};
-use crate::error::ApiError;
+/// How a credential may be presented (`keys.schemes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `Authorization: Bearer <secret>`
+    Bearer,
+    /// `<keys.header>: <secret>`
+    Header,
+    /// `Authorization: Basic base64(key_id:secret)`
+    Basic,
+}
+
+/// The deployment's rules for finding keys: the API-key header's name and
+/// the key format (to recognise keys presented where they do not belong).
+#[derive(Debug, Clone)]
+pub struct CredentialRules {
+    pub header: String,
+    pub format: KeyFormat,
+}
+
+/// A credential that is present but unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not decodable, or in an `Authorization` scheme not accepted here.
+    #[error("the API key is not valid")]
+    Invalid,
+    /// In the query string or a cookie; `header` is where it belongs.
+    #[error("API keys are not accepted in the {place}")]
+    Misplaced { place: &'static str, header: String },
+}
 
 /// Query parameter and cookie names that carry keys in other products.
 const MISPLACED_NAMES: &[&str] = &[
@@ -113,42 +140,27 @@ pub fn header_text(v: &[u8]) -> Option<&str> {
 /// the deployment chose for its gateway routes.
 pub const ALL_SCHEMES: &[Scheme] = &[Scheme::Bearer, Scheme::Header, Scheme::Basic];
 
-/// Extracts the credential by the deployment's `keys.schemes`, or `Ok(None)`
-/// if none was presented.
+/// Extracts the credential accepting only `schemes` (the deployment's
+/// `keys.schemes`, or [`ALL_SCHEMES`]), or `Ok(None)` if none was presented.
 pub fn extract(
     headers: &HeaderMap,
     uri: &Uri,
-    settings: &Settings,
-) -> Result<Option<Presented>, ApiError> {
-    extract_from(
-        headers,
-        uri.query(),
-        settings,
-        &settings.config.keys.schemes,
-    )
-}
-
-/// Extracts the credential accepting only `schemes`.
-pub fn extract_with(
-    headers: &HeaderMap,
-    uri: &Uri,
-    settings: &Settings,
+    rules: &CredentialRules,
     schemes: &[Scheme],
-) -> Result<Option<Presented>, ApiError> {
-    extract_from(headers, uri.query(), settings, schemes)
+) -> Result<Option<Presented>, CredentialError> {
+    extract_from(headers, uri.query(), rules, schemes)
 }
 
 /// Extracts the credential from any [`HeaderSource`] and the query string.
 pub fn extract_from<H: HeaderSource + ?Sized>(
     headers: &H,
     query: Option<&str>,
-    settings: &Settings,
+    rules: &CredentialRules,
     schemes: &[Scheme],
-) -> Result<Option<Presented>, ApiError> {
-    let keys = &settings.config.keys;
-    refuse_misplaced(headers, query, &keys.header)?;
-    refuse_embedded_keys(headers, query, settings)?;
-    let invalid = || ApiError::Denied(Denial::InvalidApiKey);
+) -> Result<Option<Presented>, CredentialError> {
+    refuse_misplaced(headers, query, &rules.header)?;
+    refuse_embedded_keys(headers, query, rules)?;
+    let invalid = || CredentialError::Invalid;
     if let Some(value) = headers.first("authorization") {
         let value = header_text(value).ok_or_else(invalid)?.trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
@@ -172,7 +184,7 @@ pub fn extract_from<H: HeaderSource + ?Sized>(
         }
     }
     if schemes.contains(&Scheme::Header) {
-        if let Some(value) = headers.first(&keys.header) {
+        if let Some(value) = headers.first(&rules.header) {
             let value = header_text(value).ok_or_else(invalid)?.trim();
             return Ok(Some(Presented::Secret(Secret::new(value.to_owned()))));
         }
@@ -188,13 +200,13 @@ fn refuse_misplaced<H: HeaderSource + ?Sized>(
     headers: &H,
     query: Option<&str>,
     header: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), CredentialError> {
     let misplaced = |name: &str| MISPLACED_NAMES.iter().any(|m| m.eq_ignore_ascii_case(name));
     if let Some(q) = query {
         if q.split('&')
             .any(|pair| misplaced(pair.split('=').next().unwrap_or("")))
         {
-            return Err(ApiError::CredentialsMisplaced {
+            return Err(CredentialError::Misplaced {
                 place: "query string",
                 header: header.to_owned(),
             });
@@ -208,7 +220,7 @@ fn refuse_misplaced<H: HeaderSource + ?Sized>(
             .split(';')
             .any(|c| misplaced(c.trim().split('=').next().unwrap_or("")))
         {
-            return Err(ApiError::CredentialsMisplaced {
+            return Err(CredentialError::Misplaced {
                 place: "Cookie header",
                 header: header.to_owned(),
             });
@@ -225,18 +237,18 @@ fn refuse_misplaced<H: HeaderSource + ?Sized>(
 pub fn refuse_embedded_keys<H: HeaderSource + ?Sized>(
     headers: &H,
     query: Option<&str>,
-    settings: &Settings,
-) -> Result<(), ApiError> {
-    let format = &settings.format;
-    let header = &settings.config.keys.header;
+    rules: &CredentialRules,
+) -> Result<(), CredentialError> {
+    let format = &rules.format;
+    let header = &rules.header;
     if query.is_some_and(|q| holds_key(format, q.as_bytes())) {
-        return Err(ApiError::CredentialsMisplaced {
+        return Err(CredentialError::Misplaced {
             place: "query string",
             header: header.to_owned(),
         });
     }
     if headers.values("cookie").any(|c| holds_key(format, c)) {
-        return Err(ApiError::CredentialsMisplaced {
+        return Err(CredentialError::Misplaced {
             place: "Cookie header",
             header: header.to_owned(),
         });
@@ -325,10 +337,12 @@ mod tests {
     use axum::http::{header, HeaderValue};
 
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, Settings};
 
-    fn settings() -> Settings {
-        Settings::from_config(Config::default()).unwrap()
+    fn settings() -> CredentialRules {
+        Settings::from_config(Config::default())
+            .unwrap()
+            .credentials
     }
 
     fn uri(s: &str) -> Uri {
@@ -343,45 +357,65 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer abc"),
         );
-        assert_eq!(extract(&h, &uri("/"), &s).unwrap().unwrap().secret(), "abc");
+        assert_eq!(
+            extract(&h, &uri("/"), &s, ALL_SCHEMES)
+                .unwrap()
+                .unwrap()
+                .secret(),
+            "abc"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("xyz"));
-        assert_eq!(extract(&h, &uri("/"), &s).unwrap().unwrap().secret(), "xyz");
+        assert_eq!(
+            extract(&h, &uri("/"), &s, ALL_SCHEMES)
+                .unwrap()
+                .unwrap()
+                .secret(),
+            "xyz"
+        );
         let mut h = HeaderMap::new();
         let b64 = base64::engine::general_purpose::STANDARD.encode("key_1:sec");
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
         );
-        match extract(&h, &uri("/"), &s).unwrap().unwrap() {
+        match extract(&h, &uri("/"), &s, ALL_SCHEMES).unwrap().unwrap() {
             Presented::Basic { key_id, secret } => {
                 assert_eq!(key_id, "key_1");
                 assert_eq!(secret.expose(), "sec");
             }
             other => panic!("{other:?}"),
         }
-        assert!(extract(&HeaderMap::new(), &uri("/"), &s).unwrap().is_none());
+        assert!(extract(&HeaderMap::new(), &uri("/"), &s, ALL_SCHEMES)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn misplaced_and_broken_credentials_are_refused() {
         let s = settings();
-        let e = extract(&HeaderMap::new(), &uri("/v1/me?api_key=kw_live_x"), &s).unwrap_err();
-        assert!(matches!(e, ApiError::CredentialsMisplaced { .. }));
+        let e = extract(
+            &HeaderMap::new(),
+            &uri("/v1/me?api_key=kw_live_x"),
+            &s,
+            ALL_SCHEMES,
+        )
+        .unwrap_err();
+        assert!(matches!(e, CredentialError::Misplaced { .. }));
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
         );
         assert!(matches!(
-            extract(&h, &uri("/"), &s),
-            Err(ApiError::Denied(Denial::InvalidApiKey))
+            extract(&h, &uri("/"), &s, ALL_SCHEMES),
+            Err(CredentialError::Invalid)
         ));
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert!(matches!(
-            extract(&h, &uri("/"), &s),
-            Err(ApiError::Denied(Denial::InvalidApiKey))
+            extract(&h, &uri("/"), &s, ALL_SCHEMES),
+            Err(CredentialError::Invalid)
         ));
     }
 
@@ -410,8 +444,8 @@ mod tests {
         };
         let refused = |h: &HeaderMap, target: &str| {
             matches!(
-                extract(h, &uri(target), &s),
-                Err(ApiError::CredentialsMisplaced { .. })
+                extract(h, &uri(target), &s, ALL_SCHEMES),
+                Err(CredentialError::Misplaced { .. })
             )
         };
         for cookies in [
@@ -438,7 +472,13 @@ mod tests {
         broken.truncate(key.len() - 1);
         let h = with_bearer(&["session=abc; theme=dark", &format!("x={broken}")]);
         let q = format!("/v1/items?a=1&b=%41%zz&c={broken}");
-        assert_eq!(extract(&h, &uri(&q), &s).unwrap().unwrap().secret(), key);
+        assert_eq!(
+            extract(&h, &uri(&q), &s, ALL_SCHEMES)
+                .unwrap()
+                .unwrap()
+                .secret(),
+            key
+        );
     }
 
     #[test]

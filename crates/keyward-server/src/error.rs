@@ -276,6 +276,33 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::credential::CredentialError> for ApiError {
+    fn from(e: crate::credential::CredentialError) -> ApiError {
+        match e {
+            crate::credential::CredentialError::Invalid => ApiError::Denied(Denial::InvalidApiKey),
+            crate::credential::CredentialError::Misplaced { place, header } => {
+                ApiError::CredentialsMisplaced { place, header }
+            }
+        }
+    }
+}
+
+impl From<crate::limits::RateLimitError> for ApiError {
+    fn from(e: crate::limits::RateLimitError) -> ApiError {
+        tracing::error!(error = %e, "Rate limiter unavailable.");
+        ApiError::Unavailable
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> ApiError {
+        match e {
+            crate::limits::LimitError::RateLimit(e) => e.into(),
+            crate::limits::LimitError::Credits(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::verifier::VerifyError> for ApiError {
     fn from(e: crate::verifier::VerifyError) -> ApiError {
         match e {

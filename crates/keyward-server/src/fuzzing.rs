@@ -15,7 +15,6 @@ use keyward_core::allowlist::canonical;
 
 use crate::config::{Config, Scheme, Settings};
 use crate::credential::{self, Presented};
-use crate::error::ApiError;
 
 /// The HTTP/1 fast path's head handling: request framing, the request
 /// target, Content-Length, list tokens, Connection-listed names, response
@@ -149,7 +148,7 @@ fn extract(mode: u8, first: &[u8], headers: &[httparse::Header<'_>]) {
     }
     let query = (!first.is_empty()).then(|| String::from_utf8_lossy(first));
     let s = settings();
-    let result = credential::extract_from(headers, query.as_deref(), s, &schemes);
+    let result = credential::extract_from(headers, query.as_deref(), &s.credentials, &schemes);
     let in_query = query.as_deref().is_some_and(|q| {
         q.split('&').any(|pair| {
             let name = pair.split('=').next().unwrap_or("");
@@ -158,7 +157,7 @@ fn extract(mode: u8, first: &[u8], headers: &[httparse::Header<'_>]) {
     });
     if in_query {
         assert!(
-            matches!(result, Err(ApiError::CredentialsMisplaced { .. })),
+            matches!(result, Err(credential::CredentialError::Misplaced { .. })),
             "{query:?}: {result:?}"
         );
     }

@@ -31,8 +31,8 @@ use crate::config::{invalid, Config, ConfigError, GatewayConfig, IdempotencyMode
 use crate::credential;
 use crate::error::ApiError;
 use crate::idempotency;
-use crate::limits::RateState;
-use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+use crate::limits::{RateState, Spender};
+use crate::verifier::{CachedKey, HeaderText, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
 pub(crate) mod h1;
@@ -578,7 +578,11 @@ async fn serve(
         .map(|c| c.0);
     if !route.auth {
         // No key is checked here, and none may pass through either.
-        credential::refuse_embedded_keys(req.headers(), req.uri().query(), &state.settings)?;
+        credential::refuse_embedded_keys(
+            req.headers(),
+            req.uri().query(),
+            &state.settings.credentials,
+        )?;
         return forward(state, table, route, req, None).await;
     }
     let key = authenticate(
@@ -614,6 +618,18 @@ async fn serve(
     }
 }
 
+/// What limits need to know of a verified key.
+pub fn spender(key: &CachedKey) -> Spender<'_> {
+    Spender {
+        key_id: &key.record.id,
+        tenant_id: key.record.tenant_id.as_deref(),
+        tier: key.record.tier.as_deref(),
+        tenant_tier: key.tenant_tier.as_deref(),
+        rate_override: key.rate_override.as_ref(),
+        credit_cap: key.record.credit_cap,
+    }
+}
+
 /// Spends the route's rate-limit cost and credits for `key`, reporting the
 /// rate-limit state for the response's headers either way.
 pub(crate) async fn spend(
@@ -625,7 +641,13 @@ pub(crate) async fn spend(
     let now = state.clock.now();
     match state
         .limits
-        .spend(&state.settings.tiers, key, route.cost, route.credits, now)
+        .spend(
+            &state.settings.tiers,
+            &spender(key),
+            route.cost,
+            route.credits,
+            now,
+        )
         .await?
     {
         Ok(spent) => {
@@ -687,7 +709,7 @@ async fn idempotent(
         ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         ClaimOutcome::Completed(stored) => {
             // A replay spends nothing; it reports the current rate state.
-            if let Some(p) = state.settings.tiers.policy_for(key) {
+            if let Some(p) = state.settings.tiers.policy_for(&spender(key)) {
                 let d = state
                     .limits
                     .limiter
@@ -842,7 +864,7 @@ pub(crate) async fn authenticate<H: credential::HeaderSource + ?Sized>(
     let presented = credential::extract_from(
         headers,
         query,
-        &state.settings,
+        &state.settings.credentials,
         &state.settings.config.keys.schemes,
     )?
     .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
@@ -1058,15 +1080,18 @@ async fn forward(
     if let Some(k) = key {
         let [key_id, tenant_id, environment, scopes, owner] = &names.identity;
         let v = k.identity();
-        h.insert(key_id.clone(), v.key_id.clone());
-        if let Some(t) = &v.tenant_id {
-            h.insert(tenant_id.clone(), t.clone());
-        }
-        h.insert(environment.clone(), v.environment.clone());
-        h.insert(scopes.clone(), v.scopes.clone());
-        if let Some(o) = &v.owner {
-            h.insert(owner.clone(), o.clone());
-        }
+        // Every `HeaderText` is a valid field value: nothing is dropped here.
+        let mut put = |name: &HeaderName, text: Option<&HeaderText>| {
+            if let Some(value) = text.and_then(|t| HeaderValue::from_maybe_shared(t.shared()).ok())
+            {
+                h.insert(name.clone(), value);
+            }
+        };
+        put(key_id, Some(&v.key_id));
+        put(tenant_id, v.tenant_id.as_ref());
+        put(environment, Some(&v.environment));
+        put(scopes, Some(&v.scopes));
+        put(owner, v.owner.as_ref());
     }
     if let Some(ip) = client_ip {
         let ip_text = ip.to_string();

@@ -34,7 +34,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
-mod hashing;
 pub mod idempotency;
 pub mod limits;
 pub mod openapi;

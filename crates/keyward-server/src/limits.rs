@@ -25,7 +25,40 @@ use keyward_store::limits::{Recover, Refill, ReserveRequest, Reserved, Settlemen
 use keyward_store::{Store, StoreError};
 
 use crate::config::{invalid, ConfigError, LimitsConfig};
-use crate::verifier::CachedKey;
+
+/// Who spends: the facts of a verified key that limits need, without the
+/// verifier's types (the gateway and the verify API build it from the
+/// cached key).
+#[derive(Debug, Clone, Copy)]
+pub struct Spender<'a> {
+    pub key_id: &'a str,
+    /// Root keys have none, and spend no credits.
+    pub tenant_id: Option<&'a str>,
+    /// The key's own tier, if it names one.
+    pub tier: Option<&'a str>,
+    /// Its tenant's tier, used when the key names none.
+    pub tenant_tier: Option<&'a str>,
+    /// The key's own rate limit, if it has one.
+    pub rate_override: Option<&'a RatePolicy>,
+    /// The most the key may spend in all (its `credit_cap`).
+    pub credit_cap: Option<i64>,
+}
+
+/// A rate limiter that could not decide (its backing service is down).
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("the rate limiter is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a spend could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+    #[error("credits could not be spent: {0}")]
+    Credits(#[from] StoreError),
+}
 
 /// One compiled tier.
 #[derive(Debug, Clone)]
@@ -102,11 +135,9 @@ impl Tiers {
     }
 
     /// The tier in force for `key`: its own, its tenant's, or the default.
-    pub fn tier_of(&self, key: &CachedKey) -> Option<&Tier> {
-        key.record
-            .tier
-            .as_deref()
-            .or(key.tenant_tier.as_deref())
+    pub fn tier_of(&self, key: &Spender<'_>) -> Option<&Tier> {
+        key.tier
+            .or(key.tenant_tier)
             .or(self.default_tier.as_deref())
             .and_then(|n| self.tiers.get(n))
     }
@@ -120,9 +151,8 @@ impl Tiers {
     }
 
     /// The rate policy for `key`: its own override, else its tier's.
-    pub fn policy_for<'a>(&'a self, key: &'a CachedKey) -> Option<&'a RatePolicy> {
+    pub fn policy_for<'a>(&'a self, key: &Spender<'a>) -> Option<&'a RatePolicy> {
         key.rate_override
-            .as_ref()
             .or_else(|| self.tier_of(key).map(|t| &t.policy))
     }
 }
@@ -156,7 +186,7 @@ pub trait RateLimiter: Send + Sync + 'static {
         policy: &RatePolicy,
         cost: u64,
         now: Timestamp,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<Decision, RateLimitError>;
 }
 
 const SHARDS: usize = 64;
@@ -170,7 +200,7 @@ pub struct MemoryLimiter {
 
 // Buckets are key ids, which keyward makes itself: nobody can choose
 // colliding ones, so a cheap hash does.
-use crate::hashing::Fnv;
+use keyward_core::hashing::Fnv;
 
 #[derive(Default)]
 struct Shard {
@@ -230,7 +260,7 @@ impl RateLimiter for MemoryLimiter {
         policy: &RatePolicy,
         cost: u64,
         now: Timestamp,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision, RateLimitError> {
         Ok(self.decide(bucket, policy, cost, now))
     }
 }
@@ -427,7 +457,7 @@ impl TenantBank {
 /// lets one request at a time go to the store when the reservation runs
 /// short.
 #[derive(Default)]
-pub(crate) struct TenantEntry {
+struct TenantEntry {
     bank: Mutex<TenantBank>,
     gate: tokio::sync::Mutex<()>,
 }
@@ -475,7 +505,9 @@ pub struct CreditBank {
     store: Arc<dyn Store>,
     clock: Arc<dyn keyward_core::clock::Clock>,
     config: BankConfig,
-    tenants: Mutex<HashMap<String, Arc<TenantEntry>>>,
+    /// Accounts are never dropped; read-mostly, so a read lock on the
+    /// way of every paid request.
+    tenants: std::sync::RwLock<HashMap<String, Arc<TenantEntry>>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads), and
     /// holds when stale reservations of other nodes were last looked for.
     settling: tokio::sync::Mutex<i64>,
@@ -495,7 +527,7 @@ impl CreditBank {
             store,
             clock,
             config,
-            tenants: Mutex::new(HashMap::new()),
+            tenants: std::sync::RwLock::new(HashMap::new()),
             settling: tokio::sync::Mutex::new(i64::MIN),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
@@ -506,10 +538,18 @@ impl CreditBank {
     }
 
     fn entry(&self, tenant: &str) -> Arc<TenantEntry> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        match tenants.get(tenant) {
-            Some(b) => Arc::clone(b),
-            None => Arc::clone(tenants.entry(tenant.to_owned()).or_default()),
+        let known = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .cloned();
+        match known {
+            Some(b) => b,
+            None => {
+                let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+                Arc::clone(tenants.entry(tenant.to_owned()).or_default())
+            }
         }
     }
 
@@ -527,14 +567,8 @@ impl CreditBank {
         self.spend_from(&entry, r).await
     }
 
-    /// The tenant's account on this node, to keep beside a cached key
-    /// (accounts are never dropped, so the handle stays the one in use).
-    pub(crate) fn account(&self, tenant: &str) -> Arc<TenantEntry> {
-        self.entry(tenant)
-    }
-
     /// [`CreditBank::spend`] from an account already looked up.
-    pub(crate) async fn spend_from(
+    async fn spend_from(
         &self,
         entry: &TenantEntry,
         r: SpendRequest<'_>,
@@ -707,7 +741,7 @@ impl CreditBank {
         let mut last_sweep = self.settling.lock().await;
         let now = self.clock.now().0;
         let entries: Vec<(String, Arc<TenantEntry>)> = {
-            let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
             tenants
                 .iter()
                 .map(|(t, b)| (t.clone(), Arc::clone(b)))
@@ -862,20 +896,16 @@ impl Limits {
     pub async fn spend(
         &self,
         tiers: &Tiers,
-        key: &CachedKey,
+        key: &Spender<'_>,
         cost: u64,
         credits: i64,
         now: Timestamp,
-    ) -> Result<Result<Spent, Refused>, StoreError> {
+    ) -> Result<Result<Spent, Refused>, LimitError> {
         let mut spent = Spent::default();
         if let Some(policy) = tiers.policy_for(key) {
-            let d = match self.limiter.spend_now(&key.record.id, policy, cost, now) {
+            let d = match self.limiter.spend_now(key.key_id, policy, cost, now) {
                 Some(d) => d,
-                None => {
-                    self.limiter
-                        .spend(&key.record.id, policy, cost, now)
-                        .await?
-                }
+                None => self.limiter.spend(key.key_id, policy, cost, now).await?,
             };
             let state = RateState::from_decision(policy, &d);
             if !d.allowed {
@@ -889,22 +919,16 @@ impl Limits {
             spent.rate = Some(state);
         }
         if credits > 0 {
-            if let Some(tenant) = &key.record.tenant_id {
-                let account = key
-                    .credit_account
-                    .get_or_init(|| self.credits.account(tenant));
+            if let Some(tenant) = key.tenant_id {
                 let outcome = self
                     .credits
-                    .spend_from(
-                        account,
-                        SpendRequest {
-                            tenant_id: tenant,
-                            key_id: &key.record.id,
-                            cost: credits,
-                            key_cap: key.record.credit_cap,
-                            refill: tiers.refill_for_tenant(key.tenant_tier.as_deref()),
-                        },
-                    )
+                    .spend(SpendRequest {
+                        tenant_id: tenant,
+                        key_id: key.key_id,
+                        cost: credits,
+                        key_cap: key.credit_cap,
+                        refill: tiers.refill_for_tenant(key.tenant_tier),
+                    })
                     .await?;
                 if !outcome.admitted {
                     return Ok(Err(Refused {

@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 use keyward_core::clock::Timestamp;
 use keyward_store::{KeyUse, Store};
 
-use crate::hashing::Fnv;
+use keyward_core::hashing::Fnv;
 
 /// The latest use of one key: time and address, kept unformatted until flush.
 #[derive(Debug, Clone, Copy)]

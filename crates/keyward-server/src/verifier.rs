@@ -56,20 +56,41 @@ pub struct CachedKey {
     /// recorder's lock on every request.
     noted_at: AtomicI64,
     noted_ip: AtomicU64,
-    /// The tenant's credit account on this node, looked up on first spend
-    /// (saves the bank's tenant map and its lock on every paid request).
-    pub(crate) credit_account: std::sync::OnceLock<Arc<crate::limits::TenantEntry>>,
 }
 
-/// Identity header values for the upstream (cheap to clone).
+/// Identity values for the upstream's headers, built once per cached key.
+/// Values that cannot be header values (control characters in an owner,
+/// say) are left out.
 #[derive(Debug)]
 pub struct Identity {
-    pub key_id: axum::http::HeaderValue,
-    pub tenant_id: Option<axum::http::HeaderValue>,
-    pub environment: axum::http::HeaderValue,
+    pub key_id: HeaderText,
+    pub tenant_id: Option<HeaderText>,
+    pub environment: HeaderText,
     /// Space-separated.
-    pub scopes: axum::http::HeaderValue,
-    pub owner: Option<axum::http::HeaderValue>,
+    pub scopes: HeaderText,
+    pub owner: Option<HeaderText>,
+}
+
+/// Text that is a valid HTTP field value as it stands (visible ASCII,
+/// space and tab), shared cheaply: the HTTP layers turn it into their own
+/// header type without copying.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderText(bytes::Bytes);
+
+impl HeaderText {
+    pub fn new(s: &str) -> Option<HeaderText> {
+        s.bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            .then(|| HeaderText(bytes::Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn shared(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
 }
 
 impl CachedKey {
@@ -106,7 +127,6 @@ impl CachedKey {
             identity: std::sync::OnceLock::new(),
             noted_at: AtomicI64::new(i64::MIN),
             noted_ip: AtomicU64::new(0),
-            credit_account: std::sync::OnceLock::new(),
         }
     }
 
@@ -114,7 +134,7 @@ impl CachedKey {
     /// new second, or another address), noting it if so.
     fn note_use(&self, now: Timestamp, ip: Option<IpAddr>) -> bool {
         use std::hash::BuildHasher;
-        let fingerprint = crate::hashing::Fnv::default().hash_one(ip);
+        let fingerprint = keyward_core::hashing::Fnv::default().hash_one(ip);
         let at = self.noted_at.load(Ordering::Relaxed);
         if now.0.saturating_sub(at) < 1000 && self.noted_ip.load(Ordering::Relaxed) == fingerprint {
             return false;
@@ -124,19 +144,16 @@ impl CachedKey {
         true
     }
 
-    /// The identity header values of this key. Values that cannot be header
-    /// values (control characters in an owner, say) are left out.
+    /// The identity values of this key, for the upstream's headers.
     pub fn identity(&self) -> &Identity {
         self.identity.get_or_init(|| {
-            use axum::http::HeaderValue;
-            let v = |s: &str| HeaderValue::from_str(s).ok();
             let r = &self.record;
             Identity {
-                key_id: v(&r.id).unwrap_or_else(|| HeaderValue::from_static("")),
-                tenant_id: r.tenant_id.as_deref().and_then(v),
-                environment: v(&r.environment).unwrap_or_else(|| HeaderValue::from_static("")),
-                scopes: v(&r.scopes.join(" ")).unwrap_or_else(|| HeaderValue::from_static("")),
-                owner: r.owner.as_deref().and_then(v),
+                key_id: HeaderText::new(&r.id).unwrap_or_default(),
+                tenant_id: r.tenant_id.as_deref().and_then(HeaderText::new),
+                environment: HeaderText::new(&r.environment).unwrap_or_default(),
+                scopes: HeaderText::new(&r.scopes.join(" ")).unwrap_or_default(),
+                owner: r.owner.as_deref().and_then(HeaderText::new),
             }
         })
     }

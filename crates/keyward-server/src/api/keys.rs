@@ -1046,7 +1046,7 @@ pub async fn verify(
                 .limits
                 .spend(
                     &state.settings.tiers,
-                    &k,
+                    &crate::gateway::spender(&k),
                     body.cost.unwrap_or(1),
                     body.credits.unwrap_or(0),
                     state.clock.now(),

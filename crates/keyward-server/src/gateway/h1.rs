@@ -501,7 +501,11 @@ impl Exchange<'_, '_, '_> {
             super::spend(state, route, &key, rate).await?;
             Some(key)
         } else {
-            credential::refuse_embedded_keys(&*self.req.headers, query, &state.settings)?;
+            credential::refuse_embedded_keys(
+                &*self.req.headers,
+                query,
+                &state.settings.credentials,
+            )?;
             None
         };
         if let (Some((status, template)), Some(key)) = (&route.respond, &key) {

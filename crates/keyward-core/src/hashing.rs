@@ -6,7 +6,7 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// FNV-1a, 64-bit.
-pub(crate) struct Fnv1a(u64);
+pub struct Fnv1a(u64);
 
 impl Default for Fnv1a {
     fn default() -> Fnv1a {
@@ -27,4 +27,4 @@ impl Hasher for Fnv1a {
 }
 
 /// For `HashMap<_, _, Fnv>` and `Fnv::default().hash_one(…)`.
-pub(crate) type Fnv = BuildHasherDefault<Fnv1a>;
+pub type Fnv = BuildHasherDefault<Fnv1a>;
