@@ -20,8 +20,8 @@ use crate::api::{self, BodyLimit};
 use crate::config::Settings;
 use crate::error::{self, ApiError};
 use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
-use crate::usage::UsageRecorder;
 use crate::verifier::{KeyCache, Verifier};
+use keyward_verify::last_use::LastUseRecorder;
 
 /// Everything a handler may need; cheap to clone: one reference count,
 /// since axum clones the state for every request and each shared counter
@@ -44,7 +44,7 @@ pub struct Shared {
     pub verifier: Arc<Verifier>,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
-    pub usage: Arc<UsageRecorder>,
+    pub usage: Arc<LastUseRecorder>,
     /// Pooled client to the gateway upstream.
     pub upstream: crate::gateway::UpstreamClient,
     /// Gateway routes in force (reloadable).
@@ -62,7 +62,7 @@ pub struct Keyward {
 
 impl Keyward {
     pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Keyward {
-        let usage = Arc::new(UsageRecorder::new(
+        let usage = Arc::new(LastUseRecorder::new(
             settings.config.usage.last_used_resolution_seconds,
         ));
         let upstream = crate::gateway::client(&settings.config);

@@ -28,7 +28,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod config;
 pub mod console;
-pub mod credential;
+
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -38,7 +38,8 @@ pub mod idempotency;
 pub mod limits;
 pub mod openapi;
 mod serve;
-pub mod usage;
-pub mod verifier;
 
 pub use app::{build_app, AppState, Keyward};
+// The verify crate's modules under their old paths, for the server's own
+// modules and the benches.
+pub use keyward_verify::{credential, verifier};

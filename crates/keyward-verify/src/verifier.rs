@@ -35,7 +35,7 @@ use keyward_core::verdict::{evaluate, Demand, Denial, KeyPolicy};
 use keyward_store::{KeyRecord, Store, StoreError};
 
 use crate::credential::Presented;
-use crate::usage::UsageRecorder;
+use crate::last_use::LastUseRecorder;
 
 /// A stored key with its policy parsed once, as the hot path needs it.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub struct CachedKey {
     /// The gateway's identity header values, built on first use.
     identity: std::sync::OnceLock<Identity>,
     /// When and from which address (a fingerprint) this key's use was last
-    /// handed to the [`UsageRecorder`]: uses within a second from the same
+    /// handed to the [`LastUseRecorder`]: uses within a second from the same
     /// address are not handed again, so a busy key does not take the
     /// recorder's lock on every request.
     noted_at: AtomicI64,
@@ -685,7 +685,7 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     cache: Arc<KeyCache>,
     loader: Arc<Loader>,
-    usage: Arc<UsageRecorder>,
+    usage: Arc<LastUseRecorder>,
 }
 
 /// What a verification asks for besides the key.
@@ -703,7 +703,7 @@ impl Verifier {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         cache: KeyCache,
-        usage: Arc<UsageRecorder>,
+        usage: Arc<LastUseRecorder>,
         default_tier: Option<String>,
         max_pending_loads: usize,
     ) -> Verifier {

@@ -13,8 +13,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{HeaderMap, Uri};
 use base64::Engine;
+use http::{HeaderMap, Uri};
 use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
 use keyward_core::secret::KeyFormat;
@@ -334,15 +334,17 @@ pub fn client_ip<H: HeaderSource + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{header, HeaderValue};
+    use http::{header, HeaderValue};
 
     use super::*;
-    use crate::config::{Config, Settings};
+    use keyward_core::secret::KeyFormat;
 
     fn settings() -> CredentialRules {
-        Settings::from_config(Config::default())
-            .unwrap()
-            .credentials
+        CredentialRules {
+            header: "x-api-key".into(),
+            format: KeyFormat::new([("live", "kw_live_"), ("test", "kw_test_")], "kw_root_")
+                .unwrap(),
+        }
     }
 
     fn uri(s: &str) -> Uri {

@@ -30,18 +30,18 @@ const SHARDS: usize = 16;
 
 type ById = HashMap<String, LastUse, Fnv>;
 
-pub struct UsageRecorder {
+pub struct LastUseRecorder {
     pending: [Mutex<ById>; SHARDS],
     /// What was last written per key, to skip rewrites within `resolution_ms`.
     written: Mutex<HashMap<String, LastUse>>,
     resolution_ms: i64,
 }
 
-impl UsageRecorder {
+impl LastUseRecorder {
     /// Records uses; a key's row is rewritten at most every `resolution_seconds`
     /// unless its client address changed.
-    pub fn new(resolution_seconds: u64) -> UsageRecorder {
-        UsageRecorder {
+    pub fn new(resolution_seconds: u64) -> LastUseRecorder {
+        LastUseRecorder {
             pending: std::array::from_fn(|_| Mutex::new(ById::default())),
             written: Mutex::new(HashMap::new()),
             resolution_ms: i64::try_from(resolution_seconds.saturating_mul(1000))
