@@ -53,60 +53,7 @@ pub struct Config {
     pub console: ConsoleConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// The tier of keys whose key and tenant name none; none means such
-    /// keys are not rate limited.
-    pub default_tier: Option<String>,
-    /// Named tiers: `[limits.tiers.free] limit = 100, window_seconds = 60`.
-    pub tiers: BTreeMap<String, TierConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierConfig {
-    /// Tokens per window (a request costs its route's `cost`, default 1).
-    pub limit: u64,
-    pub window_seconds: u64,
-    /// Most tokens spendable at once; defaults to `limit`.
-    pub burst: Option<u64>,
-    /// Credits refilled for tenants of this tier (unless a tenant has its
-    /// own schedule): `{ amount = 100000, every = "monthly", mode = "set" }`.
-    pub refill: Option<keyward_store::limits::Refill>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CreditsConfig {
-    /// This node's name in credit reservations. Default: `local` on SQLite
-    /// (one node), a random id per process on PostgreSQL. Give each node a
-    /// stable one so a node that crashed settles its own reservations when
-    /// it comes back.
-    pub node_id: Option<String>,
-    /// How often spends are written to the ledger.
-    pub settle_interval_ms: u64,
-    /// Largest reservation a node takes at once: at most this much is
-    /// counted as spent if the node crashes.
-    pub max_reservation: i64,
-    /// Reservations unused this long go back to the balance.
-    pub idle_release_seconds: u64,
-    /// A reservation its node has not refreshed for this long is counted as
-    /// spent by the other nodes (its node stopped). 0 turns this off.
-    pub stale_seconds: u64,
-}
-
-impl Default for CreditsConfig {
-    fn default() -> CreditsConfig {
-        CreditsConfig {
-            node_id: None,
-            settle_interval_ms: 1_000,
-            max_reservation: 10_000,
-            idle_release_seconds: 10,
-            stale_seconds: 300,
-        }
-    }
-}
+pub use keyward_limits::{CreditsConfig, LimitsConfig, TierConfig};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -538,6 +485,15 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid setting {setting}: {message}")]
     Invalid { setting: String, message: String },
+}
+
+impl From<keyward_limits::TierError> for ConfigError {
+    fn from(e: keyward_limits::TierError) -> ConfigError {
+        ConfigError::Invalid {
+            setting: e.setting,
+            message: e.message,
+        }
+    }
 }
 
 pub(crate) fn invalid(setting: impl Into<String>, message: impl ToString) -> ConfigError {

@@ -35,11 +35,11 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod idempotency;
-pub mod limits;
 pub mod openapi;
 mod serve;
 
 pub use app::{build_app, AppState, Keyward};
 // The verify crate's modules under their old paths, for the server's own
 // modules and the benches.
+pub use keyward_limits as limits;
 pub use keyward_verify::{credential, verifier};

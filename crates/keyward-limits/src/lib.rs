@@ -10,21 +10,43 @@
 //!   stored balance (durable before any request uses them), settled into the
 //!   ledger in the background.
 //! - [`Limits`]: both together, in the order of SPEC §4: rate limit, then
-//!   credits.
+//!   credits, for a [`Spender`] (the facts of a verified key limits need).
+//!
+//! # Invariants
+//! - Check and spend are one step: GCRA's theoretical arrival time is read
+//!   and written under one shard lock (or in one Redis script), so
+//!   concurrent requests never over-admit.
+//! - A credit is spent only after it left the stored balance (reservations
+//!   are durable before any request spends from them).
+//! - Denials cost nothing: callers spend only after every other check passed.
+//!
+//! This crate owns its configuration (`[limits]`, `[credits]`) and knows
+//! nothing of HTTP servers or the verifier beyond the rate-limit header
+//! fields it writes.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use keyward_core::clock::Timestamp;
 use keyward_core::ratelimit::{self, Decision, RatePolicy, Tat};
 use keyward_core::verdict::Denial;
 use keyward_store::limits::{Recover, Refill, ReserveRequest, Reserved, Settlement};
 use keyward_store::{Store, StoreError};
 
-use crate::config::{invalid, ConfigError, LimitsConfig};
+mod config;
+
+pub use config::{CreditsConfig, LimitsConfig, TierConfig, TierError};
+
+fn invalid(setting: impl Into<String>, message: impl ToString) -> TierError {
+    TierError {
+        setting: setting.into(),
+        message: message.to_string(),
+    }
+}
 
 /// Who spends: the facts of a verified key that limits need, without the
 /// verifier's types (the gateway and the verify API build it from the
@@ -75,7 +97,7 @@ pub struct Tiers {
 }
 
 impl Tiers {
-    pub fn compile(c: &LimitsConfig) -> Result<Tiers, ConfigError> {
+    pub fn compile(c: &LimitsConfig) -> Result<Tiers, TierError> {
         let mut tiers = HashMap::new();
         for (name, t) in &c.tiers {
             let setting = format!("limits.tiers.{name}");
@@ -265,9 +287,8 @@ impl RateLimiter for MemoryLimiter {
     }
 }
 
-const RATELIMIT_POLICY: axum::http::HeaderName =
-    axum::http::HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: axum::http::HeaderName = axum::http::HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The rate-limit state of one response, for its headers and the verify API.
 #[derive(Debug, Clone)]
@@ -297,7 +318,7 @@ impl RateState {
         let value = |write: fn(&RateState, &mut Vec<u8>)| {
             let mut v = Vec::with_capacity(self.policy.len() + 32);
             write(self, &mut v);
-            HeaderValue::from_maybe_shared(axum::body::Bytes::from(v)).ok()
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
         };
         if let Some(v) = value(RateState::write_policy_value) {
             headers.insert(RATELIMIT_POLICY, v);
