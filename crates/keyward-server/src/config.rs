@@ -431,48 +431,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorStyle {
-    /// RFC 9457 `application/problem+json` with a `code` member.
-    Problem,
-    /// `{"error": {"code": …, "message": …}}`.
-    Envelope,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CodeCase {
-    /// `invalid_api_key`
-    Snake,
-    /// `INVALID_API_KEY`
-    Upper,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ErrorsConfig {
-    pub style: ErrorStyle,
-    /// Problem `type` is this followed by the code.
-    pub type_base: String,
-    pub code_case: CodeCase,
-    /// Per-code replacements, e.g. `invalid_api_key = "unauthorized"`.
-    pub codes: BTreeMap<String, String>,
-    /// Per-code replacement messages.
-    pub messages: BTreeMap<String, String>,
-}
-
-impl Default for ErrorsConfig {
-    fn default() -> ErrorsConfig {
-        ErrorsConfig {
-            style: ErrorStyle::Problem,
-            type_base: "https://keyward.dev/errors/".into(),
-            code_case: CodeCase::Snake,
-            codes: BTreeMap::new(),
-            messages: BTreeMap::new(),
-        }
-    }
-}
+pub use keyward_http::error::{CodeCase, ErrorStyle, ErrorsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

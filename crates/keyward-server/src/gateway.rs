@@ -36,7 +36,7 @@ use crate::verifier::{CachedKey, HeaderText, Outcome, Request as VerifyRequest};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
 
 pub(crate) mod h1;
-pub mod path;
+pub use keyward_http::path;
 pub(crate) mod pool;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction

@@ -1,0 +1,476 @@
+//! The one place where errors become HTTP.
+//!
+//! Handlers return [`ApiError`]. Its `IntoResponse` attaches a [`Problem`]
+//! to an empty response; the [`render`] middleware then writes the body in
+//! the deployment's style (RFC 9457 problem+json by default, or the
+//! `{"error": {"code", "message"}}` envelope), with configured code spellings
+//! and messages. Nothing else in the server builds an error body.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keyward_core::verdict::Denial;
+use keyward_store::StoreError;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, e.g. `scopes[1]` or `expires_at`.
+    pub field: String,
+    /// A stable code such as `unknown_scope`, `invalid_cidr`, `in_past`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> FieldError {
+        FieldError {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{}", .0.message())]
+    Denied(Denial),
+    #[error("API keys are not accepted in the {place}")]
+    CredentialsMisplaced { place: &'static str, header: String },
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("send the body as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no route for this path; see /openapi.json")]
+    RouteNotFound,
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("a live key with this name already exists in this tenant; pick another name")]
+    NameTaken,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the cursor is not valid; pass back next_cursor from a previous page")]
+    InvalidCursor,
+    #[error("storage is unavailable; retry shortly")]
+    Unavailable,
+    #[error("operator root keys only")]
+    RootOnly,
+    /// A key create, update or rotation that would give scopes the caller
+    /// may not grant (`scopes`); `detail` says why, in full sentences.
+    #[error("{detail}")]
+    ScopeNotGrantable { scopes: Vec<String>, detail: String },
+    #[error(
+        "this is the last active root key that can manage keys (it holds keyward:keys:write); \
+         revoking, deleting or disabling it, or taking that scope away, would lock every operator out of the API. \
+         Create another root key first, on the server's host: `keyward root-keys create --name <name>`; \
+         then retire this one with the new key"
+    )]
+    LastRootKey,
+    #[error("keys of the {0} environment may not use this route")]
+    EnvironmentNotAllowed(String),
+    #[error("this API key may not act for the tenant named in {0}")]
+    TenantNotAllowed(String),
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream is unreachable or failed")]
+    UpstreamUnavailable,
+    #[error("this route requires an Idempotency-Key header (1 to 255 printable characters, e.g. a UUID) so a retry never runs twice")]
+    IdempotencyKeyRequired,
+    #[error("the Idempotency-Key header {0}")]
+    InvalidIdempotencyKey(&'static str),
+    #[error("a request with this Idempotency-Key is still in progress; retry after it completes")]
+    IdempotencyInProgress,
+    #[error("this Idempotency-Key was already used for a different request (method, path or body); use a new key for a new request")]
+    IdempotencyKeyReused,
+    #[error("the request path is refused: {0}")]
+    InvalidPath(crate::path::PathError),
+    #[error("the Host header {0}; HTTP/1.1 requests carry exactly one")]
+    InvalidHost(&'static str),
+    #[error("the request is malformed: {0}")]
+    MalformedRequest(&'static str),
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
+    /// At the connection cap, or shedding lookups of unknown keys.
+    #[error("keyward is overloaded (at its connection limit, or too many unknown keys are waiting to be looked up); retry shortly")]
+    Overloaded,
+    #[error("this API key has as many idempotent requests in progress as idempotency.max_records_per_key allows; retry after some complete")]
+    IdempotencyQuotaExceeded,
+    #[error("an internal error occurred")]
+    Internal,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Denied(d) => {
+                StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
+            ApiError::CredentialsMisplaced { .. }
+            | ApiError::InvalidBody(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCursor | ApiError::InvalidPath(_) | ApiError::InvalidHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NameTaken | ApiError::Conflict { .. } | ApiError::LastRootKey => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RootOnly
+            | ApiError::ScopeNotGrantable { .. }
+            | ApiError::EnvironmentNotAllowed(_)
+            | ApiError::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ApiError::IdempotencyKeyRequired | ApiError::InvalidIdempotencyKey(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::IdempotencyQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Denied(d) => d.code(),
+            ApiError::CredentialsMisplaced { .. } => "credentials_misplaced",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound(_) | ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NameTaken => "name_taken",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::InvalidCursor => "invalid_cursor",
+            ApiError::Unavailable => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::RootOnly => "root_key_required",
+            ApiError::ScopeNotGrantable { .. } => "scope_not_grantable",
+            ApiError::LastRootKey => "last_root_key",
+            ApiError::EnvironmentNotAllowed(_) => "environment_not_allowed",
+            ApiError::TenantNotAllowed(_) => "tenant_not_allowed",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidHost(_) => "invalid_host",
+            ApiError::MalformedRequest(_) => "malformed_request",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::IdempotencyQuotaExceeded => "idempotency_quota_exceeded",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            // Denial messages are written as final sentences already.
+            ApiError::Denied(d) => d.message(),
+            ApiError::CredentialsMisplaced { place, header } => format!(
+                "API keys are not accepted in the {place}, where they leak into logs and histories. \
+                 Send the key as `Authorization: Bearer <key>` or in the `{header}` header."
+            ),
+            other => {
+                let s = other.to_string();
+                let mut c = s.chars();
+                match c.next() {
+                    Some(first) => first.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." },
+                    None => s,
+                }
+            }
+        }
+    }
+
+    /// The problem this error is, before deployment styling.
+    pub fn problem(&self) -> Problem {
+        let mut extra = Map::new();
+        match self {
+            ApiError::Denied(Denial::InsufficientScope { missing }) => {
+                extra.insert("missing_scopes".into(), json!(missing));
+            }
+            ApiError::Denied(Denial::RateLimited {
+                retry_after_seconds,
+            }) => {
+                extra.insert("retry_after".into(), json!(retry_after_seconds));
+            }
+            ApiError::IdempotencyInProgress
+            | ApiError::IdempotencyQuotaExceeded
+            | ApiError::Overloaded => {
+                extra.insert("retry_after".into(), json!(1));
+            }
+            ApiError::Validation(errors) => {
+                extra.insert("errors".into(), json!(errors));
+            }
+            ApiError::ScopeNotGrantable { scopes, .. } => {
+                extra.insert("not_grantable_scopes".into(), json!(scopes));
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let code = self.code();
+        Problem {
+            status,
+            code,
+            title: title_of(code),
+            detail: self.detail(),
+            extra,
+        }
+    }
+}
+
+/// The problem type's title: its code as words, e.g. `Insufficient scope`.
+fn title_of(code: &str) -> String {
+    let words = code.replace('_', " ");
+    let words = words.replace("api key", "API key");
+    let mut c = words.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::NameTaken => ApiError::NameTaken,
+            StoreError::LastRootKey => ApiError::LastRootKey,
+            StoreError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                message: message.to_owned(),
+            },
+            other => {
+                tracing::error!(error = %other, "Store operation failed.");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<keyward_verify::credential::CredentialError> for ApiError {
+    fn from(e: keyward_verify::credential::CredentialError) -> ApiError {
+        match e {
+            keyward_verify::credential::CredentialError::Invalid => {
+                ApiError::Denied(Denial::InvalidApiKey)
+            }
+            keyward_verify::credential::CredentialError::Misplaced { place, header } => {
+                ApiError::CredentialsMisplaced { place, header }
+            }
+        }
+    }
+}
+
+impl From<keyward_limits::RateLimitError> for ApiError {
+    fn from(e: keyward_limits::RateLimitError) -> ApiError {
+        tracing::error!(error = %e, "Rate limiter unavailable.");
+        ApiError::Unavailable
+    }
+}
+
+impl From<keyward_limits::LimitError> for ApiError {
+    fn from(e: keyward_limits::LimitError) -> ApiError {
+        match e {
+            keyward_limits::LimitError::RateLimit(e) => e.into(),
+            keyward_limits::LimitError::Credits(e) => e.into(),
+        }
+    }
+}
+
+impl From<keyward_verify::verifier::VerifyError> for ApiError {
+    fn from(e: keyward_verify::verifier::VerifyError) -> ApiError {
+        match e {
+            keyward_verify::verifier::VerifyError::Store(e) => e.into(),
+            keyward_verify::verifier::VerifyError::Busy => ApiError::Overloaded,
+        }
+    }
+}
+
+/// An error response before it is rendered.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: String,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut res = problem.status.into_response();
+        res.extensions_mut().insert(Arc::new(problem));
+        res
+    }
+}
+
+/// Renders `res` in the deployment's error style if it carries a
+/// [`Problem`] (adding `WWW-Authenticate` to 401s); other responses pass as
+/// they are. The app's one middleware (`app::edge`) calls it for every
+/// response.
+pub fn render_response(errors: &ErrorsConfig, res: Response) -> Response {
+    match res.extensions().get::<Arc<Problem>>().cloned() {
+        Some(problem) => render_problem(errors, &problem, res),
+        None => res,
+    }
+}
+
+/// `e` rendered in the deployment's style now, rather than by the
+/// middleware (for responses that are stored, like idempotent replays).
+pub fn render_now(errors: &ErrorsConfig, e: ApiError) -> Response {
+    let (parts, body) = render_parts(errors, e);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// `e` rendered in the deployment's style as head and body, for the
+/// gateway's HTTP/1 path, which writes responses itself.
+pub fn render_parts(errors: &ErrorsConfig, e: ApiError) -> (axum::http::response::Parts, String) {
+    let problem = e.problem();
+    styled(errors, &problem, e.into_response())
+}
+
+fn render_problem(errors: &ErrorsConfig, p: &Problem, res: Response) -> Response {
+    let (parts, body) = styled(errors, p, res);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+fn styled(
+    errors: &ErrorsConfig,
+    p: &Problem,
+    res: Response,
+) -> (axum::http::response::Parts, String) {
+    let cfg = errors;
+    let code = cfg
+        .codes
+        .get(p.code)
+        .cloned()
+        .unwrap_or_else(|| match cfg.code_case {
+            CodeCase::Snake => p.code.to_owned(),
+            CodeCase::Upper => p.code.to_ascii_uppercase(),
+        });
+    let detail = cfg
+        .messages
+        .get(p.code)
+        .cloned()
+        .unwrap_or_else(|| p.detail.clone());
+    let (content_type, body) = match cfg.style {
+        ErrorStyle::Problem => {
+            let mut body = Map::new();
+            body.insert("type".into(), json!(format!("{}{}", cfg.type_base, p.code)));
+            body.insert("title".into(), json!(p.title));
+            body.insert("status".into(), json!(p.status.as_u16()));
+            body.insert("detail".into(), json!(detail));
+            body.insert("code".into(), json!(code));
+            body.extend(p.extra.clone());
+            ("application/problem+json", Value::Object(body))
+        }
+        ErrorStyle::Envelope => {
+            let mut inner = Map::new();
+            inner.insert("code".into(), json!(code));
+            inner.insert("message".into(), json!(detail));
+            inner.extend(p.extra.clone());
+            ("application/json", json!({ "error": inner }))
+        }
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.extensions.remove::<Arc<Problem>>();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if p.status == StatusCode::UNAUTHORIZED {
+        let challenge = if p.code == "missing_credentials" {
+            "Bearer realm=\"keyward\"".to_owned()
+        } else {
+            format!(
+                "Bearer realm=\"keyward\", error=\"invalid_token\", error_description=\"{}\"",
+                p.code
+            )
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            parts.headers.insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if let Some(retry) = p.extra.get("retry_after").and_then(Value::as_u64) {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+    (parts, body.to_string())
+}
+
+/// `[errors]`: how error bodies look (RFC 9457 or an envelope), and the
+/// deployment's own spellings of codes and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStyle {
+    /// RFC 9457 `application/problem+json` with a `code` member.
+    Problem,
+    /// `{"error": {"code": …, "message": …}}`.
+    Envelope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeCase {
+    /// `invalid_api_key`
+    Snake,
+    /// `INVALID_API_KEY`
+    Upper,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorsConfig {
+    pub style: ErrorStyle,
+    /// Problem `type` is this followed by the code.
+    pub type_base: String,
+    pub code_case: CodeCase,
+    /// Per-code replacements, e.g. `invalid_api_key = "unauthorized"`.
+    pub codes: BTreeMap<String, String>,
+    /// Per-code replacement messages.
+    pub messages: BTreeMap<String, String>,
+}
+
+impl Default for ErrorsConfig {
+    fn default() -> ErrorsConfig {
+        ErrorsConfig {
+            style: ErrorStyle::Problem,
+            type_base: "https://keyward.dev/errors/".into(),
+            code_case: CodeCase::Snake,
+            codes: BTreeMap::new(),
+            messages: BTreeMap::new(),
+        }
+    }
+}
