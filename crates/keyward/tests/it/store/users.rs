@@ -210,4 +210,77 @@ pub(super) async fn suite<S: TenantStore + UserStore + 'static>(store: Arc<S>) {
         store.get_user("usr_ann").await.unwrap().password_hash,
         "$argon2id$new"
     );
+
+    // Every user, oldest first.
+    let ids: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(ids, ["usr_ann", "usr_bob"]);
+
+    // Signing out deletes the session; deleting it again is no error.
+    store
+        .create_session(&Session {
+            token_hash: "h3".into(),
+            user_id: "usr_bob".into(),
+            created_at: 3_000,
+            last_seen_at: 3_000,
+            expires_at: 10_000,
+            ip: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.get_session("h3").await.unwrap().is_some());
+    store.delete_session("h3").await.unwrap();
+    assert!(store.get_session("h3").await.unwrap().is_none());
+    store.delete_session("h3").await.unwrap();
+
+    // Invitations are found by token hash, used or not.
+    let used = store.find_invite("ih1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            used.id.as_str(),
+            used.accepted_at,
+            used.accepted_by.as_deref()
+        ),
+        ("inv_1", Some(2_000), Some("usr_bob"))
+    );
+    assert!(!used.is_open(2_000));
+    assert_eq!(store.find_invite("nope").await.unwrap(), None);
+    // Revoking closes an open invitation once; a used one, another
+    // tenant's or an unknown one is not found.
+    let inv2 = Invite {
+        id: "inv_2".into(),
+        token_hash: "ih2".into(),
+        email: "cy@example.com".into(),
+        ..inv.clone()
+    };
+    store.create_invite(&inv2, &audit("i4")).await.unwrap();
+    assert_eq!(store.find_invite("ih2").await.unwrap(), Some(inv2.clone()));
+    assert_eq!(store.list_invites(&ten, 2_000).await.unwrap(), [inv2]);
+    assert!(matches!(
+        store
+            .revoke_invite("ten_other", "inv_2", &audit("i5"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let mut at = audit("i6");
+    at.at = 2_500;
+    store.revoke_invite(&ten, "inv_2", &at).await.unwrap();
+    assert_eq!(
+        store.find_invite("ih2").await.unwrap().unwrap().revoked_at,
+        Some(2_500)
+    );
+    assert!(store.list_invites(&ten, 2_000).await.unwrap().is_empty());
+    assert!(matches!(
+        store.revoke_invite(&ten, "inv_2", &audit("i7")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.revoke_invite(&ten, "inv_1", &audit("i8")).await,
+        Err(StoreError::NotFound)
+    ));
 }
