@@ -226,10 +226,10 @@ pub struct KeyUse {
 /// its [`AuditEntry`] in one transaction.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// Inserts a key. [`StoreError::NameTaken`] if a live key of the same
+    /// Inserts a key. [`StoreError::NameTaken`](crate::StoreError::NameTaken) if a live key of the same
     /// tenant already has its name.
     async fn create_key(&self, key: &KeyRecord, audit: &AuditEntry) -> StoreResult<()>;
-    /// A key by id, including revoked ones; deleted keys are [`StoreError::NotFound`].
+    /// A key by id, including revoked ones; deleted keys are [`StoreError::NotFound`](crate::StoreError::NotFound).
     async fn get_key(&self, id: &str) -> StoreResult<KeyRecord>;
     /// A key by the hex SHA-256 of its secret, including revoked and deleted
     /// ones (the verifier reports those as such).
@@ -248,7 +248,7 @@ pub trait KeyStore: Send + Sync {
         page: PageRequest,
     ) -> StoreResult<Page<KeyRecord>>;
     /// Changes a key. Like revoke and delete, fails with
-    /// [`StoreError::LastRootKey`] (changing nothing) if it would end the last
+    /// [`StoreError::LastRootKey`](crate::StoreError::LastRootKey) (changing nothing) if it would end the last
     /// active root key that can manage keys ([`KeyRecord::is_managing_root`]);
     /// concurrent changes of root keys are serialized for this check.
     async fn update_key(

@@ -3,16 +3,16 @@
 //!
 //! One trait per concern, so another backend can implement some of them:
 //!
-//! - [`TenantStore`]: tenants.
-//! - [`KeyStore`]: keys, tenant keys and operator root keys in one table
-//!   told apart by [`KeyClass`]; lookups by secret hash, last use.
-//! - [`AuditStore`]: the append-only audit log. Every management change and
-//!   its [`AuditEntry`] are written in one transaction by the store that
-//!   makes the change.
-//! - [`CreditStore`]: credit balances, reservations and the ledger.
-//! - [`IdempotencyStore`]: the gateway's idempotency records.
-//! - [`UserStore`]: the console's people: users, roles per tenant, sessions,
-//!   invitations and failed sign-in counts.
+//! - tenants: [`TenantStore`];
+//! - keys: [`KeyStore`], tenant keys and operator root keys in one table
+//!   told apart by [`KeyClass`]; lookups by secret hash, last use;
+//! - the append-only audit log: [`AuditStore`]. Every management change
+//!   and its [`AuditEntry`] are written in one transaction by the store
+//!   that makes the change;
+//! - credit balances, reservations and the ledger: [`CreditStore`];
+//! - the gateway's idempotency records: [`IdempotencyStore`];
+//! - the console's people (users, roles per tenant, sessions, invitations
+//!   and failed sign-in counts): [`UserStore`].
 //!
 //! [`Store`] is all of them plus a readiness [`Store::ping`]; the server
 //! holds an `Arc<dyn Store>` and calls every method through it.

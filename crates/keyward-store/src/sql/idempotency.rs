@@ -248,5 +248,5 @@ async fn records_in(tx: &mut Tx<'_>, scope: &str) -> StoreResult<i64> {
         .fetch_one(&mut **tx)
         .await
         .map_err(backend)?;
-    Ok(row.try_get("n").map_err(backend)?)
+    row.try_get("n").map_err(backend)
 }

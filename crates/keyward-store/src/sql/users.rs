@@ -104,7 +104,7 @@ async fn owners_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tenant_id: &str) -
     .fetch_one(&mut **tx)
     .await
     .map_err(backend)?;
-    Ok(row.try_get("n").map_err(backend)?)
+    row.try_get("n").map_err(backend)
 }
 
 #[async_trait]
