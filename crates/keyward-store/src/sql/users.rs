@@ -5,9 +5,8 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{insert_audit, SqlStore};
-use crate::users::*;
-use crate::{AuditEntry, StoreError, StoreResult};
+use super::{backend, insert_audit, SqlStore};
+use crate::*;
 
 const USER_COLUMNS: &str = "id, email, name, password_hash, operator, created_at, updated_at";
 const SESSION_COLUMNS: &str = "token_hash, user_id, created_at, last_seen_at, expires_at, ip";
@@ -20,50 +19,50 @@ fn role_of(s: &str) -> StoreResult<Role> {
 
 fn user_from_row(r: &AnyRow) -> StoreResult<User> {
     Ok(User {
-        id: r.try_get("id")?,
-        email: r.try_get("email")?,
-        name: r.try_get("name")?,
-        password_hash: r.try_get("password_hash")?,
-        operator: r.try_get::<i64, _>("operator")? != 0,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        id: r.try_get("id").map_err(backend)?,
+        email: r.try_get("email").map_err(backend)?,
+        name: r.try_get("name").map_err(backend)?,
+        password_hash: r.try_get("password_hash").map_err(backend)?,
+        operator: r.try_get::<i64, _>("operator").map_err(backend)? != 0,
+        created_at: r.try_get("created_at").map_err(backend)?,
+        updated_at: r.try_get("updated_at").map_err(backend)?,
     })
 }
 
 fn session_from_row(r: &AnyRow) -> StoreResult<Session> {
     Ok(Session {
-        token_hash: r.try_get("token_hash")?,
-        user_id: r.try_get("user_id")?,
-        created_at: r.try_get("created_at")?,
-        last_seen_at: r.try_get("last_seen_at")?,
-        expires_at: r.try_get("expires_at")?,
-        ip: r.try_get("ip")?,
+        token_hash: r.try_get("token_hash").map_err(backend)?,
+        user_id: r.try_get("user_id").map_err(backend)?,
+        created_at: r.try_get("created_at").map_err(backend)?,
+        last_seen_at: r.try_get("last_seen_at").map_err(backend)?,
+        expires_at: r.try_get("expires_at").map_err(backend)?,
+        ip: r.try_get("ip").map_err(backend)?,
     })
 }
 
 fn invite_from_row(r: &AnyRow) -> StoreResult<Invite> {
     Ok(Invite {
-        id: r.try_get("id")?,
-        token_hash: r.try_get("token_hash")?,
-        tenant_id: r.try_get("tenant_id")?,
-        email: r.try_get("email")?,
-        role: role_of(&r.try_get::<String, _>("role")?)?,
-        invited_by: r.try_get("invited_by")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        accepted_at: r.try_get("accepted_at")?,
-        accepted_by: r.try_get("accepted_by")?,
-        revoked_at: r.try_get("revoked_at")?,
+        id: r.try_get("id").map_err(backend)?,
+        token_hash: r.try_get("token_hash").map_err(backend)?,
+        tenant_id: r.try_get("tenant_id").map_err(backend)?,
+        email: r.try_get("email").map_err(backend)?,
+        role: role_of(&r.try_get::<String, _>("role").map_err(backend)?)?,
+        invited_by: r.try_get("invited_by").map_err(backend)?,
+        created_at: r.try_get("created_at").map_err(backend)?,
+        expires_at: r.try_get("expires_at").map_err(backend)?,
+        accepted_at: r.try_get("accepted_at").map_err(backend)?,
+        accepted_by: r.try_get("accepted_by").map_err(backend)?,
+        revoked_at: r.try_get("revoked_at").map_err(backend)?,
     })
 }
 
 fn membership_from_row(r: &AnyRow) -> StoreResult<Membership> {
     Ok(Membership {
-        tenant_id: r.try_get("tenant_id")?,
-        tenant_name: r.try_get("tenant_name")?,
-        user_id: r.try_get("user_id")?,
-        role: role_of(&r.try_get::<String, _>("role")?)?,
-        created_at: r.try_get("created_at")?,
+        tenant_id: r.try_get("tenant_id").map_err(backend)?,
+        tenant_name: r.try_get("tenant_name").map_err(backend)?,
+        user_id: r.try_get("user_id").map_err(backend)?,
+        role: role_of(&r.try_get::<String, _>("role").map_err(backend)?)?,
+        created_at: r.try_get("created_at").map_err(backend)?,
     })
 }
 
@@ -89,7 +88,7 @@ async fn insert_user(tx: &mut sqlx::Transaction<'_, sqlx::Any>, u: &User) -> Sto
             if is_unique(&e) {
                 StoreError::Conflict("a user with this email already exists")
             } else {
-                StoreError::Backend(e)
+                backend(e)
             }
         })?;
     Ok(())
@@ -103,17 +102,18 @@ async fn owners_of(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tenant_id: &str) -
     )
     .bind(tenant_id)
     .fetch_one(&mut **tx)
-    .await?;
-    Ok(row.try_get("n")?)
+    .await
+    .map_err(backend)?;
+    row.try_get("n").map_err(backend)
 }
 
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, user: &User, audit: &AuditEntry) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         insert_user(&mut tx, user).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -122,7 +122,8 @@ impl UserStore for SqlStore {
         match sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
         {
             Some(r) => user_from_row(&r),
             None => Err(StoreError::NotFound),
@@ -134,7 +135,8 @@ impl UserStore for SqlStore {
         sqlx::query(&sql)
             .bind(email)
             .fetch_optional(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
             .as_ref()
             .map(user_from_row)
             .transpose()
@@ -144,7 +146,8 @@ impl UserStore for SqlStore {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY seq");
         sqlx::query(&sql)
             .fetch_all(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
             .iter()
             .map(user_from_row)
             .collect()
@@ -156,23 +159,25 @@ impl UserStore for SqlStore {
         password_hash: &str,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let done =
             sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                 .bind(password_hash)
                 .bind(audit.at)
                 .bind(user_id)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
-            .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+            .await
+            .map_err(backend)?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -184,7 +189,8 @@ impl UserStore for SqlStore {
         )
         .bind(user_id)
         .fetch_all(&self.pool)
-        .await?
+        .await
+        .map_err(backend)?
         .iter()
         .map(membership_from_row)
         .collect()
@@ -199,7 +205,8 @@ impl UserStore for SqlStore {
         .bind(tenant_id)
         .bind(user_id)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .map_err(backend)?
         .as_ref()
         .map(membership_from_row)
         .transpose()
@@ -213,15 +220,16 @@ impl UserStore for SqlStore {
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .map_err(backend)?;
         rows.iter()
             .map(|r| {
                 Ok(Member {
-                    user_id: r.try_get("user_id")?,
-                    email: r.try_get("email")?,
-                    name: r.try_get("name")?,
-                    role: role_of(&r.try_get::<String, _>("role")?)?,
-                    created_at: r.try_get("created_at")?,
+                    user_id: r.try_get("user_id").map_err(backend)?,
+                    email: r.try_get("email").map_err(backend)?,
+                    name: r.try_get("name").map_err(backend)?,
+                    role: role_of(&r.try_get::<String, _>("role").map_err(backend)?)?,
+                    created_at: r.try_get("created_at").map_err(backend)?,
                 })
             })
             .collect()
@@ -234,7 +242,7 @@ impl UserStore for SqlStore {
         role: Role,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let before = owners_of(&mut tx, tenant_id).await?;
         let updated = sqlx::query(
             "UPDATE memberships SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND user_id = $4",
@@ -244,7 +252,7 @@ impl UserStore for SqlStore {
         .bind(tenant_id)
         .bind(user_id)
         .execute(&mut *tx)
-        .await?;
+        .await.map_err(backend)?;
         if updated.rows_affected() == 0 {
             sqlx::query(
                 "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) \
@@ -255,15 +263,16 @@ impl UserStore for SqlStore {
             .bind(role.as_str())
             .bind(audit.at)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(backend)?;
         }
         if before > 0 && owners_of(&mut tx, tenant_id).await? == 0 {
             return Err(StoreError::Conflict(
                 "a tenant needs at least one owner; make someone else owner first",
             ));
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -273,13 +282,14 @@ impl UserStore for SqlStore {
         user_id: &str,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let before = owners_of(&mut tx, tenant_id).await?;
         let done = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant_id)
             .bind(user_id)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -288,8 +298,8 @@ impl UserStore for SqlStore {
                 "a tenant needs at least one owner; make someone else owner first",
             ));
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -305,7 +315,8 @@ impl UserStore for SqlStore {
             .bind(s.expires_at)
             .bind(s.ip.clone())
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -314,7 +325,8 @@ impl UserStore for SqlStore {
         sqlx::query(&sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
             .as_ref()
             .map(session_from_row)
             .transpose()
@@ -327,7 +339,7 @@ impl UserStore for SqlStore {
         .bind(at)
         .bind(token_hash)
         .execute(&self.pool)
-        .await?;
+        .await.map_err(backend)?;
         Ok(())
     }
 
@@ -335,7 +347,8 @@ impl UserStore for SqlStore {
         sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -345,7 +358,8 @@ impl UserStore for SqlStore {
                 .bind(now)
                 .bind(idle_before)
                 .execute(&self.pool)
-                .await?;
+                .await
+                .map_err(backend)?;
         Ok(done.rows_affected())
     }
 
@@ -353,7 +367,7 @@ impl UserStore for SqlStore {
         let sql = format!(
             "INSERT INTO invites ({INVITE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(&sql)
             .bind(&i.id)
             .bind(&i.token_hash)
@@ -367,9 +381,10 @@ impl UserStore for SqlStore {
             .bind(i.accepted_by.clone())
             .bind(i.revoked_at)
             .execute(&mut *tx)
-            .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+            .await
+            .map_err(backend)?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -378,7 +393,8 @@ impl UserStore for SqlStore {
         sqlx::query(&sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
             .as_ref()
             .map(invite_from_row)
             .transpose()
@@ -393,7 +409,8 @@ impl UserStore for SqlStore {
             .bind(tenant_id)
             .bind(now)
             .fetch_all(&self.pool)
-            .await?
+            .await
+            .map_err(backend)?
             .iter()
             .map(invite_from_row)
             .collect()
@@ -405,7 +422,7 @@ impl UserStore for SqlStore {
         invite_id: &str,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE invites SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 \
              AND accepted_at IS NULL AND revoked_at IS NULL",
@@ -414,12 +431,13 @@ impl UserStore for SqlStore {
         .bind(invite_id)
         .bind(tenant_id)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -433,7 +451,7 @@ impl UserStore for SqlStore {
             Invitee::New(u) => u.id.as_str(),
             Invitee::Existing(id) => id,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let used = sqlx::query(
             "UPDATE invites SET accepted_at = $1, accepted_by = $2 WHERE id = $3 \
              AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
@@ -442,7 +460,8 @@ impl UserStore for SqlStore {
         .bind(user_id)
         .bind(&invite.id)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(backend)?;
         if used.rows_affected() == 0 {
             return Err(StoreError::Conflict(
                 "this invitation was already used, revoked, or has expired",
@@ -465,11 +484,11 @@ impl UserStore for SqlStore {
             if is_unique(&e) {
                 StoreError::Conflict("you are already a member of this tenant")
             } else {
-                StoreError::Backend(e)
+                backend(e)
             }
         })?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -485,9 +504,12 @@ impl UserStore for SqlStore {
         .bind(subject)
         .bind(now - window_ms)
         .fetch_optional(&self.pool)
-        .await?;
+        .await.map_err(backend)?;
         match row {
-            Some(r) => Ok((r.try_get("failures")?, r.try_get("window_start")?)),
+            Some(r) => Ok((
+                r.try_get("failures").map_err(backend)?,
+                r.try_get("window_start").map_err(backend)?,
+            )),
             None => Ok((0, now)),
         }
     }
@@ -511,13 +533,17 @@ impl UserStore for SqlStore {
         .bind(now)
         .bind(cutoff)
         .fetch_one(&self.pool)
-        .await?;
-        let counted = (row.try_get("failures")?, row.try_get("window_start")?);
+        .await.map_err(backend)?;
+        let counted = (
+            row.try_get("failures").map_err(backend)?,
+            row.try_get("window_start").map_err(backend)?,
+        );
         // Old windows are forgotten, so guessed account names do not pile up.
         sqlx::query("DELETE FROM login_failures WHERE window_start <= $1")
             .bind(cutoff)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(backend)?;
         Ok(counted)
     }
 
@@ -525,7 +551,8 @@ impl UserStore for SqlStore {
         sqlx::query("DELETE FROM login_failures WHERE subject = $1")
             .bind(subject)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 }

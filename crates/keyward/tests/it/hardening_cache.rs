@@ -9,7 +9,7 @@ use std::time::Duration;
 use keyward_core::clock::ManualClock;
 use keyward_core::secret::{KeyKind, OsEntropy};
 use keyward_server::config::{Config, Settings};
-use keyward_store::{AuditEntry, SqlStore, Store};
+use keyward_store::{AuditEntry, KeyStore, SqlStore};
 use reqwest::StatusCode;
 use serde_json::json;
 

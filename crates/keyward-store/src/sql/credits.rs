@@ -1,21 +1,17 @@
-//! [`LimitStore`] for [`SqlStore`]: credit accounts, the ledger and
-//! idempotency records, in the same portable SQL as the rest of the store.
+//! [`CreditStore`] for [`SqlStore`]: credit accounts and the ledger, in the same portable SQL as the rest of the store.
 //!
 //! Row locks: `UPDATE … SET x = x … RETURNING` takes the row lock in
 //! PostgreSQL (so concurrent nodes serialize on a tenant's balance) and is
 //! plain SQL in SQLite, whose single connection serializes everything anyway.
 
 use async_trait::async_trait;
-use base64::Engine;
 use keyward_core::id::new_id;
 use keyward_core::secret::OsEntropy;
-use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::{insert_audit, paged, Bind, Built, SqlStore};
-use crate::limits::*;
-use crate::{Page, PageRequest, StoreError, StoreResult};
+use super::{backend, insert_audit, paged, Bind, Built, SqlStore};
+use crate::*;
 
 const ACCOUNT_COLUMNS: &str =
     "tenant_id, balance, refill, last_refill_at, next_refill_at, updated_at";
@@ -30,41 +26,41 @@ fn ledger_id() -> StoreResult<String> {
 }
 
 fn account_from_row(r: &AnyRow) -> StoreResult<CreditAccount> {
-    let refill = match r.try_get::<Option<String>, _>("refill")? {
+    let refill = match r.try_get::<Option<String>, _>("refill").map_err(backend)? {
         None => None,
         Some(s) => Some(
             serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("refill: {e}")))?,
         ),
     };
     Ok(CreditAccount {
-        tenant_id: r.try_get("tenant_id")?,
-        balance: r.try_get("balance")?,
+        tenant_id: r.try_get("tenant_id").map_err(backend)?,
+        balance: r.try_get("balance").map_err(backend)?,
         refill,
-        last_refill_at: r.try_get("last_refill_at")?,
-        next_refill_at: r.try_get("next_refill_at")?,
-        updated_at: r.try_get("updated_at")?,
+        last_refill_at: r.try_get("last_refill_at").map_err(backend)?,
+        next_refill_at: r.try_get("next_refill_at").map_err(backend)?,
+        updated_at: r.try_get("updated_at").map_err(backend)?,
     })
 }
 
 fn ledger_from_row(r: &AnyRow) -> StoreResult<(i64, LedgerEntry, Option<String>)> {
-    let kind: String = r.try_get("kind")?;
+    let kind: String = r.try_get("kind").map_err(backend)?;
     Ok((
-        r.try_get("seq")?,
+        r.try_get("seq").map_err(backend)?,
         LedgerEntry {
-            id: r.try_get("id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            at: r.try_get("at")?,
+            id: r.try_get("id").map_err(backend)?,
+            tenant_id: r.try_get("tenant_id").map_err(backend)?,
+            at: r.try_get("at").map_err(backend)?,
             kind: LedgerKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("ledger kind {kind:?}")))?,
-            amount: r.try_get("amount")?,
-            balance_after: r.try_get("balance_after")?,
-            key_id: r.try_get("key_id")?,
-            requests: r.try_get("requests")?,
-            actor: r.try_get("actor")?,
-            reason: r.try_get("reason")?,
-            idempotency_key: r.try_get("idempotency_key")?,
+            amount: r.try_get("amount").map_err(backend)?,
+            balance_after: r.try_get("balance_after").map_err(backend)?,
+            key_id: r.try_get("key_id").map_err(backend)?,
+            requests: r.try_get("requests").map_err(backend)?,
+            actor: r.try_get("actor").map_err(backend)?,
+            reason: r.try_get("reason").map_err(backend)?,
+            idempotency_key: r.try_get("idempotency_key").map_err(backend)?,
         },
-        r.try_get("fingerprint")?,
+        r.try_get("fingerprint").map_err(backend)?,
     ))
 }
 
@@ -109,13 +105,14 @@ async fn lock_account(tx: &mut Tx<'_>, tenant_id: &str, now: i64) -> StoreResult
     .bind(tenant_id)
     .bind(now)
     .execute(&mut **tx)
-    .await?;
+    .await
+    .map_err(backend)?;
     let row = sqlx::query(&format!(
         "UPDATE credit_accounts SET balance = balance WHERE tenant_id = $1 RETURNING {ACCOUNT_COLUMNS}"
     ))
     .bind(tenant_id)
     .fetch_one(&mut **tx)
-    .await?;
+    .await.map_err(backend)?;
     account_from_row(&row)
 }
 
@@ -150,7 +147,7 @@ async fn refill_if_due(
     .bind(account.next_refill_at)
     .bind(&account.tenant_id)
     .execute(&mut **tx)
-    .await?;
+    .await.map_err(backend)?;
     let entry = LedgerEntry {
         id: ledger_id()?,
         tenant_id: account.tenant_id.clone(),
@@ -174,27 +171,27 @@ async fn refill_if_due(
         )),
         idempotency_key: None,
     };
-    insert_ledger(tx, &entry, None).await?;
+    insert_ledger(tx, &entry, None).await.map_err(backend)?;
     Ok(())
 }
 
 #[async_trait]
-impl LimitStore for SqlStore {
+impl CreditStore for SqlStore {
     async fn credit_account(
         &self,
         tenant_id: &str,
         refill: Option<Refill>,
         now: i64,
     ) -> StoreResult<CreditAccount> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let mut account = lock_account(&mut tx, tenant_id, now).await?;
         refill_if_due(&mut tx, &mut account, refill, now).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(backend)?;
         Ok(account)
     }
 
     async fn reserve_credits(&self, r: &ReserveRequest, now: i64) -> StoreResult<Reserved> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let mut account = lock_account(&mut tx, &r.tenant_id, now).await?;
         refill_if_due(&mut tx, &mut account, r.refill, now).await?;
         let granted = if account.balance >= r.min.max(1) {
@@ -211,7 +208,8 @@ impl LimitStore for SqlStore {
             .bind(now)
             .bind(&r.tenant_id)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(backend)?;
             sqlx::query(
                 "INSERT INTO credit_reservations (tenant_id, node_id, amount, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant_id, node_id) DO UPDATE \
@@ -222,9 +220,9 @@ impl LimitStore for SqlStore {
             .bind(granted)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
+            .await.map_err(backend)?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(backend)?;
         Ok(Reserved {
             granted,
             balance: account.balance,
@@ -237,7 +235,7 @@ impl LimitStore for SqlStore {
         settlements: &[Settlement],
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         for s in settlements {
             let mut account = lock_account(&mut tx, &s.tenant_id, now).await?;
             let held = sqlx::query(
@@ -249,7 +247,8 @@ impl LimitStore for SqlStore {
             .bind(&s.tenant_id)
             .bind(node_id)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(backend)?;
             if held.rows_affected() == 0 {
                 // Another node counted this reservation as spent already
                 // (this node looked stopped): its spends are in the ledger
@@ -266,7 +265,8 @@ impl LimitStore for SqlStore {
                 .bind(now)
                 .bind(&s.tenant_id)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(backend)?;
             }
             sqlx::query(
                 "DELETE FROM credit_reservations WHERE tenant_id = $1 AND node_id = $2 AND amount <= 0",
@@ -274,7 +274,7 @@ impl LimitStore for SqlStore {
             .bind(&s.tenant_id)
             .bind(node_id)
             .execute(&mut *tx)
-            .await?;
+            .await.map_err(backend)?;
             for (key_id, spent) in &s.key_spends {
                 sqlx::query(
                     "INSERT INTO key_credits (key_id, spent) VALUES ($1, $2) \
@@ -283,7 +283,8 @@ impl LimitStore for SqlStore {
                 .bind(key_id)
                 .bind(*spent)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(backend)?;
             }
             if s.spent > 0 {
                 let entry = LedgerEntry {
@@ -299,15 +300,17 @@ impl LimitStore for SqlStore {
                     reason: None,
                     idempotency_key: None,
                 };
-                insert_ledger(&mut tx, &entry, None).await?;
+                insert_ledger(&mut tx, &entry, None)
+                    .await
+                    .map_err(backend)?;
             }
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
     async fn recover_reservations(&self, which: Recover<'_>, now: i64) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let rows = match which {
             Recover::Node(node_id) => sqlx::query(
                 "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id = $1",
@@ -320,12 +323,12 @@ impl LimitStore for SqlStore {
             .bind(before),
         }
         .fetch_all(&mut *tx)
-        .await?;
+        .await.map_err(backend)?;
         let mut recovered = 0;
         for row in &rows {
-            let tenant: String = row.try_get("tenant_id")?;
-            let node: String = row.try_get("node_id")?;
-            let amount: i64 = row.try_get("amount")?;
+            let tenant: String = row.try_get("tenant_id").map_err(backend)?;
+            let node: String = row.try_get("node_id").map_err(backend)?;
+            let amount: i64 = row.try_get("amount").map_err(backend)?;
             let account = lock_account(&mut tx, &tenant, now).await?;
             let gone = sqlx::query(
                 "DELETE FROM credit_reservations WHERE tenant_id = $1 AND node_id = $2 AND amount = $3",
@@ -334,7 +337,7 @@ impl LimitStore for SqlStore {
             .bind(&node)
             .bind(amount)
             .execute(&mut *tx)
-            .await?;
+            .await.map_err(backend)?;
             if gone.rows_affected() == 0 || amount <= 0 {
                 continue;
             }
@@ -354,9 +357,11 @@ impl LimitStore for SqlStore {
                 )),
                 idempotency_key: None,
             };
-            insert_ledger(&mut tx, &entry, None).await?;
+            insert_ledger(&mut tx, &entry, None)
+                .await
+                .map_err(backend)?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(backend)?;
         Ok(recovered)
     }
 
@@ -364,9 +369,10 @@ impl LimitStore for SqlStore {
         let row = sqlx::query("SELECT spent FROM key_credits WHERE key_id = $1")
             .bind(key_id)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .map_err(backend)?;
         Ok(match row {
-            Some(r) => r.try_get("spent")?,
+            Some(r) => r.try_get("spent").map_err(backend)?,
             None => 0,
         })
     }
@@ -383,7 +389,7 @@ impl LimitStore for SqlStore {
             .bind(&c.tenant_id)
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?;
+            .await.map_err(backend)?;
             row.as_ref().map(ledger_from_row).transpose()
         };
         let replay = |(_, entry, fp): (i64, LedgerEntry, Option<String>)| {
@@ -403,7 +409,7 @@ impl LimitStore for SqlStore {
                 return replay(found);
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let mut account = lock_account(&mut tx, &c.tenant_id, c.at).await?;
         refill_if_due(&mut tx, &mut account, c.refill, c.at).await?;
         let after = account.balance.saturating_add(c.amount);
@@ -419,7 +425,8 @@ impl LimitStore for SqlStore {
         .bind(c.at)
         .bind(&c.tenant_id)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(backend)?;
         let entry = LedgerEntry {
             id: c.id.clone(),
             tenant_id: c.tenant_id.clone(),
@@ -441,13 +448,13 @@ impl LimitStore for SqlStore {
                 let key = c.idempotency_key.clone().unwrap_or_default();
                 return match find(key).await? {
                     Some(found) => replay(found),
-                    None => Err(StoreError::Backend(e)),
+                    None => Err(backend(e)),
                 };
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(backend(e)),
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(ChangeOutcome {
             entry,
             replayed: false,
@@ -465,7 +472,7 @@ impl LimitStore for SqlStore {
             .map(|r| serde_json::to_string(&r))
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         lock_account(&mut tx, tenant_id, now).await?;
         // A new schedule applies at once, then at each boundary.
         let row = sqlx::query(&format!(
@@ -476,10 +483,11 @@ impl LimitStore for SqlStore {
         .bind(now)
         .bind(tenant_id)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(backend)?;
         let account = account_from_row(&row)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        insert_audit(&mut tx, audit).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(account)
     }
 
@@ -494,239 +502,11 @@ impl LimitStore for SqlStore {
         let p = b.arg(Bind::Text(Some(tenant_id.to_owned())));
         b.sql.push_str(&p);
         b.page(page, "AND");
-        let rows = b.query().fetch_all(&self.pool).await?;
+        let rows = b.query().fetch_all(&self.pool).await.map_err(backend)?;
         let items = rows
             .iter()
             .map(|r| ledger_from_row(r).map(|(seq, e, _)| (seq, e)))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paged(items, page.limit))
     }
-
-    async fn claim_idempotency(&self, c: &IdempotencyClaim) -> StoreResult<ClaimOutcome> {
-        for _ in 0..4 {
-            match self.insert_claim(c).await? {
-                Inserted::Yes => return Ok(ClaimOutcome::Claimed),
-                Inserted::OverQuota => return Ok(ClaimOutcome::QuotaExceeded),
-                Inserted::Exists => {}
-            }
-            let row = sqlx::query(
-                "SELECT fingerprint, state, locked_until, expires_at, status, headers, body \
-                 FROM idempotency_records WHERE scope = $1 AND idem_key = $2",
-            )
-            .bind(&c.scope)
-            .bind(&c.key)
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some(row) = row else {
-                continue;
-            };
-            let state: String = row.try_get("state")?;
-            let fingerprint: String = row.try_get("fingerprint")?;
-            let locked_until: i64 = row.try_get("locked_until")?;
-            let expires_at: i64 = row.try_get("expires_at")?;
-            if state == "done" && expires_at <= c.now {
-                // Its replay window ended: the key is free again.
-                sqlx::query(
-                    "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 \
-                     AND state = 'done' AND expires_at <= $3",
-                )
-                .bind(&c.scope)
-                .bind(&c.key)
-                .bind(c.now)
-                .execute(&self.pool)
-                .await?;
-                continue;
-            }
-            if state == "in_flight" && locked_until <= c.now {
-                // Abandoned (the gateway died mid-request): take it over.
-                let taken = sqlx::query(
-                    "UPDATE idempotency_records SET fingerprint = $1, locked_until = $2, expires_at = $3, created_at = $4 \
-                     WHERE scope = $5 AND idem_key = $6 AND state = 'in_flight' AND locked_until <= $4",
-                )
-                .bind(&c.fingerprint)
-                .bind(c.lock_until)
-                .bind(c.expires_at)
-                .bind(c.now)
-                .bind(&c.scope)
-                .bind(&c.key)
-                .execute(&self.pool)
-                .await?;
-                if taken.rows_affected() == 1 {
-                    return Ok(ClaimOutcome::Claimed);
-                }
-                continue;
-            }
-            if fingerprint != c.fingerprint {
-                return Ok(ClaimOutcome::Mismatch);
-            }
-            if state == "in_flight" {
-                return Ok(ClaimOutcome::InProgress);
-            }
-            let status: i64 = row.try_get::<Option<i64>, _>("status")?.unwrap_or(500);
-            let headers: Vec<(String, String)> =
-                match row.try_get::<Option<String>, _>("headers")? {
-                    None => Vec::new(),
-                    Some(s) => serde_json::from_str::<Vec<(String, String)>>(&s)
-                        .map_err(|e| StoreError::Corrupt(format!("idempotency headers: {e}")))?,
-                };
-            let body = match row.try_get::<Option<String>, _>("body")? {
-                None => Vec::new(),
-                Some(s) => base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?,
-            };
-            return Ok(ClaimOutcome::Completed(StoredResponse {
-                status: u16::try_from(status).unwrap_or(500),
-                headers,
-                body,
-            }));
-        }
-        // Four rounds of the record changing under us: report it as busy.
-        Ok(ClaimOutcome::InProgress)
-    }
-
-    async fn complete_idempotency(
-        &self,
-        scope: &str,
-        key: &str,
-        response: &StoredResponse,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        let headers = Value::from(
-            response
-                .headers
-                .iter()
-                .map(|(n, v)| Value::from(vec![n.clone(), v.clone()]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        sqlx::query(
-            "UPDATE idempotency_records SET state = 'done', status = $1, headers = $2, body = $3, expires_at = $4 \
-             WHERE scope = $5 AND idem_key = $6",
-        )
-        .bind(i64::from(response.status))
-        .bind(headers)
-        .bind(base64::engine::general_purpose::STANDARD.encode(&response.body))
-        .bind(expires_at)
-        .bind(scope)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 AND state = 'in_flight'",
-        )
-        .bind(scope)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn purge_idempotency(&self, now: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_records WHERE expires_at <= $1 AND (state = 'done' OR locked_until <= $1)",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-}
-
-/// What inserting a new claim did.
-enum Inserted {
-    Yes,
-    /// The key has a record already.
-    Exists,
-    /// The scope is full of claims in flight.
-    OverQuota,
-}
-
-/// A PostgreSQL advisory-lock key for an idempotency scope (FNV-1a: stable
-/// across nodes and releases; a collision only makes two scopes wait for
-/// each other).
-fn scope_lock(scope: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"keyward idempotency scope\0"
-        .iter()
-        .chain(scope.as_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(h.to_ne_bytes())
-}
-
-impl SqlStore {
-    /// Inserts `c` as a new in-flight record within the scope's quota, in
-    /// one transaction that holds the scope: PostgreSQL by an advisory
-    /// lock taken first, SQLite because the first statement is a write
-    /// (the database's one write lock, held to the end). So the count the
-    /// quota is checked against cannot change underneath, on any node.
-    async fn insert_claim(&self, c: &IdempotencyClaim) -> StoreResult<Inserted> {
-        let mut tx = self.pool.begin().await?;
-        if self.dialect == super::Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(scope_lock(&c.scope))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_records (scope, idem_key, fingerprint, state, locked_until, expires_at, created_at) \
-             VALUES ($1, $2, $3, 'in_flight', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
-        )
-        .bind(&c.scope)
-        .bind(&c.key)
-        .bind(&c.fingerprint)
-        .bind(c.lock_until)
-        .bind(c.expires_at)
-        .bind(c.now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Inserted::Exists);
-        }
-        let max = i64::try_from(c.max_records).unwrap_or(i64::MAX);
-        let mut count = records_in(&mut tx, &c.scope).await?;
-        if count > max {
-            // Free records first (expired, or abandoned past their lock),
-            // then the oldest completed ones. The outer condition is checked
-            // again on the row itself, so a claim taken over meanwhile (in
-            // flight again) is never dropped.
-            sqlx::query(
-                "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key <> $2 \
-                 AND (state = 'done' OR locked_until <= $3) \
-                 AND idem_key IN (SELECT idem_key FROM idempotency_records \
-                   WHERE scope = $1 AND idem_key <> $2 AND (state = 'done' OR locked_until <= $3) \
-                   ORDER BY CASE WHEN state = 'done' AND expires_at > $3 THEN 1 ELSE 0 END, created_at, idem_key \
-                   LIMIT $4)",
-            )
-            .bind(&c.scope)
-            .bind(&c.key)
-            .bind(c.now)
-            .bind(count - max)
-            .execute(&mut *tx)
-            .await?;
-            count = records_in(&mut tx, &c.scope).await?;
-        }
-        if count > max {
-            tx.rollback().await?;
-            return Ok(Inserted::OverQuota);
-        }
-        tx.commit().await?;
-        Ok(Inserted::Yes)
-    }
-}
-
-async fn records_in(tx: &mut Tx<'_>, scope: &str) -> StoreResult<i64> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_records WHERE scope = $1")
-        .bind(scope)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.try_get("n")?)
 }

@@ -1,29 +1,14 @@
-//! The records the store keeps. Times are milliseconds since the Unix epoch.
+//! API keys: tenant keys and operator root keys in one store, told apart by
+//! [`KeyClass`], found by the hex SHA-256 of their secret.
 
+use async_trait::async_trait;
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-    pub metadata: Value,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The rate-limit tier of the tenant's keys that name none themselves.
-    pub tier: Option<String>,
-    /// The ceiling of scopes its keys may be given by anyone but operators
-    /// (a plan); `None` is no ceiling.
-    pub grantable_scopes: Option<Vec<String>>,
-}
+use crate::{AuditEntry, Page, PageRequest, StoreResult};
 
-#[derive(Debug, Clone, Default)]
-pub struct TenantPatch {
-    pub name: Option<String>,
-    pub metadata: Option<Value>,
-    pub tier: Option<Option<String>>,
-    pub grantable_scopes: Option<Option<Vec<String>>>,
-    pub updated_at: i64,
-}
+/// The most hashes one [`KeyStore::find_keys_with_tenants`] call takes (well
+/// under SQLite's and PostgreSQL's bind-parameter limits).
+pub const MAX_HASHES_PER_LOOKUP: usize = 500;
 
 /// Tenant keys belong to a tenant; root keys belong to keyward's operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,51 +221,60 @@ pub struct KeyUse {
     pub ip: Option<String>,
 }
 
-/// What a management action records, written with the change itself.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub id: String,
-    pub at: i64,
-    /// Who: a key id, or `cli` for commands run on the server's host.
-    pub actor: String,
-    pub actor_ip: Option<String>,
-    pub tenant_id: Option<String>,
-    /// `key.created`, `key.revoked`, `tenant.updated`, …
-    pub action: String,
-    /// The id of the thing acted on.
-    pub target: String,
-    /// Non-secret details (changed field names, reasons).
-    pub details: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEvent {
-    pub seq: i64,
-    pub id: String,
-    pub at: i64,
-    pub actor: String,
-    pub actor_ip: Option<String>,
-    pub tenant_id: Option<String>,
-    pub action: String,
-    pub target: String,
-    pub details: Value,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub tenant_id: Option<String>,
-}
-
-/// Newest first; `before` is the `seq` cursor of the last item already seen.
-#[derive(Debug, Clone, Copy)]
-pub struct PageRequest {
-    pub limit: u32,
-    pub before: Option<i64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<(i64, T)>,
-    /// Present when more items follow; pass it back as `before`.
-    pub next: Option<i64>,
+/// Keys, including root keys: issue, look up (by id or secret hash), change,
+/// revoke, rotate, delete, and record last use. Every change is written with
+/// its [`AuditEntry`] in one transaction.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Inserts a key. [`StoreError::NameTaken`](crate::StoreError::NameTaken) if a live key of the same
+    /// tenant already has its name.
+    async fn create_key(&self, key: &KeyRecord, audit: &AuditEntry) -> StoreResult<()>;
+    /// A key by id, including revoked ones; deleted keys are [`StoreError::NotFound`](crate::StoreError::NotFound).
+    async fn get_key(&self, id: &str) -> StoreResult<KeyRecord>;
+    /// A key by the hex SHA-256 of its secret, including revoked and deleted
+    /// ones (the verifier reports those as such).
+    async fn find_key_by_hash(&self, hash_hex: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Keys by the hex SHA-256 of their secrets, each with its tenant's
+    /// name and tier, in one round trip (the verifier's cache fills and
+    /// refreshes in batches). Revoked and deleted keys are included; hashes
+    /// without a key are left out. At most [`MAX_HASHES_PER_LOOKUP`] hashes.
+    async fn find_keys_with_tenants(
+        &self,
+        hashes_hex: &[String],
+    ) -> StoreResult<Vec<KeyWithTenant>>;
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<KeyRecord>>;
+    /// Changes a key. Like revoke and delete, fails with
+    /// [`StoreError::LastRootKey`](crate::StoreError::LastRootKey) (changing nothing) if it would end the last
+    /// active root key that can manage keys ([`KeyRecord::is_managing_root`]);
+    /// concurrent changes of root keys are serialized for this check.
+    async fn update_key(
+        &self,
+        id: &str,
+        patch: &KeyPatch,
+        audit: &AuditEntry,
+    ) -> StoreResult<KeyRecord>;
+    /// Revokes a live key. Revoking a revoked key returns it unchanged.
+    async fn revoke_key(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        audit: &AuditEntry,
+    ) -> StoreResult<KeyRecord>;
+    /// Marks `old_id` as replaced by `new_key` (its secret keeps working until
+    /// `grace_until`) and inserts `new_key`, in one transaction.
+    async fn rotate_key(
+        &self,
+        old_id: &str,
+        new_key: &KeyRecord,
+        grace_until: i64,
+        audit: &AuditEntry,
+    ) -> StoreResult<KeyRecord>;
+    async fn delete_key(&self, id: &str, audit: &AuditEntry) -> StoreResult<KeyRecord>;
+    /// Records last use for a batch of keys; older timestamps never overwrite
+    /// newer ones.
+    async fn touch_keys(&self, uses: &[KeyUse]) -> StoreResult<()>;
 }
