@@ -32,7 +32,7 @@ pub struct TierConfig {
     pub burst: Option<u64>,
     /// Credits refilled for tenants of this tier (unless a tenant has its
     /// own schedule): `{ amount = 100000, every = "monthly", mode = "set" }`.
-    pub refill: Option<keyward_store::limits::Refill>,
+    pub refill: Option<keyward_store::Refill>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

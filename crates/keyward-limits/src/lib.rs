@@ -34,7 +34,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use keyward_core::clock::Timestamp;
 use keyward_core::ratelimit::{self, Decision, RatePolicy, Tat};
 use keyward_core::verdict::Denial;
-use keyward_store::limits::{Recover, Refill, ReserveRequest, Reserved, Settlement};
+use keyward_store::{Recover, Refill, ReserveRequest, Reserved, Settlement};
 use keyward_store::{Store, StoreError};
 
 mod config;
