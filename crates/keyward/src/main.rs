@@ -268,15 +268,9 @@ async fn run(cli: Cli) -> Result<()> {
                     name,
                     environment,
                     scopes,
-                    owner: None,
-                    tier: None,
-                    credit_cap: None,
-                    rate_limit: None,
                     ip_allowlist,
-                    sub_tenants: Vec::new(),
                     expires_at,
-                    metadata: None,
-                    enabled: None,
+                    ..CreateKey::default()
                 };
                 let client = Client::new(&remote)?;
                 print(

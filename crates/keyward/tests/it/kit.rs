@@ -1,5 +1,11 @@
 //! The test kit: a real keyward on port 0 over a fresh store, a manual clock,
-//! and a small typed client, so tests read like the user's story.
+//! and a small client, so tests read like the user's story; [`client`] is a
+//! typed client over the `keyward_wire` types, [`raw`] a raw HTTP/1.1 client
+//! for tests where bytes matter, [`upstream`] a scripted raw upstream.
+
+pub mod client;
+pub mod raw;
+pub mod upstream;
 
 use std::sync::Arc;
 
