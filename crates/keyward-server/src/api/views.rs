@@ -25,8 +25,8 @@ fn opt_time(ms: Option<i64>) -> Option<String> {
 
 /// `KeyView::new(record, now)`: a key as management sees it (the wire type
 /// is foreign here, so its constructor is a trait).
-pub trait KeyViewExt {
-    fn new(k: &KeyRecord, now: Timestamp) -> KeyView;
+pub(crate) trait KeyViewExt {
+    fn new(k: &KeyRecord, now: Timestamp) -> Self;
 }
 
 impl KeyViewExt for KeyView {
@@ -64,8 +64,8 @@ impl KeyViewExt for KeyView {
 }
 
 /// `Principal::new(key)`: the principal behind a verified key.
-pub trait PrincipalExt {
-    fn new(k: &CachedKey) -> Principal;
+pub(crate) trait PrincipalExt {
+    fn new(k: &CachedKey) -> Self;
 }
 
 impl PrincipalExt for Principal {
@@ -88,7 +88,7 @@ impl PrincipalExt for Principal {
     }
 }
 
-pub fn tenant_view(t: &Tenant) -> TenantView {
+pub(crate) fn tenant_view(t: &Tenant) -> TenantView {
     TenantView {
         id: t.id.clone(),
         name: t.name.clone(),
@@ -100,7 +100,7 @@ pub fn tenant_view(t: &Tenant) -> TenantView {
     }
 }
 
-pub fn audit_event_view(e: &AuditEvent) -> AuditEventView {
+pub(crate) fn audit_event_view(e: &AuditEvent) -> AuditEventView {
     AuditEventView {
         id: e.id.clone(),
         at: time(e.at),
@@ -113,7 +113,7 @@ pub fn audit_event_view(e: &AuditEvent) -> AuditEventView {
     }
 }
 
-pub fn rate_limit_spec(r: keyward_store::RateLimitOverride) -> RateLimitSpec {
+pub(crate) fn rate_limit_spec(r: keyward_store::RateLimitOverride) -> RateLimitSpec {
     RateLimitSpec {
         limit: r.limit,
         window_seconds: r.window_ms / 1000,
@@ -133,7 +133,7 @@ impl From<&crate::limits::RateState> for RateLimitState {
     }
 }
 
-pub fn refill_spec(r: keyward_store::limits::Refill) -> RefillSpec {
+pub(crate) fn refill_spec(r: keyward_store::limits::Refill) -> RefillSpec {
     use keyward_store::limits::{RefillMode, RefillPeriod};
     RefillSpec {
         amount: r.amount,
@@ -149,7 +149,7 @@ pub fn refill_spec(r: keyward_store::limits::Refill) -> RefillSpec {
 }
 
 /// The store's refill for a requested schedule.
-pub fn store_refill(s: &RefillSpec) -> keyward_store::limits::Refill {
+pub(crate) fn store_refill(s: &RefillSpec) -> keyward_store::limits::Refill {
     use keyward_store::limits::{Refill, RefillMode, RefillPeriod};
     Refill {
         amount: s.amount,
@@ -164,7 +164,7 @@ pub fn store_refill(s: &RefillSpec) -> keyward_store::limits::Refill {
     }
 }
 
-pub fn ledger_entry_view(e: &keyward_store::limits::LedgerEntry) -> LedgerEntryView {
+pub(crate) fn ledger_entry_view(e: &keyward_store::limits::LedgerEntry) -> LedgerEntryView {
     LedgerEntryView {
         id: e.id.clone(),
         tenant_id: e.tenant_id.clone(),

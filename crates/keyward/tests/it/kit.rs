@@ -279,6 +279,25 @@ impl Reply {
     }
 }
 
+/// Runs `cmd` with `stdin` written to its standard input; its output.
+pub fn run_with_stdin(cmd: &mut std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Parses a TOML configuration the way `keyward serve --config` does.
 pub fn config_from_toml(text: &str) -> Config {
     let path = temp_dir("cfg").join("keyward.toml");

@@ -313,28 +313,23 @@ async fn secrets_are_never_stored_or_logged_and_keys_survive_restart() {
 /// Runs a client command of the CLI against `base` with `root`, feeding
 /// `stdin`; returns whether it succeeded, its stdout and its stderr.
 fn cli(base: &str, root: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env("KEYWARD_URL", base)
-        .env("KEYWARD_ROOT_KEY", root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("KEYWARD_ROOT_KEY", root);
+    let out = crate::kit::run_with_stdin(&mut cmd, stdin);
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// [`cli`] that must succeed; its stdout parsed as `T`.
+fn cli_ok<T: serde::de::DeserializeOwned>(base: &str, root: &str, args: &[&str], stdin: &str) -> T {
+    let (ok, out, err) = cli(base, root, args, stdin);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 #[tokio::test]
@@ -355,13 +350,9 @@ async fn cli_client_commands_print_the_api_answers() {
     let srv = start_with(&data, &log, &[], "info").await;
     let b = srv.base.clone();
 
-    let (ok, out, err) = cli(&b, &root, &["tenants", "create", "--name", "Acme"], "");
-    assert!(ok, "{err}");
-    let tenant: TenantView = serde_json::from_str(&out).unwrap();
+    let tenant: TenantView = cli_ok(&b, &root, &["tenants", "create", "--name", "Acme"], "");
     assert_eq!(tenant.name, "Acme");
-    let (ok, out, err) = cli(&b, &root, &["tenants", "list"], "");
-    assert!(ok, "{err}");
-    let page: TenantPage = serde_json::from_str(&out).unwrap();
+    let page: TenantPage = cli_ok(&b, &root, &["tenants", "list"], "");
     assert_eq!(page.data, vec![tenant.clone()]);
 
     let (ok, out, err) = cli(
@@ -395,21 +386,13 @@ async fn cli_client_commands_print_the_api_answers() {
         created.key.expires_at.as_deref(),
         Some("2999-01-01T00:00:00.000Z")
     );
-    let (ok, out, err) = cli(&b, &root, &["keys", "list", "--tenant", &tenant.id], "");
-    assert!(ok, "{err}");
-    let page: KeyPage = serde_json::from_str(&out).unwrap();
+    let page: KeyPage = cli_ok(&b, &root, &["keys", "list", "--tenant", &tenant.id], "");
     assert_eq!(page.data, vec![created.key.clone()]);
 
     // The key comes from stdin, never argv.
-    let verify = |secret: &str, scope: &str| {
-        let (ok, out, err) = cli(
-            &b,
-            &root,
-            &["keys", "verify", "--scope", scope, "--ip", "127.0.0.1"],
-            &format!("{secret}\n"),
-        );
-        assert!(ok, "{err}");
-        serde_json::from_str::<VerifyResult>(&out).unwrap()
+    let verify = |secret: &str, scope: &str| -> VerifyResult {
+        let args = ["keys", "verify", "--scope", scope, "--ip", "127.0.0.1"];
+        cli_ok(&b, &root, &args, &format!("{secret}\n"))
     };
     let v = verify(&created.secret, "keyward:keys:read");
     assert!(v.valid, "{v:?}");
@@ -418,26 +401,22 @@ async fn cli_client_commands_print_the_api_answers() {
     assert_eq!(v.code, "insufficient_scope");
     assert_eq!(v.missing_scopes.unwrap(), ["keyward:keys:write"]);
 
-    let (ok, out, err) = cli(
+    let rotated: KeyWithSecret = cli_ok(
         &b,
         &root,
         &["keys", "rotate", &created.key.id, "--grace-seconds", "60"],
         "",
     );
-    assert!(ok, "{err}");
-    let rotated: KeyWithSecret = serde_json::from_str(&out).unwrap();
     assert_eq!(
         rotated.key.rotated_from.as_deref(),
         Some(created.key.id.as_str())
     );
-    let (ok, out, err) = cli(
+    let revoked: KeyView = cli_ok(
         &b,
         &root,
         &["keys", "revoke", &rotated.key.id, "--reason", "leaked"],
         "",
     );
-    assert!(ok, "{err}");
-    let revoked: KeyView = serde_json::from_str(&out).unwrap();
     assert_eq!(revoked.status, "revoked");
     assert_eq!(revoked.revoked_reason.as_deref(), Some("leaked"));
     assert!(!verify(&rotated.secret, "keyward:keys:read").valid);
