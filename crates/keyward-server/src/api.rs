@@ -330,13 +330,3 @@ fn decode_cursor(c: &str) -> Option<i64> {
         .parse()
         .ok()
 }
-
-/// Deserializes a field that may be absent (`None`), `null` (`Some(None)`)
-/// or a value (`Some(Some(v))`), for PATCH bodies.
-pub(crate) fn nullable<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
-}

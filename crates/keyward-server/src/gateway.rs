@@ -25,7 +25,7 @@ use keyward_core::scope::ScopeCatalog;
 use keyward_core::verdict::Denial;
 use serde_json::Value;
 
-use crate::api::views::Principal;
+use crate::api::views::{Principal, PrincipalExt};
 use crate::app::AppState;
 use crate::config::{invalid, Config, ConfigError, GatewayConfig, IdempotencyMode, RouteConfig};
 use crate::credential;

@@ -3,7 +3,8 @@
 //! `serve` runs the server; `root-keys create` bootstraps the first operator
 //! key straight into the store; `users …` manages console users straight in
 //! the store (the first operator comes from here); `tenants …` and `keys …`
-//! call a running server's management API with the key in `KEYWARD_ROOT_KEY`.
+//! call a running server's management API with the key in `KEYWARD_ROOT_KEY`,
+//! posting and reading the `keyward_wire` types.
 
 mod test_clock;
 
@@ -18,7 +19,12 @@ use keyward_core::secret::OsEntropy;
 use keyward_server::config::{Config, LogFormat, Settings};
 use keyward_server::Keyward;
 use keyward_store::SqlStore;
-use serde_json::{json, Value};
+use keyward_wire::{
+    CreateKey, CreateTenant, ErrorBody, KeyPage, KeyView, KeyWithSecret, ListKeys, ListTenants,
+    RevokeKey, RotateKey, TenantPage, TenantView, VerifyKey, VerifyResult,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// mimalloc: a forwarded request makes a few dozen small allocations, and
 /// glibc's malloc/free were about 16 % of the gateway's instructions
@@ -227,15 +233,25 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Tenants(t) => match t {
             Tenants::Create { name, remote } => {
-                call(
-                    &remote,
-                    "POST",
-                    "/v1/tenants",
-                    Some(json!({ "name": name })),
+                let body = CreateTenant {
+                    name,
+                    ..CreateTenant::default()
+                };
+                let client = Client::new(&remote)?;
+                print(
+                    &client
+                        .send::<TenantView>("POST", "/v1/tenants", Some(&body))
+                        .await?,
                 )
-                .await
             }
-            Tenants::List { remote } => call(&remote, "GET", "/v1/tenants", None).await,
+            Tenants::List { remote } => {
+                let client = Client::new(&remote)?;
+                print(
+                    &client
+                        .get::<TenantPage>("/v1/tenants", &ListTenants::default())
+                        .await?,
+                )
+            }
         },
         Command::Keys(k) => match k {
             Keys::Create {
@@ -247,46 +263,68 @@ async fn run(cli: Cli) -> Result<()> {
                 expires_at,
                 remote,
             } => {
-                let body = json!({
-                    "tenant_id": tenant, "name": name, "environment": environment,
-                    "scopes": scopes, "ip_allowlist": ip_allowlist, "expires_at": expires_at,
-                });
-                call(&remote, "POST", "/v1/keys", Some(body)).await
+                let body = CreateKey {
+                    tenant_id: Some(tenant),
+                    name,
+                    environment,
+                    scopes,
+                    ip_allowlist,
+                    expires_at,
+                    ..CreateKey::default()
+                };
+                let client = Client::new(&remote)?;
+                print(
+                    &client
+                        .send::<KeyWithSecret>("POST", "/v1/keys", Some(&body))
+                        .await?,
+                )
             }
             Keys::List { tenant, remote } => {
-                let path = match tenant {
-                    Some(t) => format!("/v1/keys?tenant_id={t}"),
-                    None => "/v1/keys".to_owned(),
+                let query = ListKeys {
+                    tenant_id: tenant,
+                    ..ListKeys::default()
                 };
-                call(&remote, "GET", &path, None).await
+                let client = Client::new(&remote)?;
+                print(&client.get::<KeyPage>("/v1/keys", &query).await?)
             }
             Keys::Revoke { id, reason, remote } => {
-                call(
-                    &remote,
-                    "POST",
-                    &format!("/v1/keys/{id}/revoke"),
-                    Some(json!({ "reason": reason })),
+                let path = format!("/v1/keys/{}/revoke", segment(&id));
+                let client = Client::new(&remote)?;
+                print(
+                    &client
+                        .send::<KeyView>("POST", &path, Some(&RevokeKey { reason }))
+                        .await?,
                 )
-                .await
             }
             Keys::Rotate {
                 id,
                 grace_seconds,
                 remote,
             } => {
-                call(
-                    &remote,
-                    "POST",
-                    &format!("/v1/keys/{id}/rotate"),
-                    Some(json!({ "grace_seconds": grace_seconds })),
+                let path = format!("/v1/keys/{}/rotate", segment(&id));
+                let body = RotateKey { grace_seconds };
+                let client = Client::new(&remote)?;
+                print(
+                    &client
+                        .send::<KeyWithSecret>("POST", &path, Some(&body))
+                        .await?,
                 )
-                .await
             }
             Keys::Verify { scopes, ip, remote } => {
-                let mut key = String::new();
+                let mut key = zeroize::Zeroizing::new(String::new());
                 std::io::stdin().lock().read_line(&mut key)?;
-                let body = json!({ "key": key.trim(), "scopes": scopes, "ip": ip });
-                call(&remote, "POST", "/v1/keys/verify", Some(body)).await
+                let mut body = VerifyKey {
+                    key: key.trim().to_owned(),
+                    scopes,
+                    ip,
+                    cost: None,
+                    credits: None,
+                };
+                let client = Client::new(&remote)?;
+                let res = client.send::<VerifyResult>("POST", "/v1/keys/verify", Some(&body));
+                let res = res.await;
+                zeroize::Zeroize::zeroize(&mut body.key);
+                print(&res?)
             }
         },
     }
@@ -540,31 +578,100 @@ async fn users(cmd: Users) -> Result<()> {
     }
 }
 
-async fn call(remote: &Remote, method: &str, path: &str, body: Option<Value>) -> Result<()> {
-    let key = std::env::var("KEYWARD_ROOT_KEY")
-        .context("set KEYWARD_ROOT_KEY to a root or management key")?;
-    let client = reqwest::Client::new();
-    let url = format!("{}{}", remote.url.trim_end_matches('/'), path);
-    let method = reqwest::Method::from_bytes(method.as_bytes())?;
-    let mut req = client.request(method, &url).bearer_auth(key.trim());
-    if let Some(b) = body {
-        req = req.json(&b);
+/// A client of a running keyward's management API, with the key in
+/// `KEYWARD_ROOT_KEY`: it posts wire request types and reads wire responses.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    key: zeroize::Zeroizing<String>,
+}
+
+impl Client {
+    fn new(remote: &Remote) -> Result<Client> {
+        let key = std::env::var("KEYWARD_ROOT_KEY")
+            .context("set KEYWARD_ROOT_KEY to a root or management key")?;
+        Ok(Client {
+            http: reqwest::Client::new(),
+            url: remote.url.clone(),
+            key: zeroize::Zeroizing::new(key.trim().to_owned()),
+        })
     }
-    let res = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach keyward at {}", remote.url))?;
-    let status = res.status();
-    let text = res.text().await?;
-    let pretty = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+
+    /// `GET path?query`.
+    async fn get<R: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<R> {
+        let req = self.request(reqwest::Method::GET, path).query(query);
+        self.finish(req).await
+    }
+
+    /// `method path` with an optional JSON body.
+    async fn send<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<R> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.finish(req).await
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.url.trim_end_matches('/'), path);
+        self.http
+            .request(method, url)
+            .bearer_auth(self.key.as_str())
+    }
+
+    /// The typed body of a success; an error's body (a problem or an
+    /// envelope, pretty) goes to stderr.
+    async fn finish<R: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<R> {
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach keyward at {}", self.url))?;
+        let status = res.status();
+        let text = res.text().await?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .with_context(|| format!("keyward answered {status} with an unexpected body"));
+        }
+        let pretty = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => pretty(&e).ok(),
+            // Not keyward's (a proxy's, say): as it came, pretty if JSON.
+            Err(_) => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok()),
+        }
         .unwrap_or(text);
-    if status.is_success() {
-        println!("{pretty}");
-        Ok(())
-    } else {
         eprintln!("{pretty}");
         bail!("keyward answered {status}")
     }
+}
+
+/// A path segment (a key id) with the characters a URL path cannot hold
+/// as they are percent-encoded.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Prints an answer on stdout as pretty JSON with its members in
+/// alphabetical order (through `Value`), as the CLI always has.
+fn print(answer: &impl Serialize) -> Result<()> {
+    println!("{}", pretty(answer)?);
+    Ok(())
+}
+
+fn pretty(answer: &impl Serialize) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::to_value(answer)?)
 }

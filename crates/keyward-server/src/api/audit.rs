@@ -2,21 +2,12 @@
 
 use axum::extract::State;
 use keyward_store::AuditFilter;
-use serde::Deserialize;
+pub use keyward_wire::ListAudit;
 
-use super::views::{AuditEventView, AuditPage, ProblemDoc};
+use super::views::{audit_event_view, AuditPage, ProblemDoc};
 use super::{encode_cursor, page_request, Caller, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListAudit {
-    /// Root keys may filter by tenant; tenant keys always see their own.
-    pub tenant_id: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
 
 /// Lists audit events (`keyward:audit:read`).
 #[utoipa::path(
@@ -58,7 +49,7 @@ pub async fn list(
         data: page
             .items
             .iter()
-            .map(|(_, e)| AuditEventView::from(e))
+            .map(|(_, e)| audit_event_view(e))
             .collect(),
         next_cursor: page.next.map(encode_cursor),
         has_more: page.next.is_some(),

@@ -9,12 +9,14 @@ use axum::response::{IntoResponse, Response};
 use keyward_core::id::new_id;
 use keyward_store::limits::{CreditAccount, CreditChange, LedgerKind, Refill};
 use keyward_store::{StoreError, Tenant};
-use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use keyward_wire::ListLedger;
+
 use super::views::{
-    ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, ProblemDoc, RefillSpec,
+    ledger_entry_view, refill_spec, store_refill, ChangeCredits, CreditsView, LedgerEntryView,
+    LedgerPage, ProblemDoc, RefillSpec,
 };
 use super::{encode_cursor, page_request, Caller, Json, Query};
 use crate::app::AppState;
@@ -52,8 +54,8 @@ async fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsVi
     CreditsView {
         tenant_id: a.tenant_id.clone(),
         balance: a.balance + reserved,
-        refill: refill.map(RefillSpec::from),
-        refill_source: source,
+        refill: refill.map(refill_spec),
+        refill_source: source.map(str::to_owned),
         last_refill_at: a.last_refill_at.map(time),
         next_refill_at: a.next_refill_at.map(time),
     }
@@ -216,7 +218,7 @@ pub async fn change(
             },
             other => other.into(),
         })?;
-    let view = axum::Json(LedgerEntryView::from(&outcome.entry));
+    let view = axum::Json(ledger_entry_view(&outcome.entry));
     Ok(if outcome.replayed {
         let mut r = (StatusCode::OK, view).into_response();
         r.headers_mut()
@@ -264,11 +266,7 @@ pub async fn set_refill(
             "amount must not be negative",
         )]));
     }
-    let refill = Refill {
-        amount: body.amount,
-        every: body.every,
-        mode: body.mode,
-    };
+    let refill = store_refill(&body);
     let audit = caller.audit(
         &state,
         "credits.refill_set",
@@ -316,14 +314,6 @@ pub async fn clear_refill(
     Ok(axum::Json(view(&state, &tenant, &account).await))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListLedger {
-    /// 1 to 100, default 20.
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
 /// The tenant's credit ledger, newest first: grants, adjustments, refills,
 /// and spends (one entry per key per committed batch). `keyward:credits:read`.
 #[utoipa::path(
@@ -362,7 +352,7 @@ pub async fn ledger(
         data: page
             .items
             .iter()
-            .map(|(_, e)| LedgerEntryView::from(e))
+            .map(|(_, e)| ledger_entry_view(e))
             .collect(),
         next_cursor: page.next.map(encode_cursor),
         has_more: page.next.is_some(),

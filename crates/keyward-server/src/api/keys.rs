@@ -15,12 +15,13 @@ use keyward_core::verdict::Denial;
 use keyward_store::{
     KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, RateLimitOverride, StoreError, Tenant,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+pub use keyward_wire::ListKeys;
+
 use super::views::{
-    CreateKey, CreditState, KeyPage, KeyView, KeyWithSecret, Principal, ProblemDoc, RateLimitSpec,
-    RateLimitState, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
+    CreateKey, CreditState, KeyPage, KeyView, KeyViewExt, KeyWithSecret, Principal, PrincipalExt,
+    ProblemDoc, RateLimitSpec, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
 use super::{check_tier, encode_cursor, page_request, Caller, Json, MaybeJson, Query};
 use crate::app::AppState;
@@ -491,21 +492,6 @@ pub async fn create(
             key: KeyView::new(&record, Timestamp(now)),
         }),
     ))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListKeys {
-    /// Root keys: filter by tenant. Tenant keys see their own tenant.
-    pub tenant_id: Option<String>,
-    pub environment: Option<String>,
-    /// `active`, `disabled`, `expired` or `revoked`.
-    pub status: Option<String>,
-    /// `tenant` (default) or `root` (root keys only).
-    pub kind: Option<String>,
-    /// 1 to 100, default 20.
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
 }
 
 /// Lists keys, newest first (`keyward:keys:read`).
@@ -1022,7 +1008,7 @@ pub async fn verify(
     };
     let denied = |d: Denial, key: Option<Principal>| VerifyResult {
         valid: false,
-        code: d.code(),
+        code: d.code().to_owned(),
         missing_scopes: match &d {
             Denial::InsufficientScope { missing } => Some(missing.clone()),
             _ => None,
@@ -1057,11 +1043,11 @@ pub async fn verify(
                     rate = spent.rate;
                     VerifyResult {
                         valid: true,
-                        code: "valid",
+                        code: "valid".to_owned(),
                         key: Some(Principal::new(&k)),
                         missing_scopes: None,
                         message: None,
-                        ratelimit: rate.as_ref().map(RateLimitState::from),
+                        ratelimit: rate.as_ref().map(super::views::rate_limit_state),
                         credits: spent.credits.map(|c| CreditState {
                             balance: c.balance,
                             key_remaining: c.key_remaining,
@@ -1072,7 +1058,7 @@ pub async fn verify(
                 Err(refused) => {
                     rate = refused.rate;
                     VerifyResult {
-                        ratelimit: rate.as_ref().map(RateLimitState::from),
+                        ratelimit: rate.as_ref().map(super::views::rate_limit_state),
                         ..denied(refused.denial, Some(Principal::new(&k)))
                     }
                 }

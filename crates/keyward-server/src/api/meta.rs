@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::IntoResponse;
 
-use super::views::{Health, Principal, ProblemDoc};
+use super::views::{Health, Principal, PrincipalExt, ProblemDoc};
 use super::Caller;
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -20,8 +20,8 @@ use crate::error::ApiError;
 )]
 pub async fn health() -> axum::Json<Health> {
     axum::Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     })
 }
 
@@ -39,8 +39,8 @@ pub async fn health() -> axum::Json<Health> {
 pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     state.store.ping().await?;
     Ok(axum::Json(Health {
-        status: "ready",
-        version: env!("CARGO_PKG_VERSION"),
+        status: "ready".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
 }
 

@@ -5,10 +5,11 @@ use axum::http::StatusCode;
 use keyward_core::id::new_id;
 use keyward_core::scope::ScopeError;
 use keyward_store::{Tenant, TenantPatch};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::views::{CreateTenant, ProblemDoc, TenantPage, TenantView, UpdateTenant};
+pub use keyward_wire::ListTenants;
+
+use super::views::{tenant_view, CreateTenant, ProblemDoc, TenantPage, TenantView, UpdateTenant};
 use super::{check_tier, encode_cursor, page_request, Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
@@ -178,15 +179,7 @@ pub async fn create(
             },
             other => other.into(),
         })?;
-    Ok((StatusCode::CREATED, axum::Json(TenantView::from(&tenant))))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListTenants {
-    /// 1 to 100, default 20.
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    Ok((StatusCode::CREATED, axum::Json(tenant_view(&tenant))))
 }
 
 /// Lists tenants, newest first. Root keys only (`keyward:tenants:read`).
@@ -216,11 +209,7 @@ pub async fn list(
         .list_tenants(page_request(q.limit, q.cursor.as_deref())?)
         .await?;
     Ok(axum::Json(TenantPage {
-        data: page
-            .items
-            .iter()
-            .map(|(_, t)| TenantView::from(t))
-            .collect(),
+        data: page.items.iter().map(|(_, t)| tenant_view(t)).collect(),
         next_cursor: page.next.map(encode_cursor),
         has_more: page.next.is_some(),
     }))
@@ -257,7 +246,7 @@ pub async fn get(
 ) -> Result<axum::Json<TenantView>, ApiError> {
     caller.require("keyward:tenants:read")?;
     let t = visible(&state, &caller, &id).await?;
-    Ok(axum::Json(TenantView::from(&t)))
+    Ok(axum::Json(tenant_view(&t)))
 }
 
 /// Renames a tenant or replaces its metadata (`keyward:tenants:write`).
@@ -346,7 +335,7 @@ pub async fn update(
     let t = state.store.update_tenant(&id, &patch, &audit).await?;
     // Cached principals carry the tenant name.
     state.verifier.cache().clear();
-    Ok(axum::Json(TenantView::from(&t)))
+    Ok(axum::Json(tenant_view(&t)))
 }
 
 fn capitalize(s: &str) -> String {

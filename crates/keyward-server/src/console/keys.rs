@@ -185,7 +185,7 @@ pub async fn list(
                                 td { code.key-start { (k.start) "…" } }
                                 td { (ui::env_badge(&k.environment)) }
                                 td { (scope_chips(&k.scopes, 3)) }
-                                td { (ui::status_badge(k.status)) }
+                                td { (ui::status_badge(&k.status)) }
                                 td.nowrap { (ui::time(ms(&k.created_at))) }
                                 td.nowrap {
                                     @match &k.last_used_at {
@@ -756,7 +756,7 @@ async fn detail_view(
         nav.breadcrumb aria-label="Breadcrumb" { a href=(base) { "API keys" } span aria-hidden="true" { " / " } span aria-current="page" { (key.name) } }
         div.page-header {
             div {
-                h1 #key-title { (key.name) " " (ui::status_badge(key.status)) " " (ui::env_badge(&key.environment)) }
+                h1 #key-title { (key.name) " " (ui::status_badge(&key.status)) " " (ui::env_badge(&key.environment)) }
                 p.lead { "Key ID " code #key-id { (key.id) } }
             }
         }
@@ -774,7 +774,7 @@ async fn detail_view(
             h2 #details-title { "Details" }
             dl.details {
                 div { dt { "Key" } dd { code { (key.start) "…" } span.hint { " (the secret's first characters, to recognize it)" } } }
-                div { dt { "Status" } dd { (ui::status_badge(key.status)) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
+                div { dt { "Status" } dd { (ui::status_badge(&key.status)) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
                 div { dt { "Environment" } dd { (key.environment) } }
                 div { dt { "Scopes" } dd { (scope_chips(&key.scopes, usize::MAX)) } }
                 div { dt { "IP allowlist" } dd {

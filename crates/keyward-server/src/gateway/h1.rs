@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::pool::{self, UpstreamConn};
 use super::{Names, Route, RouteTable, UpstreamTarget, HOP_BY_HOP};
-use crate::api::views::Principal;
+use crate::api::views::{Principal, PrincipalExt};
 use crate::app::{acceptable_request_id, new_request_id, AppState};
 use crate::config::IdempotencyMode;
 use crate::credential;

@@ -4,6 +4,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use keyward_wire::{
+    ChangeCredits, CreateKey, CreateTenant, KeyWithSecret, ListAudit, ListKeys, ListLedger,
+    ListTenants, Page, RefillMode, RefillPeriod, RefillSpec, RevokeKey, RotateKey, UpdateKey,
+    UpdateTenant, VerifyKey,
+};
+
+use crate::kit::client::{new_key, Refused};
 use crate::kit::{default_config, Backend, Server};
 
 /// The README walkthrough, on a given backend.
@@ -452,93 +459,200 @@ async fn tenant_keys_manage_only_their_tenant() {
 #[tokio::test]
 async fn revoked_key_is_refused_on_the_very_next_request() {
     let s = Server::start().await;
+    let api = s.client();
     let t = s.tenant("t").await;
-    let (id, secret) = s.key(&t, "k", json!({})).await;
+    let KeyWithSecret { secret, key } = api.create_key(&new_key(&t, "k")).await.unwrap();
+    let id = key.id;
     // Warm the cache.
     for _ in 0..3 {
         assert_eq!(s.get("/v1/me", &secret).await.status, StatusCode::OK);
     }
-    s.post(&format!("/v1/keys/{id}/revoke"), &s.root, json!({}))
-        .await;
+    api.revoke_key(&id, &RevokeKey::default()).await.unwrap();
     s.get("/v1/me", &secret)
         .await
         .assert_problem(401, "revoked_api_key");
     // Revoking again is harmless and changes nothing.
-    let again = s
-        .post(
-            &format!("/v1/keys/{id}/revoke"),
-            &s.root,
-            json!({ "reason": "twice" }),
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::OK);
-    assert_eq!(again.body["revoked_reason"], Value::Null);
+    let twice = RevokeKey {
+        reason: Some("twice".to_owned()),
+    };
+    let again = api.revoke_key(&id, &twice).await.unwrap();
+    assert_eq!(again.revoked_reason, None);
     // A revoked key cannot be changed back.
-    s.patch(
-        &format!("/v1/keys/{id}"),
-        &s.root,
-        json!({ "enabled": true }),
-    )
-    .await
-    .assert_problem(409, "key_revoked");
+    let enable = UpdateKey {
+        enabled: Some(true),
+        ..UpdateKey::default()
+    };
+    api.update_key(&id, &enable)
+        .await
+        .refused(409, "key_revoked");
     // Its name is free again.
-    s.key(&t, "k", json!({})).await;
+    api.create_key(&new_key(&t, "k")).await.unwrap();
 }
 
 #[tokio::test]
 async fn rotation_grace_follows_the_clock() {
     let s = Server::start().await;
+    let api = s.client();
     let t = s.tenant("t").await;
-    let (old_id, old) = s.key(&t, "svc", json!({ "scopes": ["vox:read"] })).await;
+    let svc = CreateKey {
+        scopes: vec!["vox:read".to_owned()],
+        ..new_key(&t, "svc")
+    };
+    let KeyWithSecret {
+        secret: old,
+        key: old_key,
+    } = api.create_key(&svc).await.unwrap();
+    let old_id = old_key.id;
     assert_eq!(s.get("/v1/me", &old).await.status, StatusCode::OK);
 
-    let r = s
-        .post(
-            &format!("/v1/keys/{old_id}/rotate"),
-            &s.root,
-            json!({ "grace_seconds": 3600 }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let new = r.body["secret"].as_str().unwrap().to_owned();
-    let new_id = r.body["key"]["id"].as_str().unwrap().to_owned();
+    let hour = RotateKey {
+        grace_seconds: 3600,
+    };
+    let KeyWithSecret { secret: new, key } = api.rotate_key(&old_id, &hour).await.unwrap();
+    let new_id = key.id;
     assert_ne!(new, old);
-    assert_eq!(r.body["key"]["rotated_from"], old_id.as_str());
-    assert_eq!(r.body["key"]["name"], "svc");
-    assert_eq!(r.body["key"]["scopes"], json!(["vox:read"]));
-    let old_view = s.get(&format!("/v1/keys/{old_id}"), &s.root).await;
-    assert_eq!(old_view.body["replaced_by"], new_id.as_str());
+    assert_eq!(key.rotated_from.as_deref(), Some(old_id.as_str()));
+    assert_eq!(key.name, "svc");
+    assert_eq!(key.scopes, ["vox:read"]);
+    let old_view = api.get_key(&old_id).await.unwrap();
+    assert_eq!(old_view.replaced_by.as_deref(), Some(new_id.as_str()));
 
     // Both work inside the grace period.
     assert_eq!(s.get("/v1/me", &old).await.status, StatusCode::OK);
-    assert_eq!(s.get("/v1/me", &new).await.body["key_id"], new_id.as_str());
+    assert_eq!(s.client_as(&new).me().await.unwrap().key_id, new_id);
     s.clock.advance_seconds(3599);
     assert_eq!(s.get("/v1/me", &old).await.status, StatusCode::OK);
     // And the old one stops exactly at the deadline.
     s.clock.advance_seconds(1);
-    s.get("/v1/me", &old)
-        .await
-        .assert_problem(401, "expired_api_key");
+    s.client_as(&old).me().await.refused(401, "expired_api_key");
     assert_eq!(s.get("/v1/me", &new).await.status, StatusCode::OK);
     // The old key cannot be rotated twice.
-    s.post(&format!("/v1/keys/{old_id}/rotate"), &s.root, json!({}))
+    api.rotate_key(&old_id, &RotateKey::default())
         .await
-        .assert_problem(409, "key_not_rotatable");
+        .refused(409, "key_not_rotatable");
 
     // grace 0: the old secret dies at once.
-    let r = s
-        .post(
-            &format!("/v1/keys/{new_id}/rotate"),
-            &s.root,
-            json!({ "grace_seconds": 0 }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
+    let now = RotateKey { grace_seconds: 0 };
+    let newest = api.rotate_key(&new_id, &now).await.unwrap().secret;
     s.get("/v1/me", &new)
         .await
         .assert_problem(401, "expired_api_key");
-    let newest = r.body["secret"].as_str().unwrap();
-    assert_eq!(s.get("/v1/me", newest).await.status, StatusCode::OK);
+    assert_eq!(s.get("/v1/me", &newest).await.status, StatusCode::OK);
+}
+
+/// Every typed call of the kit's client: each answer parses as its
+/// `keyward_wire` type, and a refusal as a problem.
+#[tokio::test]
+async fn every_answer_parses_as_its_wire_type() {
+    let s = Server::start().await;
+    let api = s.client();
+    let tenant = api
+        .create_tenant(&CreateTenant {
+            name: "Acme".to_owned(),
+            ..CreateTenant::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(api.get_tenant(&tenant.id).await.unwrap(), tenant);
+    let renamed = api
+        .update_tenant(
+            &tenant.id,
+            &UpdateTenant {
+                name: Some("Acme Voice".to_owned()),
+                ..UpdateTenant::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Acme Voice");
+    let tenants = api.list_tenants(&ListTenants::default()).await.unwrap();
+    assert_eq!(tenants.data, vec![renamed]);
+
+    let body = CreateKey {
+        scopes: vec!["vox:read".to_owned()],
+        credit_cap: Some(5),
+        ..new_key(&tenant.id, "web")
+    };
+    let created = api.create_key(&body).await.unwrap();
+    assert_eq!(created.key.credit_cap, Some(5));
+    let me = s.client_as(&created.secret).me().await.unwrap();
+    assert_eq!(me.key_id, created.key.id);
+    let listed = api
+        .list_keys(&ListKeys {
+            tenant_id: Some(tenant.id.clone()),
+            ..ListKeys::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(Page::from(listed).data, vec![created.key.clone()]);
+    // `null` clears, absent keeps.
+    let cleared = api
+        .update_key(
+            &created.key.id,
+            &UpdateKey {
+                credit_cap: Some(None),
+                ..UpdateKey::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (cleared.credit_cap, cleared.scopes),
+        (None, created.key.scopes)
+    );
+
+    let granted = api
+        .change_credits(
+            &tenant.id,
+            &ChangeCredits {
+                kind: "grant".to_owned(),
+                amount: 10,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (granted.kind.as_str(), granted.balance_after),
+        ("grant", 10)
+    );
+    let verified = api
+        .verify(&VerifyKey {
+            key: created.secret.clone(),
+            scopes: vec!["vox:read".to_owned()],
+            ip: None,
+            cost: None,
+            credits: Some(3),
+        })
+        .await
+        .unwrap();
+    assert!(verified.valid, "{verified:?}");
+    assert_eq!(verified.credits.map(|c| c.balance), Some(7));
+    let refill = RefillSpec {
+        amount: 100,
+        every: RefillPeriod::Monthly,
+        mode: RefillMode::Set,
+    };
+    let credits = api.set_refill(&tenant.id, &refill).await.unwrap();
+    assert_eq!(credits.refill, Some(refill));
+    assert_eq!(credits.refill_source.as_deref(), Some("tenant"));
+    let credits = api.clear_refill(&tenant.id).await.unwrap();
+    assert_eq!(credits.refill, None);
+    assert_eq!(api.credits(&tenant.id).await.unwrap(), credits);
+    let ledger = api
+        .ledger(&tenant.id, &ListLedger::default())
+        .await
+        .unwrap();
+    assert!(ledger.data.iter().any(|e| e.id == granted.id));
+
+    api.delete_key(&created.key.id).await.unwrap();
+    let gone = api.get_key(&created.key.id).await.refused(404, "not_found");
+    assert_eq!(gone.problem.kind, "https://keyward.dev/errors/not_found");
+    let audit = api.audit(&ListAudit::default()).await.unwrap();
+    assert!(
+        audit.data.iter().any(|e| e.action == "key.deleted"),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test]

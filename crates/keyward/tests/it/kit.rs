@@ -1,5 +1,11 @@
 //! The test kit: a real keyward on port 0 over a fresh store, a manual clock,
-//! and a small typed client, so tests read like the user's story.
+//! and a small client, so tests read like the user's story; [`client`] is a
+//! typed client over the `keyward_wire` types, [`raw`] a raw HTTP/1.1 client
+//! for tests where bytes matter, [`upstream`] a scripted raw upstream.
+
+pub mod client;
+pub mod raw;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -271,6 +277,25 @@ impl Reply {
         assert_eq!(self.body["status"], status);
         assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
+}
+
+/// Runs `cmd` with `stdin` written to its standard input; its output.
+pub fn run_with_stdin(cmd: &mut std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Parses a TOML configuration the way `keyward serve --config` does.

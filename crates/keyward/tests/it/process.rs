@@ -310,6 +310,130 @@ async fn secrets_are_never_stored_or_logged_and_keys_survive_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs a client command of the CLI against `base` with `root`, feeding
+/// `stdin`; returns whether it succeeded, its stdout and its stderr.
+fn cli(base: &str, root: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("KEYWARD_URL", base)
+        .env("KEYWARD_ROOT_KEY", root);
+    let out = crate::kit::run_with_stdin(&mut cmd, stdin);
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// [`cli`] that must succeed; its stdout parsed as `T`.
+fn cli_ok<T: serde::de::DeserializeOwned>(base: &str, root: &str, args: &[&str], stdin: &str) -> T {
+    let (ok, out, err) = cli(base, root, args, stdin);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn cli_client_commands_print_the_api_answers() {
+    use keyward_wire::{
+        KeyPage, KeyView, KeyWithSecret, Problem, TenantPage, TenantView, VerifyResult,
+    };
+    let dir = temp_dir("cli");
+    let data = dir.join("data");
+    let log = dir.join("keyward.log");
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let srv = start_with(&data, &log, &[], "info").await;
+    let b = srv.base.clone();
+
+    let tenant: TenantView = cli_ok(&b, &root, &["tenants", "create", "--name", "Acme"], "");
+    assert_eq!(tenant.name, "Acme");
+    let page: TenantPage = cli_ok(&b, &root, &["tenants", "list"], "");
+    assert_eq!(page.data, vec![tenant.clone()]);
+
+    let (ok, out, err) = cli(
+        &b,
+        &root,
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            &tenant.id,
+            "--name",
+            "web",
+            "--scope",
+            "keyward:keys:read",
+            "--allow-ip",
+            "127.0.0.1",
+            "--expires-at",
+            "2999-01-01T00:00:00Z",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    // Printed as the server answered, pretty.
+    let raw: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out.trim_end(), serde_json::to_string_pretty(&raw).unwrap());
+    let created: KeyWithSecret = serde_json::from_str(&out).unwrap();
+    assert_eq!(created.key.environment, "test");
+    assert_eq!(created.key.scopes, ["keyward:keys:read"]);
+    assert_eq!(created.key.ip_allowlist, ["127.0.0.1/32"]);
+    assert_eq!(
+        created.key.expires_at.as_deref(),
+        Some("2999-01-01T00:00:00.000Z")
+    );
+    let page: KeyPage = cli_ok(&b, &root, &["keys", "list", "--tenant", &tenant.id], "");
+    assert_eq!(page.data, vec![created.key.clone()]);
+
+    // The key comes from stdin, never argv.
+    let verify = |secret: &str, scope: &str| -> VerifyResult {
+        let args = ["keys", "verify", "--scope", scope, "--ip", "127.0.0.1"];
+        cli_ok(&b, &root, &args, &format!("{secret}\n"))
+    };
+    let v = verify(&created.secret, "keyward:keys:read");
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.key.unwrap().key_id, created.key.id);
+    let v = verify(&created.secret, "keyward:keys:write");
+    assert_eq!(v.code, "insufficient_scope");
+    assert_eq!(v.missing_scopes.unwrap(), ["keyward:keys:write"]);
+
+    let rotated: KeyWithSecret = cli_ok(
+        &b,
+        &root,
+        &["keys", "rotate", &created.key.id, "--grace-seconds", "60"],
+        "",
+    );
+    assert_eq!(
+        rotated.key.rotated_from.as_deref(),
+        Some(created.key.id.as_str())
+    );
+    let revoked: KeyView = cli_ok(
+        &b,
+        &root,
+        &["keys", "revoke", &rotated.key.id, "--reason", "leaked"],
+        "",
+    );
+    assert_eq!(revoked.status, "revoked");
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("leaked"));
+    assert!(!verify(&rotated.secret, "keyward:keys:read").valid);
+
+    // An error: the problem on stderr, a failing exit.
+    let (ok, out, err) = cli(&b, &root, &["keys", "revoke", "key_nope"], "");
+    assert!(!ok);
+    assert_eq!(out, "");
+    let (problem, last) = err.rsplit_once("\nError: ").unwrap();
+    let problem: Problem = serde_json::from_str(problem).unwrap();
+    assert_eq!((problem.status, problem.code.as_str()), (404, "not_found"));
+    assert!(last.contains("404"), "{err}");
+    assert!(!err.contains(&root) && !out.contains(&root));
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_config_is_a_clear_startup_error() {
     let dir = temp_dir("cfg");

@@ -1,0 +1,47 @@
+//! The JSON types of keyward's HTTP API, in one place: the server writes
+//! and reads them, the `keyward` CLI and the integration tests post and
+//! parse them, so the three cannot drift apart.
+//!
+//! Every type is both `Serialize` and `Deserialize` (clients parse what
+//! servers write). Response views, request bodies and list queries derive
+//! utoipa's `ToSchema`/`IntoParams`, so the server's OpenAPI document takes
+//! its schemas from here. Conversions from store records live in the server.
+//! Times are RFC 3339 strings in UTC.
+//!
+//! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
+//! [`audit`], [`meta`] (health and the principal), [`problem`] (error
+//! bodies), [`page`] (a page of any list).
+
+pub mod audit;
+pub mod credits;
+pub mod keys;
+pub mod meta;
+pub mod page;
+pub mod problem;
+pub mod tenants;
+
+pub use audit::{AuditEventView, AuditPage, ListAudit};
+pub use credits::{
+    ChangeCredits, CreditState, CreditsView, LedgerEntryView, LedgerPage, ListLedger, RefillMode,
+    RefillPeriod, RefillSpec,
+};
+pub use keys::{
+    CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState, RevokeKey,
+    RotateKey, UpdateKey, VerifyKey, VerifyResult,
+};
+pub use meta::{Health, Principal};
+pub use page::Page;
+pub use problem::{Envelope, EnvelopeError, ErrorBody, FieldError, Problem, ProblemDoc};
+pub use tenants::{CreateTenant, ListTenants, TenantPage, TenantView, UpdateTenant};
+
+/// Deserializes a field that may be absent (`None`), `null` (`Some(None)`)
+/// or a value (`Some(Some(v))`), for PATCH bodies. Such fields also carry
+/// `skip_serializing_if = "Option::is_none"`, so an absent field is not
+/// written as `null` (which would clear it).
+fn nullable<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
