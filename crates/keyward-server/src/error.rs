@@ -11,35 +11,14 @@ use std::sync::Arc;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::verdict::Denial;
+use keyward_manage::ManageError;
 use keyward_store::StoreError;
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{CodeCase, ErrorStyle, Settings};
 
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// The field, e.g. `scopes[1]` or `expires_at`.
-    pub field: String,
-    /// A stable code such as `unknown_scope`, `invalid_cidr`, `in_past`.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(
-        field: impl Into<String>,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> FieldError {
-        FieldError {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
+/// One invalid field of a request (the management service's).
+pub use keyward_manage::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -272,6 +251,31 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "Store operation failed.");
                 ApiError::Unavailable
             }
+        }
+    }
+}
+
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> ApiError {
+        match e {
+            ManageError::NotFound(what) => ApiError::NotFound(what),
+            ManageError::InsufficientScope { missing } => {
+                ApiError::Denied(Denial::InsufficientScope { missing })
+            }
+            // The API has no console roles; a refusal of one is an operator-only action.
+            ManageError::RootOnly | ManageError::RoleRefused(_) => ApiError::RootOnly,
+            ManageError::Validation(errors) => ApiError::Validation(errors),
+            ManageError::NameTaken => ApiError::NameTaken,
+            ManageError::Conflict { code, message } => ApiError::Conflict { code, message },
+            ManageError::ScopeNotGrantable { scopes, detail } => {
+                ApiError::ScopeNotGrantable { scopes, detail }
+            }
+            ManageError::LastRootKey => ApiError::LastRootKey,
+            ManageError::InvalidCursor => ApiError::InvalidCursor,
+            ManageError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ManageError::InvalidIdempotencyKey(why) => ApiError::InvalidIdempotencyKey(why),
+            ManageError::Unavailable => ApiError::Unavailable,
+            ManageError::Internal => ApiError::Internal,
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 mod hashing;
+pub mod invalidate;
 pub mod idempotency;
 pub mod limits;
 pub mod openapi;

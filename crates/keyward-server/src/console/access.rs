@@ -217,9 +217,15 @@ fn user_caller(
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         ..issued
     };
+    let actor = match (&record.tenant_id, class) {
+        (Some(t), KeyClass::Tenant) => {
+            let role = signed.membership(t).map_or(Role::Viewer, |m| m.role);
+            keyward_manage::Actor::member(&user.id, t, role, signed.ip)
+        }
+        _ => keyward_manage::Actor::operator(&user.id, signed.ip),
+    };
     Caller {
         key: Arc::new(CachedKey::new(record, tenant_name.map(str::to_owned), None)),
-        ip: signed.ip,
-        member: class == KeyClass::Tenant,
+        actor,
     }
 }
