@@ -38,7 +38,12 @@ pub(crate) struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    pub(crate) fn push(&mut self, field: impl Into<String>, code: &'static str, message: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
         self.errors.push(FieldError::new(field, code, message));
     }
 
@@ -147,7 +152,11 @@ impl Checks<'_> {
         for (i, e) in entries.iter().enumerate() {
             match IpAllowlist::parse(std::slice::from_ref(e)) {
                 Ok(l) => out.extend(l.entries()),
-                Err(err) => self.push(format!("ip_allowlist[{i}]"), "invalid_cidr", err.to_string()),
+                Err(err) => self.push(
+                    format!("ip_allowlist[{i}]"),
+                    "invalid_cidr",
+                    err.to_string(),
+                ),
             }
         }
         out

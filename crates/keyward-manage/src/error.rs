@@ -69,7 +69,11 @@ pub enum ManageError {
 }
 
 impl ManageError {
-    pub(crate) fn field(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> ManageError {
+    pub(crate) fn field(
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ManageError {
         ManageError::Validation(vec![FieldError::new(field, code, message)])
     }
 }

@@ -7,12 +7,31 @@ use keyward_store::limits::LedgerKind;
 /// the hex SHA-256 the cache knows them by; never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeEvent {
-    TenantCreated { tenant_id: String },
-    TenantUpdated { tenant_id: String },
-    KeyCreated { key_id: String, tenant_id: String, hash: String },
-    RootKeyCreated { key_id: String, hash: String },
-    KeyUpdated { key_id: String, tenant_id: Option<String>, hash: String },
-    KeyRevoked { key_id: String, tenant_id: Option<String>, hash: String },
+    TenantCreated {
+        tenant_id: String,
+    },
+    TenantUpdated {
+        tenant_id: String,
+    },
+    KeyCreated {
+        key_id: String,
+        tenant_id: String,
+        hash: String,
+    },
+    RootKeyCreated {
+        key_id: String,
+        hash: String,
+    },
+    KeyUpdated {
+        key_id: String,
+        tenant_id: Option<String>,
+        hash: String,
+    },
+    KeyRevoked {
+        key_id: String,
+        tenant_id: Option<String>,
+        hash: String,
+    },
     KeyRotated {
         old_key_id: String,
         old_hash: String,
@@ -20,18 +39,50 @@ pub enum ChangeEvent {
         new_hash: String,
         tenant_id: Option<String>,
     },
-    KeyDeleted { key_id: String, tenant_id: Option<String>, hash: String },
+    KeyDeleted {
+        key_id: String,
+        tenant_id: Option<String>,
+        hash: String,
+    },
     /// A grant or adjustment of a tenant's credits (ledger entry `ledger_id`).
-    CreditsChanged { tenant_id: String, ledger_id: String, kind: LedgerKind },
-    RefillSet { tenant_id: String },
-    RefillCleared { tenant_id: String },
-    MemberInvited { tenant_id: String, invite_id: String },
-    InviteRevoked { tenant_id: String, invite_id: String },
-    MemberJoined { tenant_id: String, user_id: String, invite_id: String },
-    MemberRoleChanged { tenant_id: String, user_id: String },
-    MemberRemoved { tenant_id: String, user_id: String },
-    UserCreated { user_id: String },
-    UserPasswordSet { user_id: String },
+    CreditsChanged {
+        tenant_id: String,
+        ledger_id: String,
+        kind: LedgerKind,
+    },
+    RefillSet {
+        tenant_id: String,
+    },
+    RefillCleared {
+        tenant_id: String,
+    },
+    MemberInvited {
+        tenant_id: String,
+        invite_id: String,
+    },
+    InviteRevoked {
+        tenant_id: String,
+        invite_id: String,
+    },
+    MemberJoined {
+        tenant_id: String,
+        user_id: String,
+        invite_id: String,
+    },
+    MemberRoleChanged {
+        tenant_id: String,
+        user_id: String,
+    },
+    MemberRemoved {
+        tenant_id: String,
+        user_id: String,
+    },
+    UserCreated {
+        user_id: String,
+    },
+    UserPasswordSet {
+        user_id: String,
+    },
 }
 
 impl ChangeEvent {

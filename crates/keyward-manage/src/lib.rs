@@ -34,6 +34,6 @@ pub use event::{ChangeEvent, Invalidator, NoInvalidation};
 pub use policy::ManagePolicy;
 pub use service::{
     people::{check_email, check_name, normalize_email, NewInvite, NewUser},
-    AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery,
-    ManageService, NewKey, NewTenant, Paging, RateLimitInput, TenantChanges,
+    AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery, ManageService,
+    NewKey, NewTenant, Paging, RateLimitInput, TenantChanges,
 };

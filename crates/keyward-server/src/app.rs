@@ -124,7 +124,9 @@ impl Keyward {
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&entropy),
-            Arc::new(crate::invalidate::LocalInvalidator::new(Arc::clone(&verifier))),
+            Arc::new(crate::invalidate::LocalInvalidator::new(Arc::clone(
+                &verifier,
+            ))),
             manage_policy(&settings),
         ));
         Keyward {
@@ -260,8 +262,14 @@ pub fn manage_policy(settings: &Settings) -> keyward_manage::ManagePolicy {
             .collect(),
         default_refill: settings.tiers.refill_for_tenant(None),
         metadata_max_bytes: settings.config.keys.metadata_max_bytes,
-        invite_ttl_ms: i64::try_from(settings.config.console.invite_ttl_seconds.saturating_mul(1000))
-            .unwrap_or(i64::MAX),
+        invite_ttl_ms: i64::try_from(
+            settings
+                .config
+                .console
+                .invite_ttl_seconds
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
     }
 }
 

@@ -5,7 +5,9 @@
 use std::future::Future;
 
 use keyward_core::secret::KeyHash;
-use keyward_store::limits::{ChangeOutcome, CreditAccount, CreditChange, LedgerEntry, LedgerKind, Refill};
+use keyward_store::limits::{
+    ChangeOutcome, CreditAccount, CreditChange, LedgerEntry, LedgerKind, Refill,
+};
 use keyward_store::{Page, StoreError, Tenant};
 use serde_json::json;
 
@@ -195,7 +197,11 @@ impl ManageService {
     }
 
     /// Removes the tenant's own refill schedule (its tier's applies, if any).
-    pub async fn clear_refill(&self, actor: &Actor, tenant_id: &str) -> Result<Credits, ManageError> {
+    pub async fn clear_refill(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+    ) -> Result<Credits, ManageError> {
         actor.require("keyward:credits:write")?;
         actor.require_operator()?;
         let tenant = self.visible_tenant(actor, tenant_id).await?;

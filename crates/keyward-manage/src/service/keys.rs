@@ -72,7 +72,11 @@ pub struct KeyQuery {
 }
 
 impl ManageService {
-    pub(crate) fn checks<'a>(&self, policy: &'a crate::ManagePolicy, actor: &'a Actor) -> Checks<'a> {
+    pub(crate) fn checks<'a>(
+        &self,
+        policy: &'a crate::ManagePolicy,
+        actor: &'a Actor,
+    ) -> Checks<'a> {
         Checks {
             policy,
             actor,
@@ -229,7 +233,11 @@ impl ManageService {
     }
 
     /// Lists keys, newest first (`keyward:keys:read`).
-    pub async fn list_keys(&self, actor: &Actor, q: KeyQuery) -> Result<Page<KeyRecord>, ManageError> {
+    pub async fn list_keys(
+        &self,
+        actor: &Actor,
+        q: KeyQuery,
+    ) -> Result<Page<KeyRecord>, ManageError> {
         actor.require("keyward:keys:read")?;
         let mut errors = Vec::new();
         let status = match q.status.as_deref() {
@@ -564,7 +572,10 @@ impl ManageService {
     ) -> Result<IssuedKey, ManageError> {
         actor.require_operator()?;
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.chars().any(char::is_control) {
+        if name.is_empty()
+            || name.chars().count() > MAX_KEY_NAME
+            || name.chars().any(char::is_control)
+        {
             return Err(ManageError::field(
                 "name",
                 "invalid",
@@ -580,7 +591,11 @@ impl ManageService {
         let mut errors = Vec::new();
         for (i, s) in scopes.iter().enumerate() {
             if let Err(e) = policy.catalog.check_grant(s) {
-                errors.push(crate::FieldError::new(format!("scopes[{i}]"), "invalid", e.to_string()));
+                errors.push(crate::FieldError::new(
+                    format!("scopes[{i}]"),
+                    "invalid",
+                    e.to_string(),
+                ));
             }
         }
         if !errors.is_empty() {

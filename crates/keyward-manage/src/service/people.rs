@@ -76,14 +76,23 @@ impl ManageService {
     }
 
     /// The members of a tenant the actor sees.
-    pub async fn list_members(&self, actor: &Actor, tenant_id: &str) -> Result<Vec<Member>, ManageError> {
+    pub async fn list_members(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+    ) -> Result<Vec<Member>, ManageError> {
         self.visible_tenant(actor, tenant_id).await?;
         Ok(self.store.list_members(tenant_id).await?)
     }
 
     /// The open invitations of a tenant (those who manage its members).
-    pub async fn list_invites(&self, actor: &Actor, tenant_id: &str) -> Result<Vec<Invite>, ManageError> {
-        self.members_tenant(actor, tenant_id, "see invitations").await?;
+    pub async fn list_invites(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+    ) -> Result<Vec<Invite>, ManageError> {
+        self.members_tenant(actor, tenant_id, "see invitations")
+            .await?;
         Ok(self.store.list_invites(tenant_id, self.now().0).await?)
     }
 
@@ -95,11 +104,19 @@ impl ManageService {
         let email = normalize_email(&input.email);
         let mut errors = Vec::new();
         if !check_email(&email) {
-            errors.push(FieldError::new("email", "invalid", format!("{email:?} is not an email address")));
+            errors.push(FieldError::new(
+                "email",
+                "invalid",
+                format!("{email:?} is not an email address"),
+            ));
         }
         let role = Role::parse(&input.role).filter(|r| actor.grantable_roles().contains(r));
         if role.is_none() {
-            errors.push(FieldError::new("role", "not_grantable", "choose one of the roles you may give"));
+            errors.push(FieldError::new(
+                "role",
+                "not_grantable",
+                "choose one of the roles you may give",
+            ));
         }
         if errors.is_empty() {
             if let Some(u) = self.store.find_user_by_email(&email).await? {
@@ -145,7 +162,12 @@ impl ManageService {
     }
 
     /// Revokes an open invitation.
-    pub async fn revoke_invite(&self, actor: &Actor, tenant_id: &str, invite_id: &str) -> Result<(), ManageError> {
+    pub async fn revoke_invite(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        invite_id: &str,
+    ) -> Result<(), ManageError> {
         self.members_tenant(actor, tenant_id, "revoke invitations")
             .await?;
         let event = ChangeEvent::InviteRevoked {
@@ -170,7 +192,8 @@ impl ManageService {
         user_id: &str,
         role: Role,
     ) -> Result<(), ManageError> {
-        self.members_tenant(actor, tenant_id, "change roles").await?;
+        self.members_tenant(actor, tenant_id, "change roles")
+            .await?;
         let current = self
             .store
             .membership(tenant_id, user_id)
@@ -198,8 +221,14 @@ impl ManageService {
     }
 
     /// Removes a member (never the last owner).
-    pub async fn remove_member(&self, actor: &Actor, tenant_id: &str, user_id: &str) -> Result<(), ManageError> {
-        self.members_tenant(actor, tenant_id, "remove members").await?;
+    pub async fn remove_member(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<(), ManageError> {
+        self.members_tenant(actor, tenant_id, "remove members")
+            .await?;
         let current = self
             .store
             .membership(tenant_id, user_id)
@@ -263,10 +292,18 @@ impl ManageService {
         let name = input.name.trim().to_owned();
         let mut errors = Vec::new();
         if !check_email(&email) {
-            errors.push(FieldError::new("email", "invalid", format!("{email:?} is not an email address")));
+            errors.push(FieldError::new(
+                "email",
+                "invalid",
+                format!("{email:?} is not an email address"),
+            ));
         }
         if !check_name(&name) {
-            errors.push(FieldError::new("name", "invalid", "the name must be at most 200 printable characters"));
+            errors.push(FieldError::new(
+                "name",
+                "invalid",
+                "the name must be at most 200 printable characters",
+            ));
         }
         if !errors.is_empty() {
             return Err(ManageError::Validation(errors));
@@ -311,7 +348,12 @@ impl ManageService {
 
     /// Sets a user's password (already hashed); ends their sessions.
     /// Operators only (the host's CLI).
-    pub async fn set_password(&self, actor: &Actor, email: &str, password_hash: &str) -> Result<User, ManageError> {
+    pub async fn set_password(
+        &self,
+        actor: &Actor,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<User, ManageError> {
         actor.require_operator()?;
         let email = normalize_email(email);
         let user = self
@@ -339,7 +381,10 @@ impl ManageService {
     /// A user by email, if any (operators only).
     pub async fn find_user(&self, actor: &Actor, email: &str) -> Result<Option<User>, ManageError> {
         actor.require_operator()?;
-        Ok(self.store.find_user_by_email(&normalize_email(email)).await?)
+        Ok(self
+            .store
+            .find_user_by_email(&normalize_email(email))
+            .await?)
     }
 }
 

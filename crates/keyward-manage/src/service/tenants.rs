@@ -37,7 +37,11 @@ fn capitalize(s: &str) -> String {
 
 impl ManageService {
     /// A tenant the actor may see, or [`ManageError::NotFound`].
-    pub(crate) async fn visible_tenant(&self, actor: &Actor, id: &str) -> Result<Tenant, ManageError> {
+    pub(crate) async fn visible_tenant(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Tenant, ManageError> {
         if !actor.sees_tenant(Some(id)) {
             return Err(ManageError::NotFound("tenant"));
         }
@@ -45,7 +49,11 @@ impl ManageService {
     }
 
     /// Creates a tenant. Operators only (`keyward:tenants:write`).
-    pub async fn create_tenant(&self, actor: &Actor, input: NewTenant) -> Result<Tenant, ManageError> {
+    pub async fn create_tenant(
+        &self,
+        actor: &Actor,
+        input: NewTenant,
+    ) -> Result<Tenant, ManageError> {
         actor.require("keyward:tenants:write")?;
         actor.require_operator()?;
         let policy = self.policy();
@@ -109,7 +117,11 @@ impl ManageService {
     }
 
     /// Lists tenants, newest first. Operators only (`keyward:tenants:read`).
-    pub async fn list_tenants(&self, actor: &Actor, paging: Paging) -> Result<Page<Tenant>, ManageError> {
+    pub async fn list_tenants(
+        &self,
+        actor: &Actor,
+        paging: Paging,
+    ) -> Result<Page<Tenant>, ManageError> {
         actor.require("keyward:tenants:read")?;
         actor.require_operator()?;
         Ok(self.store.list_tenants(paging.request()?).await?)

@@ -374,7 +374,8 @@ pub async fn verify(
         )
         .await?;
     let foreign = |k: &crate::verifier::CachedKey| {
-        k.record.class != KeyClass::Tenant || !caller.actor.sees_tenant(k.record.tenant_id.as_deref())
+        k.record.class != KeyClass::Tenant
+            || !caller.actor.sees_tenant(k.record.tenant_id.as_deref())
     };
     let denied = |d: Denial, key: Option<Principal>| VerifyResult {
         valid: false,

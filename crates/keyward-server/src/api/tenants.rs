@@ -141,6 +141,9 @@ pub async fn update(
         grantable_scopes: body.grantable_scopes,
         metadata: body.metadata,
     };
-    let t = state.manage.update_tenant(&caller.actor, &id, input).await?;
+    let t = state
+        .manage
+        .update_tenant(&caller.actor, &id, input)
+        .await?;
     Ok(axum::Json(TenantView::from(&t)))
 }
