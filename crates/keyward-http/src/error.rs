@@ -19,29 +19,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// The field, e.g. `scopes[1]` or `expires_at`.
-    pub field: String,
-    /// A stable code such as `unknown_scope`, `invalid_cidr`, `in_past`.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(
-        field: impl Into<String>,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> FieldError {
-        FieldError {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
+/// One invalid field of a request (the management service's).
+pub use keyward_manage::FieldError;
+use keyward_manage::ManageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -303,6 +283,32 @@ impl From<keyward_limits::LimitError> for ApiError {
         match e {
             keyward_limits::LimitError::RateLimit(e) => e.into(),
             keyward_limits::LimitError::Credits(e) => e.into(),
+        }
+    }
+}
+
+/// The management service's refusals, as the API answers them.
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> ApiError {
+        match e {
+            ManageError::NotFound(what) => ApiError::NotFound(what),
+            ManageError::InsufficientScope { missing } => {
+                ApiError::Denied(Denial::InsufficientScope { missing })
+            }
+            // The API has no console roles; a refusal of one is an operator-only action.
+            ManageError::RootOnly | ManageError::RoleRefused(_) => ApiError::RootOnly,
+            ManageError::Validation(errors) => ApiError::Validation(errors),
+            ManageError::NameTaken => ApiError::NameTaken,
+            ManageError::Conflict { code, message } => ApiError::Conflict { code, message },
+            ManageError::ScopeNotGrantable { scopes, detail } => {
+                ApiError::ScopeNotGrantable { scopes, detail }
+            }
+            ManageError::LastRootKey => ApiError::LastRootKey,
+            ManageError::InvalidCursor => ApiError::InvalidCursor,
+            ManageError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ManageError::InvalidIdempotencyKey(why) => ApiError::InvalidIdempotencyKey(why),
+            ManageError::Unavailable => ApiError::Unavailable,
+            ManageError::Internal => ApiError::Internal,
         }
     }
 }

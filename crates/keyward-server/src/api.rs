@@ -17,16 +17,14 @@ use axum::http::request::Parts;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use base64::Engine;
-use keyward_core::id::new_id;
-use keyward_core::scope::Grantor;
 use keyward_core::verdict::Denial;
-use keyward_store::{AuditEntry, KeyClass, PageRequest};
+use keyward_manage::{Actor, Cursor, Paging};
+use keyward_store::Page;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::app::AppState;
 use crate::credential;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -73,32 +71,6 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/v1/audit", get(audit::list)),
         ("/openapi.json", get(meta::openapi)),
     ]
-}
-
-/// Checks a tier name given to a key or tenant: only operators set tiers
-/// (they decide what a customer pays for), and when the deployment declares
-/// tiers the name must be one of them.
-pub(crate) fn check_tier(state: &AppState, caller: &Caller, t: &str, errors: &mut Vec<FieldError>) {
-    if !caller.is_root() {
-        errors.push(FieldError::new(
-            "tier",
-            "not_grantable",
-            "only operator root keys set tiers",
-        ));
-    } else if !crate::limits::valid_tier_name(t) {
-        errors.push(FieldError::new(
-            "tier",
-            "invalid",
-            "tier must be 1 to 64 characters of a-z, 0-9, _ and -",
-        ));
-    } else if !state.settings.tiers.is_empty() && state.settings.tiers.get(t).is_none() {
-        let known: Vec<&str> = state.settings.tiers.names().into_keys().collect();
-        errors.push(FieldError::new(
-            "tier",
-            "unknown_tier",
-            format!("tier must be one of: {}", known.join(", ")),
-        ));
-    }
 }
 
 /// JSON bodies, with every rejection turned into a typed problem.
@@ -170,13 +142,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 /// The authenticated key behind a management or `/me` request. Every check
-/// but scopes has passed; handlers then [`Caller::require`] their scope.
+/// but scopes has passed; handlers hand its [`Actor`] to the management
+/// service, which checks the scope each action needs.
 pub struct Caller {
     pub key: Arc<CachedKey>,
-    pub ip: Option<IpAddr>,
-    /// A console member acting with their role's scopes (a synthetic key),
-    /// rather than a stored API key: see [`Caller::grantor`].
-    pub member: bool,
+    pub actor: Actor,
+}
+
+impl Caller {
+    /// The API key as a management actor.
+    pub fn of_key(key: Arc<CachedKey>, ip: Option<IpAddr>) -> Caller {
+        let r = &key.record;
+        let actor = Actor::Key {
+            id: r.id.clone(),
+            class: r.class,
+            tenant_id: r.tenant_id.clone(),
+            scopes: key.policy.scopes.clone(),
+            ip,
+        };
+        Caller { key, actor }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -211,11 +196,7 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(ApiError::NotFound("resource"));
         }
-        Ok(Caller {
-            key,
-            ip,
-            member: false,
-        })
+        Ok(Caller::of_key(key, ip))
     }
 }
 
@@ -227,93 +208,25 @@ pub(crate) fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
     credential::client_ip(peer, &parts.headers, &state.settings.trusted_proxies)
 }
 
-impl Caller {
-    /// Fails with 403 `insufficient_scope` unless the key holds `scope`.
-    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.key.policy.scopes.allows(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::Denied(Denial::InsufficientScope {
-                missing: vec![scope.to_owned()],
-            }))
-        }
-    }
-
-    pub fn is_root(&self) -> bool {
-        self.key.record.class == KeyClass::Root
-    }
-
-    pub fn require_root(&self) -> Result<(), ApiError> {
-        if self.is_root() {
-            Ok(())
-        } else {
-            Err(ApiError::RootOnly)
-        }
-    }
-
-    /// Who this caller is when giving a key scopes: operators (root keys,
-    /// console operators) may give any; a tenant key only what it holds; a
-    /// console member keyward's own scopes only as far as their role holds
-    /// them (`keyward_core::scope::refused_grants`).
-    pub fn grantor(&self) -> Grantor<'_> {
-        if self.is_root() {
-            Grantor::Operator
-        } else if self.member {
-            Grantor::Member(&self.key.policy.scopes)
-        } else {
-            Grantor::Key(&self.key.policy.scopes)
-        }
-    }
-
-    pub fn tenant_id(&self) -> Option<&str> {
-        self.key.record.tenant_id.as_deref()
-    }
-
-    /// Whether this caller may see things of `tenant_id` (root keys see all;
-    /// a tenant key sees its own tenant only). Callers answer 404 otherwise.
-    pub fn sees_tenant(&self, tenant_id: Option<&str>) -> bool {
-        self.is_root() || (tenant_id.is_some() && tenant_id == self.tenant_id())
-    }
-
-    pub fn audit(
-        &self,
-        state: &AppState,
-        action: &str,
-        target: &str,
-        tenant_id: Option<&str>,
-        details: Value,
-    ) -> Result<AuditEntry, ApiError> {
-        Ok(AuditEntry {
-            id: new_id("evt", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?,
-            at: state.clock.now().0,
-            actor: self.key.record.id.clone(),
-            actor_ip: self.ip.map(|i| i.to_string()),
-            tenant_id: tenant_id.map(str::to_owned),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            details,
-        })
-    }
+/// Cursor pagination: `?limit=1..100&cursor=…` (the service checks the limit).
+pub(crate) fn paging(limit: Option<u32>, cursor: Option<&str>) -> Paging {
+    let cursor = match cursor {
+        None | Some("") => Cursor::Start,
+        Some(c) => decode_cursor(c).map_or(Cursor::Invalid, Cursor::Before),
+    };
+    Paging { limit, cursor }
 }
 
-/// Cursor pagination: `?limit=1..100&cursor=…`.
-pub(crate) fn page_request(
-    limit: Option<u32>,
-    cursor: Option<&str>,
-) -> Result<PageRequest, ApiError> {
-    let limit = limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "limit",
-            "out_of_range",
-            "limit must be between 1 and 100",
-        )]));
-    }
-    let before = match cursor {
-        None | Some("") => None,
-        Some(c) => Some(decode_cursor(c).ok_or(ApiError::InvalidCursor)?),
-    };
-    Ok(PageRequest { limit, before })
+/// A page of the service's as the API's `(data, next_cursor, has_more)`.
+pub(crate) fn page_parts<T, V>(
+    page: &Page<T>,
+    view: impl Fn(&T) -> V,
+) -> (Vec<V>, Option<String>, bool) {
+    (
+        page.items.iter().map(|(_, t)| view(t)).collect(),
+        page.next.map(encode_cursor),
+        page.next.is_some(),
+    )
 }
 
 pub(crate) fn encode_cursor(seq: i64) -> String {

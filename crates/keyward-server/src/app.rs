@@ -51,6 +51,9 @@ pub struct Shared {
     pub routes: crate::gateway::LiveRoutes,
     /// Rate limiter and credit spender.
     pub limits: Arc<Limits>,
+    /// Every management action (API, console), with its checks, audit and
+    /// cache invalidation.
+    pub manage: Arc<keyward_manage::ManageService>,
     /// `idempotency.methods`, parsed.
     pub idempotent_methods: Arc<Vec<Method>>,
 }
@@ -115,15 +118,27 @@ impl Keyward {
                 .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                 .collect(),
         );
+        let verifier = Arc::new(verifier);
+        let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+        let manage = Arc::new(keyward_manage::ManageService::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&entropy),
+            Arc::new(crate::invalidate::LocalInvalidator::new(Arc::clone(
+                &verifier,
+            ))),
+            manage_policy(&settings),
+        ));
         Keyward {
             state: AppState(Arc::new(Shared {
                 limits,
                 idempotent_methods,
+                manage,
                 settings: Arc::new(settings),
                 store,
-                verifier: Arc::new(verifier),
+                verifier,
                 clock,
-                entropy: Arc::new(OsEntropy),
+                entropy,
                 upstream,
                 routes,
                 usage,
@@ -232,6 +247,30 @@ fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// What the management checks need from `settings` (built again on a reload).
+pub fn manage_policy(settings: &Settings) -> keyward_manage::ManagePolicy {
+    keyward_manage::ManagePolicy {
+        format: settings.format.clone(),
+        catalog: settings.catalog.clone(),
+        tiers: settings
+            .tiers
+            .names()
+            .into_keys()
+            .map(|n| (n.to_owned(), settings.tiers.refill_for_tenant(Some(n))))
+            .collect(),
+        default_refill: settings.tiers.refill_for_tenant(None),
+        metadata_max_bytes: settings.config.keys.metadata_max_bytes,
+        invite_ttl_ms: i64::try_from(
+            settings
+                .config
+                .console
+                .invite_ttl_seconds
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
+    }
 }
 
 /// Convenience: the router for `settings` over `store` with `clock`.

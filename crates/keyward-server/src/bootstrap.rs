@@ -1,11 +1,14 @@
 //! Creating operator root keys straight in the store: how a deployment gets
-//! its first key (`keyward root-keys create`), before any API call is possible.
+//! its first key (`keyward root-keys create`), before any API call is
+//! possible. The host acts through the management service like everyone
+//! else ([`host_service`], `Actor::host("cli")`), without a cache to drop.
+
+use std::sync::Arc;
 
 use keyward_core::clock::Clock;
-use keyward_core::id::new_id;
-use keyward_core::secret::{Entropy, KeyKind, KeySecret};
-use keyward_store::{AuditEntry, KeyClass, KeyRecord, Store, StoreError};
-use serde_json::json;
+use keyward_core::secret::{Entropy, KeySecret};
+use keyward_manage::{Actor, ManageError, ManageService, NoInvalidation};
+use keyward_store::{KeyRecord, Store, StoreError};
 
 use crate::config::Settings;
 
@@ -21,67 +24,54 @@ pub enum BootstrapError {
     Store(StoreError),
     #[error("key generation failed: {0}")]
     Entropy(String),
+    #[error("{0}")]
+    Manage(ManageError),
+}
+
+/// The management service for the host's direct-store commands (the CLI):
+/// no node's cache to invalidate.
+pub fn host_service(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+) -> ManageService {
+    ManageService::new(
+        store,
+        clock,
+        entropy,
+        Arc::new(NoInvalidation),
+        crate::app::manage_policy(settings),
+    )
 }
 
 /// Creates a root key named `name` with `scopes` (default `keyward:*`) and
 /// returns its record and the secret, which exists nowhere else.
 pub async fn create_root_key(
     settings: &Settings,
-    store: &dyn Store,
-    clock: &dyn Clock,
-    entropy: &dyn Entropy,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
     name: &str,
     scopes: &[String],
 ) -> Result<(KeyRecord, KeySecret), BootstrapError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+    // The CLI's own words for what the service refuses too.
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 128 || trimmed.chars().any(char::is_control)
+    {
         return Err(BootstrapError::Name);
     }
-    let scopes = if scopes.is_empty() {
-        vec!["keyward:*".to_owned()]
-    } else {
-        scopes.to_vec()
-    };
-    for s in &scopes {
+    for s in scopes {
         settings.catalog.check_grant(s)?;
     }
-    let entropy_err = |e: &dyn std::fmt::Display| BootstrapError::Entropy(e.to_string());
-    let secret = settings
-        .format
-        .generate(&KeyKind::Root, entropy)
-        .map_err(|e| entropy_err(&e))?;
-    let now = clock.now().0;
-    let id = new_id("key", entropy).map_err(|e| entropy_err(&e))?;
-    let issued = KeyRecord::issued(
-        id,
-        KeyClass::Root,
-        "root".into(),
-        secret.hash().to_hex(),
-        secret.start(),
-        "cli".into(),
-        now,
-    );
-    let record = KeyRecord {
-        name: name.to_owned(),
-        scopes,
-        ..issued
-    };
-    let audit = AuditEntry {
-        id: new_id("evt", entropy).map_err(|e| entropy_err(&e))?,
-        at: now,
-        actor: "cli".into(),
-        actor_ip: None,
-        tenant_id: None,
-        action: "root_key.created".into(),
-        target: record.id.clone(),
-        details: json!({ "name": record.name, "scopes": record.scopes }),
-    };
-    store
-        .create_key(&record, &audit)
+    let manage = host_service(settings, store, clock, entropy);
+    let issued = manage
+        .create_root_key(&Actor::host("cli"), trimmed, scopes)
         .await
         .map_err(|e| match e {
-            StoreError::NameTaken => BootstrapError::NameTaken(record.name.clone()),
-            other => BootstrapError::Store(other),
+            ManageError::NameTaken => BootstrapError::NameTaken(trimmed.to_owned()),
+            ManageError::Internal => BootstrapError::Entropy("no entropy".into()),
+            other => BootstrapError::Manage(other),
         })?;
-    Ok((record, secret))
+    Ok((issued.record, issued.secret))
 }

@@ -1,5 +1,5 @@
 //! The developer console at `/console`: server-rendered HTML over the same
-//! handlers as the management API.
+//! management service as the API.
 //!
 //! People sign in with an email and password ([`session`]); each holds a
 //! [`Role`] per tenant, or is an operator who sees every tenant
@@ -8,11 +8,11 @@
 //! binary ([`assets`]), so the console needs no Node toolchain to build and
 //! no network to run.
 //!
-//! Every key, tenant and audit action goes through the API handlers in
-//! [`crate::api`] with a [`crate::api::Caller`] built from the signed-in user
-//! and their role ([`access::TenantAccess::caller`]): validation, tenant
-//! isolation, audit records and cache invalidation are the API's, written
-//! once.
+//! Every key, tenant, member and audit action goes through the management
+//! service (`keyward_manage::ManageService`, `AppState::manage`) with an
+//! `Actor` built from the signed-in user and their role
+//! ([`access::TenantAccess::actor`]): validation, tenant isolation, audit
+//! records and cache invalidation are the service's, the same as the API's.
 //!
 //! Security: sessions are random tokens in a `Secure; HttpOnly;
 //! SameSite=Strict` cookie, stored only as a SHA-256; every state change
@@ -39,6 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use keyward_manage::ManageError;
 use keyward_store::{Role, StoreError};
 
 use crate::app::AppState;
@@ -185,6 +186,23 @@ impl From<ApiError> for ConsoleError {
             ApiError::NotFound(_) => ConsoleError::NotFound,
             ApiError::Unavailable => ConsoleError::Unavailable,
             other => ConsoleError::Api(other),
+        }
+    }
+}
+
+/// The one place management refusals become console pages: unknown things
+/// are 404 pages, a role's refusal says what the role may not do, and the
+/// rest read as the API words them.
+impl From<ManageError> for ConsoleError {
+    fn from(e: ManageError) -> ConsoleError {
+        match e {
+            ManageError::NotFound(_) => ConsoleError::NotFound,
+            ManageError::Unavailable => ConsoleError::Unavailable,
+            ManageError::RoleRefused(what) => ConsoleError::Forbidden(format!(
+                "Your role may not {what}. Ask an owner or admin of the tenant to change \
+                 your role if you need to."
+            )),
+            other => ConsoleError::Api(ApiError::from(other)),
         }
     }
 }

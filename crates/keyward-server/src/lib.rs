@@ -35,6 +35,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod idempotency;
+pub mod invalidate;
 pub mod openapi;
 mod serve;
 

@@ -470,12 +470,12 @@ async fn shutdown_signal() {
 
 async fn create_root_key(args: ServerArgs, name: String, scopes: Vec<String>) -> Result<()> {
     let settings = load_settings(&args)?;
-    let store = open_store(&settings).await?;
+    let store = std::sync::Arc::new(open_store(&settings).await?);
     let created = keyward_server::bootstrap::create_root_key(
         &settings,
-        &store,
-        &SystemClock,
-        &OsEntropy,
+        store.clone(),
+        std::sync::Arc::new(SystemClock),
+        std::sync::Arc::new(OsEntropy),
         &name,
         &scopes,
     )
@@ -514,7 +514,16 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<zeroize::Zeroizing<S
 
 async fn users(cmd: Users) -> Result<()> {
     use keyward_server::console::accounts;
-    use keyward_store::UserStore;
+    use std::sync::Arc;
+    // The host acts through the management service, straight on the store.
+    let host = |settings: &keyward_server::config::Settings, store: &Arc<SqlStore>| {
+        keyward_server::bootstrap::host_service(
+            settings,
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(OsEntropy),
+        )
+    };
     match cmd {
         Users::Create {
             email,
@@ -525,10 +534,9 @@ async fn users(cmd: Users) -> Result<()> {
         } => {
             let password = read_password(password_stdin, true)?;
             let settings = load_settings(&server)?;
-            let store = open_store(&settings).await?;
+            let store = Arc::new(open_store(&settings).await?);
             let created = accounts::create_user(
-                &store,
-                &SystemClock,
+                &host(&settings, &store),
                 &OsEntropy,
                 &email,
                 &name,
@@ -552,9 +560,10 @@ async fn users(cmd: Users) -> Result<()> {
         } => {
             let password = read_password(password_stdin, true)?;
             let settings = load_settings(&server)?;
-            let store = open_store(&settings).await?;
+            let store = Arc::new(open_store(&settings).await?);
             let done =
-                accounts::set_password(&store, &SystemClock, &OsEntropy, &email, password).await;
+                accounts::set_password(&host(&settings, &store), &OsEntropy, &email, password)
+                    .await;
             store.close().await;
             let user = done?;
             eprintln!(
@@ -565,8 +574,10 @@ async fn users(cmd: Users) -> Result<()> {
         }
         Users::List { server } => {
             let settings = load_settings(&server)?;
-            let store = open_store(&settings).await?;
-            let listed = store.list_users().await;
+            let store = Arc::new(open_store(&settings).await?);
+            let listed = host(&settings, &store)
+                .list_users(&keyward_manage::Actor::host("cli"))
+                .await;
             store.close().await;
             let mut out = std::io::stdout().lock();
             for u in listed? {

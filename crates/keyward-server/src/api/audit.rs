@@ -1,13 +1,14 @@
 //! The audit log: every management action, append-only, newest first.
 
 use axum::extract::State;
-use keyward_store::AuditFilter;
-pub use keyward_wire::ListAudit;
+use keyward_manage::AuditQuery;
 
-use super::views::{audit_event_view, AuditPage, ProblemDoc};
-use super::{encode_cursor, page_request, Caller, Query};
+use super::views::audit_event_view;
+use super::views::{AuditPage, ProblemDoc};
+use super::{page_parts, paging, Caller, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
+pub use keyward_wire::ListAudit;
 
 /// Lists audit events (`keyward:audit:read`).
 #[utoipa::path(
@@ -30,28 +31,15 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListAudit>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
-    caller.require("keyward:audit:read")?;
-    let tenant_id = match (caller.is_root(), q.tenant_id) {
-        (true, t) => t,
-        (false, Some(t)) if Some(t.as_str()) != caller.tenant_id() => {
-            return Err(ApiError::NotFound("tenant"))
-        }
-        (false, _) => caller.tenant_id().map(str::to_owned),
+    let query = AuditQuery {
+        tenant_id: q.tenant_id,
+        paging: paging(q.limit, q.cursor.as_deref()),
     };
-    let page = state
-        .store
-        .list_audit(
-            &AuditFilter { tenant_id },
-            page_request(q.limit, q.cursor.as_deref())?,
-        )
-        .await?;
+    let page = state.manage.list_audit(&caller.actor, query).await?;
+    let (data, next_cursor, has_more) = page_parts(&page, |e| audit_event_view(e));
     Ok(axum::Json(AuditPage {
-        data: page
-            .items
-            .iter()
-            .map(|(_, e)| audit_event_view(e))
-            .collect(),
-        next_cursor: page.next.map(encode_cursor),
-        has_more: page.next.is_some(),
+        data,
+        next_cursor,
+        has_more,
     }))
 }

@@ -6,45 +6,24 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keyward_core::id::new_id;
-use keyward_store::limits::{CreditAccount, CreditChange, LedgerKind, Refill};
-use keyward_store::{StoreError, Tenant};
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use keyward_manage::{CreditChangeInput, Credits};
 
-pub use keyward_wire::ListLedger;
-
+use super::views::{ledger_entry_view, refill_spec, store_refill};
 use super::views::{
-    ledger_entry_view, refill_spec, store_refill, ChangeCredits, CreditsView, LedgerEntryView,
-    LedgerPage, ProblemDoc, RefillSpec,
+    ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, ProblemDoc, RefillSpec,
 };
-use super::{encode_cursor, page_request, Caller, Json, Query};
+use super::{page_parts, paging, Caller, Json, Query};
 use crate::app::AppState;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::idempotency;
-
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Tenant, ApiError> {
-    if !caller.sees_tenant(Some(id)) {
-        return Err(ApiError::NotFound("tenant"));
-    }
-    state.store.get_tenant(id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::NotFound("tenant"),
-        other => other.into(),
-    })
-}
-
-fn tier_refill(state: &AppState, tenant: &Tenant) -> Option<Refill> {
-    state
-        .settings
-        .tiers
-        .refill_for_tenant(tenant.tier.as_deref())
-}
+pub use keyward_wire::ListLedger;
 
 /// The balance as this node knows it: stored plus this node's unspent
 /// reservation (other nodes' reservations are not shown: they may be spent).
-async fn view(state: &AppState, tenant: &Tenant, a: &CreditAccount) -> CreditsView {
-    let reserved = state.limits.credits.reserved(&tenant.id).await;
-    let tier = tier_refill(state, tenant);
+async fn view(state: &AppState, c: &Credits) -> CreditsView {
+    let a = &c.account;
+    let reserved = state.limits.credits.reserved(&c.tenant.id).await;
+    let tier = c.tier_refill;
     let (refill, source) = match (a.refill, tier) {
         (Some(r), _) => (Some(r), Some("tenant")),
         (None, Some(r)) => (Some(r), Some("tier")),
@@ -81,13 +60,8 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
-    caller.require("keyward:credits:read")?;
-    let tenant = visible(&state, &caller, &id).await?;
-    let account = state
-        .store
-        .credit_account(&id, tier_refill(&state, &tenant), state.clock.now().0)
-        .await?;
-    Ok(axum::Json(view(&state, &tenant, &account).await))
+    let credits = state.manage.credits(&caller.actor, &id).await?;
+    Ok(axum::Json(view(&state, &credits).await))
 }
 
 /// Grants (`kind: grant`, amount > 0) or adjusts (`kind: adjust`, either
@@ -125,99 +99,19 @@ pub async fn change(
     headers: HeaderMap,
     Json(body): Json<ChangeCredits>,
 ) -> Result<Response, ApiError> {
-    caller.require("keyward:credits:write")?;
-    caller.require_root()?;
-    let tenant = visible(&state, &caller, &id).await?;
-    let idempotency_key = idempotency::key_of(&headers)?;
-    let mut errors = Vec::new();
-    let kind = match body.kind.as_str() {
-        "grant" => {
-            if body.amount <= 0 {
-                errors.push(FieldError::new(
-                    "amount",
-                    "out_of_range",
-                    "a grant adds credits: amount must be positive",
-                ));
-            }
-            LedgerKind::Grant
-        }
-        "adjust" => {
-            if body.amount == 0 {
-                errors.push(FieldError::new(
-                    "amount",
-                    "out_of_range",
-                    "an adjustment must change the balance: amount must not be 0",
-                ));
-            }
-            LedgerKind::Adjust
-        }
-        _ => {
-            errors.push(FieldError::new(
-                "kind",
-                "invalid",
-                "kind must be grant or adjust",
-            ));
-            LedgerKind::Adjust
-        }
-    };
-    if let Some(r) = &body.reason {
-        if r.chars().count() > 500 || r.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                "reason",
-                "invalid",
-                "reason must be at most 500 printable characters",
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let mut h = Sha256::new();
-    h.update(format!(
-        "{}\n{}\n{}",
-        body.kind,
-        body.amount,
-        body.reason.as_deref().unwrap_or("")
-    ));
-    let fingerprint: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let ledger_id = new_id("led", state.entropy.as_ref()).map_err(|_| ApiError::Internal)?;
-    let audit = caller.audit(
-        &state,
-        if kind == LedgerKind::Grant {
-            "credits.granted"
-        } else {
-            "credits.adjusted"
-        },
-        &ledger_id,
-        Some(&id),
-        json!({ "amount": body.amount, "reason": body.reason }),
-    )?;
-    let change = CreditChange {
-        id: ledger_id,
-        tenant_id: id.clone(),
-        kind,
+    let input = CreditChangeInput {
+        kind: body.kind,
         amount: body.amount,
-        at: state.clock.now().0,
-        actor: caller.key.record.id.clone(),
         reason: body.reason,
-        idempotency_key,
-        fingerprint,
-        refill: tier_refill(&state, &tenant),
+        idempotency_key: idempotency::key_of(&headers).map_err(|e| match e {
+            ApiError::InvalidIdempotencyKey(why) => why,
+            _ => "is invalid",
+        }),
     };
     let outcome = state
-        .store
-        .change_credits(&change, &audit)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) if m.contains("Idempotency-Key") => {
-                ApiError::IdempotencyKeyReused
-            }
-            StoreError::Conflict(m) => ApiError::Conflict {
-                code: "insufficient_balance",
-                message: format!("The balance is too low: {m}."),
-            },
-            other => other.into(),
-        })?;
+        .manage
+        .change_credits(&caller.actor, &id, input)
+        .await?;
     let view = axum::Json(ledger_entry_view(&outcome.entry));
     Ok(if outcome.replayed {
         let mut r = (StatusCode::OK, view).into_response();
@@ -256,34 +150,9 @@ pub async fn set_refill(
     Path(id): Path<String>,
     Json(body): Json<RefillSpec>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
-    caller.require("keyward:credits:write")?;
-    caller.require_root()?;
-    let tenant = visible(&state, &caller, &id).await?;
-    if body.amount < 0 {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "amount",
-            "out_of_range",
-            "amount must not be negative",
-        )]));
-    }
     let refill = store_refill(&body);
-    let audit = caller.audit(
-        &state,
-        "credits.refill_set",
-        &id,
-        Some(&id),
-        json!({ "refill": refill }),
-    )?;
-    let now = state.clock.now().0;
-    state
-        .store
-        .set_refill(&id, Some(refill), now, &audit)
-        .await?;
-    let account = state
-        .store
-        .credit_account(&id, tier_refill(&state, &tenant), now)
-        .await?;
-    Ok(axum::Json(view(&state, &tenant, &account).await))
+    let credits = state.manage.set_refill(&caller.actor, &id, refill).await?;
+    Ok(axum::Json(view(&state, &credits).await))
 }
 
 /// Removes the tenant's own refill schedule (its tier's applies, if any).
@@ -305,13 +174,8 @@ pub async fn clear_refill(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
-    caller.require("keyward:credits:write")?;
-    caller.require_root()?;
-    let tenant = visible(&state, &caller, &id).await?;
-    let audit = caller.audit(&state, "credits.refill_cleared", &id, Some(&id), json!({}))?;
-    let now = state.clock.now().0;
-    let account = state.store.set_refill(&id, None, now, &audit).await?;
-    Ok(axum::Json(view(&state, &tenant, &account).await))
+    let credits = state.manage.clear_refill(&caller.actor, &id).await?;
+    Ok(axum::Json(view(&state, &credits).await))
 }
 
 /// The tenant's credit ledger, newest first: grants, adjustments, refills,
@@ -340,21 +204,21 @@ pub async fn ledger(
     Path(id): Path<String>,
     Query(q): Query<ListLedger>,
 ) -> Result<axum::Json<LedgerPage>, ApiError> {
-    caller.require("keyward:credits:read")?;
-    visible(&state, &caller, &id).await?;
     // This node's spends so far belong in the answer.
-    state.limits.credits.settle(false).await?;
+    let settle = state.limits.credits.settle(false);
     let page = state
-        .store
-        .list_ledger(&id, page_request(q.limit, q.cursor.as_deref())?)
+        .manage
+        .ledger(
+            &caller.actor,
+            &id,
+            paging(q.limit, q.cursor.as_deref()),
+            settle,
+        )
         .await?;
+    let (data, next_cursor, has_more) = page_parts(&page, |e| ledger_entry_view(e));
     Ok(axum::Json(LedgerPage {
-        data: page
-            .items
-            .iter()
-            .map(|(_, e)| ledger_entry_view(e))
-            .collect(),
-        next_cursor: page.next.map(encode_cursor),
-        has_more: page.next.is_some(),
+        data,
+        next_cursor,
+        has_more,
     }))
 }

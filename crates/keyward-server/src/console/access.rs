@@ -1,4 +1,4 @@
-//! Who may do what in a tenant, and the API [`Caller`] that carries it.
+//! Who may do what in a tenant, and the management [`Actor`] that carries it.
 //!
 //! | | owner | admin | developer | viewer | operator |
 //! |---|---|---|---|---|---|
@@ -9,20 +9,15 @@
 //! | list and create tenants | | | | | ✓ |
 //!
 //! The console checks these before acting, to answer with a clear message;
-//! the API handlers it then calls check the [`Caller`]'s scopes and tenant
-//! again, so a page that forgot a check would still be refused.
+//! the management service it then calls checks the [`Actor`]'s scopes, role
+//! and tenant again, so a page that forgot a check would still be refused.
 
-use std::sync::Arc;
-
-use keyward_core::clock::Timestamp;
-use keyward_core::scope::{refused_grants, Grantor, ScopeSet};
-use keyward_store::{KeyClass, KeyRecord, Role, Tenant};
+use keyward_manage::Actor;
+use keyward_store::{Role, Tenant};
 
 use super::session::SignedIn;
 use super::ConsoleError;
-use crate::api::Caller;
 use crate::app::AppState;
-use crate::verifier::CachedKey;
 
 /// How the signed-in user stands in a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,78 +98,36 @@ impl TenantAccess {
     }
 
     /// Whether this user may give a new key `scope` in this tenant: the
-    /// API's rule (`keyward_core::scope::refused_grants`) for their caller,
-    /// with the tenant's ceiling. For offering only grantable scopes.
-    pub fn may_grant(&self, scope: &str) -> bool {
-        let role;
-        let grantor = match self.standing {
-            Standing::Operator => Grantor::Operator,
-            Standing::Member(r) => {
-                role = ScopeSet::new(role_scopes(r).iter().map(|s| (*s).to_owned()));
-                Grantor::Member(&role)
-            }
+    /// management service's rule (`keyward_core::scope::refused_grants`) for
+    /// their actor, with the tenant's ceiling. For offering only grantable scopes.
+    pub fn may_grant(&self, state: &AppState, scope: &str) -> bool {
+        // What one may grant follows from the standing, not from who one is.
+        let actor = match self.standing {
+            Standing::Operator => Actor::operator("", None),
+            Standing::Member(role) => Actor::member("", &self.tenant.id, role, None),
         };
-        let ceiling = self
-            .tenant
-            .grantable_scopes
-            .as_ref()
-            .map(|g| ScopeSet::new(g.iter().cloned()));
-        refused_grants(
-            grantor,
-            ceiling.as_ref(),
-            &ScopeSet::default(),
-            &[scope.to_owned()],
-        )
-        .is_empty()
+        state.manage.may_grant(&actor, &self.tenant, scope)
     }
 
     pub fn refuse(&self, what: &str) -> ConsoleError {
         super::role_refusal(self.role(), &self.tenant.name, what)
     }
 
-    /// The API caller for this user in this tenant: the scopes of their
-    /// role, confined to the tenant (operators act as a root key). Audit
-    /// records name the user's id as the actor.
-    pub fn caller(&self, state: &AppState, signed: &SignedIn) -> Caller {
-        let (class, tenant_id, scopes): (KeyClass, Option<String>, &[&str]) = match self.standing {
-            Standing::Operator => (KeyClass::Root, None, &["keyward:*"]),
-            Standing::Member(role) => (
-                KeyClass::Tenant,
-                Some(self.tenant.id.clone()),
-                role_scopes(role),
-            ),
-        };
-        user_caller(
-            state,
-            signed,
-            class,
-            tenant_id,
-            scopes,
-            Some(&self.tenant.name),
-        )
-    }
-}
-
-/// The API scopes a member's role acts with.
-fn role_scopes(role: Role) -> &'static [&'static str] {
-    match role {
-        Role::Owner | Role::Admin => &[
-            "keyward:keys:read",
-            "keyward:keys:write",
-            "keyward:audit:read",
-            "keyward:tenants:read",
-        ],
-        Role::Developer => &[
-            "keyward:keys:read",
-            "keyward:keys:write",
-            "keyward:tenants:read",
-        ],
-        Role::Viewer => &["keyward:keys:read", "keyward:tenants:read"],
+    /// The management actor for this user in this tenant: a member with
+    /// their role (and its scopes), or an operator. Audit records name the
+    /// user's id as the actor.
+    pub fn actor(&self, signed: &SignedIn) -> Actor {
+        match self.standing {
+            Standing::Operator => Actor::operator(&signed.user.id, signed.ip),
+            Standing::Member(role) => {
+                Actor::member(&signed.user.id, &self.tenant.id, role, signed.ip)
+            }
+        }
     }
 }
 
 /// An operator acting outside any tenant (tenant list and creation).
-pub fn operator_caller(state: &AppState, signed: &SignedIn) -> Result<Caller, ConsoleError> {
+pub fn operator_actor(signed: &SignedIn) -> Result<Actor, ConsoleError> {
     if !signed.user.operator {
         return Err(ConsoleError::Forbidden(
             "Only keyward operators can list and create tenants. \
@@ -182,44 +135,5 @@ pub fn operator_caller(state: &AppState, signed: &SignedIn) -> Result<Caller, Co
                 .into(),
         ));
     }
-    Ok(user_caller(
-        state,
-        signed,
-        KeyClass::Root,
-        None,
-        &["keyward:*"],
-        None,
-    ))
-}
-
-fn user_caller(
-    state: &AppState,
-    signed: &SignedIn,
-    class: KeyClass,
-    tenant_id: Option<String>,
-    scopes: &[&str],
-    tenant_name: Option<&str>,
-) -> Caller {
-    let user = &signed.user;
-    let now = state.clock.now();
-    let issued = KeyRecord::issued(
-        user.id.clone(),
-        class,
-        "console".into(),
-        String::new(),
-        String::new(),
-        user.id.clone(),
-        Timestamp::millis(now),
-    );
-    let record = KeyRecord {
-        tenant_id,
-        name: user.email.clone(),
-        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        ..issued
-    };
-    Caller {
-        key: Arc::new(CachedKey::new(record, tenant_name.map(str::to_owned), None)),
-        ip: signed.ip,
-        member: class == KeyClass::Tenant,
-    }
+    Ok(Actor::operator(&signed.user.id, signed.ip))
 }

@@ -1,11 +1,9 @@
 //! Console accounts: creating users (the first operator from the CLI, the
 //! others by invitation) and setting passwords.
 
-use keyward_core::clock::Clock;
-use keyward_core::id::new_id;
 use keyward_core::secret::Entropy;
-use keyward_store::{AuditEntry, Store, StoreError, User};
-use serde_json::json;
+use keyward_manage::{Actor, ManageError, ManageService, NewUser};
+use keyward_store::User;
 use zeroize::Zeroizing;
 
 use super::password::{self, PasswordError};
@@ -23,30 +21,18 @@ pub enum AccountError {
     #[error("no user has the email {0}")]
     Unknown(String),
     #[error(transparent)]
-    Store(StoreError),
+    Manage(ManageError),
 }
 
 /// Emails are compared lower-cased and trimmed.
 pub fn normalize_email(s: &str) -> String {
-    s.trim().to_lowercase()
+    keyward_manage::normalize_email(s)
 }
 
 /// A plausible address: one `@`, something on each side, a dot in the
 /// domain, no spaces or control characters, at most 254 characters.
 pub fn check_email(email: &str) -> Result<(), AccountError> {
-    let ok = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && match email.split_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty()
-                    && !domain.contains('@')
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-            }
-            None => false,
-        };
-    if ok {
+    if keyward_manage::check_email(email) {
         Ok(())
     } else {
         Err(AccountError::Email(email.to_owned()))
@@ -54,101 +40,102 @@ pub fn check_email(email: &str) -> Result<(), AccountError> {
 }
 
 pub fn check_name(name: &str) -> Result<(), AccountError> {
-    if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        Err(AccountError::Name)
-    } else {
+    if keyward_manage::check_name(name) {
         Ok(())
+    } else {
+        Err(AccountError::Name)
     }
 }
 
-/// A new user record with a hashed password (not yet stored).
-pub async fn new_user(
+fn manage_error(email: &str, e: ManageError) -> AccountError {
+    match e {
+        ManageError::Validation(errors) if errors.iter().any(|e| e.field == "email") => {
+            AccountError::Email(email.to_owned())
+        }
+        ManageError::Validation(_) => AccountError::Name,
+        ManageError::Conflict { .. } => AccountError::Taken(email.to_owned()),
+        ManageError::NotFound(_) => AccountError::Unknown(email.to_owned()),
+        other => AccountError::Manage(other),
+    }
+}
+
+/// Checks the email, name and password, and hashes the password.
+async fn checked(
     entropy: &dyn Entropy,
-    now: i64,
     email: &str,
     name: &str,
     password: Zeroizing<String>,
     operator: bool,
-) -> Result<User, AccountError> {
+) -> Result<NewUser, AccountError> {
     let email = normalize_email(email);
     check_email(&email)?;
     let name = name.trim();
     check_name(name)?;
     password::check_policy(&password)?;
     let password_hash = password::hash(password, entropy).await?;
-    Ok(User {
-        id: new_id("usr", entropy).map_err(|_| PasswordError::Entropy)?,
+    Ok(NewUser {
         email,
         name: name.to_owned(),
         password_hash,
         operator,
-        created_at: now,
-        updated_at: now,
     })
 }
 
-/// Creates a user straight in the store (`keyward users create`).
-pub async fn create_user(
-    store: &dyn Store,
-    clock: &dyn Clock,
+/// A new user record with a hashed password (not yet stored; an accepted
+/// invitation stores it).
+pub async fn new_user(
+    manage: &ManageService,
     entropy: &dyn Entropy,
     email: &str,
     name: &str,
     password: Zeroizing<String>,
     operator: bool,
 ) -> Result<User, AccountError> {
-    let now = clock.now().0;
-    let user = new_user(entropy, now, email, name, password, operator).await?;
-    let audit = AuditEntry {
-        id: new_id("evt", entropy).map_err(|_| PasswordError::Entropy)?,
-        at: now,
-        actor: "cli".into(),
-        actor_ip: None,
-        tenant_id: None,
-        action: "user.created".into(),
-        target: user.id.clone(),
-        details: json!({ "email": user.email, "operator": user.operator }),
-    };
-    store
-        .create_user(&user, &audit)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => AccountError::Taken(user.email.clone()),
-            other => AccountError::Store(other),
-        })?;
-    Ok(user)
+    let input = checked(entropy, email, name, password, operator).await?;
+    let email = input.email.clone();
+    manage.new_user(input).map_err(|e| manage_error(&email, e))
 }
 
-/// Sets a new password (`keyward users set-password`); ends the user's sessions.
+/// Creates a user straight in the store (`keyward users create`), as the host.
+pub async fn create_user(
+    manage: &ManageService,
+    entropy: &dyn Entropy,
+    email: &str,
+    name: &str,
+    password: Zeroizing<String>,
+    operator: bool,
+) -> Result<User, AccountError> {
+    let input = checked(entropy, email, name, password, operator).await?;
+    let email = input.email.clone();
+    manage
+        .create_user(&Actor::host("cli"), input)
+        .await
+        .map_err(|e| manage_error(&email, e))
+}
+
+/// Sets a new password (`keyward users set-password`), as the host; ends
+/// the user's sessions.
 pub async fn set_password(
-    store: &dyn Store,
-    clock: &dyn Clock,
+    manage: &ManageService,
     entropy: &dyn Entropy,
     email: &str,
     password: Zeroizing<String>,
 ) -> Result<User, AccountError> {
     let email = normalize_email(email);
-    let user = store
-        .find_user_by_email(&email)
+    let host = Actor::host("cli");
+    if manage
+        .find_user(&host, &email)
         .await
-        .map_err(AccountError::Store)?
-        .ok_or_else(|| AccountError::Unknown(email.clone()))?;
+        .map_err(|e| manage_error(&email, e))?
+        .is_none()
+    {
+        return Err(AccountError::Unknown(email));
+    }
     let hash = password::hash(password, entropy).await?;
-    let audit = AuditEntry {
-        id: new_id("evt", entropy).map_err(|_| PasswordError::Entropy)?,
-        at: clock.now().0,
-        actor: "cli".into(),
-        actor_ip: None,
-        tenant_id: None,
-        action: "user.password_set".into(),
-        target: user.id.clone(),
-        details: json!({}),
-    };
-    store
-        .set_password(&user.id, &hash, &audit)
+    manage
+        .set_password(&host, &email, &hash)
         .await
-        .map_err(AccountError::Store)?;
-    Ok(user)
+        .map_err(|e| manage_error(&email, e))
 }
 
 #[cfg(test)]

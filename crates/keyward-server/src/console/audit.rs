@@ -8,16 +8,16 @@ use axum::response::Response;
 use keyward_core::clock::Timestamp;
 use maud::html;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::access::TenantAccess;
 use super::session::SignedIn;
 use super::ui::{self, Chrome, Section};
 use super::ConsoleError;
 use crate::api;
-use crate::api::audit::ListAudit;
+use crate::api::views::AuditPage;
 use crate::app::AppState;
-use crate::error::ApiError;
+use keyward_manage::ManageError;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditQuery {
@@ -58,16 +58,21 @@ pub async fn list(
         return Err(access.refuse("read the audit log"));
     }
     let cursor = q.cursor.filter(|c| !c.is_empty());
-    let query: ListAudit = serde_json::from_value(json!({
-        "tenant_id": access.tenant.id,
-        "limit": 50,
-        "cursor": cursor,
-    }))
-    .map_err(|_| ConsoleError::BadRequest("The page link is not valid.".into()))?;
-    let caller = access.caller(&state, &signed);
-    let page = match api::audit::list(State(state.clone()), caller, api::Query(query)).await {
-        Ok(p) => p.0,
-        Err(ApiError::InvalidCursor | ApiError::Validation(_)) => {
+    let query = keyward_manage::AuditQuery {
+        tenant_id: Some(access.tenant.id.clone()),
+        paging: api::paging(Some(50), cursor.as_deref()),
+    };
+    let page = match state.manage.list_audit(&access.actor(&signed), query).await {
+        Ok(page) => {
+            let (data, next_cursor, has_more) =
+                api::page_parts(&page, |e| crate::api::views::audit_event_view(e));
+            AuditPage {
+                data,
+                next_cursor,
+                has_more,
+            }
+        }
+        Err(ManageError::InvalidCursor | ManageError::Validation(_)) => {
             return Err(ConsoleError::BadRequest(
                 "The page link is not valid.".into(),
             ))

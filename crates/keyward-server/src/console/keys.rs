@@ -1,19 +1,19 @@
 //! API key pages: the list (filters, pagination), creation, the one-time
 //! secret dialog, and a key's detail with edit, rotate and revoke.
 //!
-//! Every action calls the management API's handler ([`api::keys`]) with
-//! the user's [`crate::api::Caller`], so the console cannot disagree with
-//! the API about what is valid or allowed. The secret exists in exactly one
+//! Every action calls the management service with the user's actor
+//! ([`TenantAccess::actor`]), as the API does, so the console cannot
+//! disagree with the API about what is valid or allowed. The secret exists in exactly one
 //! response: the page answering the create or rotate POST, whose dialog the
 //! script removes from the page once the user confirms they stored it.
 
+use crate::api::views::KeyViewExt;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::clock::Timestamp;
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
 
 use super::access::TenantAccess;
 use super::form::FormData;
@@ -21,10 +21,9 @@ use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
 use crate::api;
-use crate::api::keys::ListKeys;
-use crate::api::views::{CreateKey, KeyView, KeyWithSecret, RevokeKey, RotateKey, UpdateKey};
+use crate::api::views::{KeyPage, KeyView, KeyWithSecret};
 use crate::app::AppState;
-use crate::error::{ApiError, FieldError};
+use keyward_manage::{FieldError, KeyChanges, KeyQuery, ManageError, NewKey};
 
 const PAGE_SIZE: u32 = 20;
 
@@ -69,21 +68,31 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
     let access = TenantAccess::load(&state, &signed, &tid).await?;
-    let caller = access.caller(&state, &signed);
+    let actor = access.actor(&signed);
     let environment = q.environment.filter(|e| !e.is_empty());
     let status = q.status.filter(|s| !s.is_empty());
     let cursor = q.cursor.filter(|c| !c.is_empty());
-    let query: ListKeys = serde_json::from_value(json!({
-        "tenant_id": access.tenant.id,
-        "environment": environment,
-        "status": status,
-        "limit": q.limit.unwrap_or(PAGE_SIZE).clamp(1, 100),
-        "cursor": cursor,
-    }))
-    .map_err(|_| ConsoleError::BadRequest("The filter is not valid.".into()))?;
-    let page = match api::keys::list(State(state.clone()), caller, api::Query(query)).await {
-        Ok(p) => p.0,
-        Err(ApiError::Validation(_) | ApiError::InvalidCursor) => {
+    let query = KeyQuery {
+        tenant_id: Some(access.tenant.id.clone()),
+        environment: environment.clone(),
+        status: status.clone(),
+        kind: None,
+        paging: api::paging(
+            Some(q.limit.unwrap_or(PAGE_SIZE).clamp(1, 100)),
+            cursor.as_deref(),
+        ),
+    };
+    let page = match state.manage.list_keys(&actor, query).await {
+        Ok(page) => {
+            let now = state.clock.now();
+            let (data, next_cursor, has_more) = api::page_parts(&page, |k| KeyView::new(k, now));
+            KeyPage {
+                data,
+                next_cursor,
+                has_more,
+            }
+        }
+        Err(ManageError::Validation(_) | ManageError::InvalidCursor) => {
             return Err(ConsoleError::BadRequest(
                 "The filter or page link is not valid. Clear the filters and try again.".into(),
             ))
@@ -280,13 +289,13 @@ impl KeyForm {
             .collect()
     }
 
-    /// The expiry as the API takes it: `None` keeps it, `Some(Value::Null)`
-    /// clears it, a string sets it.
-    fn expires_at(&self, now: Timestamp, errors: &mut Errors) -> Option<Value> {
-        let days = |d: i64| Some(Value::from(now.plus_seconds(d * 86_400).to_rfc3339()));
+    /// The expiry as the service takes it: `None` keeps it, `Some(None)`
+    /// clears it, a time sets it.
+    fn expires_at(&self, now: Timestamp, errors: &mut Errors) -> Option<Option<String>> {
+        let days = |d: i64| Some(Some(now.plus_seconds(d * 86_400).to_rfc3339()));
         match self.expiry.as_str() {
             "keep" => None,
-            "" | "never" => Some(Value::Null),
+            "" | "never" => Some(None),
             "7d" => days(7),
             "30d" => days(30),
             "90d" => days(90),
@@ -294,7 +303,7 @@ impl KeyForm {
             "date" => {
                 let at = format!("{}T23:59:59Z", self.expiry_date);
                 match Timestamp::parse_rfc3339(&at) {
-                    Ok(t) if t > now => Some(Value::from(t.to_rfc3339())),
+                    Ok(t) if t > now => Some(Some(t.to_rfc3339())),
                     Ok(_) => {
                         errors.field("expires_at", "Pick a date in the future.");
                         None
@@ -375,7 +384,7 @@ fn scope_options(
     let mut own: Vec<String> = Vec::new();
     let mut keyward: Vec<String> = Vec::new();
     for s in state.settings.catalog.declared() {
-        if !access.may_grant(s) {
+        if !access.may_grant(state, s) {
             continue;
         }
         if s.starts_with("keyward:") {
@@ -575,9 +584,7 @@ pub async fn create(
     }
     let form = KeyForm::from_form(&f.form);
     let mut errors = Errors::default();
-    let expires_at = form
-        .expires_at(state.clock.now(), &mut errors)
-        .unwrap_or(Value::Null);
+    let expires_at = form.expires_at(state.clock.now(), &mut errors).flatten();
     if form.name.is_empty() {
         errors.field("name", "Give the key a name.");
     }
@@ -591,19 +598,22 @@ pub async fn create(
             StatusCode::UNPROCESSABLE_ENTITY,
         ));
     }
-    let body: CreateKey = serde_json::from_value(json!({
-        "tenant_id": access.tenant.id,
-        "name": form.name,
-        "environment": form.environment,
-        "scopes": form.scopes,
-        "ip_allowlist": form.allowlist(),
-        "expires_at": expires_at,
-    }))
-    .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let caller = access.caller(&state, &f.signed);
-    match api::keys::create(State(state.clone()), caller, api::Json(body)).await {
-        Ok((_, created)) => {
-            let KeyWithSecret { secret, key } = created.0;
+    let input = NewKey {
+        tenant_id: Some(access.tenant.id.clone()),
+        name: form.name.clone(),
+        environment: form.environment.clone(),
+        scopes: form.scopes.clone(),
+        ip_allowlist: form.allowlist(),
+        expires_at,
+        ..NewKey::default()
+    };
+    match state
+        .manage
+        .create_key(&access.actor(&f.signed), input)
+        .await
+    {
+        Ok(issued) => {
+            let KeyWithSecret { secret, key } = api::keys::with_secret(&issued);
             let dialog = SecretDialog { secret, note: None };
             Ok(detail_view(
                 &state,
@@ -616,7 +626,7 @@ pub async fn create(
             )
             .await)
         }
-        Err(ApiError::Validation(list)) => {
+        Err(ManageError::Validation(list)) => {
             absorb(&mut errors, list, &form);
             Ok(new_view(
                 &state,
@@ -627,7 +637,7 @@ pub async fn create(
                 StatusCode::UNPROCESSABLE_ENTITY,
             ))
         }
-        Err(ApiError::NameTaken) => {
+        Err(ManageError::NameTaken) => {
             name_taken(&mut errors, &form.name, &access.tenant.name);
             Ok(new_view(
                 &state,
@@ -638,7 +648,7 @@ pub async fn create(
                 StatusCode::CONFLICT,
             ))
         }
-        Err(ApiError::ScopeNotGrantable { detail, .. }) => {
+        Err(ManageError::ScopeNotGrantable { detail, .. }) => {
             errors.field("scopes", plain(&detail));
             Ok(new_view(
                 &state,
@@ -680,10 +690,8 @@ async fn tenant_key(
     signed: &SignedIn,
     kid: &str,
 ) -> Result<KeyView, ConsoleError> {
-    let caller = access.caller(state, signed);
-    let key = api::keys::get(State(state.clone()), caller, Path(kid.to_owned()))
-        .await?
-        .0;
+    let record = state.manage.get_key(&access.actor(signed), kid).await?;
+    let key = KeyView::new(&record, state.clock.now());
     // Operators act with a root caller that sees every tenant's keys: the
     // key must belong to the tenant in the address.
     if key.tenant_id.as_deref() != Some(access.tenant.id.as_str()) {
@@ -921,31 +929,25 @@ pub async fn update(
     let key = tenant_key(&state, &access, &f.signed, &kid).await?;
     let form = KeyForm::from_form(&f.form);
     let mut errors = Errors::default();
-    let mut body = Map::new();
     if form.name.is_empty() {
         errors.field("name", "Give the key a name.");
     }
-    body.insert("name".into(), json!(form.name));
-    body.insert("scopes".into(), json!(form.scopes));
-    body.insert("ip_allowlist".into(), json!(form.allowlist()));
-    body.insert("enabled".into(), json!(form.enabled));
-    if let Some(e) = form.expires_at(state.clock.now(), &mut errors) {
-        body.insert("expires_at".into(), e);
-    }
+    let changes = KeyChanges {
+        name: Some(form.name.clone()),
+        scopes: Some(form.scopes.clone()),
+        ip_allowlist: Some(form.allowlist()),
+        enabled: Some(form.enabled),
+        expires_at: form.expires_at(state.clock.now(), &mut errors),
+        ..KeyChanges::default()
+    };
     let result = if errors.is_empty() {
-        let patch: UpdateKey = serde_json::from_value(Value::Object(body))
-            .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-        let caller = access.caller(&state, &f.signed);
-        api::keys::update(
-            State(state.clone()),
-            caller,
-            Path(kid.clone()),
-            api::Json(patch),
-        )
-        .await
-        .map(|_| ())
+        state
+            .manage
+            .update_key(&access.actor(&f.signed), &kid, changes)
+            .await
+            .map(|_| ())
     } else {
-        Err(ApiError::Validation(Vec::new()))
+        Err(ManageError::Validation(Vec::new()))
     };
     let status = match result {
         Ok(()) => {
@@ -953,15 +955,15 @@ pub async fn update(
                 Redirect::to(&format!("{}?done=updated", key_url(&tid, &kid))).into_response(),
             )
         }
-        Err(ApiError::Validation(list)) => {
+        Err(ManageError::Validation(list)) => {
             absorb(&mut errors, list, &form);
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        Err(ApiError::NameTaken) => {
+        Err(ManageError::NameTaken) => {
             name_taken(&mut errors, &form.name, &access.tenant.name);
             StatusCode::CONFLICT
         }
-        Err(ApiError::ScopeNotGrantable { detail, .. }) => {
+        Err(ManageError::ScopeNotGrantable { detail, .. }) => {
             errors.field("scopes", plain(&detail));
             StatusCode::FORBIDDEN
         }
@@ -1010,21 +1012,14 @@ pub async fn revoke(
         .await);
     }
     let reason = f.form.text("reason");
-    let body: RevokeKey = serde_json::from_value(json!({
-        "reason": (!reason.is_empty()).then_some(reason),
-    }))
-    .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let caller = access.caller(&state, &f.signed);
-    match api::keys::revoke(
-        State(state.clone()),
-        caller,
-        Path(kid.clone()),
-        api::MaybeJson(Some(body)),
-    )
-    .await
+    let reason = (!reason.is_empty()).then_some(reason);
+    match state
+        .manage
+        .revoke_key(&access.actor(&f.signed), &kid, reason)
+        .await
     {
         Ok(_) => Ok(Redirect::to(&format!("{}?done=revoked", key_url(&tid, &kid))).into_response()),
-        Err(ApiError::Validation(list)) => {
+        Err(ManageError::Validation(list)) => {
             let mut errors = Errors::default();
             for e in list {
                 errors.general(ui::sentence(&e.message));
@@ -1082,22 +1077,16 @@ pub async fn rotate(
         )
         .await);
     };
-    let body: RotateKey = serde_json::from_value(json!({ "grace_seconds": grace }))
-        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let caller = access.caller(&state, &f.signed);
-    match api::keys::rotate(
-        State(state.clone()),
-        caller,
-        Path(kid.clone()),
-        api::MaybeJson(Some(body)),
-    )
-    .await
+    match state
+        .manage
+        .rotate_key(&access.actor(&f.signed), &kid, grace)
+        .await
     {
-        Ok((_, rotated)) => {
+        Ok(rotated) => {
             let KeyWithSecret {
                 secret,
                 key: new_key,
-            } = rotated.0;
+            } = api::keys::with_secret(&rotated);
             let until = state
                 .clock
                 .now()
@@ -1123,9 +1112,9 @@ pub async fn rotate(
             )
             .await)
         }
-        Err(e @ (ApiError::Conflict { .. } | ApiError::ScopeNotGrantable { .. })) => {
+        Err(e @ (ManageError::Conflict { .. } | ManageError::ScopeNotGrantable { .. })) => {
             let (message, status) = match e {
-                ApiError::ScopeNotGrantable { detail, .. } => {
+                ManageError::ScopeNotGrantable { detail, .. } => {
                     (plain(&detail), StatusCode::FORBIDDEN)
                 }
                 other => (ui::sentence(&other.to_string()), StatusCode::CONFLICT),

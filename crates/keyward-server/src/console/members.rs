@@ -9,17 +9,16 @@
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use keyward_core::id::new_id;
 use keyward_core::secret::KeyHash;
-use keyward_store::{AuditEntry, Invite, Invitee, Role, StoreError};
+use keyward_manage::{ManageError, NewInvite};
+use keyward_store::{Invite, Invitee, Role};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::access::TenantAccess;
 use super::form::FormData;
-use super::session::{random_token, secs_to_ms, SignedForm, SignedIn, Throttle};
+use super::session::{random_token, SignedForm, SignedIn, Throttle};
 use super::ui::{self, Chrome, Errors, Section};
 use super::{accounts, password, ConsoleError};
 use crate::app::AppState;
@@ -27,27 +26,6 @@ use crate::app::AppState;
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     done: Option<String>,
-}
-
-fn audit_entry(
-    state: &AppState,
-    actor: &str,
-    ip: Option<std::net::IpAddr>,
-    tenant_id: &str,
-    action: &str,
-    target: &str,
-    details: serde_json::Value,
-) -> Result<AuditEntry, ConsoleError> {
-    Ok(AuditEntry {
-        id: new_id("evt", state.entropy.as_ref()).map_err(|_| ConsoleError::Unavailable)?,
-        at: state.clock.now().0,
-        actor: actor.to_owned(),
-        actor_ip: ip.map(|i| i.to_string()),
-        tenant_id: Some(tenant_id.to_owned()),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        details,
-    })
 }
 
 #[derive(Debug, Default)]
@@ -98,10 +76,10 @@ async fn members_view(
     status: StatusCode,
 ) -> Result<Response, ConsoleError> {
     let tid = &access.tenant.id;
-    let members = state.store.list_members(tid).await?;
-    let now = state.clock.now().0;
+    let actor = access.actor(signed);
+    let members = state.manage.list_members(&actor, tid).await?;
     let invites = if access.can_manage_members() {
-        state.store.list_invites(tid, now).await?
+        state.manage.list_invites(&actor, tid).await?
     } else {
         Vec::new()
     };
@@ -297,69 +275,43 @@ pub async fn invite(
         role: f.form.text("role"),
         errors: Errors::default(),
     };
-    if accounts::check_email(&form.email).is_err() {
-        form.errors.field(
-            "email",
-            "Enter the email address of the person to invite, like ann@example.com.",
-        );
-    }
-    let role = Role::parse(&form.role).filter(|r| access.grantable_roles().contains(r));
-    if role.is_none() {
-        form.errors
-            .field("role", "Choose one of the roles you may give.");
-    }
-    if form.errors.is_empty() {
-        if let Some(u) = state.store.find_user_by_email(&form.email).await? {
-            if state.store.membership(&tid, &u.id).await?.is_some() {
-                form.errors.field(
-                    "email",
-                    format!(
-                        "{} is already a member of {}.",
-                        form.email, access.tenant.name
-                    ),
-                );
-            }
-        }
-    }
-    let Some(role) = role.filter(|_| form.errors.is_empty()) else {
-        return members_view(
-            &state,
-            &f.signed,
-            &access,
-            &form,
-            None,
-            None,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    };
     let token = Zeroizing::new(random_token(&state)?);
-    let now = state.clock.now().0;
-    let invite = Invite {
-        id: new_id("inv", state.entropy.as_ref()).map_err(|_| ConsoleError::Unavailable)?,
-        token_hash: KeyHash::of(&token).to_hex(),
+    let input = NewInvite {
         tenant_id: tid.clone(),
         email: form.email.clone(),
-        role,
-        invited_by: f.signed.user.id.clone(),
-        created_at: now,
-        expires_at: now
-            .saturating_add(secs_to_ms(state.settings.config.console.invite_ttl_seconds)),
-        accepted_at: None,
-        accepted_by: None,
-        revoked_at: None,
+        role: form.role.clone(),
+        token_hash: KeyHash::of(&token).to_hex(),
     };
-    let audit = audit_entry(
-        &state,
-        &f.signed.user.id,
-        f.signed.ip,
-        &tid,
-        "member.invited",
-        &invite.id,
-        json!({ "email": invite.email, "role": role.as_str() }),
-    )?;
-    state.store.create_invite(&invite, &audit).await?;
-    tracing::info!(invite_id = %invite.id, tenant_id = %tid, "Invitation created.");
+    let invite = match state.manage.invite(&access.actor(&f.signed), input).await {
+        Ok(invite) => invite,
+        Err(ManageError::Validation(errors)) => {
+            for e in errors {
+                match (e.field.as_str(), e.code) {
+                    ("email", "already_member") => form.errors.field("email", e.message),
+                    ("email", _) => form.errors.field(
+                        "email",
+                        "Enter the email address of the person to invite, like ann@example.com.",
+                    ),
+                    _ => form
+                        .errors
+                        .field("role", "Choose one of the roles you may give."),
+                }
+            }
+            return members_view(
+                &state,
+                &f.signed,
+                &access,
+                &form,
+                None,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let role = invite.role;
+
     let link = NewLink {
         url: format!(
             "{}/console/invite?token={}",
@@ -386,10 +338,10 @@ pub async fn invite(
     .await
 }
 
-fn store_conflict(e: StoreError) -> ConsoleError {
+/// A refused change of people: the store's reason, as a sentence.
+fn people_refusal(e: ManageError) -> ConsoleError {
     match e {
-        StoreError::Conflict(m) => ConsoleError::BadRequest(ui::sentence(m)),
-        StoreError::NotFound => ConsoleError::NotFound,
+        ManageError::Conflict { message, .. } => ConsoleError::BadRequest(ui::sentence(&message)),
         other => other.into(),
     }
 }
@@ -413,20 +365,11 @@ pub async fn change_role(
     if !access.may_manage(current.role) || !access.grantable_roles().contains(&role) {
         return Err(access.refuse("give or take away the owner role"));
     }
-    let audit = audit_entry(
-        &state,
-        &f.signed.user.id,
-        f.signed.ip,
-        &tid,
-        "member.role_changed",
-        &uid,
-        json!({ "from": current.role.as_str(), "to": role.as_str() }),
-    )?;
     state
-        .store
-        .set_role(&tid, &uid, role, &audit)
+        .manage
+        .set_role(&access.actor(&f.signed), &tid, &uid, role)
         .await
-        .map_err(store_conflict)?;
+        .map_err(people_refusal)?;
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=role_changed")).into_response())
 }
 
@@ -447,20 +390,11 @@ pub async fn remove(
     if !access.may_manage(current.role) {
         return Err(access.refuse("remove owners"));
     }
-    let audit = audit_entry(
-        &state,
-        &f.signed.user.id,
-        f.signed.ip,
-        &tid,
-        "member.removed",
-        &uid,
-        json!({ "role": current.role.as_str() }),
-    )?;
     state
-        .store
-        .remove_member(&tid, &uid, &audit)
+        .manage
+        .remove_member(&access.actor(&f.signed), &tid, &uid)
         .await
-        .map_err(store_conflict)?;
+        .map_err(people_refusal)?;
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=removed")).into_response())
 }
 
@@ -473,20 +407,11 @@ pub async fn revoke_invite(
     if !access.can_manage_members() {
         return Err(access.refuse("revoke invitations"));
     }
-    let audit = audit_entry(
-        &state,
-        &f.signed.user.id,
-        f.signed.ip,
-        &tid,
-        "invite.revoked",
-        &iid,
-        json!({}),
-    )?;
     state
-        .store
-        .revoke_invite(&tid, &iid, &audit)
+        .manage
+        .revoke_invite(&access.actor(&f.signed), &tid, &iid)
         .await
-        .map_err(store_conflict)?;
+        .map_err(people_refusal)?;
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=invite_revoked")).into_response())
 }
 
@@ -636,7 +561,6 @@ pub async fn accept(State(state): State<AppState>, req: Request) -> Result<Respo
     let existing = state.store.find_user_by_email(&invite.email).await?;
     let name = form.text("name");
     let mut errors = Errors::default();
-    let now = state.clock.now().0;
     let new_user;
     let invitee = match &existing {
         Some(user) => {
@@ -686,10 +610,16 @@ pub async fn accept(State(state): State<AppState>, req: Request) -> Result<Respo
                 };
                 return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
             }
-            new_user =
-                accounts::new_user(state.entropy.as_ref(), now, &invite.email, &name, pw, false)
-                    .await
-                    .map_err(|e| ConsoleError::BadRequest(ui::sentence(&e.to_string())))?;
+            new_user = accounts::new_user(
+                &state.manage,
+                state.entropy.as_ref(),
+                &invite.email,
+                &name,
+                pw,
+                false,
+            )
+            .await
+            .map_err(|e| ConsoleError::BadRequest(ui::sentence(&e.to_string())))?;
             Invitee::New(&new_user)
         }
     };
@@ -704,25 +634,11 @@ pub async fn accept(State(state): State<AppState>, req: Request) -> Result<Respo
         };
         return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
     }
-    let user_id = match invitee {
-        Invitee::New(u) => u.id.clone(),
-        Invitee::Existing(id) => id.to_owned(),
-    };
-    let audit = audit_entry(
-        &state,
-        &user_id,
-        ip,
-        &invite.tenant_id,
-        "member.joined",
-        &user_id,
-        json!({ "invite_id": invite.id, "role": invite.role.as_str(), "email": invite.email }),
-    )?;
     state
-        .store
-        .accept_invite(&invite, invitee, &audit)
+        .manage
+        .accept_invite(&invite, invitee, ip)
         .await
-        .map_err(store_conflict)?;
-    tracing::info!(invite_id = %invite.id, user_id = %user_id, "Invitation accepted.");
+        .map_err(people_refusal)?;
     Ok(Redirect::to(&format!(
         "/console/sign-in?joined=1&email={}",
         ui::url_encode(&invite.email)

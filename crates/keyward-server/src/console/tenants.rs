@@ -4,19 +4,17 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use keyward_manage::{ManageError, NewTenant, TenantChanges};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::access::{operator_caller, Standing, TenantAccess};
+use super::access::{operator_actor, Standing, TenantAccess};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
 use crate::api;
-use crate::api::tenants::ListTenants;
-use crate::api::views::{CreateTenant, UpdateTenant};
+use crate::api::views::TenantPage;
 use crate::app::AppState;
-use crate::error::ApiError;
 
 /// `/console`: a member of one tenant goes straight to its keys; everyone
 /// else to the tenant list.
@@ -109,12 +107,18 @@ async fn operator_list(
     cursor: Option<&str>,
     form: &CreateForm,
 ) -> Result<Markup, ConsoleError> {
-    let caller = operator_caller(state, signed)?;
-    let q: ListTenants = serde_json::from_value(json!({ "limit": 50, "cursor": cursor }))
-        .map_err(|_| ConsoleError::BadRequest("The page link is not valid.".into()))?;
-    let page = api::tenants::list(State(state.clone()), caller, api::Query(q))
-        .await?
-        .0;
+    let actor = operator_actor(signed)?;
+    let page = state
+        .manage
+        .list_tenants(&actor, api::paging(Some(50), cursor))
+        .await?;
+    let (data, next_cursor, has_more) =
+        api::page_parts(&page, |t| crate::api::views::tenant_view(t));
+    let page = TenantPage {
+        data,
+        next_cursor,
+        has_more,
+    };
     let e = &form.errors;
     Ok(html! {
         div.page-header {
@@ -198,31 +202,30 @@ pub async fn create(
     State(state): State<AppState>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
-    let caller = operator_caller(&state, &f.signed)?;
+    let actor = operator_actor(&f.signed)?;
     let mut form = CreateForm {
         name: f.form.text("name"),
         id: f.form.text("id"),
         errors: Errors::default(),
     };
-    let body: CreateTenant = serde_json::from_value(json!({
-        "name": form.name,
-        "id": (!form.id.is_empty()).then_some(&form.id),
-    }))
-    .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    match api::tenants::create(State(state.clone()), caller, api::Json(body)).await {
-        Ok((_, t)) => Ok(Redirect::to(&format!(
-            "/console/t/{}/members?done=tenant_created",
-            t.0.id
-        ))
-        .into_response()),
-        Err(ApiError::Validation(errors)) => {
+    let input = NewTenant {
+        name: form.name.clone(),
+        id: (!form.id.is_empty()).then(|| form.id.clone()),
+        ..NewTenant::default()
+    };
+    match state.manage.create_tenant(&actor, input).await {
+        Ok(t) => Ok(
+            Redirect::to(&format!("/console/t/{}/members?done=tenant_created", t.id))
+                .into_response(),
+        ),
+        Err(ManageError::Validation(errors)) => {
             for e in errors {
                 let field = e.field.clone();
                 form.errors.field(&field, ui::sentence(&e.message));
             }
             rerender(&state, &f.signed, form, StatusCode::UNPROCESSABLE_ENTITY).await
         }
-        Err(ApiError::Conflict { message, .. }) => {
+        Err(ManageError::Conflict { message, .. }) => {
             form.errors.field(
                 "id",
                 format!(
@@ -397,21 +400,23 @@ pub async fn save_settings(
             .filter(|s| !s.is_empty())
             .collect()
     });
-    let body: UpdateTenant = serde_json::from_value(json!({ "grantable_scopes": scopes }))
-        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let caller = access.caller(&state, &f.signed);
-    match api::tenants::update(
-        State(state.clone()),
-        caller,
-        Path(tid.clone()),
-        api::Json(body),
-    )
-    .await
+    let changes = TenantChanges {
+        grantable_scopes: Some(
+            scopes
+                .as_ref()
+                .map(|l| l.iter().map(|s| (*s).to_owned()).collect()),
+        ),
+        ..TenantChanges::default()
+    };
+    match state
+        .manage
+        .update_tenant(&access.actor(&f.signed), &tid, changes)
+        .await
     {
         Ok(_) => {
             Ok(Redirect::to(&format!("/console/t/{tid}/settings?done=updated")).into_response())
         }
-        Err(ApiError::Validation(errors)) => {
+        Err(ManageError::Validation(errors)) => {
             let typed: Vec<&str> = scopes.unwrap_or_default();
             for e in errors {
                 let message = match e.code {

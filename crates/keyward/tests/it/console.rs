@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use keyward_core::clock::ManualClock;
 use keyward_core::secret::{KeyHash, OsEntropy};
-use keyward_server::config::Config;
+use keyward_server::config::{Config, Settings};
 use keyward_server::console::accounts;
 use keyward_store::*;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -43,9 +43,15 @@ impl Console {
     }
 
     async fn user(&self, email: &str, operator: bool) -> User {
+        let settings = Settings::from_config(crate::kit::default_config()).unwrap();
+        let manage = keyward_server::bootstrap::host_service(
+            &settings,
+            self.store.clone(),
+            Arc::new(self.server.clock.clone()),
+            Arc::new(OsEntropy),
+        );
         accounts::create_user(
-            self.store.as_ref(),
-            &self.server.clock,
+            &manage,
             &OsEntropy,
             email,
             "",

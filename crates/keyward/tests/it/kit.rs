@@ -102,9 +102,9 @@ impl Server {
         let settings = Settings::from_config(config).unwrap();
         let (_, secret) = keyward_server::bootstrap::create_root_key(
             &settings,
-            store.as_ref(),
-            &clock,
-            &OsEntropy,
+            store.clone(),
+            Arc::new(clock.clone()),
+            Arc::new(OsEntropy),
             &format!("root-{}", new_id("n", &OsEntropy).unwrap()),
             &[],
         )

@@ -320,11 +320,21 @@ async fn server_with_store(backend: Backend) -> (Server, Arc<SqlStore>) {
 }
 
 /// A new root key; returns `(id, secret)`.
-async fn root_key(s: &Server, store: &SqlStore, name: &str, scopes: &[&str]) -> (String, String) {
+async fn root_key(
+    s: &Server,
+    store: &Arc<SqlStore>,
+    name: &str,
+    scopes: &[&str],
+) -> (String, String) {
     let settings = Settings::from_config(default_config()).unwrap();
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
     let (record, secret) = keyward_server::bootstrap::create_root_key(
-        &settings, store, &s.clock, &OsEntropy, name, &scopes,
+        &settings,
+        store.clone(),
+        Arc::new(s.clock.clone()),
+        Arc::new(OsEntropy),
+        name,
+        &scopes,
     )
     .await
     .unwrap();

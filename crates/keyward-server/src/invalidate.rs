@@ -1,0 +1,40 @@
+//! What a management change does to this node's key cache.
+
+use std::sync::Arc;
+
+use keyward_core::secret::KeyHash;
+use keyward_manage::{ChangeEvent, Invalidator};
+
+use crate::verifier::Verifier;
+
+/// Drops what a committed change makes stale from this node's cache: the
+/// changed key's entry (update, revoke, rotate: the old key, delete), and
+/// everything on a tenant change (cached principals carry the tenant's name).
+pub struct LocalInvalidator {
+    verifier: Arc<Verifier>,
+}
+
+impl LocalInvalidator {
+    pub fn new(verifier: Arc<Verifier>) -> LocalInvalidator {
+        LocalInvalidator { verifier }
+    }
+
+    fn drop_key(&self, hash: &str) {
+        if let Some(h) = KeyHash::from_hex(hash) {
+            self.verifier.cache().invalidate(&h);
+        }
+    }
+}
+
+impl Invalidator for LocalInvalidator {
+    fn changed(&self, event: &ChangeEvent) {
+        match event {
+            ChangeEvent::KeyUpdated { hash, .. }
+            | ChangeEvent::KeyRevoked { hash, .. }
+            | ChangeEvent::KeyDeleted { hash, .. }
+            | ChangeEvent::KeyRotated { old_hash: hash, .. } => self.drop_key(hash),
+            ChangeEvent::TenantUpdated { .. } => self.verifier.cache().clear(),
+            _ => {}
+        }
+    }
+}
