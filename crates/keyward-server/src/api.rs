@@ -91,13 +91,17 @@ pub(crate) fn check_tier(state: &AppState, caller: &Caller, t: &str, errors: &mu
             "invalid",
             "tier must be 1 to 64 characters of a-z, 0-9, _ and -",
         ));
-    } else if !state.settings.tiers.is_empty() && state.settings.tiers.get(t).is_none() {
-        let known: Vec<&str> = state.settings.tiers.names().into_keys().collect();
-        errors.push(FieldError::new(
-            "tier",
-            "unknown_tier",
-            format!("tier must be one of: {}", known.join(", ")),
-        ));
+    } else {
+        let policy = state.policy.current();
+        let tiers = &policy.tiers;
+        if !tiers.is_empty() && tiers.get(t).is_none() {
+            let known: Vec<&str> = tiers.names().into_keys().collect();
+            errors.push(FieldError::new(
+                "tier",
+                "unknown_tier",
+                format!("tier must be one of: {}", known.join(", ")),
+            ));
+        }
     }
 }
 

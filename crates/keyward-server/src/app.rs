@@ -17,7 +17,7 @@ use keyward_store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{self, BodyLimit};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::error::{self, ApiError};
 use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use crate::usage::UsageRecorder;
@@ -45,14 +45,11 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub usage: Arc<UsageRecorder>,
-    /// Pooled client to the gateway upstream.
-    pub upstream: crate::gateway::UpstreamClient,
-    /// Gateway routes in force (reloadable).
-    pub routes: crate::gateway::LiveRoutes,
+    /// The request policy in force: routes, tiers, gateway settings and
+    /// the upstream client (reloadable as one).
+    pub policy: crate::gateway::LivePolicy,
     /// Rate limiter and credit spender.
     pub limits: Arc<Limits>,
-    /// `idempotency.methods`, parsed.
-    pub idempotent_methods: Arc<Vec<Method>>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -61,12 +58,20 @@ pub struct Keyward {
 }
 
 impl Keyward {
-    pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Keyward {
+    /// Compiles the request policy of `settings` (`[[routes]]`, `[gateway]`,
+    /// `[limits]`, `[idempotency]`: an error names the setting) and wires
+    /// the server.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Keyward, ConfigError> {
+        let policy = crate::gateway::Policy::compile(&settings)?;
+        let settings = Arc::new(settings);
+        let policy = crate::gateway::LivePolicy::new(policy, Arc::clone(&settings));
         let usage = Arc::new(UsageRecorder::new(
             settings.config.usage.last_used_resolution_seconds,
         ));
-        let upstream = crate::gateway::client(&settings.config);
-        let routes = crate::gateway::LiveRoutes::new(settings.routes.clone());
         let c = &settings.config.cache;
         let cache = KeyCache::new(
             c.ttl_seconds,
@@ -106,29 +111,18 @@ impl Keyward {
             limiter: Arc::new(MemoryLimiter::default()),
             credits: Arc::new(bank),
         });
-        let idempotent_methods = Arc::new(
-            settings
-                .config
-                .idempotency
-                .methods
-                .iter()
-                .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                .collect(),
-        );
-        Keyward {
+        Ok(Keyward {
             state: AppState(Arc::new(Shared {
                 limits,
-                idempotent_methods,
-                settings: Arc::new(settings),
+                settings,
                 store,
                 verifier: Arc::new(verifier),
                 clock,
                 entropy: Arc::new(OsEntropy),
-                upstream,
-                routes,
+                policy,
                 usage,
             })),
-        }
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -235,8 +229,12 @@ fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Convenience: the router for `settings` over `store` with `clock`.
-pub fn build_app(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Router {
-    Keyward::new(settings, store, clock).router()
+pub fn build_app(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Router, ConfigError> {
+    Ok(Keyward::new(settings, store, clock)?.router())
 }
 
 /// The one middleware every request passes (one layer, not three: each

@@ -33,7 +33,8 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Tenant, 
 
 fn tier_refill(state: &AppState, tenant: &Tenant) -> Option<Refill> {
     state
-        .settings
+        .policy
+        .current()
         .tiers
         .refill_for_tenant(tenant.tier.as_deref())
 }
