@@ -180,7 +180,7 @@ pub struct GatewayConfig {
     pub upstream: Option<String>,
     /// `http1` (a pool of keep-alive connections) or `h2c` (HTTP/2 with
     /// prior knowledge over cleartext: requests multiplexed on one
-    /// connection). Changing it needs a restart.
+    /// connection). Reloadable: new connections follow it.
     pub upstream_protocol: UpstreamProtocol,
     pub connect_timeout_ms: u64,
     /// Time to the upstream's response headers.
