@@ -213,7 +213,10 @@ mod tests {
         let fast = RatePolicy::new("t", 10, 1_000, 10).unwrap();
         let d = spend(&fast, &mut tat, at(0), 1);
         assert!(!d.allowed);
-        assert_eq!((d.remaining, d.reset_seconds, d.retry_after_seconds), (0, 1, 1));
+        assert_eq!(
+            (d.remaining, d.reset_seconds, d.retry_after_seconds),
+            (0, 1, 1)
+        );
         assert!(spend(&fast, &mut tat, at(100), 1).allowed);
         // Slower again: debt run up under the fast policy carries over in
         // time, and the new burst bounds what is left.

@@ -810,12 +810,7 @@ impl Config {
 
 /// The dotted names of the leaves that differ between `a` and `b` (tables
 /// are descended into; any other value is compared whole).
-fn differences(
-    prefix: &str,
-    a: &serde_json::Value,
-    b: &serde_json::Value,
-    out: &mut Vec<String>,
-) {
+fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(a), Value::Object(b)) => {

@@ -409,7 +409,9 @@ async fn reload_on_sighup(args: ServerArgs, policy: keyward_server::gateway::Liv
                         settings = %names.join(", "),
                         "Configuration reload refused: these settings need a restart; the running configuration stays."
                     ),
-                    _ => tracing::error!(error = %e, "Configuration reload refused; the running configuration stays."),
+                    _ => {
+                        tracing::error!(error = %e, "Configuration reload refused; the running configuration stays.")
+                    }
                 },
             }
         }

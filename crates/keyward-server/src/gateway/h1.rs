@@ -36,8 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::pool::{self, UpstreamConn};
 use super::pipeline::{self, Admitted, Inbound};
+use super::pool::{self, UpstreamConn};
 use super::{Names, Policy, Route, UpstreamTarget, HOP_BY_HOP};
 use crate::app::{acceptable_request_id, new_request_id, AppState};
 use crate::config::IdempotencyMode;
@@ -240,11 +240,7 @@ struct Plan {
 
 /// Decides from the head alone whether this path takes the request;
 /// `None` hands it (and the rest of the connection) to the general path.
-fn plan(
-    front: &Front,
-    policy: &Policy,
-    req: &httparse::Request<'_, '_>,
-) -> Option<Plan> {
+fn plan(front: &Front, policy: &Policy, req: &httparse::Request<'_, '_>) -> Option<Plan> {
     let table = &policy.routes;
     // A reload that turned the fast path off sends the connection's next
     // request (and the rest of the connection) to the general path.

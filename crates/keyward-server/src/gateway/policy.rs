@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::http::Method;
 
 use super::{RouteTable, UpstreamClient};
-use crate::config::{Config, ConfigError, GatewayConfig, IdempotencyConfig, Settings};
 use crate::config::UpstreamProtocol;
+use crate::config::{Config, ConfigError, GatewayConfig, IdempotencyConfig, Settings};
 use crate::limits::Tiers;
 
 /// One compiled configuration of the request path.
@@ -137,7 +137,9 @@ impl LivePolicy {
         let policy = Policy::compile_as(&settings, self.generation().wrapping_add(1))?;
         let n = policy.routes.len();
         let mut slot = self.0.policy.write().unwrap_or_else(|p| p.into_inner());
-        self.0.generation.store(policy.generation, Ordering::Release);
+        self.0
+            .generation
+            .store(policy.generation, Ordering::Release);
         // Under the write lock, so a reader that sees the new generation
         // also gets the new policy.
         *slot = Arc::new(policy);

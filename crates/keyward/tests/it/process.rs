@@ -587,17 +587,26 @@ async fn sighup_brings_a_new_route_cost_and_tier_rate_in_together() {
         let (status, policy, rate) = rig.get(&http, "/priced").await;
         assert_eq!(status, 200, "fast_path = {fast_path}");
         assert_eq!(policy, "\"std\";q=10;w=3600", "fast_path = {fast_path}");
-        assert!(rate.starts_with("\"std\";r=9;"), "fast_path = {fast_path}: {rate}");
+        assert!(
+            rate.starts_with("\"std\";r=9;"),
+            "fast_path = {fast_path}: {rate}"
+        );
 
         rig.reload(&toml(100, 5), RELOADED).await;
         // 36 s a token now: 360 s spent + 5 tokens = 540 s of 3600, 85 left.
         let (status, policy, rate) = rig.get(&http, "/priced").await;
         assert_eq!(status, 200, "fast_path = {fast_path}");
         assert_eq!(policy, "\"std\";q=100;w=3600", "fast_path = {fast_path}");
-        assert!(rate.starts_with("\"std\";r=85;"), "fast_path = {fast_path}: {rate}");
+        assert!(
+            rate.starts_with("\"std\";r=85;"),
+            "fast_path = {fast_path}: {rate}"
+        );
         // A new connection sees the same.
         let (_, _, rate) = rig.get(&reqwest::Client::new(), "/priced").await;
-        assert!(rate.starts_with("\"std\";r=80;"), "fast_path = {fast_path}: {rate}");
+        assert!(
+            rate.starts_with("\"std\";r=80;"),
+            "fast_path = {fast_path}: {rate}"
+        );
         rig.finish();
     }
 }
@@ -626,10 +635,7 @@ async fn sighup_refuses_a_restart_only_change_and_keeps_the_running_routes() {
         .find(|l| l.contains(REFUSED))
         .unwrap()
         .to_owned();
-    assert!(
-        line.contains("ERROR") && line.contains("restart"),
-        "{line}"
-    );
+    assert!(line.contains("ERROR") && line.contains("restart"), "{line}");
     assert!(
         line.contains("cache.capacity") && line.contains("http.workers"),
         "{line}"
@@ -653,9 +659,11 @@ async fn served_fast(base: &str) -> bool {
         .await
         .unwrap();
     let body = vec![b'x'; 5000];
-    let mut req =
-        format!("POST /open HTTP/1.1\r\nHost: k\r\nContent-Length: {}\r\n\r\n", body.len())
-            .into_bytes();
+    let mut req = format!(
+        "POST /open HTTP/1.1\r\nHost: k\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     req.extend_from_slice(&body);
     tcp.write_all(&req).await.unwrap();
     let mut head = Vec::new();
