@@ -104,7 +104,15 @@ pub fn spend(policy: &RatePolicy, tat: &mut Tat, now: Timestamp, cost: u64) -> D
     let t = policy.interval_us();
     let now_us = u64::try_from(now.0).unwrap_or(0).saturating_mul(1000);
     let capacity = policy.burst.saturating_mul(t);
-    let base = (*tat).max(now_us);
+    // A bucket holds at most `burst` tokens of debt under the policy in
+    // force: after a reload made the policy faster, debt run up under the
+    // slower one counts as an empty bucket of the new size, no more. Under
+    // one policy the TAT never gets further ahead than that.
+    let base = (*tat).max(now_us).min(now_us.saturating_add(capacity));
+    if *tat > base {
+        // Kept, so the new-size bucket refills from now at the new rate.
+        *tat = base;
+    }
     let new_tat = base.saturating_add(cost.saturating_mul(t));
     let used_after = new_tat - now_us;
     if used_after <= capacity {
@@ -189,6 +197,31 @@ mod tests {
         assert_eq!(d.remaining, 70);
         assert!(!spend(&p, &mut tat, now, 71).allowed);
         assert!(spend(&p, &mut tat, now, 70).allowed);
+    }
+
+    #[test]
+    fn a_new_policy_takes_over_a_bucket_at_its_own_rate() {
+        // Slow: 2 per minute, both spent (30 s of debt each).
+        let slow = RatePolicy::new("t", 2, 60_000, 2).unwrap();
+        let mut tat = 0;
+        for _ in 0..2 {
+            assert!(spend(&slow, &mut tat, at(0), 1).allowed);
+        }
+        assert!(!spend(&slow, &mut tat, at(0), 1).allowed);
+        // Faster (10 per second): the minute of debt counts as one empty
+        // bucket of the new size, which refills at the new rate.
+        let fast = RatePolicy::new("t", 10, 1_000, 10).unwrap();
+        let d = spend(&fast, &mut tat, at(0), 1);
+        assert!(!d.allowed);
+        assert_eq!(
+            (d.remaining, d.reset_seconds, d.retry_after_seconds),
+            (0, 1, 1)
+        );
+        assert!(spend(&fast, &mut tat, at(100), 1).allowed);
+        // Slower again: debt run up under the fast policy carries over in
+        // time, and the new burst bounds what is left.
+        let d = spend(&slow, &mut tat, at(100), 0);
+        assert_eq!(d.remaining, 1);
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn main() {
     config.cache.ttl_seconds = 3600;
     let settings = Settings::from_config(config).unwrap();
     let format = settings.format.clone();
-    let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock));
+    let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock)).unwrap();
     let verifier = Arc::clone(&server.state().verifier);
 
     let mut secrets = Vec::with_capacity(KEYS);

@@ -17,7 +17,7 @@ use keyward_store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{self, BodyLimit};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::error::{self, ApiError};
 use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use crate::verifier::{KeyCache, Verifier};
@@ -45,17 +45,14 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub usage: Arc<LastUseRecorder>,
-    /// Pooled client to the gateway upstream.
-    pub upstream: crate::gateway::UpstreamClient,
-    /// Gateway routes in force (reloadable).
-    pub routes: crate::gateway::LiveRoutes,
+    /// The request policy in force: routes, tiers, gateway settings and
+    /// the upstream client (reloadable as one).
+    pub policy: crate::gateway::LivePolicy,
     /// Rate limiter and credit spender.
     pub limits: Arc<Limits>,
     /// Every management action (API, console), with its checks, audit and
     /// cache invalidation.
     pub manage: Arc<keyward_manage::ManageService>,
-    /// `idempotency.methods`, parsed.
-    pub idempotent_methods: Arc<Vec<Method>>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -64,12 +61,20 @@ pub struct Keyward {
 }
 
 impl Keyward {
-    pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Keyward {
+    /// Compiles the request policy of `settings` (`[[routes]]`, `[gateway]`,
+    /// `[limits]`, `[idempotency]`: an error names the setting) and wires
+    /// the server.
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Keyward, ConfigError> {
+        let policy = crate::gateway::Policy::compile(&settings)?;
+        let settings = Arc::new(settings);
+        let policy = crate::gateway::LivePolicy::new(policy, Arc::clone(&settings));
         let usage = Arc::new(LastUseRecorder::new(
             settings.config.usage.last_used_resolution_seconds,
         ));
-        let upstream = crate::gateway::client(&settings.config);
-        let routes = crate::gateway::LiveRoutes::new(settings.routes.clone());
         let c = &settings.config.cache;
         let cache = KeyCache::new(
             c.ttl_seconds,
@@ -109,15 +114,6 @@ impl Keyward {
             limiter: Arc::new(MemoryLimiter::default()),
             credits: Arc::new(bank),
         });
-        let idempotent_methods = Arc::new(
-            settings
-                .config
-                .idempotency
-                .methods
-                .iter()
-                .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                .collect(),
-        );
         let verifier = Arc::new(verifier);
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
         let manage = Arc::new(keyward_manage::ManageService::new(
@@ -127,23 +123,21 @@ impl Keyward {
             Arc::new(crate::invalidate::LocalInvalidator::new(Arc::clone(
                 &verifier,
             ))),
-            manage_policy(&settings),
+            manage_policy(&settings, &policy.current().tiers),
         ));
-        Keyward {
+        Ok(Keyward {
             state: AppState(Arc::new(Shared {
                 limits,
-                idempotent_methods,
                 manage,
-                settings: Arc::new(settings),
+                settings,
                 store,
                 verifier,
                 clock,
                 entropy,
-                upstream,
-                routes,
+                policy,
                 usage,
             })),
-        }
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -249,18 +243,37 @@ fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+impl AppState {
+    /// `SIGHUP`: swaps in the request policy of `config` (routes, tiers,
+    /// `[gateway]`, `[idempotency]`) as one snapshot, and hands the new
+    /// tiers to the management checks; refuses, changing nothing, a config
+    /// whose other settings differ (they need a restart). Returns the
+    /// number of routes in force.
+    pub fn reload(
+        &self,
+        config: crate::config::Config,
+    ) -> Result<usize, crate::gateway::policy::ReloadError> {
+        let routes = self.policy.reload(config)?;
+        self.manage
+            .set_policy(manage_policy(&self.settings, &self.policy.current().tiers));
+        Ok(routes)
+    }
+}
+
 /// What the management checks need from `settings` (built again on a reload).
-pub fn manage_policy(settings: &Settings) -> keyward_manage::ManagePolicy {
+pub fn manage_policy(
+    settings: &Settings,
+    tiers: &crate::limits::Tiers,
+) -> keyward_manage::ManagePolicy {
     keyward_manage::ManagePolicy {
         format: settings.format.clone(),
         catalog: settings.catalog.clone(),
-        tiers: settings
-            .tiers
+        tiers: tiers
             .names()
             .into_keys()
-            .map(|n| (n.to_owned(), settings.tiers.refill_for_tenant(Some(n))))
+            .map(|n| (n.to_owned(), tiers.refill_for_tenant(Some(n))))
             .collect(),
-        default_refill: settings.tiers.refill_for_tenant(None),
+        default_refill: tiers.refill_for_tenant(None),
         metadata_max_bytes: settings.config.keys.metadata_max_bytes,
         invite_ttl_ms: i64::try_from(
             settings
@@ -274,8 +287,12 @@ pub fn manage_policy(settings: &Settings) -> keyward_manage::ManagePolicy {
 }
 
 /// Convenience: the router for `settings` over `store` with `clock`.
-pub fn build_app(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Router {
-    Keyward::new(settings, store, clock).router()
+pub fn build_app(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Router, ConfigError> {
+    Ok(Keyward::new(settings, store, clock)?.router())
 }
 
 /// The one middleware every request passes (one layer, not three: each

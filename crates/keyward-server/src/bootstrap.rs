@@ -41,7 +41,12 @@ pub fn host_service(
         clock,
         entropy,
         Arc::new(NoInvalidation),
-        crate::app::manage_policy(settings),
+        // Every command compiled the policy when it loaded its settings
+        // (`Policy::compile`), so the tiers compile here too.
+        crate::app::manage_policy(
+            settings,
+            &crate::limits::Tiers::compile(&settings.config.limits).unwrap_or_default(),
+        ),
     )
 }
 

@@ -127,7 +127,7 @@ pub struct GatewayConfig {
     pub upstream: Option<String>,
     /// `http1` (a pool of keep-alive connections) or `h2c` (HTTP/2 with
     /// prior knowledge over cleartext: requests multiplexed on one
-    /// connection). Changing it needs a restart.
+    /// connection). Reloadable: new connections follow it.
     pub upstream_protocol: UpstreamProtocol,
     pub connect_timeout_ms: u64,
     /// Time to the upstream's response headers.
@@ -530,7 +530,9 @@ fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Resul
     Ok(())
 }
 
-/// The checked, ready-to-use form of [`Config`].
+/// The checked, ready-to-use form of [`Config`]. The request policy
+/// (routes, tiers, gateway settings) is compiled from it by
+/// `gateway::Policy::compile`, which checks those sections.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
@@ -539,8 +541,6 @@ pub struct Settings {
     pub credentials: crate::credential::CredentialRules,
     pub catalog: ScopeCatalog,
     pub trusted_proxies: Vec<IpNet>,
-    pub routes: crate::gateway::RouteTable,
-    pub tiers: crate::limits::Tiers,
 }
 
 impl Settings {
@@ -611,7 +611,6 @@ impl Settings {
                 return Err(invalid(name, "must be between 1 and 86400000 (a day)"));
             }
         }
-        let tiers = crate::limits::Tiers::compile(&config.limits)?;
         let c = &config.credits;
         if c.settle_interval_ms == 0 {
             return Err(invalid("credits.settle_interval_ms", "must be at least 1"));
@@ -675,7 +674,6 @@ impl Settings {
             }
         }
         config.console.check()?;
-        let routes = crate::gateway::RouteTable::compile(&config, &catalog)?;
         let credentials = crate::credential::CredentialRules {
             header: config.keys.header.clone(),
             format: format.clone(),
@@ -686,9 +684,64 @@ impl Settings {
             credentials,
             catalog,
             trusted_proxies,
-            routes,
-            tiers,
         })
+    }
+}
+
+/// Settings a reload (`SIGHUP`) swaps in: `[[routes]]`, `[gateway]`, the
+/// tiers of `[limits]` and `[idempotency]` (each with everything below it).
+/// Everything else needs a restart.
+const RELOADABLE: [&str; 4] = ["routes", "gateway", "limits.tiers", "idempotency"];
+
+/// Exceptions inside [`RELOADABLE`]: read once at start.
+const RESTART_ONLY: [&str; 1] = ["idempotency.purge_interval_seconds"];
+
+impl Config {
+    /// The settings that differ between `self` (the running configuration)
+    /// and `new` and that only a restart can change (listen address, store,
+    /// workers, HTTP timeouts, caches, keys, console, `limits.default_tier`,
+    /// …), by name (`http.workers`), in order. Empty if `new` may be
+    /// reloaded.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (serde_json::to_value(self), serde_json::to_value(new)) else {
+            return vec!["(the configuration could not be compared)".into()];
+        };
+        let mut changed = Vec::new();
+        differences("", &old, &new, &mut changed);
+        changed.retain(|name| {
+            let under = |p: &str| {
+                name == p
+                    || name
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            };
+            RESTART_ONLY.iter().any(|p| under(p)) || !RELOADABLE.iter().any(|p| under(p))
+        });
+        changed
+    }
+}
+
+/// The dotted names of the leaves that differ between `a` and `b` (tables
+/// are descended into; any other value is compared whole).
+fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for name in names {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                match (a.get(name), b.get(name)) {
+                    (Some(x), Some(y)) => differences(&path, x, y, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_owned()),
+        _ => {}
     }
 }
 
@@ -861,5 +914,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("http.trusted_proxies"));
+    }
+
+    #[test]
+    fn a_reload_may_change_routes_gateway_tiers_and_idempotency_only() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.gateway.fast_path = false;
+        new.gateway.upstream = Some("http://127.0.0.1:1".into());
+        new.idempotency.methods = vec!["PUT".into()];
+        new.limits.tiers.insert(
+            "free".into(),
+            TierConfig {
+                limit: 1,
+                window_seconds: 1,
+                burst: None,
+                refill: None,
+            },
+        );
+        assert!(old.restart_only_changes(&new).is_empty());
+        new.http.workers = 3;
+        new.cache.capacity = 7;
+        new.listen = "127.0.0.1:1".parse().unwrap();
+        new.limits.default_tier = Some("free".into());
+        new.idempotency.purge_interval_seconds = 1;
+        assert_eq!(
+            old.restart_only_changes(&new),
+            [
+                "cache.capacity",
+                "http.workers",
+                "idempotency.purge_interval_seconds",
+                "limits.default_tier",
+                "listen"
+            ]
+        );
     }
 }

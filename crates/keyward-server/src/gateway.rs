@@ -9,7 +9,6 @@
 //! keyward's identity headers and `X-Forwarded-For` / `Forwarded` are added,
 //! and bodies stream in both directions without buffering.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,22 +21,26 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keyward_core::scope::ScopeCatalog;
-use keyward_core::verdict::Denial;
 use serde_json::Value;
 
-use crate::api::views::{Principal, PrincipalExt};
+use crate::api::views::Principal;
 use crate::app::AppState;
 use crate::config::{invalid, Config, ConfigError, GatewayConfig, IdempotencyMode, RouteConfig};
 use crate::credential;
 use crate::error::ApiError;
 use crate::idempotency;
-use crate::limits::{RateState, Spender};
-use crate::verifier::{CachedKey, HeaderText, Outcome, Request as VerifyRequest};
+use crate::limits::{RateState, Spender, Tiers};
+use crate::verifier::{CachedKey, HeaderText};
 use keyward_store::limits::{ClaimOutcome, IdempotencyClaim, StoredResponse};
+use pipeline::{Admitted, Inbound};
 
 pub(crate) mod h1;
 pub use keyward_http::path;
+pub(crate) mod pipeline;
+pub mod policy;
 pub(crate) mod pool;
+
+pub use policy::{LivePolicy, Policy, ReloadError};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction
 /// (parsed once: removing by `&str` would parse the name every time).
@@ -105,7 +108,7 @@ impl Route {
     }
 }
 
-/// The routes of a deployment, checked at start.
+/// The routes of a deployment, compiled into a [`Policy`].
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
@@ -304,7 +307,13 @@ fn header_name(setting: &str, name: &str) -> Result<HeaderName, ConfigError> {
 }
 
 impl RouteTable {
-    pub fn compile(config: &Config, catalog: &ScopeCatalog) -> Result<RouteTable, ConfigError> {
+    /// Compiles `[[routes]]` and `[gateway]`; a route's cost must fit every
+    /// one of `tiers` (the tiers of the same policy).
+    pub fn compile(
+        config: &Config,
+        catalog: &ScopeCatalog,
+        tiers: &Tiers,
+    ) -> Result<RouteTable, ConfigError> {
         let upstream = match &config.gateway.upstream {
             None => None,
             Some(u) => {
@@ -332,7 +341,7 @@ impl RouteTable {
         for (index, r) in config.routes.iter().enumerate() {
             let setting = format!("routes[{index}] ({})", r.path);
             routes.push(
-                compile_route(index, r, catalog, config, upstream.is_some())
+                compile_route(index, r, catalog, config, tiers, upstream.is_some())
                     .map_err(|m| invalid(setting, m))?,
             );
         }
@@ -396,6 +405,11 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// How many routes there are.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
     /// The index of the first route matching `method` and `path`.
     pub(crate) fn find_index(&self, method: &Method, path: &str) -> Option<usize> {
         self.routes.iter().position(|r| {
@@ -436,6 +450,7 @@ fn compile_route(
     r: &RouteConfig,
     catalog: &ScopeCatalog,
     config: &Config,
+    tiers: &Tiers,
     has_upstream: bool,
 ) -> Result<Route, String> {
     let segments = parse_pattern(&r.path)?;
@@ -496,16 +511,14 @@ fn compile_route(
     if respond.is_some() && r.idempotency == IdempotencyMode::Required {
         return Err("respond routes answer from keyward and take no Idempotency-Key".into());
     }
-    if let Some(t) = config
-        .limits
-        .tiers
-        .values()
-        .find(|t| r.cost > t.burst.unwrap_or(t.limit))
+    if let Some(t) = tiers
+        .names()
+        .into_values()
+        .find(|t| r.cost > t.policy.burst)
     {
         return Err(format!(
             "cost {} is more than a tier's burst ({}), so such keys could never call it",
-            r.cost,
-            t.burst.unwrap_or(t.limit)
+            r.cost, t.policy.burst
         ));
     }
     Ok(Route {
@@ -566,98 +579,32 @@ async fn serve(
     // a path that is not in normal form.
     let mut req = req;
     crate::app::admit(&mut req)?;
-    let table = state.routes.current();
-    let table = table.as_ref();
+    let policy = state.policy.current();
+    let policy = policy.as_ref();
     let path = req.uri().path().to_owned();
-    let Some((route, params)) = table.find(req.method(), &path) else {
+    let Some((route, params)) = policy.routes.find(req.method(), &path) else {
         return Err(ApiError::RouteNotFound);
     };
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    if !route.auth {
-        // No key is checked here, and none may pass through either.
-        credential::refuse_embedded_keys(
-            req.headers(),
-            req.uri().query(),
-            &state.settings.credentials,
-        )?;
-        return forward(state, table, route, req, None).await;
-    }
-    let key = authenticate(
-        state,
-        table,
-        req.headers(),
-        req.uri().query(),
-        peer,
+    let inbound = Inbound {
+        method: req.method(),
         route,
-        &params,
-    )
-    .await?;
-    if let Some((status, template)) = &route.respond {
-        spend(state, route, &key, rate).await?;
-        let principal = Principal::new(&key);
-        return Ok((*status, axum::Json(fill(template, &principal))).into_response());
-    }
-    let idempotency_key = match route.idempotency_for(req.method(), &state.idempotent_methods) {
-        None => None,
-        Some(mode) => match idempotency::key_of(req.headers())? {
-            None if mode == IdempotencyMode::Required => {
-                return Err(ApiError::IdempotencyKeyRequired)
-            }
-            k => k,
-        },
+        params: &params,
+        headers: req.headers(),
+        query: req.uri().query(),
+        peer,
     };
-    match idempotency_key {
-        None => {
-            spend(state, route, &key, rate).await?;
-            forward(state, table, route, req, Some(&key)).await
-        }
-        Some(k) => idempotent(state, table, route, req, &key, k, rate).await,
-    }
-}
-
-/// What limits need to know of a verified key.
-pub fn spender(key: &CachedKey) -> Spender<'_> {
-    Spender {
-        key_id: &key.record.id,
-        tenant_id: key.record.tenant_id.as_deref(),
-        tier: key.record.tier.as_deref(),
-        tenant_tier: key.tenant_tier.as_deref(),
-        rate_override: key.rate_override.as_ref(),
-        credit_cap: key.record.credit_cap,
-    }
-}
-
-/// Spends the route's rate-limit cost and credits for `key`, reporting the
-/// rate-limit state for the response's headers either way.
-pub(crate) async fn spend(
-    state: &AppState,
-    route: &Route,
-    key: &CachedKey,
-    rate: &mut Option<RateState>,
-) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    match state
-        .limits
-        .spend(
-            &state.settings.tiers,
-            &spender(key),
-            route.cost,
-            route.credits,
-            now,
-        )
-        .await?
-    {
-        Ok(spent) => {
-            *rate = spent.rate;
-            Ok(())
-        }
-        Err(refused) => {
-            *rate = refused.rate;
-            Err(ApiError::Denied(refused.denial))
-        }
+    match pipeline::admit(state, policy, inbound, rate).await? {
+        Admitted::Open => forward(state, policy, route, req, None).await,
+        Admitted::Respond { status, body } => Ok((status, axum::Json(body)).into_response()),
+        Admitted::Forward(key) => forward(state, policy, route, req, Some(&key)).await,
+        Admitted::Idempotent {
+            key,
+            idempotency_key,
+        } => idempotent(state, policy, route, req, &key, idempotency_key, rate).await,
     }
 }
 
@@ -665,14 +612,14 @@ pub(crate) async fn spend(
 /// spend and forward, store the response; or replay / refuse.
 async fn idempotent(
     state: &AppState,
-    table: &RouteTable,
+    policy: &Policy,
     route: &Route,
     req: Request,
     key: &CachedKey,
     idempotency_key: String,
     rate: &mut Option<RateState>,
 ) -> Result<Response, ApiError> {
-    let cfg = &state.settings.config.idempotency;
+    let cfg = &policy.idempotency;
     let limit = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
     let (parts, body) = req.into_parts();
     let body =
@@ -709,7 +656,7 @@ async fn idempotent(
         ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         ClaimOutcome::Completed(stored) => {
             // A replay spends nothing; it reports the current rate state.
-            if let Some(p) = state.settings.tiers.policy_for(&spender(key)) {
+            if let Some(p) = policy.tiers.policy_for(&spender(key)) {
                 let d = state
                     .limits
                     .limiter
@@ -731,11 +678,11 @@ async fn idempotent(
         }
         e
     };
-    if let Err(e) = spend(state, route, key, rate).await {
+    if let Err(e) = pipeline::spend(state, policy, route, key, rate).await {
         return Err(release(e).await);
     }
     let req = Request::from_parts(parts, Body::from(body));
-    let response = match forward(state, table, route, req, Some(key)).await {
+    let response = match forward(state, policy, route, req, Some(key)).await {
         Ok(r) => r,
         // Refused before anything was sent: the request can be retried.
         Err(e @ (ApiError::UpstreamUnavailable | ApiError::PayloadTooLarge(_))) => {
@@ -849,65 +796,16 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
-/// Finds and verifies the route's key, then checks the route's
-/// environments, tenant path parameter and tenant header. Shared by the
-/// axum path and the HTTP/1 fast path, over either kind of headers.
-pub(crate) async fn authenticate<H: credential::HeaderSource + ?Sized>(
-    state: &AppState,
-    table: &RouteTable,
-    headers: &H,
-    query: Option<&str>,
-    peer: Option<std::net::SocketAddr>,
-    route: &Route,
-    params: &Params<'_, '_>,
-) -> Result<std::sync::Arc<CachedKey>, ApiError> {
-    let presented = credential::extract_from(
-        headers,
-        query,
-        &state.settings.credentials,
-        &state.settings.config.keys.schemes,
-    )?
-    .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
-    let ip = credential::client_ip(peer, headers, &state.settings.trusted_proxies);
-    let verdict = state
-        .verifier
-        .verify(
-            &presented,
-            VerifyRequest {
-                client_ip: ip,
-                required_scopes: &route.scopes,
-            },
-        )
-        .await?;
-    let key = match verdict {
-        Outcome::Valid(k) => k,
-        Outcome::Denied(d, _) => return Err(ApiError::Denied(d)),
-    };
-    if !route.environments.is_empty() && !route.environments.contains(&key.record.environment) {
-        return Err(ApiError::EnvironmentNotAllowed(
-            key.record.environment.clone(),
-        ));
+/// What limits need to know of a verified key.
+pub fn spender(key: &CachedKey) -> Spender<'_> {
+    Spender {
+        key_id: &key.record.id,
+        tenant_id: key.record.tenant_id.as_deref(),
+        tier: key.record.tier.as_deref(),
+        tenant_tier: key.tenant_tier.as_deref(),
+        rate_override: key.rate_override.as_ref(),
+        credit_cap: key.record.credit_cap,
     }
-    if let Some(p) = &route.tenant_param {
-        // Another account's path does not exist for this key.
-        let value = params.iter().find(|(n, _)| n == p).map(|(_, v)| *v);
-        if value != key.record.tenant_id.as_deref() {
-            return Err(ApiError::NotFound("account"));
-        }
-    }
-    if let (Some(name), Some(header)) = (
-        &table.gateway.tenant_header,
-        table.names.as_ref().and_then(|n| n.tenant.as_ref()),
-    ) {
-        for value in headers.values(header.as_str()) {
-            let allowed = credential::header_text(value)
-                .is_some_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
-            if !allowed {
-                return Err(ApiError::TenantNotAllowed(name.clone()));
-            }
-        }
-    }
-    Ok(key)
 }
 
 /// Fills `{placeholders}` in every string of `template` from `p`: `{key_id}`,
@@ -998,11 +896,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn forward(
     state: &AppState,
-    table: &RouteTable,
+    policy: &Policy,
     route: &Route,
     req: Request,
     key: Option<&CachedKey>,
 ) -> Result<Response, ApiError> {
+    let table = &policy.routes;
     let Some(upstream) = &table.upstream else {
         return Err(ApiError::Internal);
     };
@@ -1131,7 +1030,7 @@ async fn forward(
     }
     let request = axum::http::Request::from_parts(parts, body);
     let timeout = Duration::from_millis(table.gateway.timeout_ms);
-    let response = match tokio::time::timeout(timeout, state.upstream.request(request)).await {
+    let response = match tokio::time::timeout(timeout, policy.client.request(request)).await {
         // An upstream is not late with the answer to a request that has not
         // arrived whole: the client's body was still coming.
         Err(_) if progress.as_ref().is_some_and(|p| p.receiving()) => {
@@ -1236,54 +1135,5 @@ mod tests {
         assert!(parse_pattern("/a/{*x}/b").is_err());
         assert!(parse_pattern("/a/x{y}").is_err());
         assert!(parse_pattern("/a/{x}/{x}").is_err());
-    }
-}
-
-/// The route table in force, replaceable while serving (`SIGHUP`): requests
-/// in flight keep the table they started with. A generation number lets a
-/// long-lived connection keep its copy of the table until it changes,
-/// instead of taking the lock (a cache line both cores write) per request.
-#[derive(Clone)]
-pub struct LiveRoutes(Arc<LiveInner>);
-
-struct LiveInner {
-    table: std::sync::RwLock<Arc<RouteTable>>,
-    generation: AtomicU64,
-}
-
-impl LiveRoutes {
-    pub fn new(table: RouteTable) -> LiveRoutes {
-        LiveRoutes(Arc::new(LiveInner {
-            table: std::sync::RwLock::new(Arc::new(table)),
-            generation: AtomicU64::new(0),
-        }))
-    }
-
-    pub fn current(&self) -> Arc<RouteTable> {
-        Arc::clone(&self.0.table.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Bumped by every reload.
-    pub fn generation(&self) -> u64 {
-        self.0.generation.load(Ordering::Acquire)
-    }
-
-    /// The table with the generation it belongs to.
-    pub fn current_with_generation(&self) -> (u64, Arc<RouteTable>) {
-        let table = self.0.table.read().unwrap_or_else(|p| p.into_inner());
-        (self.generation(), Arc::clone(&table))
-    }
-
-    /// Checks `config` completely and, only if it is valid, swaps in its
-    /// routes and `[gateway]` settings. On error the old table stays.
-    pub fn reload(&self, config: Config) -> Result<usize, ConfigError> {
-        let settings = crate::config::Settings::from_config(config)?;
-        let n = settings.routes.routes.len();
-        let mut table = self.0.table.write().unwrap_or_else(|p| p.into_inner());
-        *table = Arc::new(settings.routes);
-        // Under the write lock, so a reader that sees the new generation
-        // also gets the new table.
-        self.0.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(n)
     }
 }

@@ -19,7 +19,7 @@
 //! per key across restarts and nodes. A claim whose request never finished
 //! (keyward died) expires after `idempotency.lock_seconds`.
 
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -30,17 +30,18 @@ const MAX_LEN: usize = 255;
 
 /// The `Idempotency-Key` of a request, if present: a quoted (structured
 /// field string) or bare value of 1 to 255 printable ASCII characters.
-pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let mut values = headers.get_all(HEADER).iter();
+pub fn key_of<H: crate::credential::HeaderSource + ?Sized>(
+    headers: &H,
+) -> Result<Option<String>, ApiError> {
+    let mut values = headers.values(HEADER);
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
         return Err(ApiError::InvalidIdempotencyKey("must appear once"));
     }
-    let raw = value
-        .to_str()
-        .map_err(|_| ApiError::InvalidIdempotencyKey("must be printable ASCII"))?
+    let raw = crate::credential::header_text(value)
+        .ok_or(ApiError::InvalidIdempotencyKey("must be printable ASCII"))?
         .trim();
     let key = match raw.strip_prefix('"') {
         Some(rest) => rest
@@ -90,7 +91,7 @@ pub fn scope(tenant_id: Option<&str>, key_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderMap, HeaderValue};
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

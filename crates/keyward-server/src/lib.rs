@@ -9,7 +9,7 @@
 //!
 //! let settings = Settings::from_config(Config::default())?;
 //! let store = SqlStore::open("sqlite://keyward.db").await?;
-//! let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock));
+//! let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! server.serve(listener, std::future::pending()).await?;
 //! # Ok(()) }

@@ -287,7 +287,13 @@ fn deployment(doc: &mut Value, settings: &Settings) {
             items["enum"] = json!(grantable);
         }
     }
-    let tiers: Vec<&str> = settings.tiers.names().into_keys().collect();
+    let tiers: Vec<&str> = settings
+        .config
+        .limits
+        .tiers
+        .keys()
+        .map(String::as_str)
+        .collect();
     if !tiers.is_empty() {
         for schema in ["CreateTenant", "UpdateTenant", "CreateKey", "UpdateKey"] {
             if let Some(p) = property_mut(doc, schema, "tier") {

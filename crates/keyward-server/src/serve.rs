@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::app::AppState;
-use crate::config::{Config, Settings, UpstreamProtocol};
+use crate::config::{Config, Settings};
 use crate::error::ApiError;
 use crate::gateway::OwnPaths;
 
@@ -474,10 +474,9 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
     accepted: Instant,
 ) {
-    let gateway = &front.state.settings.config.gateway;
-    // The fast path speaks HTTP/1.1 to the upstream; an h2c upstream is
-    // served by the general path's HTTP/2 client.
-    let fast = gateway.fast_path && gateway.upstream_protocol == UpstreamProtocol::Http1;
+    // The policy in force when the connection arrives decides (a reload
+    // reaches connections already on the fast path at their next request).
+    let fast = front.state.policy.current().fast_path();
     let handover = if fast {
         match crate::gateway::h1::serve(&front, tcp, peer, &mut stop, accepted).await {
             Some(handover) => handover,

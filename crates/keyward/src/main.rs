@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use keyward_core::clock::SystemClock;
 use keyward_core::secret::OsEntropy;
 use keyward_server::config::{Config, LogFormat, Settings};
+use keyward_server::gateway::ReloadError;
 use keyward_server::Keyward;
 use keyward_store::SqlStore;
 use keyward_wire::{
@@ -331,7 +332,11 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_settings(args: &ServerArgs) -> Result<Settings> {
-    Ok(Settings::from_config(load_config(args)?)?)
+    let settings = Settings::from_config(load_config(args)?)?;
+    // The routes, tiers and gateway settings are checked by compiling them:
+    // a bad one stops every command, as before it is served.
+    keyward_server::gateway::Policy::compile(&settings)?;
+    Ok(settings)
 }
 
 fn load_config(args: &ServerArgs) -> Result<Config> {
@@ -412,18 +417,19 @@ async fn serve(serve_args: ServeArgs) -> Result<()> {
         }
         None => Arc::new(SystemClock),
     };
-    let server = Keyward::new(settings, Arc::new(store), clock);
-    let reloader = tokio::spawn(reload_on_sighup(args, server.state().routes.clone()));
+    let server = Keyward::new(settings, Arc::new(store), clock)?;
+    let reloader = tokio::spawn(reload_on_sighup(args, server.state().clone()));
     server.serve(listener, shutdown_signal()).await?;
     reloader.abort();
     store_handle.close().await;
     Ok(())
 }
 
-/// `SIGHUP` re-reads the configuration and swaps in its `[gateway]` and
-/// `[[routes]]` without dropping connections; an invalid file is refused and
-/// the running routes stay.
-async fn reload_on_sighup(args: ServerArgs, routes: keyward_server::gateway::LiveRoutes) {
+/// `SIGHUP` re-reads the configuration and swaps in its `[[routes]]`,
+/// `[gateway]`, `[limits.tiers]` and `[idempotency]` together, without
+/// dropping connections; an invalid file, or one that changes a setting
+/// only a restart can change, is refused whole and the running policy stays.
+async fn reload_on_sighup(args: ServerArgs, state: keyward_server::AppState) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -431,17 +437,26 @@ async fn reload_on_sighup(args: ServerArgs, routes: keyward_server::gateway::Liv
             return;
         };
         while hup.recv().await.is_some() {
-            match load_config(&args).and_then(|c| routes.reload(c).map_err(anyhow::Error::from)) {
-                Ok(n) => tracing::info!(routes = n, "Configuration reloaded; new routes in force."),
-                Err(e) => {
-                    tracing::error!(error = %e, "Configuration reload refused; the running routes stay.")
-                }
+            match load_config(&args).and_then(|c| state.reload(c).map_err(anyhow::Error::from)) {
+                Ok(n) => tracing::info!(
+                    routes = n,
+                    "Configuration reloaded; new routes, tiers and gateway settings in force."
+                ),
+                Err(e) => match e.downcast_ref::<ReloadError>() {
+                    Some(ReloadError::NeedsRestart(names)) => tracing::error!(
+                        settings = %names.join(", "),
+                        "Configuration reload refused: these settings need a restart; the running configuration stays."
+                    ),
+                    _ => {
+                        tracing::error!(error = %e, "Configuration reload refused; the running configuration stays.")
+                    }
+                },
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (args, routes);
+        let _ = (args, state);
         std::future::pending::<()>().await;
     }
 }

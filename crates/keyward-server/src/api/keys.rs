@@ -385,10 +385,11 @@ pub async fn verify(
     let result = match outcome {
         Outcome::Valid(k) if !foreign(&k) => {
             // Rate limit, then credits: spent only now that all else passed.
+            let policy = state.policy.current();
             let spent = state
                 .limits
                 .spend(
-                    &state.settings.tiers,
+                    &policy.tiers,
                     &crate::gateway::spender(&k),
                     body.cost.unwrap_or(1),
                     body.credits.unwrap_or(0),

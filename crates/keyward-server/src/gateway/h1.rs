@@ -3,8 +3,8 @@
 //!
 //! A request head is parsed in place (`httparse`, hyper's parser). If the
 //! request is one this path takes (see [`plan`]), its key is checked by the
-//! same functions as the general path ([`super::authenticate`],
-//! [`super::spend`]), the upstream request head is written straight from the
+//! same pipeline as the general path ([`super::pipeline::admit`]:
+//! authenticate, route checks, spend), the upstream request head is written straight from the
 //! client's bytes (credential, hop-by-hop and identity headers dropped,
 //! keyward's identity, forwarding and request-id headers added), sent over a
 //! keep-alive connection from this worker's [pool](super::pool), and the
@@ -36,9 +36,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::pipeline::{self, Admitted, Inbound};
 use super::pool::{self, UpstreamConn};
-use super::{Names, Route, RouteTable, UpstreamTarget, HOP_BY_HOP};
-use crate::api::views::{Principal, PrincipalExt};
+use super::{Names, Policy, Route, UpstreamTarget, HOP_BY_HOP};
 use crate::app::{acceptable_request_id, new_request_id, AppState};
 use crate::config::IdempotencyMode;
 use crate::credential;
@@ -87,7 +87,7 @@ pub(crate) async fn serve(
             Instant::now() + timeouts.head
         },
     };
-    let (mut generation, mut table) = state.routes.current_with_generation();
+    let mut policy = state.policy.current();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut scratch = Scratch {
         out: Vec::with_capacity(2 * 1024),
@@ -100,13 +100,13 @@ pub(crate) async fn serve(
         lines
     });
     loop {
-        if state.routes.generation() != generation {
-            (generation, table) = state.routes.current_with_generation();
+        if state.policy.generation() != policy.generation {
+            policy = state.policy.current();
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let (head_len, plan) = match req.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => match plan(front, &table, &req) {
+            Ok(httparse::Status::Complete(n)) => match plan(front, &policy, &req) {
                 Some(p) => (n, p),
                 None => return Some(handover(tcp, buf, in_head, &deadline)),
             },
@@ -152,7 +152,7 @@ pub(crate) async fn serve(
         let started = Instant::now();
         let exchange = Exchange {
             state,
-            table: &table,
+            policy: &policy,
             req: &req,
             body: &buf[head_len..total],
             peer,
@@ -240,8 +240,11 @@ struct Plan {
 
 /// Decides from the head alone whether this path takes the request;
 /// `None` hands it (and the rest of the connection) to the general path.
-fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> Option<Plan> {
-    if req.version != Some(1) || table.is_empty() {
+fn plan(front: &Front, policy: &Policy, req: &httparse::Request<'_, '_>) -> Option<Plan> {
+    let table = &policy.routes;
+    // A reload that turned the fast path off sends the connection's next
+    // request (and the rest of the connection) to the general path.
+    if req.version != Some(1) || table.is_empty() || !policy.fast_path() {
         return None;
     }
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
@@ -262,7 +265,7 @@ fn plan(front: &Front, table: &RouteTable, req: &httparse::Request<'_, '_>) -> O
     let framing = request_framing(req.headers)?;
     let route = table.find_index(&method, path);
     if let Some(r) = route.map(|i| &table.routes[i]) {
-        let idempotent = match r.idempotency_for(&method, &front.state.idempotent_methods) {
+        let idempotent = match r.idempotency_for(&method, &policy.idempotent_methods) {
             None => false,
             Some(IdempotencyMode::Required) => true,
             Some(_) => framing.idempotency_key,
@@ -393,7 +396,8 @@ impl RequestId {
 /// One request on this path.
 struct Exchange<'a, 'h, 'b> {
     state: &'a AppState,
-    table: &'a RouteTable,
+    /// The policy in force for this request.
+    policy: &'a Policy,
     req: &'a httparse::Request<'h, 'b>,
     body: &'a [u8],
     peer: SocketAddr,
@@ -481,60 +485,54 @@ impl Exchange<'_, '_, '_> {
             out,
             head: head_out,
         } = scratch;
-        let Some(route) = self.plan.route.map(|i| &self.table.routes[i]) else {
+        let Some(route) = self.plan.route.map(|i| &self.policy.routes.routes[i]) else {
             return Err(ApiError::RouteNotFound);
         };
         let target = self.req.path.unwrap_or("/");
         let (path, query) = split_target(target);
-        let key = if route.auth {
-            let params = route_params(route, path);
-            let key = super::authenticate(
-                state,
-                self.table,
-                &*self.req.headers,
-                query,
-                Some(self.peer),
-                route,
-                &params,
-            )
-            .await?;
-            super::spend(state, route, &key, rate).await?;
-            Some(key)
-        } else {
-            credential::refuse_embedded_keys(
-                &*self.req.headers,
-                query,
-                &state.settings.credentials,
-            )?;
-            None
+        let params = route_params(route, path);
+        let inbound = Inbound {
+            method: &self.plan.method,
+            route,
+            params: &params,
+            headers: &*self.req.headers,
+            query,
+            peer: Some(self.peer),
         };
-        if let (Some((status, template)), Some(key)) = (&route.respond, &key) {
-            let body = serde_json::to_vec(&super::fill(template, &Principal::new(key)))
-                .map_err(|_| ApiError::Internal)?;
-            let mut headers = axum::http::HeaderMap::new();
-            headers.insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            return Ok(Answered::Local(Local {
-                status: *status,
-                headers,
-                body,
-            }));
-        }
-        let limit = self.table.gateway.max_body_bytes;
+        let key = match pipeline::admit(state, self.policy, inbound, rate).await? {
+            Admitted::Open => None,
+            Admitted::Forward(key) => Some(key),
+            Admitted::Respond { status, body } => {
+                let body = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
+                let mut headers = axum::http::HeaderMap::new();
+                headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                );
+                return Ok(Answered::Local(Local {
+                    status,
+                    headers,
+                    body,
+                }));
+            }
+            // [`plan`] hands requests with an honoured Idempotency-Key to
+            // the general path, by the same policy: not reached.
+            Admitted::Idempotent { .. } => return Err(ApiError::Internal),
+        };
+        let limit = self.policy.gateway().max_body_bytes;
         if self.body.len() as u64 > limit {
             return Err(ApiError::PayloadTooLarge(
                 usize::try_from(limit).unwrap_or(usize::MAX),
             ));
         }
-        let (Some(upstream), Some(names)) = (&self.table.target, &self.table.names) else {
+        let table = &self.policy.routes;
+        let (Some(upstream), Some(names)) = (&table.target, &table.names) else {
             return Err(ApiError::Internal);
         };
         out.clear();
         self.upstream_head(out, upstream, names, key.as_deref(), request_id);
         out.extend_from_slice(self.body);
-        let gateway = &self.table.gateway;
+        let gateway = self.policy.gateway();
         let timeout = Duration::from_millis(gateway.timeout_ms);
         let connect_timeout = Duration::from_millis(gateway.connect_timeout_ms);
         let retry = matches!(
@@ -608,7 +606,7 @@ impl Exchange<'_, '_, '_> {
         let allow_override = self
             .plan
             .route
-            .is_some_and(|i| self.table.routes[i].allow_method_override);
+            .is_some_and(|i| self.policy.routes.routes[i].allow_method_override);
         for h in req.headers.iter() {
             let name = h.name;
             let drop = name.eq_ignore_ascii_case("host")

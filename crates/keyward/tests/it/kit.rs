@@ -110,7 +110,7 @@ impl Server {
         )
         .await
         .unwrap();
-        let server = Keyward::new(settings, store.clone(), Arc::new(clock.clone()));
+        let server = Keyward::new(settings, store.clone(), Arc::new(clock.clone())).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

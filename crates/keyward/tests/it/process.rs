@@ -596,6 +596,260 @@ async fn sighup_reloads_routes_and_refuses_a_bad_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The server started by [`reload_rig`]: its config file, its log, and a
+/// root key.
+struct Rig {
+    srv: Running,
+    dir: PathBuf,
+    cfg: PathBuf,
+    log: PathBuf,
+    root: String,
+}
+
+/// A real binary over `toml` (its `--config`), with a root key.
+async fn reload_rig(tag: &str, toml: &str) -> Rig {
+    let dir = temp_dir(tag);
+    let data = dir.join("data");
+    let cfg = dir.join("keyward.toml");
+    let log = dir.join("keyward.log");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let srv = start_with(&data, &log, &["--config", cfg.to_str().unwrap()], "info").await;
+    Rig {
+        srv,
+        dir,
+        cfg,
+        log,
+        root,
+    }
+}
+
+impl Rig {
+    /// Writes `toml` and sends SIGHUP, then waits until the log has one
+    /// more line containing `outcome` than before.
+    async fn reload(&self, toml: &str, outcome: &str) {
+        let count = || {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .matches(outcome)
+                .count()
+        };
+        let before = count();
+        std::fs::write(&self.cfg, toml).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.srv.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        for _ in 0..250 {
+            if count() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no {outcome:?} after SIGHUP; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// GET `path` with the root key: status and the `RateLimit-Policy` and
+    /// `RateLimit` fields.
+    async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, String, String) {
+        let res = http
+            .get(format!("{}{path}", self.srv.base))
+            .bearer_auth(&self.root)
+            .send()
+            .await
+            .unwrap();
+        let field = |n: &str| {
+            res.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        (
+            res.status().as_u16(),
+            field("ratelimit-policy"),
+            field("ratelimit"),
+        )
+    }
+
+    fn finish(self) {
+        self.srv.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const RELOADED: &str = "Configuration reloaded";
+const REFUSED: &str = "Configuration reload refused";
+
+/// A route's cost and a tier's rate, changed in one reload, are both in
+/// force on the next request, on either gateway path; the bucket's state
+/// carries over in time (1 of 10 per hour spent = 360 s of the hour).
+#[tokio::test]
+async fn sighup_brings_a_new_route_cost_and_tier_rate_in_together() {
+    for fast_path in [true, false] {
+        let toml = |limit: u64, cost: u64| {
+            format!(
+                "[gateway]\nfast_path = {fast_path}\n\
+                 [limits]\ndefault_tier = \"std\"\n\
+                 [limits.tiers.std]\nlimit = {limit}\nwindow_seconds = 3600\n\
+                 [[routes]]\npath = \"/priced\"\ncost = {cost}\nrespond = {{ key = \"{{key_id}}\" }}\n"
+            )
+        };
+        let rig = reload_rig("reload-cost", &toml(10, 1)).await;
+        // One client: the same keep-alive connection across the reload.
+        let http = reqwest::Client::new();
+        let (status, policy, rate) = rig.get(&http, "/priced").await;
+        assert_eq!(status, 200, "fast_path = {fast_path}");
+        assert_eq!(policy, "\"std\";q=10;w=3600", "fast_path = {fast_path}");
+        assert!(
+            rate.starts_with("\"std\";r=9;"),
+            "fast_path = {fast_path}: {rate}"
+        );
+
+        rig.reload(&toml(100, 5), RELOADED).await;
+        // 36 s a token now: 360 s spent + 5 tokens = 540 s of 3600, 85 left.
+        let (status, policy, rate) = rig.get(&http, "/priced").await;
+        assert_eq!(status, 200, "fast_path = {fast_path}");
+        assert_eq!(policy, "\"std\";q=100;w=3600", "fast_path = {fast_path}");
+        assert!(
+            rate.starts_with("\"std\";r=85;"),
+            "fast_path = {fast_path}: {rate}"
+        );
+        // A new connection sees the same.
+        let (_, _, rate) = rig.get(&reqwest::Client::new(), "/priced").await;
+        assert!(
+            rate.starts_with("\"std\";r=80;"),
+            "fast_path = {fast_path}: {rate}"
+        );
+        rig.finish();
+    }
+}
+
+/// A tier added by a reload is one the management API accepts at once (the
+/// management checks see the new tiers, not those of the start).
+#[tokio::test]
+async fn sighup_hands_new_tiers_to_the_management_api() {
+    let tiers = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("[limits.tiers.{n}]\nlimit = 10\nwindow_seconds = 60\n"))
+            .collect::<String>()
+    };
+    let rig = reload_rig("reload-tiers", &tiers(&["free"])).await;
+    let http = reqwest::Client::new();
+    let create = |tier: &'static str| {
+        http.post(format!("{}/v1/tenants", rig.srv.base))
+            .bearer_auth(&rig.root)
+            .json(&serde_json::json!({ "name": format!("t-{tier}"), "tier": tier }))
+            .send()
+    };
+    let res = create("gold").await.unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "unknown_tier", "{body}");
+    rig.reload(&tiers(&["free", "gold"]), RELOADED).await;
+    assert_eq!(create("gold").await.unwrap().status().as_u16(), 201);
+    rig.finish();
+}
+
+/// A reload that changes a setting only a restart can change is refused
+/// whole, naming the settings; the running routes stay.
+#[tokio::test]
+async fn sighup_refuses_a_restart_only_change_and_keeps_the_running_routes() {
+    let routes = |path: &str| {
+        format!("[[routes]]\npath = \"{path}\"\nrespond = {{ key = \"{{key_id}}\" }}\n")
+    };
+    let rig = reload_rig("reload-restart", &routes("/first")).await;
+    let http = reqwest::Client::new();
+    assert_eq!(rig.get(&http, "/first").await.0, 200);
+    rig.reload(
+        &format!(
+            "[http]\nworkers = 3\n[cache]\ncapacity = 1234\n{}",
+            routes("/second")
+        ),
+        REFUSED,
+    )
+    .await;
+    let log = std::fs::read_to_string(&rig.log).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains(REFUSED))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("ERROR") && line.contains("restart"), "{line}");
+    assert!(
+        line.contains("cache.capacity") && line.contains("http.workers"),
+        "{line}"
+    );
+    assert_eq!(rig.get(&http, "/first").await.0, 200);
+    assert_eq!(rig.get(&http, "/second").await.0, 404);
+    // The same change without the restart-only settings goes through.
+    rig.reload(&routes("/second"), RELOADED).await;
+    assert_eq!(rig.get(&http, "/second").await.0, 200);
+    assert_eq!(rig.get(&http, "/first").await.0, 404);
+    rig.finish();
+}
+
+/// Whether a new connection's request is served by the fast path: a body
+/// over `gateway.max_body_bytes` (and within the fast path's own limit) is
+/// 413 either way, but only the general path answers it without reading
+/// the body, and so closes the connection.
+async fn served_fast(base: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let body = vec![b'x'; 5000];
+    let mut req = format!(
+        "POST /open HTTP/1.1\r\nHost: k\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    tcp.write_all(&req).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before a response head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    !head.contains("connection: close")
+}
+
+/// `gateway.fast_path` is reloadable: new connections follow it.
+#[tokio::test]
+async fn sighup_turns_the_fast_path_off_and_on() {
+    let toml = |fast_path: bool| {
+        format!(
+            "[gateway]\nupstream = \"http://127.0.0.1:9\"\nfast_path = {fast_path}\nmax_body_bytes = 4096\n\
+             [[routes]]\npath = \"/open\"\nauth = false\n"
+        )
+    };
+    let rig = reload_rig("reload-fast", &toml(true)).await;
+    assert!(served_fast(&rig.srv.base).await);
+    rig.reload(&toml(false), RELOADED).await;
+    assert!(!served_fast(&rig.srv.base).await);
+    rig.reload(&toml(true), RELOADED).await;
+    assert!(served_fast(&rig.srv.base).await);
+    rig.finish();
+}
+
 /// SIGKILL in the middle of paid traffic and of an idempotent request:
 /// every answered spend is still spent after the restart (what the node had
 /// reserved is counted as spent; the ledger and the balance agree), and the
