@@ -1,7 +1,7 @@
 //! The one place where errors become HTTP.
 //!
 //! Handlers return [`ApiError`]. Its `IntoResponse` attaches a [`Problem`]
-//! to an empty response; the [`render`] middleware then writes the body in
+//! to an empty response; the server's edge middleware then writes ([`render_response`]) the body in
 //! the deployment's style (RFC 9457 problem+json by default, or the
 //! `{"error": {"code", "message"}}` envelope), with configured code spellings
 //! and messages. Nothing else in the server builds an error body.

@@ -5,7 +5,7 @@
 //!   refusing keys in query strings and cookies, and the client address
 //!   behind trusted proxies.
 //! - [`verifier`]: parse → checksum → SHA-256 → [`verifier::KeyCache`] →
-//!   `keyward_core::verdict::evaluate`. The cache's [`verifier::Loader`]
+//!   `keyward_core::verdict::evaluate`. The cache's loader
 //!   reads misses and refreshes in batches; management changes drop entries
 //!   through [`verifier::Verifier::invalidate`] and [`verifier::KeyCache::clear`].
 //! - [`last_use`]: last-use times recorded in memory and written in batches.

@@ -6,7 +6,7 @@
 //! Known and unknown hashes live in separate maps with separate bounds
 //! (`cache.capacity`, `cache.negative_capacity`): anyone can mint
 //! checksum-valid keys, so a flood of them must never evict a known key.
-//! Reads go through one [`Loader`] that batches them (one query for every
+//! Reads go through one `Loader` that batches them (one query for every
 //! key asked for meanwhile) and refreshes keys in use before they expire,
 //! in the background, so a request waits on the store only for a key it
 //! is the first to present. Hashes the cache has never known wait in a
