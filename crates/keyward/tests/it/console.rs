@@ -5,7 +5,7 @@
 //! user store's own conformance suite is in `store/users.rs`.)
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use keyward_core::clock::ManualClock;
@@ -1078,23 +1078,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 fn users_create_reads_the_password_from_stdin_never_argv() {
     let dir = crate::kit::temp_dir("users");
     let run = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        crate::kit::run_with_stdin(
+            Command::new(BIN).args(args).arg("--data-dir").arg(&dir),
+            stdin,
+        )
     };
     let ok = run(
         &[
