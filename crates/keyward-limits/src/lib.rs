@@ -526,9 +526,9 @@ pub struct CreditBank {
     store: Arc<dyn Store>,
     clock: Arc<dyn keyward_core::clock::Clock>,
     config: BankConfig,
-    /// Accounts are never dropped; read-mostly, so a read lock on the
-    /// way of every paid request.
-    tenants: std::sync::RwLock<HashMap<String, Arc<TenantEntry>>>,
+    /// Accounts are never dropped; read-mostly, so every paid request takes
+    /// a read lock. Tenant ids are keyward's own: a cheap hash does.
+    tenants: std::sync::RwLock<HashMap<String, Arc<TenantEntry>, Fnv>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads), and
     /// holds when stale reservations of other nodes were last looked for.
     settling: tokio::sync::Mutex<i64>,
@@ -548,7 +548,7 @@ impl CreditBank {
             store,
             clock,
             config,
-            tenants: std::sync::RwLock::new(HashMap::new()),
+            tenants: std::sync::RwLock::new(HashMap::default()),
             settling: tokio::sync::Mutex::new(i64::MIN),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
