@@ -7,11 +7,11 @@
 //! response: the page answering the create or rotate POST, whose dialog the
 //! script removes from the page once the user confirms they stored it.
 
-use crate::api::views::KeyViewExt;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::clock::Timestamp;
+use keyward_views::KeyViewExt;
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
@@ -20,10 +20,9 @@ use super::form::FormData;
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
-use crate::api;
-use crate::api::views::{KeyPage, KeyView, KeyWithSecret};
 use crate::app::AppState;
 use keyward_manage::{FieldError, KeyChanges, KeyQuery, ManageError, NewKey};
+use keyward_wire::{KeyPage, KeyView, KeyWithSecret};
 
 const PAGE_SIZE: u32 = 20;
 
@@ -77,7 +76,7 @@ pub async fn list(
         environment: environment.clone(),
         status: status.clone(),
         kind: None,
-        paging: api::paging(
+        paging: keyward_views::paging(
             Some(q.limit.unwrap_or(PAGE_SIZE).clamp(1, 100)),
             cursor.as_deref(),
         ),
@@ -85,7 +84,8 @@ pub async fn list(
     let page = match state.manage.list_keys(&actor, query).await {
         Ok(page) => {
             let now = state.clock.now();
-            let (data, next_cursor, has_more) = api::page_parts(&page, |k| KeyView::new(k, now));
+            let (data, next_cursor, has_more) =
+                keyward_views::page_parts(&page, |k| KeyView::new(k, now));
             KeyPage {
                 data,
                 next_cursor,
@@ -613,7 +613,7 @@ pub async fn create(
         .await
     {
         Ok(issued) => {
-            let KeyWithSecret { secret, key } = api::keys::with_secret(&issued);
+            let KeyWithSecret { secret, key } = keyward_views::with_secret(&issued);
             let dialog = SecretDialog { secret, note: None };
             Ok(detail_view(
                 &state,
@@ -1086,7 +1086,7 @@ pub async fn rotate(
             let KeyWithSecret {
                 secret,
                 key: new_key,
-            } = api::keys::with_secret(&rotated);
+            } = keyward_views::with_secret(&rotated);
             let until = state
                 .clock
                 .now()

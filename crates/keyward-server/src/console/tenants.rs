@@ -12,9 +12,8 @@ use super::access::{operator_actor, Standing, TenantAccess};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
-use crate::api;
-use crate::api::views::TenantPage;
 use crate::app::AppState;
+use keyward_wire::TenantPage;
 
 /// `/console`: a member of one tenant goes straight to its keys; everyone
 /// else to the tenant list.
@@ -110,10 +109,10 @@ async fn operator_list(
     let actor = operator_actor(signed)?;
     let page = state
         .manage
-        .list_tenants(&actor, api::paging(Some(50), cursor))
+        .list_tenants(&actor, keyward_views::paging(Some(50), cursor))
         .await?;
     let (data, next_cursor, has_more) =
-        api::page_parts(&page, |t| crate::api::views::tenant_view(t));
+        keyward_views::page_parts(&page, |t| keyward_views::tenant_view(t));
     let page = TenantPage {
         data,
         next_cursor,
