@@ -14,7 +14,7 @@ use super::access::TenantAccess;
 use super::session::SignedIn;
 use super::ui::{self, Chrome, Section};
 use super::ConsoleError;
-use crate::app::AppState;
+use crate::ConsoleState;
 use keyward_manage::ManageError;
 use keyward_wire::AuditPage;
 
@@ -47,7 +47,7 @@ fn details(v: &Value) -> String {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<AuditQuery>,

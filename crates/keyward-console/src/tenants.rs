@@ -12,7 +12,7 @@ use super::access::{operator_actor, Standing, TenantAccess};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
-use crate::app::AppState;
+use crate::ConsoleState;
 use keyward_wire::TenantPage;
 
 /// `/console`: a member of one tenant goes straight to its keys; everyone
@@ -27,7 +27,7 @@ pub async fn home(signed: SignedIn) -> Response {
 }
 
 pub async fn tenant_home(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
 ) -> Result<Response, ConsoleError> {
@@ -42,7 +42,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
@@ -101,7 +101,7 @@ struct CreateForm {
 }
 
 async fn operator_list(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     cursor: Option<&str>,
     form: &CreateForm,
@@ -198,7 +198,7 @@ fn created(rfc3339: &str) -> Markup {
 
 /// Operators create a tenant, then land on its members page to invite an owner.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
     let actor = operator_actor(&f.signed)?;
@@ -239,7 +239,7 @@ pub async fn create(
 }
 
 async fn rerender(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     form: CreateForm,
     status: StatusCode,
@@ -300,7 +300,7 @@ fn operator_only(access: &TenantAccess) -> Result<(), ConsoleError> {
 /// `/console/t/{tid}/settings`: the tenant's plan, for operators: the
 /// ceiling of scopes its members and API keys may give keys.
 pub async fn settings(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<SettingsQuery>,
@@ -319,7 +319,7 @@ pub async fn settings(
 }
 
 fn settings_view(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     access: &TenantAccess,
     form: &SettingsForm,
@@ -382,7 +382,7 @@ fn settings_view(
 }
 
 pub async fn save_settings(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path(tid): Path<String>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
