@@ -64,7 +64,7 @@ pub async fn list(
     let page = match state.manage.list_audit(&access.actor(&signed), query).await {
         Ok(page) => {
             let (data, next_cursor, has_more) =
-                keyward_views::page_parts(&page, |e| keyward_views::audit_event_view(e));
+                keyward_views::page_parts(&page, keyward_views::audit_event_view);
             AuditPage {
                 data,
                 next_cursor,

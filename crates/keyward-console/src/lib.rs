@@ -265,7 +265,8 @@ pub enum ConsoleError {
     /// A state change from another site.
     CrossOrigin,
     BadRequest(String),
-    /// Anything the API handlers refused that a form does not show.
+    /// Anything the management service refused that a form does not show,
+    /// worded as the API words it.
     Api(ApiError),
     Unavailable,
 }

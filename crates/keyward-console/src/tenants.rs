@@ -112,7 +112,7 @@ async fn operator_list(
         .list_tenants(&actor, keyward_views::paging(Some(50), cursor))
         .await?;
     let (data, next_cursor, has_more) =
-        keyward_views::page_parts(&page, |t| keyward_views::tenant_view(t));
+        keyward_views::page_parts(&page, keyward_views::tenant_view);
     let page = TenantPage {
         data,
         next_cursor,

@@ -36,7 +36,7 @@ pub async fn list(
         paging: paging(q.limit, q.cursor.as_deref()),
     };
     let page = state.manage.list_audit(&caller.actor, query).await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |e| audit_event_view(e));
+    let (data, next_cursor, has_more) = page_parts(&page, audit_event_view);
     Ok(axum::Json(AuditPage {
         data,
         next_cursor,

@@ -215,7 +215,7 @@ pub async fn ledger(
             settle,
         )
         .await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |e| ledger_entry_view(e));
+    let (data, next_cursor, has_more) = page_parts(&page, ledger_entry_view);
     Ok(axum::Json(LedgerPage {
         data,
         next_cursor,

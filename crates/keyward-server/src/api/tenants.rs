@@ -72,7 +72,7 @@ pub async fn list(
         .manage
         .list_tenants(&caller.actor, paging(q.limit, q.cursor.as_deref()))
         .await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |t| tenant_view(t));
+    let (data, next_cursor, has_more) = page_parts(&page, tenant_view);
     Ok(axum::Json(TenantPage {
         data,
         next_cursor,
