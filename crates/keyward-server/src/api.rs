@@ -16,10 +16,8 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, R
 use axum::http::request::Parts;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use base64::Engine;
 use keyward_core::verdict::Denial;
-use keyward_manage::{Actor, Cursor, Paging};
-use keyward_store::Page;
+use keyward_manage::Actor;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
@@ -206,40 +204,4 @@ pub(crate) fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     credential::client_ip(peer, &parts.headers, &state.settings.trusted_proxies)
-}
-
-/// Cursor pagination: `?limit=1..100&cursor=…` (the service checks the limit).
-pub(crate) fn paging(limit: Option<u32>, cursor: Option<&str>) -> Paging {
-    let cursor = match cursor {
-        None | Some("") => Cursor::Start,
-        Some(c) => decode_cursor(c).map_or(Cursor::Invalid, Cursor::Before),
-    };
-    Paging { limit, cursor }
-}
-
-/// A page of the service's as the API's `(data, next_cursor, has_more)`.
-pub(crate) fn page_parts<T, V>(
-    page: &Page<T>,
-    view: impl Fn(&T) -> V,
-) -> (Vec<V>, Option<String>, bool) {
-    (
-        page.items.iter().map(|(_, t)| view(t)).collect(),
-        page.next.map(encode_cursor),
-        page.next.is_some(),
-    )
-}
-
-pub(crate) fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("seq:{seq}"))
-}
-
-fn decode_cursor(c: &str) -> Option<i64> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()?;
-    std::str::from_utf8(&bytes)
-        .ok()?
-        .strip_prefix("seq:")?
-        .parse()
-        .ok()
 }

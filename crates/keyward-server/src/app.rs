@@ -148,7 +148,7 @@ impl Keyward {
     pub fn router(&self) -> Router {
         let limit = self.state.settings.config.http.max_body_bytes;
         api::routes()
-            .merge(crate::console::routes(&self.state))
+            .merge(keyward_console::router(console_state(&self.state)))
             .fallback(crate::gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(limit))
@@ -284,6 +284,24 @@ pub fn manage_policy(
         )
         .unwrap_or(i64::MAX),
     }
+}
+
+/// The console's state, from the server's parts: it acts through the same
+/// management service, store, clock and entropy.
+fn console_state(state: &AppState) -> keyward_console::ConsoleState {
+    let settings = &state.settings;
+    keyward_console::ConsoleState::new(
+        Arc::clone(&state.manage),
+        Arc::clone(&state.store),
+        Arc::clone(&state.clock),
+        Arc::clone(&state.entropy),
+        keyward_console::ConsoleSettings {
+            console: settings.config.console.clone(),
+            format: settings.format.clone(),
+            catalog: settings.catalog.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+        },
+    )
 }
 
 /// Convenience: the router for `settings` over `store` with `clock`.

@@ -20,14 +20,14 @@
 //! [`api`] (handlers), [`error`] (the one place errors become HTTP),
 //! [`usage`] (batched last-use writes), [`limits`] (rate limits and
 //! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring),
-//! [`console`] (the developer console at `/console`).
+//! and the developer console at `/console` ([`console`], the
+//! `keyward-console` crate).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod bootstrap;
 pub mod config;
-pub mod console;
 
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -43,4 +43,6 @@ pub use app::{build_app, AppState, Keyward};
 // The verify crate's modules under their old paths, for the server's own
 // modules and the benches.
 pub use keyward_limits as limits;
+// The console, a crate of its own, under its old path.
+pub use keyward_console as console;
 pub use keyward_verify::{credential, verifier};

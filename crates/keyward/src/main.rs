@@ -528,7 +528,7 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<zeroize::Zeroizing<S
 }
 
 async fn users(cmd: Users) -> Result<()> {
-    use keyward_server::console::accounts;
+    use keyward_console::accounts;
     use std::sync::Arc;
     // The host acts through the management service, straight on the store.
     let host = |settings: &keyward_server::config::Settings, store: &Arc<SqlStore>| {

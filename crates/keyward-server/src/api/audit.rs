@@ -3,11 +3,11 @@
 use axum::extract::State;
 use keyward_manage::AuditQuery;
 
-use super::views::audit_event_view;
 use super::views::{AuditPage, ProblemDoc};
-use super::{page_parts, paging, Caller, Query};
+use super::{Caller, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
+use keyward_views::{audit_event_view, page_parts, paging};
 pub use keyward_wire::ListAudit;
 
 /// Lists audit events (`keyward:audit:read`).
@@ -36,7 +36,7 @@ pub async fn list(
         paging: paging(q.limit, q.cursor.as_deref()),
     };
     let page = state.manage.list_audit(&caller.actor, query).await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |e| audit_event_view(e));
+    let (data, next_cursor, has_more) = page_parts(&page, audit_event_view);
     Ok(axum::Json(AuditPage {
         data,
         next_cursor,

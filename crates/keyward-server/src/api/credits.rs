@@ -8,14 +8,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_manage::{CreditChangeInput, Credits};
 
-use super::views::{ledger_entry_view, refill_spec, store_refill};
 use super::views::{
     ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, ProblemDoc, RefillSpec,
 };
-use super::{page_parts, paging, Caller, Json, Query};
+use super::{Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::idempotency;
+use keyward_views::{ledger_entry_view, page_parts, paging, refill_spec, store_refill};
 pub use keyward_wire::ListLedger;
 
 /// The balance as this node knows it: stored plus this node's unspent
@@ -215,7 +215,7 @@ pub async fn ledger(
             settle,
         )
         .await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |e| ledger_entry_view(e));
+    let (data, next_cursor, has_more) = page_parts(&page, ledger_entry_view);
     Ok(axum::Json(LedgerPage {
         data,
         next_cursor,

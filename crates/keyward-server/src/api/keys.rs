@@ -8,19 +8,20 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use keyward_core::scope;
 use keyward_core::verdict::Denial;
-use keyward_manage::{limits, IssuedKey, KeyChanges, KeyQuery, NewKey, RateLimitInput};
+use keyward_manage::{limits, KeyChanges, KeyQuery, NewKey, RateLimitInput};
 use keyward_store::KeyClass;
 
+use super::views::PrincipalExt;
 use super::views::{
     CreateKey, CreditState, KeyPage, KeyView, KeyWithSecret, Principal, ProblemDoc, RateLimitSpec,
     RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
-use super::views::{KeyViewExt, PrincipalExt};
-use super::{page_parts, paging, Caller, Json, MaybeJson, Query};
+use super::{Caller, Json, MaybeJson, Query};
 use crate::app::AppState;
 use crate::credential::{Presented, Secret};
 use crate::error::{ApiError, FieldError};
 use crate::verifier::{Outcome, Request};
+use keyward_views::{page_parts, paging, with_secret, KeyViewExt};
 pub use keyward_wire::ListKeys;
 
 pub(crate) const MAX_NAME: usize = limits::MAX_KEY_NAME;
@@ -70,14 +71,6 @@ pub(crate) fn key_changes(body: UpdateKey) -> KeyChanges {
         expires_at: body.expires_at,
         metadata: body.metadata,
         enabled: body.enabled,
-    }
-}
-
-/// A key just issued, with its secret, as the API shows it once.
-pub(crate) fn with_secret(issued: &IssuedKey) -> KeyWithSecret {
-    KeyWithSecret {
-        secret: issued.secret.expose().to_owned(),
-        key: KeyView::new(&issued.record, issued.at),
     }
 }
 

@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_manage::{limits, NewTenant, TenantChanges};
 
-use super::views::tenant_view;
 use super::views::{CreateTenant, ProblemDoc, TenantPage, TenantView, UpdateTenant};
-use super::{page_parts, paging, Caller, Json, Query};
+use super::{Caller, Json, Query};
 use crate::app::AppState;
 use crate::error::ApiError;
+use keyward_views::{page_parts, paging, tenant_view};
 pub use keyward_wire::ListTenants;
 
 pub(crate) const MAX_NAME: usize = limits::MAX_TENANT_NAME;
@@ -72,7 +72,7 @@ pub async fn list(
         .manage
         .list_tenants(&caller.actor, paging(q.limit, q.cursor.as_deref()))
         .await?;
-    let (data, next_cursor, has_more) = page_parts(&page, |t| tenant_view(t));
+    let (data, next_cursor, has_more) = page_parts(&page, tenant_view);
     Ok(axum::Json(TenantPage {
         data,
         next_cursor,

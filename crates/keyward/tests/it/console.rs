@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use keyward_console::accounts;
 use keyward_core::clock::ManualClock;
 use keyward_core::secret::{KeyHash, OsEntropy};
 use keyward_server::config::{Config, Settings};
-use keyward_server::console::accounts;
 use keyward_store::*;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;

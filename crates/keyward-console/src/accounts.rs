@@ -6,7 +6,8 @@ use keyward_manage::{Actor, ManageError, ManageService, NewUser};
 use keyward_store::User;
 use zeroize::Zeroizing;
 
-use super::password::{self, PasswordError};
+use super::password;
+pub use super::password::PasswordError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

@@ -21,7 +21,7 @@ use super::form::FormData;
 use super::session::{random_token, SignedForm, SignedIn, Throttle};
 use super::ui::{self, Chrome, Errors, Section};
 use super::{accounts, password, ConsoleError};
-use crate::app::AppState;
+use crate::ConsoleState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -36,7 +36,7 @@ struct InviteForm {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<ListQuery>,
@@ -67,7 +67,7 @@ struct NewLink {
 }
 
 async fn members_view(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     access: &TenantAccess,
     form: &InviteForm,
@@ -250,10 +250,9 @@ fn role_help() -> Markup {
     }
 }
 
-fn public_base(state: &AppState) -> String {
+fn public_base(state: &ConsoleState) -> String {
     state
         .settings
-        .config
         .console
         .public_url
         .as_deref()
@@ -262,7 +261,7 @@ fn public_base(state: &AppState) -> String {
 }
 
 pub async fn invite(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path(tid): Path<String>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -347,7 +346,7 @@ fn people_refusal(e: ManageError) -> ConsoleError {
 }
 
 pub async fn change_role(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, uid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -374,7 +373,7 @@ pub async fn change_role(
 }
 
 pub async fn remove(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, uid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -399,7 +398,7 @@ pub async fn remove(
 }
 
 pub async fn revoke_invite(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, iid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -423,7 +422,7 @@ pub struct AcceptQuery {
 /// The invitation behind a token, if it still works; otherwise a page that
 /// says why not.
 async fn open_invite(
-    state: &AppState,
+    state: &ConsoleState,
     token: &str,
 ) -> Result<Result<Invite, Response>, ConsoleError> {
     let invalid = |why: &str| {
@@ -520,7 +519,7 @@ fn accept_view(v: &AcceptView<'_>) -> Markup {
 }
 
 pub async fn accept_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Query(q): Query<AcceptQuery>,
 ) -> Result<Response, ConsoleError> {
     let token = q.token.unwrap_or_default();
@@ -548,9 +547,12 @@ pub async fn accept_page(
 
 /// Accepts an invitation: creates the account (or checks the existing
 /// one's password) and adds the membership, then sends the invitee to sign in.
-pub async fn accept(State(state): State<AppState>, req: Request) -> Result<Response, ConsoleError> {
+pub async fn accept(
+    State(state): State<ConsoleState>,
+    req: Request,
+) -> Result<Response, ConsoleError> {
     let (parts, body) = req.into_parts();
-    let ip = crate::api::client_ip(&parts, &state);
+    let ip = crate::client_ip(&parts, &state);
     let form = FormData::from_request(Request::from_parts(parts, body), &state).await?;
     let token = form.text("token");
     let invite = match open_invite(&state, &token).await? {

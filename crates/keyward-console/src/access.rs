@@ -17,7 +17,7 @@ use keyward_store::{Role, Tenant};
 
 use super::session::SignedIn;
 use super::ConsoleError;
-use crate::app::AppState;
+use crate::ConsoleState;
 
 /// How the signed-in user stands in a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl TenantAccess {
     /// The user's access to `tenant_id`, or 404 (never 403: a tenant the
     /// user does not belong to does not exist for them).
     pub async fn load(
-        state: &AppState,
+        state: &ConsoleState,
         signed: &SignedIn,
         tenant_id: &str,
     ) -> Result<TenantAccess, ConsoleError> {
@@ -100,7 +100,7 @@ impl TenantAccess {
     /// Whether this user may give a new key `scope` in this tenant: the
     /// management service's rule (`keyward_core::scope::refused_grants`) for
     /// their actor, with the tenant's ceiling. For offering only grantable scopes.
-    pub fn may_grant(&self, state: &AppState, scope: &str) -> bool {
+    pub fn may_grant(&self, state: &ConsoleState, scope: &str) -> bool {
         // What one may grant follows from the standing, not from who one is.
         let actor = match self.standing {
             Standing::Operator => Actor::operator("", None),

@@ -14,10 +14,9 @@ use super::access::TenantAccess;
 use super::session::SignedIn;
 use super::ui::{self, Chrome, Section};
 use super::ConsoleError;
-use crate::api;
-use crate::api::views::AuditPage;
-use crate::app::AppState;
+use crate::ConsoleState;
 use keyward_manage::ManageError;
+use keyward_wire::AuditPage;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditQuery {
@@ -48,7 +47,7 @@ fn details(v: &Value) -> String {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<AuditQuery>,
@@ -60,12 +59,12 @@ pub async fn list(
     let cursor = q.cursor.filter(|c| !c.is_empty());
     let query = keyward_manage::AuditQuery {
         tenant_id: Some(access.tenant.id.clone()),
-        paging: api::paging(Some(50), cursor.as_deref()),
+        paging: keyward_views::paging(Some(50), cursor.as_deref()),
     };
     let page = match state.manage.list_audit(&access.actor(&signed), query).await {
         Ok(page) => {
             let (data, next_cursor, has_more) =
-                api::page_parts(&page, |e| crate::api::views::audit_event_view(e));
+                keyward_views::page_parts(&page, keyward_views::audit_event_view);
             AuditPage {
                 data,
                 next_cursor,

@@ -1,53 +1,133 @@
-//! The developer console at `/console`: server-rendered HTML over the same
-//! management service as the API.
+//! keyward's developer console: server-rendered HTML pages at `/console`
+//! where people sign in and manage their tenants' keys, members, settings
+//! and audit log — over the same management service as the HTTP API.
 //!
-//! People sign in with an email and password ([`session`]); each holds a
-//! [`Role`] per tenant, or is an operator who sees every tenant
-//! ([`access`]). Pages are HTML rendered here with `maud` templates
-//! ([`ui`]); one small script and one stylesheet are compiled into the
-//! binary ([`assets`]), so the console needs no Node toolchain to build and
-//! no network to run.
+//! People sign in with an email and password (`session`); each holds a
+//! [`Role`] per tenant, or is an operator who sees every tenant (`access`).
+//! Pages are HTML rendered with `maud` templates (`ui`); one small script,
+//! one stylesheet and one icon are compiled into the binary (`assets`), so
+//! the console needs no Node toolchain to build and no network to run.
 //!
-//! Every key, tenant, member and audit action goes through the management
-//! service (`keyward_manage::ManageService`, `AppState::manage`) with an
-//! `Actor` built from the signed-in user and their role
-//! ([`access::TenantAccess::actor`]): validation, tenant isolation, audit
-//! records and cache invalidation are the service's, the same as the API's.
+//! # Invariants
 //!
-//! Security: sessions are random tokens in a `Secure; HttpOnly;
-//! SameSite=Strict` cookie, stored only as a SHA-256; every state change
-//! carries a CSRF token derived from the session token and must come from
-//! this origin; every response carries a strict Content-Security-Policy
-//! (no inline script or style) and `Cache-Control: no-store`. A new key's
-//! secret appears only in the response to the create or rotate POST.
+//! - **It acts only through the management service.** Every key, tenant,
+//!   member and audit action goes through [`ManageService`] with an `Actor`
+//!   built from the signed-in user and their role: validation, tenant
+//!   isolation, audit records and cache invalidation are the service's, the
+//!   same as the API's. The store is read directly only for sessions,
+//!   sign-in and the people behind them.
+//! - **No page without a session** but sign-in and accepting an
+//!   invitation. Sessions are random tokens in a `Secure; HttpOnly;
+//!   SameSite=Strict` cookie, stored only as a SHA-256.
+//! - **CSRF on every form:** every state change carries a token derived from
+//!   the session token and must come from this origin (`Sec-Fetch-Site` /
+//!   `Origin`); every response carries a strict Content-Security-Policy (no
+//!   inline script or style) and `Cache-Control: no-store`.
+//! - **Secrets are shown once:** a new key's secret appears only in the
+//!   response to the create or rotate POST, and is never stored or logged.
+//!
+//! # Surface
+//!
+//! [`router`] serves the pages over a [`ConsoleState`] (the management
+//! service, the store, clock and entropy, and [`ConsoleSettings`]: the
+//! `[console]` section, [`ConsoleConfig`], and what else it reads from the
+//! deployment's settings); the server merges it into its router. The CLI
+//! creates users and sets passwords through [`accounts`].
 
-pub mod access;
+mod access;
 pub mod accounts;
-pub mod assets;
-pub mod audit;
-pub mod form;
-pub mod keys;
-pub mod members;
-pub mod password;
-pub mod session;
-pub mod tenants;
-pub mod ui;
+mod assets;
+mod audit;
+mod config;
+mod form;
+mod keys;
+mod members;
+mod password;
+mod session;
+mod tenants;
+mod ui;
 
-use axum::extract::Request;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use keyward_manage::ManageError;
-use keyward_store::{Role, StoreError};
+use ipnet::IpNet;
+use keyward_core::clock::Clock;
+use keyward_core::scope::ScopeCatalog;
+use keyward_core::secret::{Entropy, KeyFormat};
+use keyward_http::error::ApiError;
+use keyward_manage::{ManageError, ManageService};
+use keyward_store::{Role, Store, StoreError};
 
-use crate::app::AppState;
-use crate::error::ApiError;
+pub use config::{ConsoleConfig, InvalidSetting};
 
-/// The console's routes; empty when `console.enabled` is off.
-pub(crate) fn routes(state: &AppState) -> Router<AppState> {
-    if !state.settings.config.console.enabled {
+/// What the console reads: cheap to clone (one reference count), since axum
+/// clones the state for every request.
+#[derive(Clone)]
+pub struct ConsoleState(Arc<Shared>);
+
+impl ConsoleState {
+    /// The console over `manage` (every action), `store` (sessions, sign-in
+    /// and the people behind them), `clock`, `entropy` (session tokens,
+    /// password salts) and `settings`.
+    pub fn new(
+        manage: Arc<ManageService>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: ConsoleSettings,
+    ) -> ConsoleState {
+        ConsoleState(Arc::new(Shared {
+            manage,
+            store,
+            clock,
+            entropy,
+            settings,
+        }))
+    }
+}
+
+impl std::ops::Deref for ConsoleState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`ConsoleState`].
+pub struct Shared {
+    pub(crate) manage: Arc<ManageService>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
+    pub(crate) settings: ConsoleSettings,
+}
+
+/// The deployment's settings the console reads.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// The `[console]` section.
+    pub console: ConsoleConfig,
+    /// Key environments and their prefixes (the new-key form).
+    pub format: KeyFormat,
+    /// The declared scopes (the scope picker, tenant settings).
+    pub catalog: ScopeCatalog,
+    /// Proxies whose `X-Forwarded-For` is believed (the client address
+    /// that sign-in limits and audit entries record).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The console's routes, with `state` applied; empty when
+/// `console.enabled` is off. Merge it into the server's router.
+pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S> {
+    if !state.settings.console.enabled {
         return Router::new();
     }
     Router::new()
@@ -94,6 +174,16 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/static/{file}", get(assets::serve))
         .route("/console/{*rest}", any(|| async { ConsoleError::NotFound }))
         .layer(middleware::from_fn(guard))
+        .with_state(state)
+}
+
+/// The client's address: the peer, or what a trusted proxy says it forwards.
+pub(crate) fn client_ip(parts: &Parts, state: &ConsoleState) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    keyward_verify::credential::client_ip(peer, &parts.headers, &state.settings.trusted_proxies)
 }
 
 /// Every console response: security headers, and state changes refused
@@ -175,7 +265,8 @@ pub enum ConsoleError {
     /// A state change from another site.
     CrossOrigin,
     BadRequest(String),
-    /// Anything the API handlers refused that a form does not show.
+    /// Anything the management service refused that a form does not show,
+    /// worded as the API words it.
     Api(ApiError),
     Unavailable,
 }

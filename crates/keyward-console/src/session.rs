@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use super::form::FormData;
 use super::{accounts, password, ui, ConsoleError};
-use crate::app::AppState;
+use crate::ConsoleState;
 
 /// The signed-in user behind a console request.
 pub struct SignedIn {
@@ -59,8 +59,8 @@ pub struct SignedForm {
     pub form: FormData,
 }
 
-pub(crate) fn cookie_name(state: &AppState) -> &'static str {
-    if state.settings.config.console.secure_cookies {
+pub(crate) fn cookie_name(state: &ConsoleState) -> &'static str {
+    if state.settings.console.secure_cookies {
         // The __Host- prefix makes browsers refuse the cookie unless it is
         // Secure, host-only and for Path=/: no subdomain can plant one.
         "__Host-keyward_session"
@@ -69,8 +69,8 @@ pub(crate) fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-fn cookie_attributes(state: &AppState) -> &'static str {
-    if state.settings.config.console.secure_cookies {
+fn cookie_attributes(state: &ConsoleState) -> &'static str {
+    if state.settings.console.secure_cookies {
         "Path=/; Secure; HttpOnly; SameSite=Strict"
     } else {
         "Path=/; HttpOnly; SameSite=Strict"
@@ -107,7 +107,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Random bytes as URL-safe base64: session and invitation tokens.
-pub(crate) fn random_token(state: &AppState) -> Result<String, ConsoleError> {
+pub(crate) fn random_token(state: &ConsoleState) -> Result<String, ConsoleError> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     state
         .entropy
@@ -124,7 +124,7 @@ fn local_next(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-async fn load(parts: &Parts, state: &AppState) -> Result<(SignedIn, String), ConsoleError> {
+async fn load(parts: &Parts, state: &ConsoleState) -> Result<(SignedIn, String), ConsoleError> {
     let signed_out = || ConsoleError::SignedOut {
         next: (parts.method == Method::GET)
             .then(|| {
@@ -143,7 +143,7 @@ async fn load(parts: &Parts, state: &AppState) -> Result<(SignedIn, String), Con
         .get_session(&hash)
         .await?
         .ok_or_else(signed_out)?;
-    let cfg = &state.settings.config.console;
+    let cfg = &state.settings.console;
     let now = state.clock.now().0;
     let idle_ms = secs_to_ms(cfg.session_idle_seconds);
     if now >= session.expires_at || now.saturating_sub(session.last_seen_at) >= idle_ms {
@@ -162,7 +162,7 @@ async fn load(parts: &Parts, state: &AppState) -> Result<(SignedIn, String), Con
         memberships,
         csrf: csrf_for(&token),
         token_hash: hash,
-        ip: crate::api::client_ip(parts, state),
+        ip: crate::client_ip(parts, state),
     };
     Ok((signed, token))
 }
@@ -171,12 +171,12 @@ pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-impl FromRequestParts<AppState> for SignedIn {
+impl FromRequestParts<ConsoleState> for SignedIn {
     type Rejection = ConsoleError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &ConsoleState,
     ) -> Result<Self, Self::Rejection> {
         let (signed, _) = load(parts, state).await?;
         if !matches!(parts.method, Method::GET | Method::HEAD) {
@@ -193,10 +193,10 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
-impl FromRequest<AppState> for SignedForm {
+impl FromRequest<ConsoleState> for SignedForm {
     type Rejection = ConsoleError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &ConsoleState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let (signed, _) = load(&parts, state).await?;
         let form = FormData::from_request(Request::from_parts(parts, body), state).await?;
@@ -217,7 +217,7 @@ pub struct SignInQuery {
 
 /// The sign-in form.
 pub async fn sign_in_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Query(q): Query<SignInQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -225,7 +225,7 @@ pub async fn sign_in_page(
     if let Some(token) = session_token(&headers, cookie_name(&state)) {
         if let Ok(Some(s)) = state.store.get_session(&token_hash(&token)).await {
             let now = state.clock.now().0;
-            let idle = secs_to_ms(state.settings.config.console.session_idle_seconds);
+            let idle = secs_to_ms(state.settings.console.session_idle_seconds);
             if now < s.expires_at && now - s.last_seen_at < idle {
                 let to = q.next.as_deref().and_then(local_next).unwrap_or("/console");
                 return Redirect::to(to).into_response();
@@ -289,11 +289,11 @@ fn sign_in_view(v: &SignInView<'_>) -> maud::Markup {
 
 /// Checks the email and password, subject to the failure limits, and starts a session.
 pub async fn sign_in(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
     let (parts, body) = req.into_parts();
-    let ip = crate::api::client_ip(&parts, &state);
+    let ip = crate::client_ip(&parts, &state);
     let form = FormData::from_request(Request::from_parts(parts, body), &state).await?;
     let email = accounts::normalize_email(form.get("email"));
     let next = local_next(form.get("next")).unwrap_or("").to_owned();
@@ -359,11 +359,11 @@ pub async fn sign_in(
 
 /// Creates a session for `user`; returns the `Set-Cookie` header value.
 pub(crate) async fn start_session(
-    state: &AppState,
+    state: &ConsoleState,
     user: &User,
     ip: Option<IpAddr>,
 ) -> Result<HeaderValue, ConsoleError> {
-    let cfg = &state.settings.config.console;
+    let cfg = &state.settings.console;
     let now = state.clock.now().0;
     // Expired sessions are swept at each sign-in: no background task needed.
     let idle = secs_to_ms(cfg.session_idle_seconds);
@@ -390,7 +390,7 @@ pub(crate) async fn start_session(
 
 /// Ends the session server-side and clears the cookie.
 pub async fn sign_out(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
     state.store.delete_session(&f.signed.token_hash).await?;
@@ -409,7 +409,7 @@ pub async fn sign_out(
 
 /// Failed sign-in accounting for one attempt: the account and the address.
 pub(crate) struct Throttle<'a> {
-    state: &'a AppState,
+    state: &'a ConsoleState,
     account: String,
     address: Option<String>,
 }
@@ -441,7 +441,7 @@ impl Refusal {
 }
 
 impl<'a> Throttle<'a> {
-    pub(crate) fn new(state: &'a AppState, email: &str, ip: Option<IpAddr>) -> Throttle<'a> {
+    pub(crate) fn new(state: &'a ConsoleState, email: &str, ip: Option<IpAddr>) -> Throttle<'a> {
         Throttle {
             state,
             account: format!("account:{email}"),
@@ -450,7 +450,7 @@ impl<'a> Throttle<'a> {
     }
 
     fn limits(&self) -> Vec<(&str, i64, bool)> {
-        let c = &self.state.settings.config.console;
+        let c = &self.state.settings.console;
         let mut out = vec![(
             self.account.as_str(),
             i64::from(c.login_max_failures_per_account),
@@ -463,7 +463,7 @@ impl<'a> Throttle<'a> {
     }
 
     fn window(&self) -> i64 {
-        secs_to_ms(self.state.settings.config.console.login_window_seconds)
+        secs_to_ms(self.state.settings.console.login_window_seconds)
     }
 
     fn refusal(&self, by_account: bool, window_start: i64, now: i64) -> Refusal {

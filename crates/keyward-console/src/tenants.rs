@@ -12,9 +12,8 @@ use super::access::{operator_actor, Standing, TenantAccess};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
-use crate::api;
-use crate::api::views::TenantPage;
-use crate::app::AppState;
+use crate::ConsoleState;
+use keyward_wire::TenantPage;
 
 /// `/console`: a member of one tenant goes straight to its keys; everyone
 /// else to the tenant list.
@@ -28,7 +27,7 @@ pub async fn home(signed: SignedIn) -> Response {
 }
 
 pub async fn tenant_home(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
 ) -> Result<Response, ConsoleError> {
@@ -43,7 +42,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
@@ -102,7 +101,7 @@ struct CreateForm {
 }
 
 async fn operator_list(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     cursor: Option<&str>,
     form: &CreateForm,
@@ -110,10 +109,10 @@ async fn operator_list(
     let actor = operator_actor(signed)?;
     let page = state
         .manage
-        .list_tenants(&actor, api::paging(Some(50), cursor))
+        .list_tenants(&actor, keyward_views::paging(Some(50), cursor))
         .await?;
     let (data, next_cursor, has_more) =
-        api::page_parts(&page, |t| crate::api::views::tenant_view(t));
+        keyward_views::page_parts(&page, keyward_views::tenant_view);
     let page = TenantPage {
         data,
         next_cursor,
@@ -199,7 +198,7 @@ fn created(rfc3339: &str) -> Markup {
 
 /// Operators create a tenant, then land on its members page to invite an owner.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
     let actor = operator_actor(&f.signed)?;
@@ -240,7 +239,7 @@ pub async fn create(
 }
 
 async fn rerender(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     form: CreateForm,
     status: StatusCode,
@@ -301,7 +300,7 @@ fn operator_only(access: &TenantAccess) -> Result<(), ConsoleError> {
 /// `/console/t/{tid}/settings`: the tenant's plan, for operators: the
 /// ceiling of scopes its members and API keys may give keys.
 pub async fn settings(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<SettingsQuery>,
@@ -320,7 +319,7 @@ pub async fn settings(
 }
 
 fn settings_view(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     access: &TenantAccess,
     form: &SettingsForm,
@@ -383,7 +382,7 @@ fn settings_view(
 }
 
 pub async fn save_settings(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path(tid): Path<String>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {

@@ -7,11 +7,11 @@
 //! response: the page answering the create or rotate POST, whose dialog the
 //! script removes from the page once the user confirms they stored it.
 
-use crate::api::views::KeyViewExt;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::clock::Timestamp;
+use keyward_views::KeyViewExt;
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
@@ -20,10 +20,9 @@ use super::form::FormData;
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
-use crate::api;
-use crate::api::views::{KeyPage, KeyView, KeyWithSecret};
-use crate::app::AppState;
+use crate::ConsoleState;
 use keyward_manage::{FieldError, KeyChanges, KeyQuery, ManageError, NewKey};
+use keyward_wire::{KeyPage, KeyView, KeyWithSecret};
 
 const PAGE_SIZE: u32 = 20;
 
@@ -62,7 +61,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
     Query(q): Query<ListQuery>,
@@ -77,7 +76,7 @@ pub async fn list(
         environment: environment.clone(),
         status: status.clone(),
         kind: None,
-        paging: api::paging(
+        paging: keyward_views::paging(
             Some(q.limit.unwrap_or(PAGE_SIZE).clamp(1, 100)),
             cursor.as_deref(),
         ),
@@ -85,7 +84,8 @@ pub async fn list(
     let page = match state.manage.list_keys(&actor, query).await {
         Ok(page) => {
             let now = state.clock.now();
-            let (data, next_cursor, has_more) = api::page_parts(&page, |k| KeyView::new(k, now));
+            let (data, next_cursor, has_more) =
+                keyward_views::page_parts(&page, |k| KeyView::new(k, now));
             KeyPage {
                 data,
                 next_cursor,
@@ -367,7 +367,7 @@ fn name_taken(errors: &mut Errors, name: &str, tenant: &str) {
 /// the API, scopes an operator granted), so that saving the form never
 /// drops one silently.
 fn scope_options(
-    state: &AppState,
+    state: &ConsoleState,
     access: &TenantAccess,
     held: &[String],
 ) -> (Vec<String>, Vec<String>) {
@@ -414,7 +414,7 @@ enum FormMode {
 }
 
 fn key_fields(
-    state: &AppState,
+    state: &ConsoleState,
     access: &TenantAccess,
     form: &KeyForm,
     e: &Errors,
@@ -511,7 +511,7 @@ fn key_fields(
 }
 
 pub async fn new_page(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path(tid): Path<String>,
 ) -> Result<Response, ConsoleError> {
@@ -540,7 +540,7 @@ pub async fn new_page(
 }
 
 fn new_view(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     access: &TenantAccess,
     form: &KeyForm,
@@ -574,7 +574,7 @@ fn new_view(
 /// Creates the key through the API and answers with its page and the
 /// secret dialog.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path(tid): Path<String>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -613,7 +613,7 @@ pub async fn create(
         .await
     {
         Ok(issued) => {
-            let KeyWithSecret { secret, key } = api::keys::with_secret(&issued);
+            let KeyWithSecret { secret, key } = keyward_views::with_secret(&issued);
             let dialog = SecretDialog { secret, note: None };
             Ok(detail_view(
                 &state,
@@ -685,7 +685,7 @@ pub struct DetailQuery {
 }
 
 async fn tenant_key(
-    state: &AppState,
+    state: &ConsoleState,
     access: &TenantAccess,
     signed: &SignedIn,
     kid: &str,
@@ -701,7 +701,7 @@ async fn tenant_key(
 }
 
 pub async fn detail(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     signed: SignedIn,
     Path((tid, kid)): Path<(String, String)>,
     Query(q): Query<DetailQuery>,
@@ -716,7 +716,7 @@ pub async fn detail(
 }
 
 /// `usr_…` ids as their email; key ids and `cli` as they are.
-pub(crate) async fn actor_label(state: &AppState, actor: &str) -> String {
+pub(crate) async fn actor_label(state: &ConsoleState, actor: &str) -> String {
     if actor.starts_with("usr_") {
         if let Ok(u) = state.store.get_user(actor).await {
             return u.email;
@@ -726,7 +726,7 @@ pub(crate) async fn actor_label(state: &AppState, actor: &str) -> String {
 }
 
 async fn detail_view(
-    state: &AppState,
+    state: &ConsoleState,
     signed: &SignedIn,
     access: &TenantAccess,
     key: &KeyView,
@@ -918,7 +918,7 @@ fn secret_dialog(key: &KeyView, d: &SecretDialog, key_page: &str) -> Markup {
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, kid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -977,7 +977,7 @@ pub async fn update(
 }
 
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, kid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -1044,7 +1044,7 @@ pub async fn revoke(
 }
 
 pub async fn rotate(
-    State(state): State<AppState>,
+    State(state): State<ConsoleState>,
     Path((tid, kid)): Path<(String, String)>,
     f: SignedForm,
 ) -> Result<Response, ConsoleError> {
@@ -1086,7 +1086,7 @@ pub async fn rotate(
             let KeyWithSecret {
                 secret,
                 key: new_key,
-            } = api::keys::with_secret(&rotated);
+            } = keyward_views::with_secret(&rotated);
             let until = state
                 .clock
                 .now()
