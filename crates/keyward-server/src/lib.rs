@@ -19,8 +19,9 @@
 //! (finding the key in a request), [`verifier`] (the cached hot path),
 //! [`api`] (handlers), [`error`] (the one place errors become HTTP),
 //! [`usage`] (batched last-use writes), [`limits`] (rate limits and
-//! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring),
-//! [`console`] (the developer console at `/console`).
+//! credits), [`gateway`] (the `keyward-gateway` crate: routes, the fast
+//! path, replayed retries), [`openapi`], [`app`] (wiring), [`console`] (the
+//! developer console at `/console`).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -33,13 +34,15 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod idempotency;
 pub mod invalidate;
 pub mod openapi;
 mod serve;
 
-pub use app::{build_app, AppState, Keyward};
+pub use app::{build_app, AppState, Keyward, ReloadError};
+/// The gateway (crate `keyward-gateway`), under its old path.
+pub use keyward_gateway as gateway;
+/// Idempotent retries (the header rule the credits API shares).
+pub use keyward_gateway::idempotency;
 // The verify crate's modules under their old paths, for the server's own
 // modules and the benches.
 pub use keyward_limits as limits;
