@@ -80,7 +80,7 @@ impl Route {
     }
 }
 
-/// The routes of a deployment, compiled into a [`Policy`].
+/// The routes of a deployment, compiled into a [`Policy`](crate::Policy).
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     pub(crate) routes: Vec<Route>,
