@@ -66,7 +66,7 @@ pub fn key_of<H: HeaderSource + ?Sized>(headers: &H) -> Result<Option<String>, A
 }
 
 /// Hex SHA-256 over method, path with query, and body.
-pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
+pub(crate) fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_str().as_bytes());
     h.update(b"\n");
@@ -83,7 +83,7 @@ pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String
 }
 
 /// Where a key's records live: its tenant and the API key itself.
-pub fn scope(tenant_id: Option<&str>, key_id: &str) -> String {
+pub(crate) fn scope(tenant_id: Option<&str>, key_id: &str) -> String {
     format!("{}/{}", tenant_id.unwrap_or("-"), key_id)
 }
 

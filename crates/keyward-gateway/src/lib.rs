@@ -38,7 +38,7 @@
 //! # Public surface
 //! [`Gateway`] (built from [`GatewaySettings`] and the shared services),
 //! [`handle`], [`Policy`] / [`PolicyConfig`] / [`PolicyError`] /
-//! [`LivePolicy`], [`RouteTable`] / [`Route`] / [`OwnPaths`], the
+//! [`LivePolicy`], [`OwnPaths`], the
 //! configuration types in [`config`], the connection primitives in [`conn`],
 //! [`idempotency`] (the header rule the management API shares),
 //! [`spender`] and [`principal`].
@@ -76,7 +76,7 @@ pub use conn::{Handover, Timeouts};
 pub use forward::handle;
 pub use pipeline::spender;
 pub use policy::{LivePolicy, Policy, PolicyConfig, PolicyError};
-pub use routes::{OwnPaths, Route, RouteTable};
+pub use routes::OwnPaths;
 pub use template::principal;
 
 /// The deployment facts the gateway reads, built once by the server from

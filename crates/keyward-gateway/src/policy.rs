@@ -69,11 +69,11 @@ pub struct Policy {
     /// Bumped by every reload (0 at start).
     pub generation: u64,
     /// `[[routes]]` and `[gateway]`, compiled.
-    pub routes: RouteTable,
+    pub(crate) routes: RouteTable,
     /// `[limits]`, compiled: route costs were checked against these.
     pub tiers: Tiers,
     /// `[idempotency]` as configured.
-    pub idempotency: IdempotencyConfig,
+    pub(crate) idempotency: IdempotencyConfig,
     /// `idempotency.methods`, parsed.
     pub(crate) idempotent_methods: Vec<Method>,
     /// The general path's client to the upstream (its protocol and connect

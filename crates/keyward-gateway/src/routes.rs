@@ -38,7 +38,7 @@ pub(crate) enum Segment {
 
 /// One compiled route.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub index: usize,
     pub pattern: String,
     methods: Vec<Method>,
@@ -82,7 +82,7 @@ impl Route {
 
 /// The routes of a deployment, compiled into a [`Policy`](crate::Policy).
 #[derive(Debug, Clone, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     pub(crate) routes: Vec<Route>,
     pub(crate) upstream: Option<Uri>,
     /// The upstream as the HTTP/1 fast path dials it.
@@ -140,7 +140,7 @@ fn parse_pattern(path: &str) -> Result<Vec<Segment>, String> {
 /// A matched route's path parameters: (name, raw value) pairs, borrowed
 /// from the route and the request path (no allocation for routes without
 /// parameters).
-pub type Params<'r, 'p> = Vec<(&'r str, &'p str)>;
+pub(crate) type Params<'r, 'p> = Vec<(&'r str, &'p str)>;
 
 pub(crate) fn match_segments<'r, 'p>(
     segments: &'r [Segment],
