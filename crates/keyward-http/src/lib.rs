@@ -11,6 +11,8 @@
 //!   escapes decoded, dot segments resolved, and encoded separators, NUL and
 //!   double encoding refused, so every route and upstream sees one spelling
 //!   of a path.
+//! - [`edge`]: the rules applied before routing on every path ([`edge::admit`]:
+//!   one `Host`, the path in normal form) and the request id.
 //!
 //! # Invariants
 //! - Nothing else builds an error body: handlers return [`error::ApiError`]
@@ -18,5 +20,6 @@
 //! - [`path::normalize`] is idempotent: a normal path is its own normal form.
 #![forbid(unsafe_code)]
 
+pub mod edge;
 pub mod error;
 pub mod path;

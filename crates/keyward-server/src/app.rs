@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,10 @@ use crate::config::{ConfigError, Settings};
 use crate::error::{self, ApiError};
 use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use crate::verifier::{KeyCache, Verifier};
+use keyward_gateway::{Gateway, GatewaySettings, LivePolicy, OwnPaths};
 use keyward_verify::last_use::LastUseRecorder;
+
+pub(crate) use keyward_http::edge::{acceptable_request_id, admit, new_request_id};
 
 /// Everything a handler may need; cheap to clone: one reference count,
 /// since axum clones the state for every request and each shared counter
@@ -46,8 +49,10 @@ pub struct Shared {
     pub entropy: Arc<dyn Entropy>,
     pub usage: Arc<LastUseRecorder>,
     /// The request policy in force: routes, tiers, gateway settings and
-    /// the upstream client (reloadable as one).
-    pub policy: crate::gateway::LivePolicy,
+    /// the upstream client (reloadable as one; the gateway's own handle).
+    pub policy: LivePolicy,
+    /// The gateway: `[[routes]]` on the fast path and the router's fallback.
+    pub gateway: Arc<Gateway>,
     /// Rate limiter and credit spender.
     pub limits: Arc<Limits>,
     /// Every management action (API, console), with its checks, audit and
@@ -69,9 +74,8 @@ impl Keyward {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Keyward, ConfigError> {
-        let policy = crate::gateway::Policy::compile(&settings)?;
+        let policy = LivePolicy::new(settings.policy()?);
         let settings = Arc::new(settings);
-        let policy = crate::gateway::LivePolicy::new(policy, Arc::clone(&settings));
         let usage = Arc::new(LastUseRecorder::new(
             settings.config.usage.last_used_resolution_seconds,
         ));
@@ -125,8 +129,17 @@ impl Keyward {
             ))),
             manage_policy(&settings, &policy.current().tiers),
         ));
+        let gateway = Arc::new(Gateway::new(
+            gateway_settings(&settings),
+            policy.clone(),
+            Arc::clone(&verifier),
+            Arc::clone(&limits),
+            Arc::clone(&store) as Arc<dyn keyward_store::IdempotencyStore>,
+            Arc::clone(&clock),
+        ));
         Ok(Keyward {
             state: AppState(Arc::new(Shared {
+                gateway,
                 limits,
                 manage,
                 settings,
@@ -149,7 +162,7 @@ impl Keyward {
         let limit = self.state.settings.config.http.max_body_bytes;
         api::routes()
             .merge(keyward_console::router(console_state(&self.state)))
-            .fallback(crate::gateway::handle)
+            .fallback(keyward_gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(limit))
             .layer(middleware::from_fn_with_state(
@@ -187,11 +200,7 @@ impl Keyward {
         let settler = bank.spawn_settler(Duration::from_millis(
             self.state.settings.config.credits.settle_interval_ms,
         ));
-        let front = Arc::new(crate::serve::Front::new(
-            self.state.clone(),
-            self.router(),
-            self.own_paths(),
-        ));
+        let front = Arc::new(crate::serve::Front::new(self.state.clone(), self.router()));
         let workers = match self.state.settings.config.http.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -211,17 +220,31 @@ impl Keyward {
         tracing::info!("Server stopped; last-use batches flushed.");
         Ok(())
     }
+}
 
-    /// Paths the router answers itself, which win over gateway routes.
-    fn own_paths(&self) -> crate::gateway::OwnPaths {
-        let console = self
-            .state
-            .settings
-            .config
-            .console
-            .enabled
-            .then_some("/console");
-        crate::gateway::OwnPaths::new(api::paths(), console)
+/// What the gateway reads of the deployment (fixed while serving).
+fn gateway_settings(settings: &Settings) -> GatewaySettings {
+    let config = &settings.config;
+    GatewaySettings {
+        credentials: settings.credentials.clone(),
+        schemes: config.keys.schemes.clone(),
+        trusted_proxies: settings.trusted_proxies.clone(),
+        errors: config.errors.clone(),
+        own: own_paths(settings),
+        timeouts: crate::serve::timeouts(config),
+    }
+}
+
+/// Paths the router answers itself, which win over gateway routes.
+fn own_paths(settings: &Settings) -> OwnPaths {
+    let console = settings.config.console.enabled.then_some("/console");
+    OwnPaths::new(api::paths(), console)
+}
+
+/// The router's fallback reads the gateway from the state.
+impl FromRef<AppState> for Arc<Gateway> {
+    fn from_ref(state: &AppState) -> Arc<Gateway> {
+        Arc::clone(&state.gateway)
     }
 }
 
@@ -249,15 +272,31 @@ impl AppState {
     /// tiers to the management checks; refuses, changing nothing, a config
     /// whose other settings differ (they need a restart). Returns the
     /// number of routes in force.
-    pub fn reload(
-        &self,
-        config: crate::config::Config,
-    ) -> Result<usize, crate::gateway::policy::ReloadError> {
-        let routes = self.policy.reload(config)?;
+    pub fn reload(&self, config: crate::config::Config) -> Result<usize, ReloadError> {
+        let routes = self.policy.reload(|| {
+            // What a reload may not change is compared with the
+            // configuration the server started with.
+            let restart = self.settings.config.restart_only_changes(&config);
+            if !restart.is_empty() {
+                return Err(ReloadError::NeedsRestart(restart));
+            }
+            Ok(Settings::from_config(config)?.policy()?)
+        })?;
         self.manage
             .set_policy(manage_policy(&self.settings, &self.policy.current().tiers));
         Ok(routes)
     }
+}
+
+/// Why a reload was refused; the running policy stays either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Settings the running server cannot change (listen address, store,
+    /// workers, caches, …): the whole reload is refused.
+    #[error("{} cannot change without a restart", .0.join(", "))]
+    NeedsRestart(Vec<String>),
 }
 
 /// What the management checks need from `settings` (built again on a reload).
@@ -327,7 +366,7 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
     let path = req.uri().path().to_owned();
     let body = req
         .extensions()
-        .get::<crate::serve::BodyProgress>()
+        .get::<keyward_gateway::conn::BodyProgress>()
         .cloned();
     let request_id = request_id_of(req.headers());
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
@@ -351,42 +390,6 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
         );
     }
     res
-}
-
-/// The front door of the general path, before routing: HTTP/1.1 requests
-/// carry exactly one `Host` (RFC 9112 §3.2), and the path is rewritten to
-/// its normal form (`gateway::path`) so the router, the gateway's routes
-/// and the upstream all see the one path that was authorised.
-pub(crate) fn admit<B>(req: &mut axum::http::Request<B>) -> Result<(), ApiError> {
-    use axum::http::{header::HOST, uri, Version};
-    let version = req.version();
-    if version == Version::HTTP_11 || version == Version::HTTP_10 {
-        let mut hosts = req.headers().get_all(HOST).iter();
-        match (hosts.next(), hosts.next()) {
-            (None, _) if version == Version::HTTP_11 => {
-                return Err(ApiError::InvalidHost("is missing"))
-            }
-            (Some(_), Some(_)) => return Err(ApiError::InvalidHost("appears more than once")),
-            _ => {}
-        }
-    }
-    let normal = match crate::gateway::path::normalize(req.uri().path()) {
-        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
-        Ok(std::borrow::Cow::Owned(p)) => p,
-        Err(e) => return Err(ApiError::InvalidPath(e)),
-    };
-    let target = match req.uri().query() {
-        Some(q) => format!("{normal}?{q}"),
-        None => normal,
-    };
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(
-        uri::PathAndQuery::try_from(target)
-            .map_err(|_| ApiError::InvalidPath(crate::gateway::path::PathError::BadEscape))?,
-    );
-    *req.uri_mut() = axum::http::Uri::from_parts(parts)
-        .map_err(|_| ApiError::InvalidPath(crate::gateway::path::PathError::BadEscape))?;
-    Ok(())
 }
 
 /// The answer to a request [`admit`] refused, rendered and logged as
@@ -459,69 +462,42 @@ fn finish(
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// A client's `X-Request-Id` is kept if it is short printable ASCII.
-pub(crate) fn acceptable_request_id(v: &[u8]) -> bool {
-    v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
-}
-
 fn request_id() -> HeaderValue {
     let id = new_request_id();
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unavailable"))
 }
 
-/// A new request id, `req_` and 22 base62 characters: unique and
-/// unpredictable enough for correlating logs, without a system call per
-/// request. A counter is mixed (SplitMix64) with a random seed drawn once
-/// per process. Each thread takes counter values in blocks, so the worker
-/// threads do not write one shared cache line per request. Request ids are
-/// not secrets.
-pub(crate) fn new_request_id() -> [u8; 26] {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    const BLOCK: u64 = 1024;
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
-    thread_local! {
-        static RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    }
-    let seed = *SEED.get_or_init(|| {
-        let mut b = [0u8; 8];
-        if keyward_core::secret::Entropy::fill(&OsEntropy, &mut b).is_err() {
-            tracing::warn!("No entropy for request ids; seeding them from the process id.");
-        }
-        u64::from_le_bytes(b) ^ u64::from(std::process::id())
-    });
-    fn mix(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    let n = RANGE.with(|r| {
-        let (mut next, mut end) = r.get();
-        if next == end {
-            next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
-            end = next + BLOCK;
-        }
-        r.set((next + 1, end));
-        next
-    });
-    let mut id = *b"req_0000000000000000000000";
-    // 11 base62 digits hold 65 bits, so each u64 fits in its half.
-    let a = mix(seed ^ n);
-    let b = mix(a ^ seed.rotate_left(32));
-    for (half, mut v) in [(4, a), (15, b)] {
-        for slot in id[half..half + 11].iter_mut().rev() {
-            *slot = keyward_core::base62::ALPHABET[(v % 62) as usize];
-            v /= 62;
-        }
-    }
-    id
-}
-
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keywards_own_paths_all_parse_and_win() {
+        let api = crate::api::paths();
+        let own = keyward_gateway::OwnPaths::new(api.iter().copied(), Some("/console"));
+        assert_eq!(own.len(), api.len(), "every own route pattern parses");
+        for p in [
+            "/v1/health",
+            "/v1/keys",
+            "/v1/keys/key_1/rotate",
+            "/v1/tenants/t/credits/ledger",
+            "/openapi.json",
+            "/console",
+            "/console/t/x/keys",
+        ] {
+            assert!(own.contains(p), "{p}");
+        }
+        for p in [
+            "/v1/items",
+            "/v1/keysx",
+            "/v1/keys/a/b/c",
+            "/v1/health/",
+            "/consoles",
+            "/",
+            "",
+        ] {
+            assert!(!own.contains(p), "{p}");
+        }
+    }
+
     #[test]
     fn request_ids_are_distinct_and_well_formed() {
         let ids: std::collections::HashSet<String> = (0..10_000)

@@ -1,6 +1,7 @@
-//! The properties behind the fuzz targets `h1_head`, `chunked`,
-//! `credential` and `path` (see `fuzz/README.md`): the door through which `fuzz/`
-//! reaches crate-private code, so no item is made more visible for it. Each
+//! The properties behind the fuzz targets `credential` and `path` (see
+//! `fuzz/README.md`; `h1_head` and `chunked` are in
+//! `keyward_gateway::fuzzing`): the door through which `fuzz/` reaches
+//! crate-private code, so no item is made more visible for it. Each
 //! function takes the fuzzer's bytes and panics when a property does not
 //! hold; `cargo test` replays every saved input (`fuzz/regressions/<target>/`)
 //! through the same functions on stable Rust. Not part of keyward's API:
@@ -16,19 +17,7 @@ use keyward_core::allowlist::canonical;
 use crate::config::{Config, Scheme, Settings};
 use crate::credential::{self, Presented};
 
-/// The HTTP/1 fast path's head handling: request framing, the request
-/// target, Content-Length, list tokens, Connection-listed names, response
-/// framing (see `gateway/h1/fuzzing.rs`).
-pub fn h1_head(data: &[u8]) {
-    crate::gateway::h1::fuzzing::head(data);
-}
-
-/// The fast path's chunked body decoder against a reference decoder.
-pub fn chunked(data: &[u8]) {
-    crate::gateway::h1::fuzzing::chunked(data);
-}
-
-/// The gateway's path rule ([`crate::gateway::path::normalize`]). The input
+/// The request-path rule ([`keyward_http::path::normalize`]). The input
 /// is a path (lossy UTF-8), tried as it is and behind a `/`. Properties: a
 /// normal form starts with `/`, has no `.` or `..` segment, no empty
 /// segment but a trailing one, no NUL, no escape of `/`, `\`, NUL or of an
@@ -41,7 +30,7 @@ pub fn path(data: &[u8]) {
 }
 
 fn check_path(p: &str) {
-    use crate::gateway::path::normalize;
+    use keyward_http::path::normalize;
     use std::borrow::Cow;
     let Ok(out) = normalize(p) else {
         return;
@@ -274,16 +263,6 @@ mod tests {
             n += 1;
         }
         assert!(n > 0, "no inputs in {}", dir.display());
-    }
-
-    #[test]
-    fn h1_head_regressions_replay() {
-        replay("h1_head", super::h1_head);
-    }
-
-    #[test]
-    fn chunked_regressions_replay() {
-        replay("chunked", super::chunked);
     }
 
     #[test]

@@ -33,13 +33,15 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod idempotency;
 pub mod invalidate;
 pub mod openapi;
 mod serve;
 
-pub use app::{build_app, AppState, Keyward};
+pub use app::{build_app, AppState, Keyward, ReloadError};
+/// The gateway (crate `keyward-gateway`), under its old path.
+pub use keyward_gateway as gateway;
+/// Idempotent retries (the header rule the credits API shares).
+pub use keyward_gateway::idempotency;
 // The verify crate's modules under their old paths, for the server's own
 // modules and the benches.
 pub use keyward_limits as limits;

@@ -4,7 +4,7 @@
 //!
 //! A connection stays on the thread that accepted it for its whole life, so
 //! a request never wakes another thread: the gateway's HTTP/1 fast path
-//! ([`crate::gateway::h1`]) reads the request, talks to the upstream over a
+//! (`keyward_gateway`'s `Gateway::serve_h1`) reads the request, talks to the upstream over a
 //! keep-alive connection owned by the same thread, and writes the response,
 //! all in one task. Anything the fast path does not take is handed, with the
 //! bytes already read, to hyper and the axum [`Router`] for the rest of the
@@ -18,7 +18,7 @@
 //! arrive within `http.header_read_timeout_ms`, a request body may pause
 //! for at most `http.body_read_timeout_ms`, and a connection idle between
 //! requests closes after `http.keep_alive_timeout_ms`, on both paths (the
-//! fast path keeps them in [`crate::gateway::h1::serve`]; the general path
+//! fast path keeps them itself; the general path
 //! in [`Conn`], which sees hyper's reads, and [`ClientBody`], which sees
 //! the request body). Past `max_connections` open connections on the
 //! node, new ones are answered `503 overloaded` and closed ([`refuse`]).
@@ -26,9 +26,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::DerefMut;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -50,14 +49,12 @@ use tokio::time::Sleep;
 use crate::app::AppState;
 use crate::config::{Config, Settings};
 use crate::error::ApiError;
-use crate::gateway::OwnPaths;
+use keyward_gateway::conn::{stopping, BodyProgress, ClientBody, Deadline, Handover, Timeouts};
 
 /// What every worker shares.
 pub(crate) struct Front {
     pub state: AppState,
     pub router: Router,
-    /// keyward's own paths, which the fast path leaves to the router.
-    pub own: OwnPaths,
     pub timeouts: Timeouts,
     /// Most connections open at once on this node.
     pub max_connections: usize,
@@ -73,9 +70,9 @@ const H2_MAX_STREAMS: u32 = 100;
 const H2_PING: Duration = Duration::from_secs(20);
 
 impl Front {
-    pub fn new(state: AppState, router: Router, own: OwnPaths) -> Front {
+    pub fn new(state: AppState, router: Router) -> Front {
         let config = &state.settings.config;
-        let timeouts = Timeouts::of(config);
+        let timeouts = state.gateway.settings().timeouts;
         let max_connections = connection_cap(config);
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http2()
@@ -87,7 +84,6 @@ impl Front {
         Front {
             state,
             router,
-            own,
             timeouts,
             max_connections,
             http,
@@ -96,24 +92,12 @@ impl Front {
 }
 
 /// The `[http]` timeouts, as durations.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    /// A request head, from its first byte (a new connection: from accept).
-    pub head: Duration,
-    /// The longest pause within a request body.
-    pub body: Duration,
-    /// Idle between requests.
-    pub keep_alive: Duration,
-}
-
-impl Timeouts {
-    fn of(config: &Config) -> Timeouts {
-        let http = &config.http;
-        Timeouts {
-            head: Duration::from_millis(http.header_read_timeout_ms),
-            body: Duration::from_millis(http.body_read_timeout_ms),
-            keep_alive: Duration::from_millis(http.keep_alive_timeout_ms),
-        }
+pub(crate) fn timeouts(config: &Config) -> Timeouts {
+    let http = &config.http;
+    Timeouts {
+        head: Duration::from_millis(http.header_read_timeout_ms),
+        body: Duration::from_millis(http.body_read_timeout_ms),
+        keep_alive: Duration::from_millis(http.keep_alive_timeout_ms),
     }
 }
 
@@ -240,11 +224,6 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         let _ = self.0.send(true);
     }
-}
-
-/// Resolves once the server is stopping (or its controller is gone).
-pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Open connections per worker. A connection stays on the worker that
@@ -385,7 +364,7 @@ async fn worker(
     let _ = local_tx.send(true);
     drop(open_rx);
     open_tx.closed().await;
-    crate::gateway::pool::clear();
+    keyward_gateway::close_idle_upstreams();
 }
 
 /// Whether a rate-limited log line is due (at most one per 10 s), noting
@@ -430,7 +409,7 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// once; and a connection keyward accepts cannot leave the process out of
 /// descriptors (the cap is below the open-file limit, [`FD_RESERVE`]).
 fn refuse(front: &Front, tcp: TcpStream, balance: &Arc<Balance>) {
-    let answer = crate::gateway::h1::error_bytes(&front.state, ApiError::Overloaded);
+    let answer = front.state.gateway.error_bytes(ApiError::Overloaded);
     if balance.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
         balance.refusing.fetch_sub(1, Ordering::Relaxed);
         // Too many answers under way: this one is written if the socket
@@ -458,15 +437,6 @@ fn refuse(front: &Front, tcp: TcpStream, balance: &Arc<Balance>) {
     });
 }
 
-/// A connection the fast path hands to the general path: the socket, the
-/// bytes read and not answered, and when the head they begin must be
-/// complete.
-pub(crate) struct Handover {
-    pub tcp: TcpStream,
-    pub read: BytesMut,
-    pub head_deadline: Instant,
-}
-
 async fn connection(
     front: Arc<Front>,
     tcp: TcpStream,
@@ -476,9 +446,14 @@ async fn connection(
 ) {
     // The policy in force when the connection arrives decides (a reload
     // reaches connections already on the fast path at their next request).
-    let fast = front.state.policy.current().fast_path();
+    let fast = front.state.gateway.fast_path();
     let handover = if fast {
-        match crate::gateway::h1::serve(&front, tcp, peer, &mut stop, accepted).await {
+        match front
+            .state
+            .gateway
+            .serve_h1(tcp, peer, &mut stop, accepted)
+            .await
+        {
             Some(handover) => handover,
             None => return,
         }
@@ -647,198 +622,6 @@ impl HttpBody for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// How a request body on the general path ended, shared between the body
-/// ([`ClientBody`]) and those who answer for it (a request extension read
-/// by the gateway and the `edge` middleware).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct BodyProgress(Arc<AtomicU8>);
-
-impl BodyProgress {
-    const RECEIVING: u8 = 0;
-    const COMPLETE: u8 = 1;
-    const MALFORMED: u8 = 2;
-    const STALLED: u8 = 3;
-
-    fn set(&self, state: u8) {
-        self.0.store(state, Ordering::Relaxed);
-    }
-
-    /// The body has not ended yet (nor failed).
-    pub fn receiving(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == Self::RECEIVING
-    }
-
-    /// The client's fault that ended the body, if one did.
-    pub fn fault(&self) -> Option<ApiError> {
-        match self.0.load(Ordering::Relaxed) {
-            Self::MALFORMED => Some(ApiError::MalformedRequest(
-                "its body's framing is invalid or the body ended early",
-            )),
-            Self::STALLED => Some(ApiError::RequestTimeout),
-            _ => None,
-        }
-    }
-}
-
-/// Why a client's request body failed: the client's doing, never the
-/// upstream's.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientBodyError {
-    #[error("the client's request body is malformed or ended early: {0}")]
-    Malformed(#[source] hyper::Error),
-    #[error("the client's request body stalled for longer than http.body_read_timeout_ms")]
-    Stalled,
-}
-
-/// A request body on the general path: hyper's, with the body read
-/// timeout (the longest pause between two pieces of it) and its ending
-/// reported in [`BodyProgress`]. The timer is armed once per pause at
-/// most, and only moved when it fires early.
-pub(crate) struct ClientBody {
-    inner: Incoming,
-    progress: BodyProgress,
-    idle: Duration,
-    /// When the current pause began (`None`: data just arrived).
-    paused: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
-    ended: bool,
-}
-
-impl ClientBody {
-    fn new(inner: Incoming, idle: Duration, progress: BodyProgress) -> ClientBody {
-        ClientBody {
-            inner,
-            progress,
-            idle,
-            paused: None,
-            timer: None,
-            ended: false,
-        }
-    }
-
-    fn fail(
-        &mut self,
-        state: u8,
-        e: ClientBodyError,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        self.ended = true;
-        self.progress.set(state);
-        Poll::Ready(Some(Err(e)))
-    }
-}
-
-impl HttpBody for ClientBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.paused = None;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.fail(BodyProgress::MALFORMED, ClientBodyError::Malformed(e))
-            }
-            Poll::Ready(None) => {
-                this.ended = true;
-                this.progress.set(BodyProgress::COMPLETE);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let deadline = *this.paused.get_or_insert_with(Instant::now) + this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-                loop {
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    if expired(deadline) {
-                        return this.fail(BodyProgress::STALLED, ClientBodyError::Stalled);
-                    }
-                    timer.as_mut().reset(deadline.into());
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Whether `deadline` has come, to the timer's resolution (a millisecond):
-/// a timer never fires early, but may fire at the millisecond it rounds to.
-fn expired(deadline: Instant) -> bool {
-    Instant::now() + Duration::from_millis(1) >= deadline
-}
-
-/// A connection's one timer for its deadline in force (`at`). The deadline
-/// may move freely (a plain store); the timer is reset only when the
-/// deadline comes earlier than the timer is armed, or when the timer fires
-/// before the deadline (then it is re-armed). So a connection serving
-/// requests back to back touches the runtime's timer about once per
-/// timeout, not once per request.
-pub(crate) struct Deadline<P> {
-    sleep: Pin<P>,
-    at: Instant,
-    armed: Instant,
-}
-
-impl<P: DerefMut<Target = Sleep>> Deadline<P> {
-    /// `sleep` must be set to go off at `at`.
-    pub fn new(sleep: Pin<P>, at: Instant) -> Deadline<P> {
-        Deadline {
-            sleep,
-            at,
-            armed: at,
-        }
-    }
-
-    /// The deadline in force.
-    pub fn at(&self) -> Instant {
-        self.at
-    }
-
-    pub fn set(&mut self, at: Instant) {
-        self.at = at;
-        if at < self.armed {
-            self.sleep.as_mut().reset(at.into());
-            self.armed = at;
-        }
-    }
-
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if expired(self.at) {
-                return Poll::Ready(());
-            }
-            self.sleep.as_mut().reset(self.at.into());
-            self.armed = self.at;
-        }
-    }
-
-    /// Resolves once the deadline in force has passed.
-    pub async fn expired(&mut self) {
-        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
     }
 }
 
@@ -1020,8 +803,11 @@ impl AsyncRead for Conn {
                 tracing::debug!("A request head did not arrive in time; answering 408 and closing the connection.");
                 // Best effort and without waiting: the socket's buffer is
                 // empty or the client is not reading anyway.
-                let answer =
-                    crate::gateway::h1::error_bytes(&this.front.state, ApiError::RequestTimeout);
+                let answer = this
+                    .front
+                    .state
+                    .gateway
+                    .error_bytes(ApiError::RequestTimeout);
                 let _ = this.tcp.try_write(&answer);
                 Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,

@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use keyward_core::clock::SystemClock;
 use keyward_core::secret::OsEntropy;
 use keyward_server::config::{Config, LogFormat, Settings};
-use keyward_server::gateway::ReloadError;
 use keyward_server::Keyward;
+use keyward_server::ReloadError;
 use keyward_store::SqlStore;
 use keyward_wire::{
     CreateKey, CreateTenant, ErrorBody, KeyPage, KeyView, KeyWithSecret, ListKeys, ListTenants,
@@ -335,7 +335,7 @@ fn load_settings(args: &ServerArgs) -> Result<Settings> {
     let settings = Settings::from_config(load_config(args)?)?;
     // The routes, tiers and gateway settings are checked by compiling them:
     // a bad one stops every command, as before it is served.
-    keyward_server::gateway::Policy::compile(&settings)?;
+    settings.policy()?;
     Ok(settings)
 }
 

@@ -5,9 +5,6 @@
 //! principal behind a verified key and a rate limit's state. Times are
 //! RFC 3339 strings in UTC.
 
-use keyward_store::KeyRecord;
-use keyward_views::opt_time;
-
 use crate::verifier::CachedKey;
 
 pub use keyward_views::{
@@ -28,21 +25,7 @@ pub(crate) trait PrincipalExt {
 
 impl PrincipalExt for Principal {
     fn new(k: &CachedKey) -> Principal {
-        let r = &k.record;
-        Principal {
-            key_id: r.id.clone(),
-            key_name: r.name.clone(),
-            start: r.start.clone(),
-            kind: r.class.as_str().to_owned(),
-            tenant_id: r.tenant_id.clone(),
-            tenant_name: k.tenant_name.clone(),
-            environment: r.environment.clone(),
-            scopes: r.scopes.clone(),
-            owner: r.owner.clone(),
-            tier: r.tier.clone().or_else(|| k.tenant_tier.clone()),
-            expires_at: opt_time(effective_expiry(r)),
-            metadata: r.metadata.clone(),
-        }
+        keyward_gateway::principal(k)
     }
 }
 
@@ -55,13 +38,5 @@ pub(crate) fn rate_limit_state(r: &crate::limits::RateState) -> RateLimitState {
             remaining: r.remaining,
             reset_seconds: r.reset_seconds,
         }
-    }
-}
-
-/// When the key stops working: its expiry or its rotation grace, whichever is first.
-fn effective_expiry(r: &KeyRecord) -> Option<i64> {
-    match (r.expires_at, r.grace_until) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -243,7 +243,6 @@ async fn upstream_down_and_slow_are_502_and_504() {
 #[test]
 fn bad_routes_are_startup_errors_naming_the_route() {
     use keyward_server::config::Settings;
-    use keyward_server::gateway::Policy;
     let cases = [
         ("[[routes]]\npath = \"/a\"\nscopes = [\"nope:x\"]\n[gateway]\nupstream = \"http://127.0.0.1:1\"\n", "routes[0] (/a)"),
         ("[[routes]]\npath = \"a/{x\"\n[gateway]\nupstream = \"http://127.0.0.1:1\"\n", "routes[0]"),
@@ -258,7 +257,7 @@ fn bad_routes_are_startup_errors_naming_the_route() {
     for (toml, expected) in cases {
         // The configuration parses; compiling its policy refuses it.
         let settings = Settings::from_config(config_from_toml(toml)).unwrap();
-        let err = Policy::compile(&settings).err().unwrap().to_string();
+        let err = settings.policy().err().unwrap().to_string();
         assert!(err.contains(expected), "{toml}\n→ {err}");
     }
 }

@@ -22,7 +22,8 @@
 use axum::http::Method;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use keyward_http::error::ApiError;
+use keyward_verify::credential::{header_text, HeaderSource};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -30,9 +31,7 @@ const MAX_LEN: usize = 255;
 
 /// The `Idempotency-Key` of a request, if present: a quoted (structured
 /// field string) or bare value of 1 to 255 printable ASCII characters.
-pub fn key_of<H: crate::credential::HeaderSource + ?Sized>(
-    headers: &H,
-) -> Result<Option<String>, ApiError> {
+pub fn key_of<H: HeaderSource + ?Sized>(headers: &H) -> Result<Option<String>, ApiError> {
     let mut values = headers.values(HEADER);
     let Some(value) = values.next() else {
         return Ok(None);
@@ -40,7 +39,7 @@ pub fn key_of<H: crate::credential::HeaderSource + ?Sized>(
     if values.next().is_some() {
         return Err(ApiError::InvalidIdempotencyKey("must appear once"));
     }
-    let raw = crate::credential::header_text(value)
+    let raw = header_text(value)
         .ok_or(ApiError::InvalidIdempotencyKey("must be printable ASCII"))?
         .trim();
     let key = match raw.strip_prefix('"') {
@@ -67,7 +66,7 @@ pub fn key_of<H: crate::credential::HeaderSource + ?Sized>(
 }
 
 /// Hex SHA-256 over method, path with query, and body.
-pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
+pub(crate) fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_str().as_bytes());
     h.update(b"\n");
@@ -84,7 +83,7 @@ pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String
 }
 
 /// Where a key's records live: its tenant and the API key itself.
-pub fn scope(tenant_id: Option<&str>, key_id: &str) -> String {
+pub(crate) fn scope(tenant_id: Option<&str>, key_id: &str) -> String {
     format!("{}/{}", tenant_id.unwrap_or("-"), key_id)
 }
 

@@ -8,23 +8,72 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::http::Method;
+use std::collections::BTreeMap;
 
-use super::{RouteTable, UpstreamClient};
-use crate::config::UpstreamProtocol;
-use crate::config::{Config, ConfigError, GatewayConfig, IdempotencyConfig, Settings};
-use crate::limits::Tiers;
+use axum::http::Method;
+use keyward_core::scope::ScopeCatalog;
+use keyward_limits::{LimitsConfig, Tiers};
+
+use crate::config::{GatewayConfig, IdempotencyConfig, RouteConfig, UpstreamProtocol};
+use crate::forward::UpstreamClient;
+use crate::routes::RouteTable;
+
+/// What a [`Policy`] is compiled from: the gateway's own sections and the
+/// deployment facts its routes are checked against (borrowed from the
+/// server's configuration, already checked there).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig<'a> {
+    /// `[gateway]`.
+    pub gateway: &'a GatewayConfig,
+    /// `[[routes]]`.
+    pub routes: &'a [RouteConfig],
+    /// `[limits]`: the tiers, which every route's cost must fit.
+    pub limits: &'a LimitsConfig,
+    /// `[idempotency]`.
+    pub idempotency: &'a IdempotencyConfig,
+    /// `keys.scopes`: a route's scopes must be grantable.
+    pub catalog: &'a ScopeCatalog,
+    /// `keys.environments`: a route's environments must exist.
+    pub environments: &'a BTreeMap<String, String>,
+    /// `keys.header`: the credential header, never forwarded.
+    pub key_header: &'a str,
+}
+
+/// A setting the policy refuses, by name (`routes[0] (/a)`,
+/// `gateway.upstream`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct PolicyError {
+    pub setting: String,
+    pub message: String,
+}
+
+impl From<keyward_limits::TierError> for PolicyError {
+    fn from(e: keyward_limits::TierError) -> PolicyError {
+        PolicyError {
+            setting: e.setting,
+            message: e.message,
+        }
+    }
+}
+
+pub(crate) fn invalid(setting: impl Into<String>, message: impl ToString) -> PolicyError {
+    PolicyError {
+        setting: setting.into(),
+        message: message.to_string(),
+    }
+}
 
 /// One compiled configuration of the request path.
 pub struct Policy {
     /// Bumped by every reload (0 at start).
     pub generation: u64,
     /// `[[routes]]` and `[gateway]`, compiled.
-    pub routes: RouteTable,
+    pub(crate) routes: RouteTable,
     /// `[limits]`, compiled: route costs were checked against these.
     pub tiers: Tiers,
     /// `[idempotency]` as configured.
-    pub idempotency: IdempotencyConfig,
+    pub(crate) idempotency: IdempotencyConfig,
     /// `idempotency.methods`, parsed.
     pub(crate) idempotent_methods: Vec<Method>,
     /// The general path's client to the upstream (its protocol and connect
@@ -33,18 +82,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles the request policy of `settings` (a configuration already
-    /// checked by [`Settings::from_config`]): tiers, then routes (whose
+    /// Compiles the request policy of `config`: tiers, then routes (whose
     /// costs must fit these tiers), then the rest. Every error names the
-    /// setting.
-    pub fn compile(settings: &Settings) -> Result<Policy, ConfigError> {
-        Policy::compile_as(settings, 0)
-    }
-
-    fn compile_as(settings: &Settings, generation: u64) -> Result<Policy, ConfigError> {
-        let config = &settings.config;
-        let tiers = Tiers::compile(&config.limits)?;
-        let routes = RouteTable::compile(config, &settings.catalog, &tiers)?;
+    /// setting. The generation is 0; [`LivePolicy::reload`] numbers the
+    /// ones it swaps in.
+    pub fn compile(config: &PolicyConfig<'_>) -> Result<Policy, PolicyError> {
+        let tiers = Tiers::compile(config.limits)?;
+        let routes = RouteTable::compile(config, &tiers)?;
         let idempotent_methods = config
             .idempotency
             .methods
@@ -52,12 +96,12 @@ impl Policy {
             .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
             .collect();
         Ok(Policy {
-            generation,
+            generation: 0,
             routes,
             tiers,
             idempotency: config.idempotency.clone(),
             idempotent_methods,
-            client: super::client(config),
+            client: crate::forward::client(config.gateway),
         })
     }
 
@@ -75,17 +119,6 @@ impl Policy {
     }
 }
 
-/// Why a reload was refused; the running policy stays either way.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    /// Settings the running server cannot change (listen address, store,
-    /// workers, caches, …): the whole reload is refused.
-    #[error("{} cannot change without a restart", .0.join(", "))]
-    NeedsRestart(Vec<String>),
-}
-
 /// The policy in force, replaceable while serving (`SIGHUP`): requests in
 /// flight keep the snapshot they started with. The generation number lets
 /// a long-lived connection keep its copy until it changes, instead of
@@ -96,19 +129,15 @@ pub struct LivePolicy(Arc<Live>);
 struct Live {
     policy: RwLock<Arc<Policy>>,
     generation: AtomicU64,
-    /// The configuration the server started with: what a reload may not
-    /// change is compared against it.
-    started: Arc<Settings>,
     /// One reload at a time.
     reloading: Mutex<()>,
 }
 
 impl LivePolicy {
-    pub fn new(policy: Policy, started: Arc<Settings>) -> LivePolicy {
+    pub fn new(policy: Policy) -> LivePolicy {
         LivePolicy(Arc::new(Live {
             generation: AtomicU64::new(policy.generation),
             policy: RwLock::new(Arc::new(policy)),
-            started,
             reloading: Mutex::new(()),
         }))
     }
@@ -123,18 +152,16 @@ impl LivePolicy {
         self.0.generation.load(Ordering::Acquire)
     }
 
-    /// Checks `config` completely and, only if it is valid and changes
-    /// nothing that needs a restart, swaps in its routes, tiers, `[gateway]`
-    /// and `[idempotency]` settings together. On error the running policy
-    /// stays. Returns the number of routes now in force.
-    pub fn reload(&self, config: Config) -> Result<usize, ReloadError> {
+    /// Swaps in the policy `compile` builds (it checks the new
+    /// configuration completely, and refuses what needs a restart), with
+    /// the next generation number: routes, tiers, `[gateway]` and
+    /// `[idempotency]` settings change together. On error the running
+    /// policy stays. One reload runs at a time. Returns the number of
+    /// routes now in force.
+    pub fn reload<E>(&self, compile: impl FnOnce() -> Result<Policy, E>) -> Result<usize, E> {
         let _one = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let restart = self.0.started.config.restart_only_changes(&config);
-        if !restart.is_empty() {
-            return Err(ReloadError::NeedsRestart(restart));
-        }
-        let settings = Settings::from_config(config)?;
-        let policy = Policy::compile_as(&settings, self.generation().wrapping_add(1))?;
+        let mut policy = compile()?;
+        policy.generation = self.generation().wrapping_add(1);
         let n = policy.routes.len();
         let mut slot = self.0.policy.write().unwrap_or_else(|p| p.into_inner());
         self.0

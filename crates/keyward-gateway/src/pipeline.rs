@@ -1,6 +1,6 @@
 //! The gateway's policy for one request, the same on both paths: the
-//! general path ([`super::handle`]) and the HTTP/1 fast path
-//! ([`super::h1`]) each read the request their own way and call
+//! general path ([`crate::handle`]) and the HTTP/1 fast path
+//! (`h1.rs`) each read the request their own way and call
 //! [`admit`], which authenticates the key, runs the route's checks and
 //! spends the rate limit and credits, in that order. What is left to the
 //! paths is their own I/O: answering, forwarding, and the idempotency claim
@@ -13,15 +13,17 @@ use axum::http::{Method, StatusCode};
 use keyward_core::verdict::Denial;
 use serde_json::Value;
 
-use super::{fill, Params, Policy, Route, RouteTable};
-use crate::api::views::{Principal, PrincipalExt};
-use crate::app::AppState;
+use keyward_http::error::ApiError;
+use keyward_limits::{RateState, Spender};
+use keyward_verify::credential::{self, HeaderSource};
+use keyward_verify::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+
 use crate::config::IdempotencyMode;
-use crate::credential::{self, HeaderSource};
-use crate::error::ApiError;
 use crate::idempotency;
-use crate::limits::RateState;
-use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+use crate::policy::Policy;
+use crate::routes::{Params, Route, RouteTable};
+use crate::template::{fill, principal};
+use crate::Gateway;
 
 /// What both paths know of a request once its route is matched (all
 /// borrowed: nothing is copied for the pipeline).
@@ -56,7 +58,7 @@ pub(crate) enum Admitted {
 /// Authenticate → route checks → (idempotency key) → spend. The rate-limit
 /// state for the response's headers lands in `rate`, refused or not.
 pub(crate) async fn admit<H: HeaderSource + ?Sized>(
-    state: &AppState,
+    state: &Gateway,
     policy: &Policy,
     req: Inbound<'_, H>,
     rate: &mut Option<RateState>,
@@ -70,7 +72,7 @@ pub(crate) async fn admit<H: HeaderSource + ?Sized>(
     let key = authenticate(state, &policy.routes, &req).await?;
     if let Some((status, template)) = &route.respond {
         spend(state, policy, route, &key, rate).await?;
-        let body = fill(template, &Principal::new(&key));
+        let body = fill(template, &principal(&key));
         return Ok(Admitted::Respond {
             status: *status,
             body,
@@ -97,7 +99,7 @@ pub(crate) async fn admit<H: HeaderSource + ?Sized>(
 /// Finds and verifies the route's key, then checks the route's
 /// environments, tenant path parameter and tenant header.
 async fn authenticate<H: HeaderSource + ?Sized>(
-    state: &AppState,
+    state: &Gateway,
     table: &RouteTable,
     req: &Inbound<'_, H>,
 ) -> Result<Arc<CachedKey>, ApiError> {
@@ -106,7 +108,7 @@ async fn authenticate<H: HeaderSource + ?Sized>(
         headers,
         req.query,
         &state.settings.credentials,
-        &state.settings.config.keys.schemes,
+        &state.settings.schemes,
     )?
     .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
     let ip = credential::client_ip(req.peer, headers, &state.settings.trusted_proxies);
@@ -155,7 +157,7 @@ async fn authenticate<H: HeaderSource + ?Sized>(
 /// policy's tiers, reporting the rate-limit state for the response's
 /// headers either way.
 pub(crate) async fn spend(
-    state: &AppState,
+    state: &Gateway,
     policy: &Policy,
     route: &Route,
     key: &CachedKey,
@@ -164,13 +166,7 @@ pub(crate) async fn spend(
     let now = state.clock.now();
     match state
         .limits
-        .spend(
-            &policy.tiers,
-            &super::spender(key),
-            route.cost,
-            route.credits,
-            now,
-        )
+        .spend(&policy.tiers, &spender(key), route.cost, route.credits, now)
         .await?
     {
         Ok(spent) => {
@@ -181,5 +177,17 @@ pub(crate) async fn spend(
             *rate = refused.rate;
             Err(ApiError::Denied(refused.denial))
         }
+    }
+}
+
+/// What limits need to know of a verified key.
+pub fn spender(key: &CachedKey) -> Spender<'_> {
+    Spender {
+        key_id: &key.record.id,
+        tenant_id: key.record.tenant_id.as_deref(),
+        tier: key.record.tier.as_deref(),
+        tenant_tier: key.tenant_tier.as_deref(),
+        rate_override: key.rate_override.as_ref(),
+        credit_cap: key.record.credit_cap,
     }
 }

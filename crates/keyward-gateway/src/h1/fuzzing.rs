@@ -4,7 +4,9 @@
 //! replays the saved inputs through them.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use super::*;
+use axum::http::Method;
+
+use super::codec::*;
 
 /// The first byte picks request (even) or response (odd; bit 1: a response
 /// to HEAD); the rest is the head. Properties: the pure parts of head
