@@ -11,7 +11,7 @@
 //! - [`verdict`]: the ordered checks of a verification and their stable codes.
 //! - [`id`]: public, prefixed identifiers such as `key_…`.
 //! - [`ratelimit`]: GCRA, the exact check-and-spend behind rate limits.
-//! - [`hashing`]: FNV-1a for maps keyed by values keyward makes itself.
+//! - [`hashing`]: a cheap hash for maps keyed by values keyward makes itself.
 //!
 //! A server embeds this crate, looks a [`secret::KeyHash`] up in its store,
 //! and hands the stored facts to [`verdict::evaluate`].

@@ -217,16 +217,16 @@ const SHARDS: usize = 64;
 /// are forgotten now and then, so memory follows the active keys.
 pub struct MemoryLimiter {
     shards: Vec<Mutex<Shard>>,
-    hasher: Fnv,
+    hasher: IdHash,
 }
 
 // Buckets are key ids, which keyward makes itself: nobody can choose
 // colliding ones, so a cheap hash does.
-use keyward_core::hashing::Fnv;
+use keyward_core::hashing::IdHash;
 
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<String, Tat, Fnv>,
+    tats: HashMap<String, Tat, IdHash>,
     writes: u32,
 }
 
@@ -234,7 +234,7 @@ impl Default for MemoryLimiter {
     fn default() -> MemoryLimiter {
         MemoryLimiter {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: Fnv::default(),
+            hasher: IdHash::default(),
         }
     }
 }
@@ -389,7 +389,7 @@ struct TenantBank {
     /// Spent since the last settlement, in all and per key.
     unsettled: i64,
     requests: i64,
-    keys: HashMap<String, i64, Fnv>,
+    keys: HashMap<String, i64, IdHash>,
     /// Settled totals of capped keys, read from the store once.
     key_totals: HashMap<String, i64>,
     /// The stored balance last seen.
@@ -528,7 +528,7 @@ pub struct CreditBank {
     config: BankConfig,
     /// Accounts are never dropped; read-mostly, so every paid request takes
     /// a read lock. Tenant ids are keyward's own: a cheap hash does.
-    tenants: std::sync::RwLock<HashMap<String, Arc<TenantEntry>, Fnv>>,
+    tenants: std::sync::RwLock<HashMap<String, Arc<TenantEntry>, IdHash>>,
     /// Serializes settlements (the ticker, shutdown and ledger reads), and
     /// holds when stale reservations of other nodes were last looked for.
     settling: tokio::sync::Mutex<i64>,
@@ -584,8 +584,36 @@ impl CreditBank {
 
     /// Spends `cost` credits, or refuses, exactly.
     pub async fn spend(&self, r: SpendRequest<'_>) -> Result<SpendOutcome, StoreError> {
+        // Most spends are covered by the reservation: taken under the map's
+        // read lock, without a handle on the account.
+        if r.key_cap.is_none() {
+            let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = tenants.get(r.tenant_id) {
+                if let Some(outcome) = self.spend_reserved(entry, &r) {
+                    return Ok(outcome);
+                }
+            }
+        }
         let entry = self.entry(r.tenant_id);
         self.spend_from(&entry, r).await
+    }
+
+    /// The spend, if `entry`'s reservation covers it (keys without a cap).
+    fn spend_reserved(&self, entry: &TenantEntry, r: &SpendRequest<'_>) -> Option<SpendOutcome> {
+        let cost = r.cost.max(0);
+        let now = self.clock.now().0;
+        let mut b = entry.lock();
+        b.absorb_ready();
+        if !b.try_spend(r.key_id, cost, now) {
+            return None;
+        }
+        let outcome = SpendOutcome {
+            admitted: true,
+            balance: b.stored + b.reserved,
+            key_remaining: None,
+        };
+        self.maybe_top_up(&mut b, r, cost, now);
+        Some(outcome)
     }
 
     /// [`CreditBank::spend`] from an account already looked up.
@@ -596,17 +624,8 @@ impl CreditBank {
     ) -> Result<SpendOutcome, StoreError> {
         let cost = r.cost.max(0);
         let now = self.clock.now().0;
-        // The fast path: the reservation covers it.
         if r.key_cap.is_none() {
-            let mut b = entry.lock();
-            b.absorb_ready();
-            if b.try_spend(r.key_id, cost, now) {
-                let outcome = SpendOutcome {
-                    admitted: true,
-                    balance: b.stored + b.reserved,
-                    key_remaining: None,
-                };
-                self.maybe_top_up(&mut b, &r, cost, now);
+            if let Some(outcome) = self.spend_reserved(entry, &r) {
                 return Ok(outcome);
             }
         }

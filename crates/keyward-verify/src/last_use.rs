@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 use keyward_core::clock::Timestamp;
 use keyward_store::{KeyUse, Store};
 
-use keyward_core::hashing::Fnv;
+use keyward_core::hashing::IdHash;
 
 /// The latest use of one key: time and address, kept unformatted until flush.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,7 @@ struct LastUse {
 /// threads recording uses of different keys rarely meet on one lock.
 const SHARDS: usize = 16;
 
-type ById = HashMap<String, LastUse, Fnv>;
+type ById = HashMap<String, LastUse, IdHash>;
 
 pub struct LastUseRecorder {
     pending: [Mutex<ById>; SHARDS],
@@ -50,7 +50,7 @@ impl LastUseRecorder {
     }
 
     fn shard(&self, key_id: &str) -> &Mutex<ById> {
-        let h = Fnv::default().hash_one(key_id);
+        let h = IdHash::default().hash_one(key_id);
         &self.pending[(h % SHARDS as u64) as usize]
     }
 

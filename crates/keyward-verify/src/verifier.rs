@@ -134,7 +134,7 @@ impl CachedKey {
     /// new second, or another address), noting it if so.
     fn note_use(&self, now: Timestamp, ip: Option<IpAddr>) -> bool {
         use std::hash::BuildHasher;
-        let fingerprint = keyward_core::hashing::Fnv::default().hash_one(ip);
+        let fingerprint = keyward_core::hashing::IdHash::default().hash_one(ip);
         let at = self.noted_at.load(Ordering::Relaxed);
         if now.0.saturating_sub(at) < 1000 && self.noted_ip.load(Ordering::Relaxed) == fingerprint {
             return false;
