@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
 
 use crate::config::{Config, Scheme, Settings};
-use crate::credential::{self, Presented};
+use keyward_verify::credential::{self, Presented};
 
 /// The request-path rule ([`keyward_http::path::normalize`]). The input
 /// is a path (lossy UTF-8), tried as it is and behind a `/`. Properties: a
