@@ -2,7 +2,7 @@
 //! credits, audit, key verification, health, `/v1/me`) and the OpenAPI
 //! document served at `/openapi.json`.
 //!
-//! Handlers are thin adapters: a [`Caller`] extractor verifies the presented
+//! Handlers are thin adapters: a `Caller` extractor verifies the presented
 //! key and turns it into a management `Actor`; every action then goes
 //! through the management service (`keyward_manage::ManageService`), which
 //! checks scopes, tenant isolation and input, writes the audit entry and
