@@ -34,9 +34,6 @@
 mod app;
 pub mod bootstrap;
 pub mod config;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 mod invalidate;
 mod serve;
 
