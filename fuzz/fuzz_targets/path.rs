@@ -1,4 +1,4 @@
 #![no_main]
-//! See `keyward_server::fuzzing::path` for the input and the properties.
+//! See `keyward_http::fuzzing::path` for the input and the properties.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_server::fuzzing::path(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_http::fuzzing::path(data));

@@ -22,4 +22,7 @@
 
 pub mod edge;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod path;

@@ -3,7 +3,7 @@
 use keyward_core::allowlist::IpAllowlist;
 use keyward_core::clock::Timestamp;
 use keyward_core::scope::{self, GrantRefusal, ScopeSet};
-use keyward_store::limits::Refill;
+use keyward_store::Refill;
 use keyward_store::{RateLimitOverride, Tenant};
 use serde_json::Value;
 

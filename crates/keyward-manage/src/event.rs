@@ -1,7 +1,7 @@
 //! What changed: one [`ChangeEvent`] per committed management change, and
 //! the [`Invalidator`] told of each.
 
-use keyward_store::limits::LedgerKind;
+use keyward_store::LedgerKind;
 
 /// A committed management change. Carries ids, the tenant and, for keys,
 /// the hex SHA-256 the cache knows them by; never a secret.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use keyward_core::scope::ScopeCatalog;
 use keyward_core::secret::KeyFormat;
-use keyward_store::limits::Refill;
+use keyward_store::Refill;
 
 /// The deployment's decisions the management checks read: key formats and
 /// environments, the scope catalog, the declared tiers (and their credit

@@ -116,6 +116,11 @@ impl ManageService {
         *p = Arc::new(policy);
     }
 
+    /// Readiness: whether the store answers.
+    pub async fn ping(&self) -> Result<(), keyward_store::StoreError> {
+        self.store.ping().await
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<ManagePolicy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))

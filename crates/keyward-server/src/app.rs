@@ -16,17 +16,17 @@ use keyward_core::secret::{Entropy, OsEntropy};
 use keyward_store::Store;
 use tokio::net::TcpListener;
 
-use crate::api::{self, BodyLimit};
 use crate::config::{ConfigError, Settings};
-use crate::error::{self, ApiError};
-use crate::limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
-use crate::verifier::{KeyCache, Verifier};
+use keyward_api::BodyLimit;
 use keyward_gateway::{Gateway, GatewaySettings, LivePolicy, OwnPaths};
+use keyward_http::error::ApiError;
+use keyward_limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
 use keyward_verify::last_use::LastUseRecorder;
+use keyward_verify::verifier::{KeyCache, Verifier};
 
 pub(crate) use keyward_http::edge::{acceptable_request_id, admit, new_request_id};
 
-/// Everything a handler may need; cheap to clone: one reference count,
+/// The server's state, from which each crate's own state is built; cheap to clone: one reference count,
 /// since axum clones the state for every request and each shared counter
 /// is a cache line the two cores fight over.
 #[derive(Clone)]
@@ -42,22 +42,22 @@ impl std::ops::Deref for AppState {
 
 /// The contents of [`AppState`].
 pub struct Shared {
-    pub settings: Arc<Settings>,
-    pub store: Arc<dyn Store>,
-    pub verifier: Arc<Verifier>,
-    pub clock: Arc<dyn Clock>,
-    pub entropy: Arc<dyn Entropy>,
-    pub usage: Arc<LastUseRecorder>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
+    pub(crate) usage: Arc<LastUseRecorder>,
     /// The request policy in force: routes, tiers, gateway settings and
     /// the upstream client (reloadable as one; the gateway's own handle).
-    pub policy: LivePolicy,
+    pub(crate) policy: LivePolicy,
     /// The gateway: `[[routes]]` on the fast path and the router's fallback.
-    pub gateway: Arc<Gateway>,
+    pub(crate) gateway: Arc<Gateway>,
     /// Rate limiter and credit spender.
-    pub limits: Arc<Limits>,
+    pub(crate) limits: Arc<Limits>,
     /// Every management action (API, console), with its checks, audit and
     /// cache invalidation.
-    pub manage: Arc<keyward_manage::ManageService>,
+    pub(crate) manage: Arc<keyward_manage::ManageService>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -160,7 +160,7 @@ impl Keyward {
     /// The complete HTTP application.
     pub fn router(&self) -> Router {
         let limit = self.state.settings.config.http.max_body_bytes;
-        api::routes()
+        keyward_api::router(api_state(&self.state))
             .merge(keyward_console::router(console_state(&self.state)))
             .fallback(keyward_gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -238,7 +238,7 @@ fn gateway_settings(settings: &Settings) -> GatewaySettings {
 /// Paths the router answers itself, which win over gateway routes.
 fn own_paths(settings: &Settings) -> OwnPaths {
     let console = settings.config.console.enabled.then_some("/console");
-    OwnPaths::new(api::paths(), console)
+    OwnPaths::new(keyward_api::paths(), console)
 }
 
 /// The router's fallback reads the gateway from the state.
@@ -300,9 +300,9 @@ pub enum ReloadError {
 }
 
 /// What the management checks need from `settings` (built again on a reload).
-pub fn manage_policy(
+pub(crate) fn manage_policy(
     settings: &Settings,
-    tiers: &crate::limits::Tiers,
+    tiers: &keyward_limits::Tiers,
 ) -> keyward_manage::ManagePolicy {
     keyward_manage::ManagePolicy {
         format: settings.format.clone(),
@@ -323,6 +323,26 @@ pub fn manage_policy(
         )
         .unwrap_or(i64::MAX),
     }
+}
+
+/// The API's state, from the server's parts: it acts through the same
+/// management service, and verifies keys, spends rate limits and credits
+/// by the same verifier, limits and live policy as the gateway.
+fn api_state(state: &AppState) -> keyward_api::ApiState {
+    let settings = &state.settings;
+    keyward_api::ApiState::new(
+        Arc::clone(&state.manage),
+        Arc::clone(&state.verifier),
+        Arc::clone(&state.limits),
+        state.policy.clone(),
+        Arc::clone(&state.clock),
+        keyward_api::ApiSettings {
+            credentials: settings.credentials.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            catalog: settings.catalog.clone(),
+            tiers: settings.config.limits.tiers.keys().cloned().collect(),
+        },
+    )
 }
 
 /// The console's state, from the server's parts: it acts through the same
@@ -356,7 +376,8 @@ pub fn build_app(
 /// layer costs a boxed clone of the service per request). It gives the
 /// request an `X-Request-Id` (the client's, if it sent a sane one), passed
 /// on to handlers and the upstream and returned; tells extractors the body
-/// limit; renders errors in the deployment's style (`error::render_response`);
+/// limit; renders errors in the deployment's style
+/// (`keyward_http::error::render_response`);
 /// and logs the request without its query string (keys sent there by
 /// mistake must not reach the logs) and never a header.
 async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Next) -> Response {
@@ -438,7 +459,7 @@ fn finish(
     path: &str,
     started: Instant,
 ) -> Response {
-    let mut res = error::render_response(settings, res);
+    let mut res = keyward_http::error::render_response(&settings.config.errors, res);
     res.headers_mut().insert(REQUEST_ID, request_id.clone());
     if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body is not read, so hyper closes the connection
@@ -471,7 +492,7 @@ fn request_id() -> HeaderValue {
 mod tests {
     #[test]
     fn keywards_own_paths_all_parse_and_win() {
-        let api = crate::api::paths();
+        let api = keyward_api::paths();
         let own = keyward_gateway::OwnPaths::new(api.iter().copied(), Some("/console"));
         assert_eq!(own.len(), api.len(), "every own route pattern parses");
         for p in [

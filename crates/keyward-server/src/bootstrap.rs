@@ -45,7 +45,7 @@ pub fn host_service(
         // (`Policy::compile`), so the tiers compile here too.
         crate::app::manage_policy(
             settings,
-            &crate::limits::Tiers::compile(&settings.config.limits).unwrap_or_default(),
+            &keyward_limits::Tiers::compile(&settings.config.limits).unwrap_or_default(),
         ),
     )
 }

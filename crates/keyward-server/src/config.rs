@@ -107,7 +107,7 @@ pub enum LogFormat {
     Json,
 }
 
-pub use crate::credential::Scheme;
+pub use keyward_verify::credential::Scheme;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,7 +350,7 @@ pub struct Settings {
     pub config: Config,
     pub format: KeyFormat,
     /// Where keys are looked for (the header's name, the format).
-    pub credentials: crate::credential::CredentialRules,
+    pub credentials: keyward_verify::credential::CredentialRules,
     pub catalog: ScopeCatalog,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -489,7 +489,7 @@ impl Settings {
             .console
             .check()
             .map_err(|e| invalid(e.setting, e.message))?;
-        let credentials = crate::credential::CredentialRules {
+        let credentials = keyward_verify::credential::CredentialRules {
             header: config.keys.header.clone(),
             format: format.clone(),
         };

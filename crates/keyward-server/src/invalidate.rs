@@ -5,17 +5,17 @@ use std::sync::Arc;
 use keyward_core::secret::KeyHash;
 use keyward_manage::{ChangeEvent, Invalidator};
 
-use crate::verifier::Verifier;
+use keyward_verify::verifier::Verifier;
 
 /// Drops what a committed change makes stale from this node's cache: the
 /// changed key's entry (update, revoke, rotate: the old key, delete), and
 /// everything on a tenant change (cached principals carry the tenant's name).
-pub struct LocalInvalidator {
+pub(crate) struct LocalInvalidator {
     verifier: Arc<Verifier>,
 }
 
 impl LocalInvalidator {
-    pub fn new(verifier: Arc<Verifier>) -> LocalInvalidator {
+    pub(crate) fn new(verifier: Arc<Verifier>) -> LocalInvalidator {
         LocalInvalidator { verifier }
     }
 

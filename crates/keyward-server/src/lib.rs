@@ -1,4 +1,11 @@
-//! keyward's HTTP server as a library.
+//! keyward's HTTP server as a library: it reads the configuration and wires
+//! the other crates into one server. The behaviour lives in those crates —
+//! the management API (`keyward-api`), the developer console
+//! (`keyward-console`), the gateway (`keyward-gateway`), key verification
+//! (`keyward-verify`), rate limits and credits (`keyward-limits`), error
+//! rendering and the edge rules (`keyward-http`) — and this crate builds
+//! each one's state over one store, clock and management service, merges
+//! their routers, and serves them.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,36 +22,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Map: [`config`] (TOML + env → [`config::Settings`]), [`credential`]
-//! (finding the key in a request), [`verifier`] (the cached hot path),
-//! [`api`] (handlers), [`error`] (the one place errors become HTTP),
-//! [`usage`] (batched last-use writes), [`limits`] (rate limits and
-//! credits), [`idempotency`] (replayed retries), [`openapi`], [`app`] (wiring),
-//! and the developer console at `/console` ([`console`], the
-//! `keyward-console` crate).
+//! Map: [`config`] (TOML + env → [`config::Settings`], composing the
+//! crates' own configuration types), [`Keyward`] (wiring: every crate's
+//! state, the router, the edge middleware, background tasks, reload and
+//! shutdown), the connection loop behind [`Keyward::serve`] (HTTP/1 fast
+//! path, HTTP/2, connection limits), [`bootstrap`] (the first root key, the
+//! management service for the CLI), and the invalidation of cached keys
+//! after a management change.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod app;
+mod app;
 pub mod bootstrap;
 pub mod config;
-
-pub mod error;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod invalidate;
-pub mod openapi;
+mod invalidate;
 mod serve;
 
 pub use app::{build_app, AppState, Keyward, ReloadError};
-/// The gateway (crate `keyward-gateway`), under its old path.
-pub use keyward_gateway as gateway;
-/// Idempotent retries (the header rule the credits API shares).
-pub use keyward_gateway::idempotency;
-// The verify crate's modules under their old paths, for the server's own
-// modules and the benches.
-pub use keyward_limits as limits;
-// The console, a crate of its own, under its old path.
-pub use keyward_console as console;
-pub use keyward_verify::{credential, verifier};

@@ -48,8 +48,8 @@ use tokio::time::Sleep;
 
 use crate::app::AppState;
 use crate::config::{Config, Settings};
-use crate::error::ApiError;
 use keyward_gateway::conn::{stopping, BodyProgress, ClientBody, Deadline, Handover, Timeouts};
+use keyward_http::error::ApiError;
 
 /// What every worker shares.
 pub(crate) struct Front {

@@ -28,7 +28,6 @@ mod audit;
 mod credits;
 mod idempotency;
 mod keys;
-pub mod limits;
 pub mod sql;
 mod tenants;
 mod users;

@@ -24,5 +24,8 @@
 #![forbid(unsafe_code)]
 
 pub mod credential;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod last_use;
 pub mod verifier;

@@ -113,8 +113,8 @@ pub fn rate_limit_spec(r: keyward_store::RateLimitOverride) -> RateLimitSpec {
     }
 }
 
-pub fn refill_spec(r: keyward_store::limits::Refill) -> RefillSpec {
-    use keyward_store::limits::{RefillMode, RefillPeriod};
+pub fn refill_spec(r: keyward_store::Refill) -> RefillSpec {
+    use keyward_store::{RefillMode, RefillPeriod};
     RefillSpec {
         amount: r.amount,
         every: match r.every {
@@ -129,8 +129,8 @@ pub fn refill_spec(r: keyward_store::limits::Refill) -> RefillSpec {
 }
 
 /// The store's refill for a requested schedule.
-pub fn store_refill(s: &RefillSpec) -> keyward_store::limits::Refill {
-    use keyward_store::limits::{Refill, RefillMode, RefillPeriod};
+pub fn store_refill(s: &RefillSpec) -> keyward_store::Refill {
+    use keyward_store::{Refill, RefillMode, RefillPeriod};
     Refill {
         amount: s.amount,
         every: match s.every {
@@ -144,7 +144,7 @@ pub fn store_refill(s: &RefillSpec) -> keyward_store::limits::Refill {
     }
 }
 
-pub fn ledger_entry_view(e: &keyward_store::limits::LedgerEntry) -> LedgerEntryView {
+pub fn ledger_entry_view(e: &keyward_store::LedgerEntry) -> LedgerEntryView {
     LedgerEntryView {
         id: e.id.clone(),
         tenant_id: e.tenant_id.clone(),

@@ -5,9 +5,7 @@
 use std::future::Future;
 
 use keyward_core::secret::KeyHash;
-use keyward_store::limits::{
-    ChangeOutcome, CreditAccount, CreditChange, LedgerEntry, LedgerKind, Refill,
-};
+use keyward_store::{ChangeOutcome, CreditAccount, CreditChange, LedgerEntry, LedgerKind, Refill};
 use keyward_store::{Page, StoreError, Tenant};
 use serde_json::json;
 

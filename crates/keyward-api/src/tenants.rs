@@ -6,10 +6,10 @@ use keyward_manage::{limits, NewTenant, TenantChanges};
 
 use super::views::{CreateTenant, ProblemDoc, TenantPage, TenantView, UpdateTenant};
 use super::{Caller, Json, Query};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::ApiState;
+use keyward_http::error::ApiError;
 use keyward_views::{page_parts, paging, tenant_view};
-pub use keyward_wire::ListTenants;
+use keyward_wire::ListTenants;
 
 pub(crate) const MAX_NAME: usize = limits::MAX_TENANT_NAME;
 pub(crate) const MAX_GRANTABLE: usize = limits::MAX_GRANTABLE;
@@ -32,8 +32,8 @@ pub(crate) const MAX_GRANTABLE: usize = limits::MAX_GRANTABLE;
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn create(
-    State(state): State<AppState>,
+pub(crate) async fn create(
+    State(state): State<ApiState>,
     caller: Caller,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<TenantView>), ApiError> {
@@ -63,8 +63,8 @@ pub async fn create(
         (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn list(
-    State(state): State<AppState>,
+pub(crate) async fn list(
+    State(state): State<ApiState>,
     caller: Caller,
     Query(q): Query<ListTenants>,
 ) -> Result<axum::Json<TenantPage>, ApiError> {
@@ -94,8 +94,8 @@ pub async fn list(
         (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn get(
-    State(state): State<AppState>,
+pub(crate) async fn get(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TenantView>, ApiError> {
@@ -122,8 +122,8 @@ pub async fn get(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn update(
-    State(state): State<AppState>,
+pub(crate) async fn update(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<UpdateTenant>,

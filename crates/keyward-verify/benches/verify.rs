@@ -1,4 +1,4 @@
-//! `cargo bench -p keyward-server --bench verify`: the verification hot path
+//! `cargo bench -p keyward-verify --bench verify`: the verification hot path
 //! on a cache hit (parse + checksum + SHA-256 + cache lookup + policy +
 //! last-use record), with 10,000 keys cached, on one thread.
 //!
@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keyward_core::clock::SystemClock;
-use keyward_core::secret::{KeyHash, KeyKind, OsEntropy};
-use keyward_server::config::{Config, Settings};
-use keyward_server::credential::{Presented, Secret};
-use keyward_server::verifier::{CachedKey, Outcome, Request};
-use keyward_server::Keyward;
+use keyward_core::secret::{KeyFormat, KeyHash, KeyKind, OsEntropy};
 use keyward_store::{KeyClass, KeyRecord, SqlStore};
+use keyward_verify::credential::{Presented, Secret};
+use keyward_verify::last_use::LastUseRecorder;
+use keyward_verify::verifier::{CachedKey, KeyCache, Outcome, Request, Verifier};
 
 const KEYS: usize = 10_000;
 const BATCHES: usize = 15;
@@ -72,14 +71,19 @@ fn main() {
         .build()
         .unwrap();
     let store = rt.block_on(SqlStore::open("sqlite::memory:")).unwrap();
-    let mut config = Config::default();
-    config.keys.scopes = vec!["vox:read".into(), "vox:calls:create".into()];
-    config.cache.capacity = KEYS * 2;
-    config.cache.ttl_seconds = 3600;
-    let settings = Settings::from_config(config).unwrap();
-    let format = settings.format.clone();
-    let server = Keyward::new(settings, Arc::new(store), Arc::new(SystemClock)).unwrap();
-    let verifier = Arc::clone(&server.state().verifier);
+    // The default configuration's key format, cache and last-use
+    // settings, with room for every key for an hour.
+    let format = KeyFormat::new([("live", "kw_live_"), ("test", "kw_test_")], "kw_root_").unwrap();
+    let cache = KeyCache::new(3600, 5, KEYS * 2, 50_000);
+    let verifier = Verifier::new(
+        format.clone(),
+        Arc::new(store),
+        Arc::new(SystemClock),
+        cache,
+        Arc::new(LastUseRecorder::new(60)),
+        None,
+        10_000,
+    );
 
     let mut secrets = Vec::with_capacity(KEYS);
     for i in 0..KEYS {

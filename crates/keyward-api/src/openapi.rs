@@ -3,8 +3,8 @@
 //! It is built in three steps:
 //! 1. utoipa generates paths, parameters, bodies and each operation's own
 //!    error responses from the handlers' `#[utoipa::path]` annotations and
-//!    the types in `api::views`;
-//! 2. [`constraints`] makes the request schemas as strict as the handlers'
+//!    the types in `views`;
+//! 2. `constraints` makes the request schemas as strict as the handlers'
 //!    validation (lengths, patterns, ranges, item limits, from the same
 //!    constants where the handlers have them), and the deployment's
 //!    environments, scope catalog, tiers and API-key header are filled in,
@@ -24,9 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api;
-use crate::api::{keys, tenants};
-use crate::config::Settings;
+use crate::{audit, credits, keys, meta, tenants, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,27 +33,27 @@ use crate::config::Settings;
         description = "Self-hostable API-key platform: issue keys, verify them, manage tenants. Errors are RFC 9457 problem+json with a stable `code`. Integer fields take JSON integers (`5`, not `5.0`)."
     ),
     paths(
-        api::meta::health,
-        api::meta::ready,
-        api::meta::me,
-        api::tenants::create,
-        api::tenants::list,
-        api::tenants::get,
-        api::tenants::update,
-        api::keys::create,
-        api::keys::list,
-        api::keys::get,
-        api::keys::update,
-        api::keys::revoke,
-        api::keys::rotate,
-        api::keys::delete,
-        api::keys::verify,
-        api::audit::list,
-        api::credits::get,
-        api::credits::change,
-        api::credits::set_refill,
-        api::credits::clear_refill,
-        api::credits::ledger,
+        meta::health,
+        meta::ready,
+        meta::me,
+        tenants::create,
+        tenants::list,
+        tenants::get,
+        tenants::update,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::update,
+        keys::revoke,
+        keys::rotate,
+        keys::delete,
+        keys::verify,
+        audit::list,
+        credits::get,
+        credits::change,
+        credits::set_refill,
+        credits::clear_refill,
+        credits::ledger,
     ),
     modifiers(&Security),
     tags(
@@ -89,7 +87,7 @@ impl Modify for Security {
 }
 
 /// The document served at `/openapi.json`, for this deployment.
-pub fn document(settings: &Settings) -> Result<Value, serde_json::Error> {
+pub(crate) fn document(settings: &ApiSettings) -> Result<Value, serde_json::Error> {
     let mut api = ApiDoc::openapi();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(&api)?;
@@ -119,7 +117,7 @@ const NAME: &str = concat!(
     "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
     "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 );
-/// `crate::limits::valid_tier_name`.
+/// `keyward_limits::valid_tier_name`.
 const TIER: &str = "^[a-z0-9_-]{1,64}$";
 /// `keyward_core::scope::check_syntax` (lengths apart).
 const SCOPE: &str = "^[A-Za-z0-9._:/-]*\\*?$";
@@ -271,8 +269,13 @@ fn change_credits() -> Value {
 
 /// What this deployment's configuration decides: its environments, the
 /// scopes a key may be granted, its tiers, and the API-key header.
-fn deployment(doc: &mut Value, settings: &Settings) {
-    let environments: Vec<Value> = settings.format.environments().map(Value::from).collect();
+fn deployment(doc: &mut Value, settings: &ApiSettings) {
+    let environments: Vec<Value> = settings
+        .credentials
+        .format
+        .environments()
+        .map(Value::from)
+        .collect();
     if let Some(p) = property_mut(doc, "CreateKey", "environment") {
         p["enum"] = Value::Array(environments);
     }
@@ -287,13 +290,7 @@ fn deployment(doc: &mut Value, settings: &Settings) {
             items["enum"] = json!(grantable);
         }
     }
-    let tiers: Vec<&str> = settings
-        .config
-        .limits
-        .tiers
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let tiers: Vec<&str> = settings.tiers.iter().map(String::as_str).collect();
     if !tiers.is_empty() {
         for schema in ["CreateTenant", "UpdateTenant", "CreateKey", "UpdateKey"] {
             if let Some(p) = property_mut(doc, schema, "tier") {
@@ -306,14 +303,14 @@ fn deployment(doc: &mut Value, settings: &Settings) {
         }
     }
     if let Some(s) = doc.pointer_mut("/components/securitySchemes/api_key") {
-        s["name"] = Value::from(settings.config.keys.header.as_str());
+        s["name"] = Value::from(settings.credentials.header.as_str());
     }
 }
 
 /// The catalog's scopes and the wildcards at each `:` boundary that cover
 /// them (`*`, `vox:*`, `vox:calls:*`). Other wildcards that cover a
 /// declared scope (`vo*`) are accepted too, but not offered.
-fn grantable_scopes(settings: &Settings) -> Vec<String> {
+fn grantable_scopes(settings: &ApiSettings) -> Vec<String> {
     let mut out = std::collections::BTreeSet::from(["*".to_owned()]);
     for s in settings.catalog.declared() {
         out.insert(s.to_owned());
@@ -324,7 +321,7 @@ fn grantable_scopes(settings: &Settings) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// An `Option<T>` body (`api::MaybeJson`) may be left out, but it is not
+/// An `Option<T>` body (`MaybeJson`) may be left out, but it is not
 /// `null`: utoipa's `oneOf: [null, T]` becomes `T`, not required.
 fn optional_body(op: &mut Value) {
     let Some(body) = op.get_mut("requestBody") else {
@@ -356,7 +353,7 @@ fn optional_body(op: &mut Value) {
     }
 }
 
-/// Query parameters' ranges and values (`api::page_request`, the list
+/// Query parameters' ranges and values (`keyward_views::paging`, the list
 /// filters).
 fn query_constraints(op: &mut Value) {
     let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
@@ -397,7 +394,7 @@ const FRONT_DOOR: &[(&str, &str)] = &[
     ("503", "`overloaded`: the server is at its connection limit; retry shortly."),
 ];
 
-/// Errors of every operation that takes a key, from `api::Caller`.
+/// Errors of every operation that takes a key, from `Caller`.
 const AUTHENTICATED: &[(&str, &str)] = &[
     ("400", "`credentials_misplaced`: a key was sent in the query string or a cookie."),
     ("401", "`missing_credentials`, `invalid_api_key`, `revoked_api_key`, `disabled_api_key` or `expired_api_key`: no usable key was presented."),
@@ -480,10 +477,43 @@ fn merge(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyward_core::scope::ScopeCatalog;
+    use keyward_core::secret::KeyFormat;
+    use keyward_verify::credential::CredentialRules;
+
+    /// The settings of a deployment with these environments, API-key
+    /// header, declared scopes and tiers (the default configuration's
+    /// root prefix).
+    fn settings(
+        environments: &[(&str, &str)],
+        header: &str,
+        scopes: &[&str],
+        tiers: &[&str],
+    ) -> ApiSettings {
+        let format = KeyFormat::new(environments.iter().copied(), "kw_root_").unwrap();
+        ApiSettings {
+            credentials: CredentialRules {
+                header: header.to_owned(),
+                format,
+            },
+            trusted_proxies: Vec::new(),
+            catalog: ScopeCatalog::new(scopes.iter().copied()).unwrap(),
+            tiers: tiers.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// The default configuration's.
+    fn default_settings() -> ApiSettings {
+        settings(
+            &[("live", "kw_live_"), ("test", "kw_test_")],
+            "X-API-Key",
+            &[],
+            &[],
+        )
+    }
 
     fn doc() -> Value {
-        let settings = Settings::from_config(crate::config::Config::default()).unwrap();
-        document(&settings).unwrap()
+        document(&default_settings()).unwrap()
     }
 
     #[test]
@@ -502,17 +532,8 @@ mod tests {
 
     #[test]
     fn the_deployment_reaches_the_document() {
-        let mut config = crate::config::Config::default();
-        config.keys.header = "X-Acme-Key".into();
-        config.keys.environments =
-            std::collections::BTreeMap::from([("prod".to_owned(), "acme_prod_".to_owned())]);
-        config.limits.tiers = toml::from_str::<crate::config::Config>(
-            "[limits.tiers.gold]\nlimit = 5\nwindow_seconds = 1\n",
-        )
-        .unwrap()
-        .limits
-        .tiers;
-        let doc = document(&Settings::from_config(config).unwrap()).unwrap();
+        let settings = settings(&[("prod", "acme_prod_")], "X-Acme-Key", &[], &["gold"]);
+        let doc = document(&settings).unwrap();
         let at = |p: &str| doc.pointer(p).cloned().unwrap_or_default();
         assert_eq!(at("/components/securitySchemes/api_key/name"), "X-Acme-Key");
         assert_eq!(
@@ -527,9 +548,12 @@ mod tests {
 
     #[test]
     fn grantable_scopes_are_the_catalog_and_its_segment_wildcards() {
-        let mut config = crate::config::Config::default();
-        config.keys.scopes = vec!["vox:calls:create".into()];
-        let settings = Settings::from_config(config).unwrap();
+        let settings = settings(
+            &[("live", "kw_live_"), ("test", "kw_test_")],
+            "X-API-Key",
+            &["vox:calls:create"],
+            &[],
+        );
         let scopes = grantable_scopes(&settings);
         for s in [
             "*",

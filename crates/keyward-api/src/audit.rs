@@ -5,10 +5,10 @@ use keyward_manage::AuditQuery;
 
 use super::views::{AuditPage, ProblemDoc};
 use super::{Caller, Query};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::ApiState;
+use keyward_http::error::ApiError;
 use keyward_views::{audit_event_view, page_parts, paging};
-pub use keyward_wire::ListAudit;
+use keyward_wire::ListAudit;
 
 /// Lists audit events (`keyward:audit:read`).
 #[utoipa::path(
@@ -26,8 +26,8 @@ pub use keyward_wire::ListAudit;
         (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn list(
-    State(state): State<AppState>,
+pub(crate) async fn list(
+    State(state): State<ApiState>,
     caller: Caller,
     Query(q): Query<ListAudit>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {

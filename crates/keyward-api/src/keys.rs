@@ -17,12 +17,12 @@ use super::views::{
     RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
 use super::{Caller, Json, MaybeJson, Query};
-use crate::app::AppState;
-use crate::credential::{Presented, Secret};
-use crate::error::{ApiError, FieldError};
-use crate::verifier::{Outcome, Request};
+use crate::ApiState;
+use keyward_http::error::{ApiError, FieldError};
+use keyward_verify::credential::{Presented, Secret};
+use keyward_verify::verifier::{Outcome, Request};
 use keyward_views::{page_parts, paging, with_secret, KeyViewExt};
-pub use keyward_wire::ListKeys;
+use keyward_wire::ListKeys;
 
 pub(crate) const MAX_NAME: usize = limits::MAX_KEY_NAME;
 pub(crate) const MAX_ALLOWLIST: usize = limits::MAX_ALLOWLIST;
@@ -93,8 +93,8 @@ pub(crate) fn key_changes(body: UpdateKey) -> KeyChanges {
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn create(
-    State(state): State<AppState>,
+pub(crate) async fn create(
+    State(state): State<ApiState>,
     caller: Caller,
     Json(body): Json<CreateKey>,
 ) -> Result<(StatusCode, axum::Json<KeyWithSecret>), ApiError> {
@@ -121,8 +121,8 @@ pub async fn create(
         (status = 422, description = "`validation_failed`: `status`, `kind` or `limit` is not one of its values (`errors` names them).", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn list(
-    State(state): State<AppState>,
+pub(crate) async fn list(
+    State(state): State<ApiState>,
     caller: Caller,
     Query(q): Query<ListKeys>,
 ) -> Result<axum::Json<KeyPage>, ApiError> {
@@ -157,8 +157,8 @@ pub async fn list(
         (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn get(
-    State(state): State<AppState>,
+pub(crate) async fn get(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
@@ -186,8 +186,8 @@ pub async fn get(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn update(
-    State(state): State<AppState>,
+pub(crate) async fn update(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<UpdateKey>,
@@ -218,8 +218,8 @@ pub async fn update(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn revoke(
-    State(state): State<AppState>,
+pub(crate) async fn revoke(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     MaybeJson(body): MaybeJson<RevokeKey>,
@@ -249,8 +249,8 @@ pub async fn revoke(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn rotate(
-    State(state): State<AppState>,
+pub(crate) async fn rotate(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     MaybeJson(body): MaybeJson<RotateKey>,
@@ -275,8 +275,8 @@ pub async fn rotate(
         (status = 409, description = "`cannot_delete_self`: a key cannot delete itself; `last_root_key`: the last active root key cannot be deleted.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn delete(
-    State(state): State<AppState>,
+pub(crate) async fn delete(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -303,8 +303,8 @@ pub async fn delete(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn verify(
-    State(state): State<AppState>,
+pub(crate) async fn verify(
+    State(state): State<ApiState>,
     caller: Caller,
     Json(body): Json<VerifyKey>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -352,7 +352,7 @@ pub async fn verify(
             },
         )
         .await?;
-    let foreign = |k: &crate::verifier::CachedKey| {
+    let foreign = |k: &keyward_verify::verifier::CachedKey| {
         k.record.class != KeyClass::Tenant
             || !caller.actor.sees_tenant(k.record.tenant_id.as_deref())
     };
@@ -383,7 +383,7 @@ pub async fn verify(
                 .limits
                 .spend(
                     &policy.tiers,
-                    &crate::gateway::spender(&k),
+                    &keyward_gateway::spender(&k),
                     body.cost.unwrap_or(1),
                     body.credits.unwrap_or(0),
                     state.clock.now(),

@@ -1,11 +1,10 @@
-//! The properties behind the fuzz targets `credential` and `path` (see
-//! `fuzz/README.md`; `h1_head` and `chunked` are in
-//! `keyward_gateway::fuzzing`): the door through which `fuzz/` reaches
-//! crate-private code, so no item is made more visible for it. Each
-//! function takes the fuzzer's bytes and panics when a property does not
-//! hold; `cargo test` replays every saved input (`fuzz/regressions/<target>/`)
-//! through the same functions on stable Rust. Not part of keyward's API:
-//! compiled for tests and with the `fuzzing` feature only.
+//! The property behind the fuzz target `credential` (see `fuzz/README.md`):
+//! the door through which `fuzz/` reaches this crate, so no item is made
+//! more visible for it. The function takes the fuzzer's bytes and panics
+//! when a property does not hold; `cargo test` replays every saved input
+//! (`fuzz/regressions/credential/`) through the same function on stable
+//! Rust. Not part of keyward's API: compiled for tests and with the
+//! `fuzzing` feature only.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,66 +12,9 @@ use std::sync::OnceLock;
 
 use ipnet::IpNet;
 use keyward_core::allowlist::canonical;
+use keyward_core::secret::KeyFormat;
 
-use crate::config::{Config, Scheme, Settings};
-use crate::credential::{self, Presented};
-
-/// The request-path rule ([`keyward_http::path::normalize`]). The input
-/// is a path (lossy UTF-8), tried as it is and behind a `/`. Properties: a
-/// normal form starts with `/`, has no `.` or `..` segment, no empty
-/// segment but a trailing one, no NUL, no escape of `/`, `\`, NUL or of an
-/// unreserved character (and escapes in upper case); it is its own normal
-/// form (so is returned borrowed); a path returned borrowed is unchanged.
-pub fn path(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    check_path(&text);
-    check_path(&format!("/{text}"));
-}
-
-fn check_path(p: &str) {
-    use keyward_http::path::normalize;
-    use std::borrow::Cow;
-    let Ok(out) = normalize(p) else {
-        return;
-    };
-    if let Cow::Borrowed(b) = out {
-        assert_eq!(b, p);
-    }
-    assert!(out.starts_with('/'), "{p:?} -> {out:?}");
-    assert!(!out.contains("//"), "{p:?} -> {out:?}");
-    assert!(!out.contains('\0'), "{p:?} -> {out:?}");
-    for seg in out.split('/').skip(1) {
-        assert!(seg != "." && seg != "..", "{p:?} -> {out:?}");
-    }
-    let b = out.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'%' {
-            i += 1;
-            continue;
-        }
-        let escape = b
-            .get(i + 1..i + 3)
-            .unwrap_or_else(|| panic!("{p:?} -> {out:?}"));
-        assert!(
-            escape
-                .iter()
-                .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)),
-            "{p:?} -> {out:?}"
-        );
-        let c = u8::from_str_radix(std::str::from_utf8(escape).unwrap(), 16).unwrap();
-        let unreserved = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
-        assert!(
-            !unreserved && !matches!(c, b'/' | b'\\' | 0),
-            "{p:?} -> {out:?}"
-        );
-        i += 3;
-    }
-    match normalize(&out) {
-        Ok(Cow::Borrowed(again)) => assert_eq!(again, out),
-        other => panic!("{p:?} -> {out:?} -> {other:?}"),
-    }
-}
+use crate::credential::{self, CredentialRules, Presented, Scheme};
 
 /// Query and cookie names that must be refused as a misplaced credential.
 const MISPLACED: &[&str] = &[
@@ -85,10 +27,15 @@ const MISPLACED: &[&str] = &[
     "x-api-key",
 ];
 
-fn settings() -> &'static Settings {
-    static SETTINGS: OnceLock<Settings> = OnceLock::new();
-    // The default configuration is valid.
-    SETTINGS.get_or_init(|| Settings::from_config(Config::default()).unwrap())
+/// The default configuration's rules: the `X-API-Key` header, and keys of
+/// the environments `live` (`kw_live_`) and `test` (`kw_test_`) and root
+/// keys (`kw_root_`).
+fn rules() -> &'static CredentialRules {
+    static RULES: OnceLock<CredentialRules> = OnceLock::new();
+    RULES.get_or_init(|| CredentialRules {
+        header: "X-API-Key".to_owned(),
+        format: KeyFormat::new([("live", "kw_live_"), ("test", "kw_test_")], "kw_root_").unwrap(),
+    })
 }
 
 /// Credential extraction and the client address. The input's first byte
@@ -136,8 +83,8 @@ fn extract(mode: u8, first: &[u8], headers: &[httparse::Header<'_>]) {
         schemes = all.to_vec();
     }
     let query = (!first.is_empty()).then(|| String::from_utf8_lossy(first));
-    let s = settings();
-    let result = credential::extract_from(headers, query.as_deref(), &s.credentials, &schemes);
+    let rules = rules();
+    let result = credential::extract_from(headers, query.as_deref(), rules, &schemes);
     let in_query = query.as_deref().is_some_and(|q| {
         q.split('&').any(|pair| {
             let name = pair.split('=').next().unwrap_or("");
@@ -150,7 +97,7 @@ fn extract(mode: u8, first: &[u8], headers: &[httparse::Header<'_>]) {
             "{query:?}: {result:?}"
         );
     }
-    let key_header = s.config.keys.header.as_str();
+    let key_header = rules.header.as_str();
     let carriers = || {
         headers.iter().filter(|h| {
             h.name.eq_ignore_ascii_case("authorization") || h.name.eq_ignore_ascii_case(key_header)
@@ -268,10 +215,5 @@ mod tests {
     #[test]
     fn credential_regressions_replay() {
         replay("credential", super::credential);
-    }
-
-    #[test]
-    fn path_regressions_replay() {
-        replay("path", super::path);
     }
 }

@@ -1,12 +1,32 @@
-//! The HTTP API under `/v1`: routing, extractors shared by handlers, and the
-//! [`Caller`] that every authenticated handler starts from.
+//! keyward's management HTTP API: the routes under `/v1` (keys, tenants,
+//! credits, audit, key verification, health, `/v1/me`) and the OpenAPI
+//! document served at `/openapi.json`.
+//!
+//! Handlers are thin adapters: a `Caller` extractor verifies the presented
+//! key and turns it into a management `Actor`; every action then goes
+//! through the management service (`keyward_manage::ManageService`), which
+//! checks scopes, tenant isolation and input, writes the audit entry and
+//! invalidates caches. Only `POST /v1/keys/verify` reads the verifier, the
+//! rate limiter and the credit bank itself, as the gateway does.
+//!
+//! # Surface
+//!
+//! [`router`] serves the routes over an [`ApiState`] (the management
+//! service, the verifier, the limits, the live request policy, the clock
+//! and [`ApiSettings`]); the server merges it into its router. [`paths`]
+//! lists the routed paths, which the gateway must not shadow. The server's
+//! edge middleware puts a [`BodyLimit`] in each request's extensions, which
+//! the body extractors quote when a body is too large. Errors are
+//! `keyward_http::error::ApiError`s, rendered in the deployment's style by
+//! the server's edge.
 
-pub mod audit;
-pub mod credits;
-pub mod keys;
-pub mod meta;
-pub mod tenants;
-pub mod views;
+mod audit;
+mod credits;
+mod keys;
+mod meta;
+mod openapi;
+mod tenants;
+mod views;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,16 +36,88 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, R
 use axum::http::request::Parts;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
+use ipnet::IpNet;
+use keyward_core::clock::Clock;
+use keyward_core::scope::ScopeCatalog;
 use keyward_core::verdict::Denial;
-use keyward_manage::Actor;
+use keyward_gateway::LivePolicy;
+use keyward_http::error::ApiError;
+use keyward_limits::Limits;
+use keyward_manage::{Actor, ManageService};
+use keyward_verify::credential::{self, CredentialRules};
+use keyward_verify::verifier::{CachedKey, Outcome, Request as VerifyRequest, Verifier};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
-use crate::credential;
-use crate::error::ApiError;
-use crate::verifier::{CachedKey, Outcome, Request as VerifyRequest};
+/// What the API's handlers read: cheap to clone (one reference count),
+/// since axum clones the state for every request.
+#[derive(Clone)]
+pub struct ApiState(Arc<Shared>);
 
-pub(crate) fn routes() -> Router<AppState> {
+impl ApiState {
+    /// The API over `manage` (every management action), `verifier` (the
+    /// caller's key, and keys sent to `/v1/keys/verify`), `limits` and
+    /// `policy` (the verify endpoint's rate limits and credits, by the
+    /// tiers in force), `clock` and `settings`.
+    pub fn new(
+        manage: Arc<ManageService>,
+        verifier: Arc<Verifier>,
+        limits: Arc<Limits>,
+        policy: LivePolicy,
+        clock: Arc<dyn Clock>,
+        settings: ApiSettings,
+    ) -> ApiState {
+        ApiState(Arc::new(Shared {
+            manage,
+            verifier,
+            limits,
+            policy,
+            clock,
+            settings,
+        }))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`ApiState`].
+pub struct Shared {
+    pub(crate) manage: Arc<ManageService>,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) limits: Arc<Limits>,
+    /// The request policy in force (its tiers, reloadable).
+    pub(crate) policy: LivePolicy,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: ApiSettings,
+}
+
+/// The deployment's settings the API reads (fixed while serving).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where keys are looked for (the key header, the key format and its
+    /// environments).
+    pub credentials: CredentialRules,
+    /// Proxies whose `X-Forwarded-For` is believed (the client address a
+    /// key's allowlist is checked against).
+    pub trusted_proxies: Vec<IpNet>,
+    /// The declared scopes (the OpenAPI document's grantable scopes).
+    pub catalog: ScopeCatalog,
+    /// The configured tier names, in order (the OpenAPI document's tiers).
+    pub tiers: Vec<String>,
+}
+
+/// The API's routes, with `state` applied. Merge it into the server's
+/// router.
+pub fn router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
+    routes().with_state(state)
+}
+
+fn routes() -> Router<ApiState> {
     table()
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
@@ -33,15 +125,15 @@ pub(crate) fn routes() -> Router<AppState> {
         })
 }
 
-/// The paths of [`routes`], which win over gateway routes (the gateway's
+/// The paths of [`router`], which win over gateway routes (the gateway's
 /// fast path hands them to the router).
-pub(crate) fn paths() -> Vec<&'static str> {
+pub fn paths() -> Vec<&'static str> {
     table().into_iter().map(|(path, _)| path).collect()
 }
 
 /// The API's paths and handlers: one list, so [`paths`] cannot drift from
 /// what is routed.
-fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
+fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
     use axum::routing::put;
     vec![
         ("/v1/health", get(meta::health)),
@@ -72,7 +164,7 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
 }
 
 /// JSON bodies, with every rejection turned into a typed problem.
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
@@ -93,7 +185,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 }
 
 /// An optional JSON body: an empty body is `None`.
-pub struct MaybeJson<T>(pub Option<T>);
+pub(crate) struct MaybeJson<T>(pub(crate) Option<T>);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
     type Rejection = ApiError;
@@ -118,12 +210,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
     }
 }
 
-/// The configured body limit, for error messages.
+/// The configured body limit (`http.max_body_bytes`), for the message of a
+/// 413: the server's edge puts it in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
 /// Query strings, with rejections as typed problems.
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
@@ -142,14 +235,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// The authenticated key behind a management or `/me` request. Every check
 /// but scopes has passed; handlers hand its [`Actor`] to the management
 /// service, which checks the scope each action needs.
-pub struct Caller {
-    pub key: Arc<CachedKey>,
-    pub actor: Actor,
+pub(crate) struct Caller {
+    pub(crate) key: Arc<CachedKey>,
+    pub(crate) actor: Actor,
 }
 
 impl Caller {
     /// The API key as a management actor.
-    pub fn of_key(key: Arc<CachedKey>, ip: Option<IpAddr>) -> Caller {
+    pub(crate) fn of_key(key: Arc<CachedKey>, ip: Option<IpAddr>) -> Caller {
         let r = &key.record;
         let actor = Actor::Key {
             id: r.id.clone(),
@@ -162,12 +255,12 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let presented = credential::extract(
             &parts.headers,
@@ -198,7 +291,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-pub(crate) fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+fn client_ip(parts: &Parts, state: &ApiState) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

@@ -12,15 +12,15 @@ use super::views::{
     ChangeCredits, CreditsView, LedgerEntryView, LedgerPage, ProblemDoc, RefillSpec,
 };
 use super::{Caller, Json, Query};
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::idempotency;
+use crate::ApiState;
+use keyward_gateway::idempotency;
+use keyward_http::error::ApiError;
 use keyward_views::{ledger_entry_view, page_parts, paging, refill_spec, store_refill};
-pub use keyward_wire::ListLedger;
+use keyward_wire::ListLedger;
 
 /// The balance as this node knows it: stored plus this node's unspent
 /// reservation (other nodes' reservations are not shown: they may be spent).
-async fn view(state: &AppState, c: &Credits) -> CreditsView {
+async fn view(state: &ApiState, c: &Credits) -> CreditsView {
     let a = &c.account;
     let reserved = state.limits.credits.reserved(&c.tenant.id).await;
     let tier = c.tier_refill;
@@ -55,8 +55,8 @@ async fn view(state: &AppState, c: &Credits) -> CreditsView {
         (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn get(
-    State(state): State<AppState>,
+pub(crate) async fn get(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
@@ -92,8 +92,8 @@ pub async fn get(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field. `idempotency_key_reused`: the Idempotency-Key was used for another change.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn change(
-    State(state): State<AppState>,
+pub(crate) async fn change(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -144,8 +144,8 @@ pub async fn change(
         (status = 422, description = "`validation_failed`: `errors` names each invalid field.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn set_refill(
-    State(state): State<AppState>,
+pub(crate) async fn set_refill(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<RefillSpec>,
@@ -169,8 +169,8 @@ pub async fn set_refill(
         (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn clear_refill(
-    State(state): State<AppState>,
+pub(crate) async fn clear_refill(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
@@ -198,8 +198,8 @@ pub async fn clear_refill(
         (status = 422, description = "`validation_failed`: `limit` is not 1 to 100 (`errors` says so).", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn ledger(
-    State(state): State<AppState>,
+pub(crate) async fn ledger(
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<ListLedger>,

@@ -5,8 +5,8 @@ use axum::response::IntoResponse;
 
 use super::views::{Health, Principal, PrincipalExt, ProblemDoc};
 use super::Caller;
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::ApiState;
+use keyward_http::error::ApiError;
 
 /// Liveness: answers while the process runs. No authentication.
 #[utoipa::path(
@@ -18,7 +18,7 @@ use crate::error::ApiError;
         (status = 200, body = Health),
     ),
 )]
-pub async fn health() -> axum::Json<Health> {
+pub(crate) async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -36,8 +36,8 @@ pub async fn health() -> axum::Json<Health> {
         (status = 503, description = "`store_unavailable`: the store does not answer.", body = ProblemDoc, content_type = "application/problem+json"),
     ),
 )]
-pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
-    state.store.ping().await?;
+pub(crate) async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
+    state.manage.ping().await?;
     Ok(axum::Json(Health {
         status: "ready".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -55,12 +55,12 @@ pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Health>, 
         (status = 200, body = Principal),
     ),
 )]
-pub async fn me(caller: Caller) -> axum::Json<Principal> {
+pub(crate) async fn me(caller: Caller) -> axum::Json<Principal> {
     axum::Json(Principal::new(&caller.key))
 }
 
 /// This deployment's OpenAPI 3.1 document.
-pub async fn openapi(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn openapi(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     crate::openapi::document(&state.settings)
         .map(axum::Json)
         .map_err(|e| {
