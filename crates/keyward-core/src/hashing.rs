@@ -84,7 +84,10 @@ mod tests {
             per_shard[(h.hash_one(id) % 64) as usize] += 1;
         }
         // 100 each if perfectly even.
-        assert!(per_shard.iter().all(|&n| n > 60 && n < 150), "{per_shard:?}");
+        assert!(
+            per_shard.iter().all(|&n| n > 60 && n < 150),
+            "{per_shard:?}"
+        );
         let distinct: HashSet<u64> = ids.iter().map(|id| h.hash_one(id)).collect();
         assert_eq!(distinct.len(), ids.len());
         assert_ne!(h.hash_one("ab"), h.hash_one("ab\0"));
