@@ -270,27 +270,30 @@ fn address(probe: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// Replays `fuzz/regressions/<target>/*` (the inputs that found bugs, and
+/// the seeds) through `check`, for the replay tests of every crate with fuzz
+/// properties. Panics, naming the file, on the first input that fails, and
+/// if there is none.
+#[allow(clippy::unwrap_used)] // Test support: a panic is the failure report.
+pub fn replay_regressions(target: &str, check: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        // Printed with the test's output if the check fails.
+        eprintln!("Replaying {}.", path.display());
+        check(&data);
+        n += 1;
+    }
+    assert!(n > 0, "no inputs in {}", dir.display());
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Replays `fuzz/regressions/<target>/*` (the inputs that found bugs and
-    /// the seeds) through the target's property check.
-    pub(crate) fn replay(target: &str, check: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/regressions")
-            .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            // Printed with the test's output if the check fails.
-            eprintln!("Replaying {}.", path.display());
-            check(&data);
-            n += 1;
-        }
-        assert!(n > 0, "no inputs in {}", dir.display());
-    }
+    use super::replay_regressions as replay;
 
     #[test]
     fn key_parse_regressions_replay() {

@@ -490,33 +490,21 @@ fn request_id() -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    /// The API's real paths (what `OwnPaths` matches is the gateway's own
+    /// unit test): every pattern parses, and a sample of each wins.
     #[test]
     fn keywards_own_paths_all_parse_and_win() {
         let api = keyward_api::paths();
         let own = keyward_gateway::OwnPaths::new(api.iter().copied(), Some("/console"));
         assert_eq!(own.len(), api.len(), "every own route pattern parses");
         for p in [
-            "/v1/health",
-            "/v1/keys",
             "/v1/keys/key_1/rotate",
-            "/v1/tenants/t/credits/ledger",
             "/openapi.json",
-            "/console",
             "/console/t/x/keys",
         ] {
             assert!(own.contains(p), "{p}");
         }
-        for p in [
-            "/v1/items",
-            "/v1/keysx",
-            "/v1/keys/a/b/c",
-            "/v1/health/",
-            "/consoles",
-            "/",
-            "",
-        ] {
-            assert!(!own.contains(p), "{p}");
-        }
+        assert!(!own.contains("/v1/items"));
     }
 
     #[test]

@@ -192,25 +192,7 @@ fn client_ip(first: &[u8], headers: &[httparse::Header<'_>]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Replays `fuzz/regressions/<target>/*` (the inputs that found bugs and
-    /// the seeds) through the target's property check.
-    fn replay(target: &str, check: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/regressions")
-            .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            // Printed with the test's output if the check fails.
-            eprintln!("Replaying {}.", path.display());
-            check(&data);
-            n += 1;
-        }
-        assert!(n > 0, "no inputs in {}", dir.display());
-    }
+    use keyward_core::fuzzing::replay_regressions as replay;
 
     #[test]
     fn credential_regressions_replay() {
