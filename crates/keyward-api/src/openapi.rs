@@ -353,8 +353,8 @@ fn optional_body(op: &mut Value) {
     }
 }
 
-/// Query parameters' ranges and values (`keyward_views::paging`, the list
-/// filters).
+/// Query and path parameters' ranges and values (`keyward_views::paging`,
+/// the list filters, ids).
 fn query_constraints(op: &mut Value) {
     let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
         return;
@@ -376,6 +376,12 @@ fn query_constraints(op: &mut Value) {
                 json!({ "enum": ["active", "disabled", "expired", "revoked"] })
             }
             (Some("query"), Some("kind")) => json!({ "enum": ["tenant", "root"] }),
+            // Ids are keyward's (`key_…`, `ten_…`) or a tenant's own id,
+            // 1 to 64 of these characters; anything else is not an id (and
+            // an encoded slash or backslash is refused before routing).
+            (Some("path"), Some("id")) => {
+                json!({ "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$" })
+            }
             (Some("header"), Some("Idempotency-Key")) => {
                 json!({ "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY })
             }
