@@ -107,8 +107,6 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// The declared scopes (the OpenAPI document's grantable scopes).
     pub catalog: ScopeCatalog,
-    /// The configured tier names, in order (the OpenAPI document's tiers).
-    pub tiers: Vec<String>,
 }
 
 /// The API's routes, with `state` applied. Merge it into the server's

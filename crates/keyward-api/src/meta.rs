@@ -61,7 +61,9 @@ pub(crate) async fn me(caller: Caller) -> axum::Json<Principal> {
 
 /// This deployment's OpenAPI 3.1 document.
 pub(crate) async fn openapi(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    crate::openapi::document(&state.settings)
+    let policy = state.policy.current();
+    let tiers: Vec<&str> = policy.tiers.names().into_keys().collect();
+    crate::openapi::document(&state.settings, &tiers)
         .map(axum::Json)
         .map_err(|e| {
             tracing::error!(error = %e, "Could not render the OpenAPI document.");

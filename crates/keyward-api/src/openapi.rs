@@ -86,8 +86,9 @@ impl Modify for Security {
     }
 }
 
-/// The document served at `/openapi.json`, for this deployment.
-pub(crate) fn document(settings: &ApiSettings) -> Result<Value, serde_json::Error> {
+/// The document served at `/openapi.json`, for this deployment and the
+/// `tiers` in force (a reload may change them).
+pub(crate) fn document(settings: &ApiSettings, tiers: &[&str]) -> Result<Value, serde_json::Error> {
     let mut api = ApiDoc::openapi();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(&api)?;
@@ -99,7 +100,7 @@ pub(crate) fn document(settings: &ApiSettings) -> Result<Value, serde_json::Erro
     if let Some(s) = doc.pointer_mut("/components/schemas/ChangeCredits") {
         merge(s, &change_credits());
     }
-    deployment(&mut doc, settings);
+    deployment(&mut doc, settings, tiers);
     for op in operations_mut(&mut doc) {
         optional_body(op);
         query_constraints(op);
@@ -269,7 +270,7 @@ fn change_credits() -> Value {
 
 /// What this deployment's configuration decides: its environments, the
 /// scopes a key may be granted, its tiers, and the API-key header.
-fn deployment(doc: &mut Value, settings: &ApiSettings) {
+fn deployment(doc: &mut Value, settings: &ApiSettings, tiers: &[&str]) {
     let environments: Vec<Value> = settings
         .credentials
         .format
@@ -290,7 +291,6 @@ fn deployment(doc: &mut Value, settings: &ApiSettings) {
             items["enum"] = json!(grantable);
         }
     }
-    let tiers: Vec<&str> = settings.tiers.iter().map(String::as_str).collect();
     if !tiers.is_empty() {
         for schema in ["CreateTenant", "UpdateTenant", "CreateKey", "UpdateKey"] {
             if let Some(p) = property_mut(doc, schema, "tier") {
@@ -488,14 +488,9 @@ mod tests {
     use keyward_verify::credential::CredentialRules;
 
     /// The settings of a deployment with these environments, API-key
-    /// header, declared scopes and tiers (the default configuration's
-    /// root prefix).
-    fn settings(
-        environments: &[(&str, &str)],
-        header: &str,
-        scopes: &[&str],
-        tiers: &[&str],
-    ) -> ApiSettings {
+    /// header and declared scopes (the default configuration's root
+    /// prefix).
+    fn settings(environments: &[(&str, &str)], header: &str, scopes: &[&str]) -> ApiSettings {
         let format = KeyFormat::new(environments.iter().copied(), "kw_root_").unwrap();
         ApiSettings {
             credentials: CredentialRules {
@@ -504,7 +499,6 @@ mod tests {
             },
             trusted_proxies: Vec::new(),
             catalog: ScopeCatalog::new(scopes.iter().copied()).unwrap(),
-            tiers: tiers.iter().map(|t| (*t).to_owned()).collect(),
         }
     }
 
@@ -514,12 +508,11 @@ mod tests {
             &[("live", "kw_live_"), ("test", "kw_test_")],
             "X-API-Key",
             &[],
-            &[],
         )
     }
 
     fn doc() -> Value {
-        document(&default_settings()).unwrap()
+        document(&default_settings(), &[]).unwrap()
     }
 
     #[test]
@@ -538,8 +531,8 @@ mod tests {
 
     #[test]
     fn the_deployment_reaches_the_document() {
-        let settings = settings(&[("prod", "acme_prod_")], "X-Acme-Key", &[], &["gold"]);
-        let doc = document(&settings).unwrap();
+        let settings = settings(&[("prod", "acme_prod_")], "X-Acme-Key", &[]);
+        let doc = document(&settings, &["gold"]).unwrap();
         let at = |p: &str| doc.pointer(p).cloned().unwrap_or_default();
         assert_eq!(at("/components/securitySchemes/api_key/name"), "X-Acme-Key");
         assert_eq!(
@@ -558,7 +551,6 @@ mod tests {
             &[("live", "kw_live_"), ("test", "kw_test_")],
             "X-API-Key",
             &["vox:calls:create"],
-            &[],
         );
         let scopes = grantable_scopes(&settings);
         for s in [

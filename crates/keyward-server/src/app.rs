@@ -340,7 +340,6 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
             credentials: settings.credentials.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             catalog: settings.catalog.clone(),
-            tiers: settings.config.limits.tiers.keys().cloned().collect(),
         },
     )
 }

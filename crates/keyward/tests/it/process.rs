@@ -736,7 +736,8 @@ async fn sighup_brings_a_new_route_cost_and_tier_rate_in_together() {
 }
 
 /// A tier added by a reload is one the management API accepts at once (the
-/// management checks see the new tiers, not those of the start).
+/// management checks see the new tiers, not those of the start), and the
+/// OpenAPI document lists it.
 #[tokio::test]
 async fn sighup_hands_new_tiers_to_the_management_api() {
     let tiers = |names: &[&str]| {
@@ -757,8 +758,24 @@ async fn sighup_hands_new_tiers_to_the_management_api() {
     assert_eq!(res.status().as_u16(), 422);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "unknown_tier", "{body}");
+    let tier_enum = || async {
+        let doc: serde_json::Value = http
+            .get(format!("{}/openapi.json", rig.srv.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        doc.pointer("/components/schemas/CreateTenant/properties/tier/enum")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(tier_enum().await, serde_json::json!(["free", null]));
     rig.reload(&tiers(&["free", "gold"]), RELOADED).await;
     assert_eq!(create("gold").await.unwrap().status().as_u16(), 201);
+    // The served document follows the tiers in force too.
+    assert_eq!(tier_enum().await, serde_json::json!(["free", "gold", null]));
     rig.finish();
 }
 
