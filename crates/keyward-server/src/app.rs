@@ -48,10 +48,9 @@ pub struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     pub(crate) usage: Arc<LastUseRecorder>,
-    /// The request policy in force: routes, tiers, gateway settings and
-    /// the upstream client (reloadable as one; the gateway's own handle).
-    pub(crate) policy: LivePolicy,
-    /// The gateway: `[[routes]]` on the fast path and the router's fallback.
+    /// The gateway: `[[routes]]` on the fast path and the router's fallback;
+    /// it holds the request policy in force (`Gateway::policy`: routes,
+    /// tiers, gateway settings, the upstream client, reloadable as one).
     pub(crate) gateway: Arc<Gateway>,
     /// Rate limiter and credit spender.
     pub(crate) limits: Arc<Limits>,
@@ -131,7 +130,7 @@ impl Keyward {
         ));
         let gateway = Arc::new(Gateway::new(
             gateway_settings(&settings),
-            policy.clone(),
+            policy,
             Arc::clone(&verifier),
             Arc::clone(&limits),
             Arc::clone(&store) as Arc<dyn keyward_store::IdempotencyStore>,
@@ -147,7 +146,6 @@ impl Keyward {
                 verifier,
                 clock,
                 entropy,
-                policy,
                 usage,
             })),
         })
@@ -273,7 +271,7 @@ impl AppState {
     /// whose other settings differ (they need a restart). Returns the
     /// number of routes in force.
     pub fn reload(&self, config: crate::config::Config) -> Result<usize, ReloadError> {
-        let routes = self.policy.reload(|| {
+        let routes = self.gateway.policy().reload(|| {
             // What a reload may not change is compared with the
             // configuration the server started with.
             let restart = self.settings.config.restart_only_changes(&config);
@@ -282,8 +280,10 @@ impl AppState {
             }
             Ok(Settings::from_config(config)?.policy()?)
         })?;
-        self.manage
-            .set_policy(manage_policy(&self.settings, &self.policy.current().tiers));
+        self.manage.set_policy(manage_policy(
+            &self.settings,
+            &self.gateway.policy().current().tiers,
+        ));
         Ok(routes)
     }
 }
@@ -334,7 +334,7 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
         Arc::clone(&state.manage),
         Arc::clone(&state.verifier),
         Arc::clone(&state.limits),
-        state.policy.clone(),
+        state.gateway.policy().clone(),
         Arc::clone(&state.clock),
         keyward_api::ApiSettings {
             credentials: settings.credentials.clone(),

@@ -1,7 +1,7 @@
 //! The console's people: invitations, members and their roles, and users
 //! (created by the host's CLI or by accepting an invitation).
 
-use keyward_store::{Invite, Invitee, Member, Role, StoreError, User};
+use keyward_store::{Invite, Invitee, Member, Membership, Role, StoreError, User};
 use serde_json::json;
 
 use super::ManageService;
@@ -183,6 +183,14 @@ impl ManageService {
         Ok(())
     }
 
+    /// The membership of `user_id` in `tenant_id`, or `NotFound`.
+    async fn member(&self, tenant_id: &str, user_id: &str) -> Result<Membership, ManageError> {
+        self.store
+            .membership(tenant_id, user_id)
+            .await?
+            .ok_or(ManageError::NotFound("member"))
+    }
+
     /// Changes a member's role; owners are changed, and made, only by
     /// owners and operators.
     pub async fn set_role(
@@ -194,11 +202,7 @@ impl ManageService {
     ) -> Result<(), ManageError> {
         self.members_tenant(actor, tenant_id, "change roles")
             .await?;
-        let current = self
-            .store
-            .membership(tenant_id, user_id)
-            .await?
-            .ok_or(ManageError::NotFound("member"))?;
+        let current = self.member(tenant_id, user_id).await?;
         let grantable = actor.grantable_roles();
         if !grantable.contains(&current.role) || !grantable.contains(&role) {
             return Err(ManageError::RoleRefused("give or take away the owner role"));
@@ -229,11 +233,7 @@ impl ManageService {
     ) -> Result<(), ManageError> {
         self.members_tenant(actor, tenant_id, "remove members")
             .await?;
-        let current = self
-            .store
-            .membership(tenant_id, user_id)
-            .await?
-            .ok_or(ManageError::NotFound("member"))?;
+        let current = self.member(tenant_id, user_id).await?;
         if !actor.grantable_roles().contains(&current.role) {
             return Err(ManageError::RoleRefused("remove owners"));
         }
