@@ -1,9 +1,12 @@
 //! The test kit: a real keyward on port 0 over a fresh store, a manual clock,
 //! and a small client, so tests read like the user's story; [`client`] is a
 //! typed client over the `keyward_wire` types, [`raw`] a raw HTTP/1.1 client
-//! for tests where bytes matter, [`upstream`] a scripted raw upstream.
+//! for tests where bytes matter, [`upstream`] a scripted raw upstream, and
+//! [`cluster`] many real `keyward serve` processes over one PostgreSQL and
+//! one Redis.
 
 pub mod client;
+pub mod cluster;
 pub mod raw;
 pub mod upstream;
 
