@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::kit::cluster::{Cluster, ClusterOptions, Load, Redis, Target, Tally};
+use crate::kit::cluster::{Cluster, ClusterOptions, Load, Redis, Tally, Target};
 use crate::kit::Reply;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +75,12 @@ fn count(replies: &[Result<Reply, String>], status: u16) -> usize {
 
 fn no_lost_requests(replies: &[Result<Reply, String>]) {
     let lost: Vec<&String> = replies.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(lost.is_empty(), "{} requests got no answer: {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} requests got no answer: {:?}",
+        lost.len(),
+        lost.first()
+    );
 }
 
 /// Nearest-rank percentile of sorted durations, in milliseconds.
@@ -268,16 +273,24 @@ async fn a_node_that_lost_its_notification_connection_refuses_a_revoked_key_afte
             first_refusal(&c, 1, secret, answered, bound),
             first_refusal(&c, 2, secret, answered, PROPAGATION_BOUND),
         );
-        on_b.push(b.unwrap_or_else(|| panic!("B still accepts {id} {bound:?} after its revocation")));
+        on_b.push(
+            b.unwrap_or_else(|| panic!("B still accepts {id} {bound:?} after its revocation")),
+        );
         on_c.push(other.unwrap_or_else(|| {
             panic!("C still accepts {id} {PROPAGATION_BOUND:?} after its revocation")
         }));
     }
     println!(
         "{}",
-        summary("revocation propagation to a node whose notification connection was cut", &on_b)
+        summary(
+            "revocation propagation to a node whose notification connection was cut",
+            &on_b
+        )
     );
-    println!("{}", summary("revocation propagation to the other node", &on_c));
+    println!(
+        "{}",
+        summary("revocation propagation to the other node", &on_c)
+    );
     // The node came back to listening by itself.
     c.wait_ready(1, "listening", Duration::from_secs(10), |r| {
         r.status == StatusCode::OK && r.body["checks"]["changes"] == "listening"
@@ -441,7 +454,9 @@ async fn credits_over_three_nodes_admit_exactly_floor_b_over_c_and_the_ledger_ad
         spends.iter().map(|e| e.amount).sum::<i64>(),
         -(admitted as i64) * cost
     );
-    assert!(spends.iter().all(|e| e.key_id.as_deref() == Some(key_id.as_str())));
+    assert!(spends
+        .iter()
+        .all(|e| e.key_id.as_deref() == Some(key_id.as_str())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,7 +606,11 @@ async fn losing_redis_mid_load_degrades_to_a_per_node_share_and_recovers_by_itse
                 r.status == StatusCode::OK && r.body["status"] == "degraded"
             })
             .await;
-        assert_eq!(r.body["checks"]["rate_limiter"], "local_fallback", "{}", r.body);
+        assert_eq!(
+            r.body["checks"]["rate_limiter"], "local_fallback",
+            "{}",
+            r.body
+        );
         println!("node {node} reported local_fallback {took:?} after its check");
     }
     // Without Redis, each node admits at most its share of a fresh key's limit.
@@ -601,7 +620,10 @@ async fn losing_redis_mid_load_degrades_to_a_per_node_share_and_recovers_by_itse
     println!("limit {limit} without Redis: admitted per node {during:?} (share {share})");
     for (node, n) in during.iter().enumerate() {
         assert!(*n <= share, "node {node} admitted {n} > its share {share}");
-        assert!(*n > 0, "fail_open_local admits the node's share, node {node} none");
+        assert!(
+            *n > 0,
+            "fail_open_local admits the node's share, node {node} none"
+        );
     }
 
     // Redis comes back (empty) on the same port: the nodes find it alone.
@@ -615,7 +637,10 @@ async fn losing_redis_mid_load_degrades_to_a_per_node_share_and_recovers_by_itse
             .await;
         assert_eq!(r.body["checks"]["rate_limiter"], "redis", "{}", r.body);
     }
-    println!("all nodes back on Redis {:?} after it restarted", back.elapsed());
+    println!(
+        "all nodes back on Redis {:?} after it restarted",
+        back.elapsed()
+    );
     let tallies = load.stop().await;
     assert_no_server_errors(&tallies, &c);
     for (node, t) in &tallies {
@@ -663,7 +688,10 @@ async fn losing_postgresql_keeps_cached_keys_for_a_bounded_time_then_fails_safe_
             .post(node, "/v1/tenants", &c.root, json!({ "name": "During" }))
             .await;
         r.assert_problem(503, "store_unavailable");
-        println!("node {node}: management answered 503 in {:?}", asked.elapsed());
+        println!(
+            "node {node}: management answered 503 in {:?}",
+            asked.elapsed()
+        );
         c.ready(node).await.assert_problem(503, "store_unavailable");
     }
     // After max_silence_seconds, even cached keys are refused with 503.
@@ -702,17 +730,28 @@ async fn losing_postgresql_keeps_cached_keys_for_a_bounded_time_then_fails_safe_
     c.proxy().restore();
     let back = Instant::now();
     for node in 0..3 {
-        c.wait_ready(node, "ready after the store came back", Duration::from_secs(15), |r| {
-            r.status == StatusCode::OK && r.body["status"] == "ready"
-        })
+        c.wait_ready(
+            node,
+            "ready after the store came back",
+            Duration::from_secs(15),
+            |r| r.status == StatusCode::OK && r.body["status"] == "ready",
+        )
         .await;
     }
-    println!("all nodes ready {:?} after the store came back", back.elapsed());
+    println!(
+        "all nodes ready {:?} after the store came back",
+        back.elapsed()
+    );
     for node in 0..3 {
         let r = c.get(node, "/v1/whoami", &secret).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let r = c
-            .post(node, "/v1/tenants", &c.root, json!({ "name": format!("After {node}") }))
+            .post(
+                node,
+                "/v1/tenants",
+                &c.root,
+                json!({ "name": format!("After {node}") }),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }

@@ -681,8 +681,12 @@ impl Load {
         let mut tasks = Vec::new();
         for t in targets {
             for _ in 0..t.tasks {
-                let (http, url, key, stop) =
-                    (http.clone(), t.url.clone(), t.key.clone(), Arc::clone(&stop));
+                let (http, url, key, stop) = (
+                    http.clone(),
+                    t.url.clone(),
+                    t.key.clone(),
+                    Arc::clone(&stop),
+                );
                 tasks.push((
                     t.node,
                     tokio::spawn(async move {
