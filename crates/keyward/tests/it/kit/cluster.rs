@@ -8,7 +8,8 @@
 //! starts N nodes (default 3) on free loopback ports, each with its own
 //! `credits.node_id` and its own log file; it returns once every node
 //! answers `/v1/ready`. Every process it started is killed (SIGKILL) when
-//! the [`Cluster`] drops, also when the test panics.
+//! the [`Cluster`] drops, also when the test panics; the temp dir with the
+//! logs is then kept and named on stderr (removed after a passing test).
 //!
 //! Settings a test gives in [`ClusterOptions::config`] go into the nodes'
 //! TOML file; the kit's own (store, listen address, node id, Redis URL and
@@ -146,6 +147,8 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("the cluster's logs are in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
         if self.redis_server.is_none() {
             if let Some(url) = &self.redis_url {
