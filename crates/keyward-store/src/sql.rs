@@ -105,9 +105,12 @@ impl SqlStore {
             }
             Dialect::Postgres => {
                 let options = AnyConnectOptions::from_str(url).map_err(backend)?;
+                // A short acquire timeout: while PostgreSQL is unreachable,
+                // management calls answer 503 within it instead of hanging
+                // (sqlx retries the connection until then).
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(Duration::from_secs(3))
                     .connect_with(options)
                     .await
                     .map_err(backend)?
