@@ -11,6 +11,7 @@
 
 mod api;
 mod bad_input;
+mod changes;
 mod console;
 mod edge;
 mod fast_path;
