@@ -65,6 +65,7 @@ impl ApiState {
         policy: LivePolicy,
         clock: Arc<dyn Clock>,
         settings: ApiSettings,
+        readiness: Arc<dyn Readiness>,
     ) -> ApiState {
         ApiState(Arc::new(Shared {
             manage,
@@ -73,8 +74,24 @@ impl ApiState {
             policy,
             clock,
             settings,
+            readiness,
         }))
     }
+}
+
+/// One part of the node `/v1/ready` reports on.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    pub state: &'static str,
+    /// Serving, but falling back (the node answers `degraded`).
+    pub degraded: bool,
+}
+
+/// What `/v1/ready` reports besides the store (the server's shared parts:
+/// rate limiter, change feed).
+pub trait Readiness: Send + Sync + 'static {
+    fn checks(&self) -> Vec<Check>;
 }
 
 impl std::ops::Deref for ApiState {
@@ -92,6 +109,7 @@ pub struct Shared {
     pub(crate) limits: Arc<Limits>,
     /// The request policy in force (its tiers, reloadable).
     pub(crate) policy: LivePolicy,
+    pub(crate) readiness: Arc<dyn Readiness>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: ApiSettings,
 }

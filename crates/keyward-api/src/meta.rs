@@ -22,10 +22,13 @@ pub(crate) async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        checks: Default::default(),
     })
 }
 
-/// Readiness: the store answers. No authentication.
+/// Readiness: the store answers, and how the node's other shared parts
+/// stand (`status` is `degraded` while one falls back, and the node still
+/// serves). No authentication.
 #[utoipa::path(
     get,
     path = "/v1/ready",
@@ -38,9 +41,16 @@ pub(crate) async fn health() -> axum::Json<Health> {
 )]
 pub(crate) async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
     state.manage.ping().await?;
+    let mut checks = std::collections::BTreeMap::from([("store".to_owned(), "ok".to_owned())]);
+    let mut degraded = false;
+    for c in state.readiness.checks() {
+        degraded |= c.degraded;
+        checks.insert(c.name.to_owned(), c.state.to_owned());
+    }
     Ok(axum::Json(Health {
-        status: "ready".to_owned(),
+        status: if degraded { "degraded" } else { "ready" }.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        checks,
     }))
 }
 

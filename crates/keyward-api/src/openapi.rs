@@ -405,7 +405,7 @@ const AUTHENTICATED: &[(&str, &str)] = &[
     ("400", "`credentials_misplaced`: a key was sent in the query string or a cookie."),
     ("401", "`missing_credentials`, `invalid_api_key`, `revoked_api_key`, `disabled_api_key` or `expired_api_key`: no usable key was presented."),
     ("403", "`ip_not_allowed`: the client address is outside the key's allowlist."),
-    ("503", "`store_unavailable`: the store does not answer; retry shortly."),
+    ("503", "`store_unavailable`: the store does not answer; `rate_limiter_unavailable`: the shared rate limiter (Redis) does not answer and `redis.on_failure` is `fail_closed` (operations that spend rate limits). Retry shortly."),
 ];
 
 fn common_errors(op: &mut Value) {

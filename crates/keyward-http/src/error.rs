@@ -53,6 +53,10 @@ pub enum ApiError {
     InvalidCursor,
     #[error("storage is unavailable; retry shortly")]
     Unavailable,
+    /// The shared rate limiter does not answer and the deployment refuses
+    /// rather than limit per node (`redis.on_failure = "fail_closed"`).
+    #[error("the rate limiter is unavailable; retry shortly")]
+    LimiterUnavailable,
     #[error("operator root keys only")]
     RootOnly,
     /// A key create, update or rotation that would give scopes the caller
@@ -119,7 +123,9 @@ impl ApiError {
             ApiError::NameTaken | ApiError::Conflict { .. } | ApiError::LastRootKey => {
                 StatusCode::CONFLICT
             }
-            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::LimiterUnavailable | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RootOnly
             | ApiError::ScopeNotGrantable { .. }
             | ApiError::EnvironmentNotAllowed(_)
@@ -153,6 +159,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::InvalidCursor => "invalid_cursor",
             ApiError::Unavailable => "store_unavailable",
+            ApiError::LimiterUnavailable => "rate_limiter_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::RootOnly => "root_key_required",
             ApiError::ScopeNotGrantable { .. } => "scope_not_grantable",
@@ -207,6 +214,7 @@ impl ApiError {
             }
             ApiError::IdempotencyInProgress
             | ApiError::IdempotencyQuotaExceeded
+            | ApiError::LimiterUnavailable
             | ApiError::Overloaded => {
                 extra.insert("retry_after".into(), json!(1));
             }
@@ -273,8 +281,8 @@ impl From<keyward_verify::credential::CredentialError> for ApiError {
 
 impl From<keyward_limits::RateLimitError> for ApiError {
     fn from(e: keyward_limits::RateLimitError) -> ApiError {
-        tracing::error!(error = %e, "Rate limiter unavailable.");
-        ApiError::Unavailable
+        tracing::debug!(error = %e, "Rate limiter unavailable.");
+        ApiError::LimiterUnavailable
     }
 }
 

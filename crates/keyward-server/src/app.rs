@@ -57,6 +57,8 @@ pub struct Shared {
     /// Every management action (API, console), with its checks, audit and
     /// cache invalidation.
     pub(crate) manage: Arc<keyward_manage::ManageService>,
+    /// Follows the store's change log (changes made on other nodes).
+    pub(crate) changes: Arc<crate::changes::Follower>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -118,6 +120,13 @@ impl Keyward {
             credits: Arc::new(bank),
         });
         let verifier = Arc::new(verifier);
+        let changes = Arc::new(crate::changes::Follower::new(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            Arc::clone(&clock),
+            limits.credits.node_id().to_owned(),
+            &settings.config.changes,
+        ));
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
         let manage = Arc::new(keyward_manage::ManageService::new(
             Arc::clone(&store),
@@ -141,6 +150,7 @@ impl Keyward {
                 gateway,
                 limits,
                 manage,
+                changes,
                 settings,
                 store,
                 verifier,
@@ -198,6 +208,7 @@ impl Keyward {
         let settler = bank.spawn_settler(Duration::from_millis(
             self.state.settings.config.credits.settle_interval_ms,
         ));
+        let followers = Arc::clone(&self.state.changes).start().await;
         let front = Arc::new(crate::serve::Front::new(self.state.clone(), self.router()));
         let workers = match self.state.settings.config.http.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -209,6 +220,9 @@ impl Keyward {
         flusher.abort();
         purger.abort();
         settler.abort();
+        for task in followers {
+            task.abort();
+        }
         if let Err(e) = bank.settle(true).await {
             tracing::error!(error = %e, "Could not settle credits at shutdown; the reservations are counted as spent at the next start.");
         }
@@ -341,7 +355,22 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
             trusted_proxies: settings.trusted_proxies.clone(),
             catalog: settings.catalog.clone(),
         },
+        Arc::new(NodeHealth(state.clone())),
     )
+}
+
+/// `/v1/ready`'s view of the node's shared parts.
+struct NodeHealth(AppState);
+
+impl keyward_api::Readiness for NodeHealth {
+    fn checks(&self) -> Vec<keyward_api::Check> {
+        let changes = self.0.changes.health();
+        vec![keyward_api::Check {
+            name: "changes",
+            state: changes.as_str(),
+            degraded: changes == crate::changes::ChangeHealth::Silent,
+        }]
+    }
 }
 
 /// The console's state, from the server's parts: it acts through the same

@@ -51,6 +51,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The developer console at `/console`.
     pub console: ConsoleConfig,
+    /// How this node hears of changes made on other nodes.
+    pub changes: ChangesConfig,
 }
 
 pub use keyward_limits::{CreditsConfig, LimitsConfig, TierConfig};
@@ -78,6 +80,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             routes: Vec::new(),
             console: ConsoleConfig::default(),
+            changes: ChangesConfig::default(),
         }
     }
 }
@@ -170,6 +173,37 @@ impl Default for CacheConfig {
             capacity: 100_000,
             negative_capacity: 50_000,
             max_pending_loads: 10_000,
+        }
+    }
+}
+
+/// Every change that can make a cached key stale is written to the store's
+/// change log in the change's own transaction; each node follows the log.
+/// On PostgreSQL a live feed (`LISTEN/NOTIFY`) brings each change within
+/// milliseconds; the log is also read every `poll_interval_ms`, which
+/// catches anything a lost notice missed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangesConfig {
+    /// How often the change log is read, whether or not notices arrive:
+    /// the bound on propagation when a notice is lost.
+    pub poll_interval_ms: u64,
+    /// A node that could not read the change log for this long stops
+    /// trusting its key cache: every request re-reads its key from the
+    /// store (and is answered 503 while the store does not answer). No key
+    /// revoked more than this long ago is ever served.
+    pub max_silence_seconds: u64,
+    /// Changes are kept this long (only a node away longer than
+    /// `max_silence_seconds` needs old ones, and it drops its cache anyway).
+    pub retain_hours: u64,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> ChangesConfig {
+        ChangesConfig {
+            poll_interval_ms: 1_000,
+            max_silence_seconds: 10,
+            retain_hours: 24,
         }
     }
 }
@@ -397,6 +431,22 @@ impl Settings {
         }
         if config.cache.max_pending_loads == 0 {
             return Err(invalid("cache.max_pending_loads", "must be at least 1"));
+        }
+        let ch = &config.changes;
+        if ch.poll_interval_ms == 0 {
+            return Err(invalid("changes.poll_interval_ms", "must be at least 1"));
+        }
+        if ch.max_silence_seconds.saturating_mul(1000) <= ch.poll_interval_ms {
+            return Err(invalid(
+                "changes.max_silence_seconds",
+                "must be longer than changes.poll_interval_ms (a node would distrust its cache between two reads)",
+            ));
+        }
+        if ch.retain_hours == 0 || ch.retain_hours.saturating_mul(3600) <= ch.max_silence_seconds {
+            return Err(invalid(
+                "changes.retain_hours",
+                "must keep changes longer than changes.max_silence_seconds",
+            ));
         }
         if config.usage.flush_interval_ms == 0 {
             return Err(invalid("usage.flush_interval_ms", "must be at least 1"));

@@ -33,6 +33,7 @@
 
 mod app;
 pub mod bootstrap;
+mod changes;
 pub mod config;
 mod invalidate;
 mod serve;

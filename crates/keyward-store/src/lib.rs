@@ -12,7 +12,9 @@
 //! - credit balances, reservations and the ledger: [`CreditStore`];
 //! - the gateway's idempotency records: [`IdempotencyStore`];
 //! - the console's people (users, roles per tenant, sessions, invitations
-//!   and failed sign-in counts): [`UserStore`].
+//!   and failed sign-in counts): [`UserStore`];
+//! - the change log every node follows to keep its cache true, with a live
+//!   feed on PostgreSQL: [`ChangeStore`].
 //!
 //! [`Store`] is all of them plus a readiness [`Store::ping`]; the server
 //! holds an `Arc<dyn Store>` and calls every method through it.
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod changes;
 mod credits;
 mod idempotency;
 mod keys;
@@ -35,6 +38,7 @@ mod users;
 use async_trait::async_trait;
 
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditStore};
+pub use changes::{Change, ChangeFeed, ChangeKind, ChangeStore};
 pub use credits::{
     next_boundary, ChangeOutcome, CreditAccount, CreditChange, CreditStore, LedgerEntry,
     LedgerKind, Recover, Refill, RefillMode, RefillPeriod, ReserveRequest, Reserved, Settlement,
@@ -89,6 +93,7 @@ pub trait Store:
     + CreditStore
     + IdempotencyStore
     + UserStore
+    + ChangeStore
     + Send
     + Sync
     + 'static

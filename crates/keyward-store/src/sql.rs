@@ -7,6 +7,7 @@
 //! cannot type an untyped NULL parameter): optional filters build the SQL.
 
 mod audit;
+mod changes;
 mod credits;
 mod idempotency;
 mod keys;
@@ -39,14 +40,25 @@ pub enum Dialect {
 }
 
 /// The SQLite / PostgreSQL store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// Kept for connections outside the pool (the change feed).
+    url: String,
 }
 
 /// Serializes migrations across nodes starting at once (PostgreSQL).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
+
+/// Leaves the URL out: it may hold a password.
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
@@ -93,15 +105,22 @@ impl SqlStore {
             }
             Dialect::Postgres => {
                 let options = AnyConnectOptions::from_str(url).map_err(backend)?;
+                // A short acquire timeout: while PostgreSQL is unreachable,
+                // management calls answer 503 within it instead of hanging
+                // (sqlx retries the connection until then).
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(Duration::from_secs(3))
                     .connect_with(options)
                     .await
                     .map_err(backend)?
             }
         };
-        let store = SqlStore { pool, dialect };
+        let store = SqlStore {
+            pool,
+            dialect,
+            url: url.to_owned(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -247,6 +247,10 @@ pub struct KeyCache {
     /// Bumped by every invalidation: a load that began before one does not
     /// cache what it read (it may predate the change).
     epoch: AtomicU64,
+    /// From this time (ms) on, entries are not trusted: every lookup is a
+    /// miss and reads the store. A node that cannot hear other nodes'
+    /// changes stops trusting its cache this way (see `trust_until`).
+    trusted_until: AtomicI64,
 }
 
 impl KeyCache {
@@ -267,7 +271,20 @@ impl KeyCache {
             known_per_shard: capacity / shards,
             unknown_per_shard: negative_capacity / shards,
             epoch: AtomicU64::new(0),
+            trusted_until: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// Entries are served until `ms` (clock time) and not after, unless
+    /// this is called again: whoever follows other nodes' changes extends
+    /// it each time it has heard everything. Never called: trusted forever
+    /// (one node, or changes made here only).
+    pub fn trust_until(&self, ms: i64) {
+        self.trusted_until.store(ms, Ordering::Release);
+    }
+
+    fn trusted(&self, now: Timestamp) -> bool {
+        now.0 < self.trusted_until.load(Ordering::Acquire)
     }
 
     fn shard(&self, hash: &KeyHash) -> &RwLock<Shard> {
@@ -279,6 +296,9 @@ impl KeyCache {
     /// `Some(Some(key))` known, `Some(None)` known to be unknown, `None`
     /// miss (expired or never seen).
     pub fn get(&self, hash: &KeyHash, now: Timestamp) -> Option<Option<Arc<CachedKey>>> {
+        if !self.trusted(now) {
+            return None;
+        }
         let shard = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
         shard
             .known
@@ -299,7 +319,7 @@ impl KeyCache {
                 None => return Lookup::Missing,
             },
         };
-        if entry.expires <= now.0 {
+        if entry.expires <= now.0 || !self.trusted(now) {
             return if known {
                 Lookup::Expired
             } else {

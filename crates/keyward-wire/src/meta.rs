@@ -25,7 +25,13 @@ pub struct Principal {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok` (`/v1/health`); `ready` or `degraded` (`/v1/ready`: serving,
+    /// with a shared part falling back, see `checks`).
     pub status: String,
     pub version: String,
+    /// `/v1/ready` only: the state of each part the node relies on, e.g.
+    /// `store: ok`, `rate_limiter: redis | local | local_fallback |
+    /// unavailable`, `changes: listening | polling | silent`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
 }

@@ -11,6 +11,7 @@
 
 mod api;
 mod bad_input;
+mod changes;
 mod cluster;
 mod console;
 mod edge;

@@ -1,11 +1,12 @@
 //! The store conformance suite: one suite per concern's trait (`tenants`,
-//! `keys`, `audit`, `credits`, `idempotency`, `users`), each generic over
+//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`), each generic over
 //! the traits it needs, so another backend implementing some of them can
 //! run those; and the one place below that runs every suite on SQLite and
 //! on PostgreSQL (which fails loudly if unreachable, never skips). Plus the
 //! HTTP walkthrough on PostgreSQL.
 
 mod audit;
+mod changes;
 mod credits;
 mod idempotency;
 mod keys;
@@ -118,6 +119,12 @@ conformance! {
     idempotency_conformance: |a, b| idempotency::suite(a, b);
     idempotency_quota_conformance: |a, b| idempotency::quota(a, b);
     users_conformance: |a, _b| users::suite(a);
+    changes_conformance: |a, b| changes::suite(a, b);
+}
+
+#[tokio::test]
+async fn change_feed_on_postgres() {
+    on(Backend::Postgres, changes::feed).await;
 }
 
 #[tokio::test]
