@@ -255,6 +255,8 @@ impl Cluster {
             let mut u = reqwest::Url::parse(&store_url).unwrap();
             u.set_host(Some("127.0.0.1")).unwrap();
             u.set_port(Some(proxy.addr.port())).unwrap();
+            // In clear, so the proxy can read a connection's name.
+            u.query_pairs_mut().append_pair("sslmode", "disable");
             (Some(proxy), u.to_string())
         } else {
             (None, store_url.clone())
@@ -581,16 +583,23 @@ impl Cluster {
     /// Terminates node `i`'s change-notification connection to PostgreSQL
     /// (the one named `keyward-changes/<node_id>`); how many it ended.
     pub async fn cut_notifications(&self, i: usize) -> i64 {
-        let app = format!("keyward-changes/{}", self.nodes[i].name);
         let mut conn = admin(&self.store_url).await;
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = $1 AND pg_terminate_backend(pid)",
-        )
-        .bind(app)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+        terminate_named(&mut conn, &self.nodes[i].name).await
+    }
+
+    /// Takes node `i`'s change notifications away for good: the proxy
+    /// (`store_proxy`) refuses every connection naming itself
+    /// `keyward-changes/<node_id>`, and the current one is terminated. The
+    /// node's other store connections keep working, so only its polls can
+    /// tell it of changes. [`Cluster::give_back_notifications`] ends it.
+    pub async fn take_notifications_away(&self, i: usize) -> i64 {
+        self.proxy()
+            .refuse_connections_naming(Some(&format!("keyward-changes/{}", self.nodes[i].name)));
+        self.cut_notifications(i).await
+    }
+
+    pub fn give_back_notifications(&self) {
+        self.proxy().refuse_connections_naming(None);
     }
 
     /// No node logged any secret the kit handed out (the root key and every
@@ -616,6 +625,29 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Ends the connections named `keyward-changes/<node>`; how many.
+async fn terminate_named(conn: &mut sqlx::AnyConnection, node: &str) -> i64 {
+    let app = format!("keyward-changes/{node}");
+    // Two steps: in one statement PostgreSQL may call pg_terminate_backend
+    // before it filters by name, on every backend.
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(app)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let mut ended = 0;
+    for pid in pids {
+        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        ended += i64::from(done);
+    }
+    ended
 }
 
 async fn admin(url: &str) -> sqlx::AnyConnection {
@@ -812,10 +844,13 @@ impl Drop for RedisServer {
 
 /// A TCP proxy on a free loopback port to `target`, which a test can cut
 /// (every connection through it closes, new ones are closed on accept: a
-/// server that went away) and restore.
+/// server that went away) and restore; it can also refuse only the
+/// connections that name themselves a certain way in their first bytes (a
+/// PostgreSQL startup message in clear carries `application_name`).
 pub struct TcpProxy {
     pub addr: SocketAddr,
     open: watch::Sender<bool>,
+    refuse: Arc<Mutex<Option<Vec<u8>>>>,
     task: JoinHandle<()>,
 }
 
@@ -824,29 +859,37 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (open, watch) = watch::channel(true);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !*watch.borrow() {
-                    continue; // Dropped: closed at once.
-                }
-                let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
-                        return;
+        let refuse: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let task = tokio::spawn({
+            let refuse = Arc::clone(&refuse);
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
                     };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watch.wait_for(|open| !*open) => {}
+                    if !*watch.borrow() {
+                        continue; // Dropped: closed at once.
                     }
-                });
+                    let mut watch = watch.clone();
+                    let refuse = refuse.lock().unwrap().clone();
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = relay(client, server, refuse) => {}
+                            _ = watch.wait_for(|open| !*open) => {}
+                        }
+                    });
+                }
             }
         });
-        TcpProxy { addr, open, task }
+        TcpProxy {
+            addr,
+            open,
+            refuse,
+            task,
+        }
     }
 
     pub fn cut(&self) {
@@ -855,6 +898,49 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.open.send_replace(true);
+    }
+
+    /// From now on, closes each new connection whose first 4 KiB from the
+    /// client contain `name` (`None`: refuses none).
+    pub fn refuse_connections_naming(&self, name: Option<&str>) {
+        *self.refuse.lock().unwrap() = name.map(|n| n.as_bytes().to_vec());
+    }
+}
+
+/// Copies both ways until either side ends; closes both if the client's
+/// first 4 KiB contain `refuse`.
+async fn relay(client: TcpStream, server: TcpStream, refuse: Option<Vec<u8>>) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let down = async {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    };
+    let up = async {
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if let Some(name) = &refuse {
+                if head.len() < 4096 {
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(name.len()).any(|w| w == name.as_slice()) {
+                        return;
+                    }
+                }
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
     }
 }
 
