@@ -35,7 +35,15 @@
 //!   the node *degraded*: from then on it decides at once without Redis
 //!   ([`FailurePolicy`]) until a background probe (every 250 ms) gets an
 //!   answer again. The way down and the way up are logged once each, never
-//!   per request.
+//!   per request. Any failed command counts, an error reply too; the probe
+//!   is the heartbeat script (a write), so a Redis that answers but refuses
+//!   writes (out of memory, a read-only replica) keeps the node degraded
+//!   instead of flapping.
+//! - **The fallback is approximate, by design.** A degraded node admits its
+//!   share (`limit / live nodes`, in buckets of its own that start full); nodes that still
+//!   reach Redis keep sharing the whole limit there. Over a partial outage
+//!   the total can exceed the limit by the degraded nodes' shares; with
+//!   `fail_closed` it never does, at the price of refusing to decide.
 //! - **Bounded memory.** Redis keys (`<prefix>rl:<bucket>`) expire when
 //!   their bucket is full again; the node registry (`<prefix>nodes`) holds
 //!   only nodes heard from in the last 5 s. In the process: the local
