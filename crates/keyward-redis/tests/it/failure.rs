@@ -192,6 +192,51 @@ async fn fail_closed_refuses_to_decide_and_recovers() {
     a.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_one_timeout_not_one_per_request() {
+    let server = RedisServer::start().await;
+    let prefix = kit::unique_prefix("frozen");
+    let a = Arc::new(
+        RedisLimiter::connect(
+            &server.url(),
+            "node_a",
+            kit::config(&prefix, FailurePolicy::FailOpenLocal),
+        )
+        .await
+        .unwrap(),
+    );
+    let running = load(Arc::clone(&a));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("-STOP");
+    kit::within(NOTICE, "node a falls back", || {
+        a.status().as_str() == "local_fallback"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, err, slowest) = running.finish().await;
+    assert_eq!(err, 0);
+    // The spends in flight when it froze waited for the timeout (100 ms),
+    // and none after them.
+    assert!(
+        slowest >= Duration::from_millis(90) && slowest < Duration::from_millis(400),
+        "slowest spend {slowest:?}"
+    );
+    let t = Instant::now();
+    assert_eq!(admitted(&[&a], "key_frozen", &day(6), 10).await, 6);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "local decisions do not wait"
+    );
+    eprintln!("frozen Redis: {ok} answers, slowest {slowest:?}");
+    server.signal("-CONT");
+    kit::within(NOTICE, "node a uses Redis again", || {
+        a.status().as_str() == "redis"
+    })
+    .await;
+    assert_eq!(admitted(&[&a], "key_thawed", &day(6), 10).await, 6);
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_node_starts_without_redis_and_takes_it_up_later() {
     // A port nobody listens on yet.

@@ -156,6 +156,18 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP) or thaws it (SIGCONT): a Redis that accepts
+    /// nothing and answers nothing, with its connections still open.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+
     /// Kills it at once (SIGKILL: no goodbye to its clients).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
