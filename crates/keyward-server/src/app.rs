@@ -59,6 +59,8 @@ pub struct Shared {
     pub(crate) manage: Arc<keyward_manage::ManageService>,
     /// Follows the store's change log (changes made on other nodes).
     pub(crate) changes: Arc<crate::changes::Follower>,
+    /// The shared rate limiter, when `redis_url` is set (also in `limits`).
+    pub(crate) redis: Option<Arc<keyward_redis::RedisLimiter>>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -69,11 +71,49 @@ pub struct Keyward {
 impl Keyward {
     /// Compiles the request policy of `settings` (`[[routes]]`, `[gateway]`,
     /// `[limits]`, `[idempotency]`: an error names the setting) and wires
-    /// the server.
+    /// the server, connecting to Redis first when `redis_url` is set (a
+    /// Redis that does not answer yet is not an error: the node starts on
+    /// its fallback and moves to Redis when it answers).
+    pub async fn open(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Keyward, ConfigError> {
+        let node = node_id(&settings);
+        let redis = match &settings.config.redis_url {
+            None => None,
+            Some(url) => Some(Arc::new(
+                keyward_redis::RedisLimiter::connect(url, &node, settings.config.redis.clone())
+                    .await
+                    .map_err(|e| crate::config::invalid("redis_url / redis", e))?,
+            )),
+        };
+        Keyward::build(settings, store, clock, node, redis)
+    }
+
+    /// [`Keyward::open`] for a deployment without Redis (it needs no
+    /// `.await`); a `redis_url` is refused here.
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+    ) -> Result<Keyward, ConfigError> {
+        if settings.config.redis_url.is_some() {
+            return Err(crate::config::invalid(
+                "redis_url",
+                "connecting to Redis needs Keyward::open",
+            ));
+        }
+        let node = node_id(&settings);
+        Keyward::build(settings, store, clock, node, None)
+    }
+
+    fn build(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        node_id: String,
+        redis: Option<Arc<keyward_redis::RedisLimiter>>,
     ) -> Result<Keyward, ConfigError> {
         let policy = LivePolicy::new(settings.policy()?);
         let settings = Arc::new(settings);
@@ -97,13 +137,6 @@ impl Keyward {
             c.max_pending_loads,
         );
         let cc = &settings.config.credits;
-        let node_id = cc.node_id.clone().unwrap_or_else(|| {
-            if settings.config.effective_store_url().starts_with("sqlite:") {
-                "local".into()
-            } else {
-                keyward_core::id::new_id("node", &OsEntropy).unwrap_or_else(|_| "node".into())
-            }
-        });
         let bank = CreditBank::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -115,8 +148,12 @@ impl Keyward {
                 stale_ms: i64::try_from(cc.stale_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
             },
         );
+        let limiter: Arc<dyn keyward_limits::RateLimiter> = match &redis {
+            Some(r) => Arc::clone(r) as Arc<dyn keyward_limits::RateLimiter>,
+            None => Arc::new(MemoryLimiter::default()),
+        };
         let limits = Arc::new(Limits {
-            limiter: Arc::new(MemoryLimiter::default()),
+            limiter,
             credits: Arc::new(bank),
         });
         let verifier = Arc::new(verifier);
@@ -151,6 +188,7 @@ impl Keyward {
                 limits,
                 manage,
                 changes,
+                redis,
                 settings,
                 store,
                 verifier,
@@ -223,6 +261,9 @@ impl Keyward {
         for task in followers {
             task.abort();
         }
+        if let Some(redis) = &self.state.redis {
+            redis.shutdown().await;
+        }
         if let Err(e) = bank.settle(true).await {
             tracing::error!(error = %e, "Could not settle credits at shutdown; the reservations are counted as spent at the next start.");
         }
@@ -232,6 +273,19 @@ impl Keyward {
         tracing::info!("Server stopped; last-use batches flushed.");
         Ok(())
     }
+}
+
+/// This node's name (credit reservations, the Redis node registry, the
+/// change feed's connection): `credits.node_id`, else `local` on SQLite (one
+/// node) and a random id per process on PostgreSQL.
+fn node_id(settings: &Settings) -> String {
+    settings.config.credits.node_id.clone().unwrap_or_else(|| {
+        if settings.config.effective_store_url().starts_with("sqlite:") {
+            "local".into()
+        } else {
+            keyward_core::id::new_id("node", &OsEntropy).unwrap_or_else(|_| "node".into())
+        }
+    })
 }
 
 /// What the gateway reads of the deployment (fixed while serving).
@@ -365,11 +419,29 @@ struct NodeHealth(AppState);
 impl keyward_api::Readiness for NodeHealth {
     fn checks(&self) -> Vec<keyward_api::Check> {
         let changes = self.0.changes.health();
-        vec![keyward_api::Check {
-            name: "changes",
-            state: changes.as_str(),
-            degraded: changes == crate::changes::ChangeHealth::Silent,
-        }]
+        let limiter = match &self.0.redis {
+            None => keyward_api::Check {
+                name: "rate_limiter",
+                state: "local",
+                degraded: false,
+            },
+            Some(r) => {
+                let status = r.status();
+                keyward_api::Check {
+                    name: "rate_limiter",
+                    state: status.as_str(),
+                    degraded: status != keyward_redis::LimiterStatus::Redis,
+                }
+            }
+        };
+        vec![
+            keyward_api::Check {
+                name: "changes",
+                state: changes.as_str(),
+                degraded: changes == crate::changes::ChangeHealth::Silent,
+            },
+            limiter,
+        ]
     }
 }
 

@@ -32,6 +32,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` for many nodes; default `sqlite://<data_dir>/keyward.db`.
     pub store_url: Option<String>,
+    /// `redis://…`: rate limits shared by every node (default: none, each
+    /// node limits in memory, which is exact for one node).
+    pub redis_url: Option<String>,
+    /// How the Redis rate limiter behaves (key prefix, timeout, what a node
+    /// does while Redis is away).
+    pub redis: RedisConfig,
     pub log: LogConfig,
     pub keys: KeysConfig,
     pub cache: CacheConfig,
@@ -56,6 +62,7 @@ pub struct Config {
 }
 
 pub use keyward_limits::{CreditsConfig, LimitsConfig, TierConfig};
+pub use keyward_redis::{FailurePolicy, RedisConfig};
 
 pub use keyward_gateway::config::{
     GatewayConfig, IdempotencyConfig, IdempotencyMode, IdentityHeaders, RouteConfig,
@@ -68,6 +75,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             store_url: None,
+            redis_url: None,
+            redis: RedisConfig::default(),
             log: LogConfig::default(),
             keys: KeysConfig::default(),
             cache: CacheConfig::default(),

@@ -417,7 +417,7 @@ async fn serve(serve_args: ServeArgs) -> Result<()> {
         }
         None => Arc::new(SystemClock),
     };
-    let server = Keyward::new(settings, Arc::new(store), clock)?;
+    let server = Keyward::open(settings, Arc::new(store), clock).await?;
     let reloader = tokio::spawn(reload_on_sighup(args, server.state().clone()));
     server.serve(listener, shutdown_signal()).await?;
     reloader.abort();
