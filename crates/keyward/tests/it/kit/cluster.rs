@@ -120,6 +120,13 @@ impl Node {
     }
 }
 
+/// Also when a later node could not be spawned: no orphan process.
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     /// An operator root key's secret (scopes `keyward:*`).
