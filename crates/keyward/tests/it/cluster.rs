@@ -823,10 +823,14 @@ async fn losing_postgresql_keeps_cached_keys_for_a_bounded_time_then_fails_safe_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_load_loses_no_acknowledged_spend() {
     let (balance, cost, max_reservation) = (100_000_i64, 5_i64, 50_i64);
+    let stale = Duration::from_secs(2);
     let c = Cluster::start(ClusterOptions {
         config: credits_config(
             cost,
-            &format!("max_reservation = {max_reservation}\nstale_seconds = 2\n"),
+            &format!(
+                "max_reservation = {max_reservation}\nstale_seconds = {}\n",
+                stale.as_secs()
+            ),
         ),
         ..ClusterOptions::default()
     })
@@ -849,6 +853,7 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_spend() {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.kill(2);
+    let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let tallies = load.stop().await;
     let admitted: usize = tallies.values().map(|t| t.count(200)).sum();
@@ -858,8 +863,22 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_spend() {
         assert_eq!(t.count(200), t.total(), "node {node}: {:?}", t.by_status);
     }
 
-    let left = settled_balance(&c, &tenant, &[0, 1], Duration::from_secs(20)).await;
+    // The killed node's reservation holds what it spent but never settled:
+    // it counts as available until the others find it stale.
     let acknowledged = balance - cost * admitted as i64;
+    tokio::time::sleep((killed + stale).saturating_duration_since(Instant::now())).await;
+    let start = Instant::now();
+    let left = loop {
+        let left = settled_balance(&c, &tenant, &[0, 1], Duration::from_secs(20)).await;
+        if left <= acknowledged || start.elapsed() > Duration::from_secs(10) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "the balance came down to what was acknowledged {:?} after the kill (stale_seconds {stale:?})",
+        killed.elapsed()
+    );
     println!(
         "SIGKILL mid-load: {admitted} admitted ({} on the killed node); balance {left}, \
          {} counted as spent beyond the acknowledged",
