@@ -3,22 +3,25 @@
 # 127.0.0.1: two keyward gateways in front of the same upstream (nginx
 # `return 200`), identical but for the limits:
 #   off: no tiers, no credits on the route;
-#   on:  every key in a tier (GCRA check-and-spend per request) and the route
-#        costing 1 credit (a group-committed SQLite spend per request; the
-#        response waits for the commit). The tier is generous (1,000,000/s)
-#        and the balance large, so nothing is refused: this measures the
-#        cost of the checks, not of 429s.
+#   on:  every key in a tier (GCRA check-and-spend per request, in memory)
+#        and the route costing 1 credit (spent from a reservation). The tier
+#        is generous (1,000,000/s) and the balance large, so nothing is
+#        refused: this measures the cost of the checks, not of 429s.
+#   redis: as "on", with the rate limit spent in Redis (REDIS_URL, default
+#        redis://127.0.0.1:6379; one Lua script per request, as every node
+#        of a cluster would): the cost of limits shared across nodes.
 #
 #   cargo build --release -p keyward && scripts/load-limits.sh
 #
-# Env: KEYWARD_BIN, DURATION (10s), CONNECTIONS (64), THREADS (2), KEYS (10000), ROUNDS (2).
+# Env: KEYWARD_BIN, REDIS_URL, DURATION (10s), CONNECTIONS (64), THREADS (2), KEYS (10000), ROUNDS (2).
 set -euo pipefail
 root_dir="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
 unset KEYWARD_BIN   # not a keyward setting: keyward refuses unknown KEYWARD_* variables
 DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"; THREADS="${THREADS:-2}"
 KEYS="${KEYS:-10000}"; ROUNDS="${ROUNDS:-2}"
-UP_PORT=18591; OFF_PORT=18592; ON_PORT=18593
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+UP_PORT=18591; OFF_PORT=18592; ON_PORT=18593; REDIS_PORT=18594
 tmp="$(mktemp -d)"; pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -34,6 +37,7 @@ scopes = [\"items:read\"]
 upstream = \"http://127.0.0.1:$UP_PORT\""
 printf '%s\n%s\n' "$common" "$route" >"$tmp/off.toml"
 printf '%s\n[limits]\ndefault_tier = "load"\n[limits.tiers.load]\nlimit = 1000000\nwindow_seconds = 1\n%s\ncredits = 1\n' "$common" "$route" >"$tmp/on.toml"
+{ printf 'redis_url = "%s"\n[redis]\nprefix = "keyward-load-%s:"\n' "$REDIS_URL" "$$"; cat "$tmp/on.toml"; } >"$tmp/redis.toml"
 
 echo "worker_processes auto; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;
 events { worker_connections 4096; }
@@ -56,10 +60,12 @@ start() { # name port
 }
 start off $OFF_PORT
 start on $ON_PORT
+start redis $REDIS_PORT
 
 lua="$root_dir/scripts/gateway.lua"
-for name in off on; do   # warm each cache
-  port=$OFF_PORT; [ "$name" = on ] && port=$ON_PORT
+port_of() { case $1 in off) echo $OFF_PORT;; on) echo $ON_PORT;; redis) echo $REDIS_PORT;; esac; }
+for name in off on redis; do   # warm each cache
+  port=$(port_of "$name")
   KEYS_FILE="$tmp/$name.keys" wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$lua" "http://127.0.0.1:$port" >/dev/null
 done
 
@@ -67,8 +73,11 @@ done
 for _ in $(seq 1 "$ROUNDS"); do
   KEYS_FILE="$tmp/off.keys" wrk_run off "http://127.0.0.1:$OFF_PORT" "$(cat "$tmp/off.pid")"
   KEYS_FILE="$tmp/on.keys" wrk_run on "http://127.0.0.1:$ON_PORT" "$(cat "$tmp/on.pid")"
+  KEYS_FILE="$tmp/redis.keys" wrk_run redis "http://127.0.0.1:$REDIS_PORT" "$(cat "$tmp/redis.pid")"
 done
-python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" off on --ratio on/off
+curl -sf "127.0.0.1:$REDIS_PORT/v1/ready" | grep -q '"rate_limiter":"redis"' \
+  || { echo "the redis gateway was not on Redis (see /v1/ready)" >&2; exit 1; }
+python3 "$root_dir/scripts/wrk_summary.py" "$tmp/results" off on redis --ratio on/off --ratio redis/on
 # The spends were real: credits spent on "on" (one per 2xx, warm-up included).
 balance="$(curl -sf -H "Authorization: Bearer $(cat "$tmp/on.root")" "127.0.0.1:$ON_PORT/v1/tenants/$(cat "$tmp/on.tenant")/credits" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')"

@@ -158,8 +158,9 @@ impl Default for KeysConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// How long a known key is served from memory before it is re-read; the
-    /// bound on staleness if a change notification from another node is lost.
+    /// How long a known key is served from memory before it is re-read.
+    /// Changes made on other nodes arrive through the change log first
+    /// (`[changes]`); this is a bound of its own.
     pub ttl_seconds: u64,
     /// How long an unknown hash is remembered as unknown.
     pub negative_ttl_seconds: u64,
