@@ -728,6 +728,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("http.trusted_proxies"));
+        let mut c = Config::default();
+        assert_eq!(c.credits.reclaim_wait_ms, 500);
+        c.credits.reclaim_wait_ms = 10_001;
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("credits.reclaim_wait_ms"));
     }
 
     #[test]

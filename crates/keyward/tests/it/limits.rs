@@ -936,3 +936,83 @@ async fn two_nodes_spend_exactly_on_sqlite() {
 async fn two_nodes_spend_exactly_on_postgres() {
     two_nodes_spend_exactly(Backend::Postgres).await;
 }
+
+/// The server's wiring: two servers on one PostgreSQL (two nodes). Credits
+/// one node reserved ahead are handed back when the other runs short: it
+/// asks through the change log, the first node's follower hears it and
+/// releases them. Every credit is spent exactly once, and the ledger read
+/// through the API is a running balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hands_its_reservation_back_when_another_runs_short() {
+    let url = fresh_store_url(Backend::Postgres).await;
+    let clock = ManualClock::starting_now();
+    let node = |id: &str| {
+        config_from_toml(&format!(
+            r#"{KEYS}
+[credits]
+node_id = "{id}"
+[[routes]]
+methods = ["GET"]
+path = "/v1/paid"
+credits = 10
+respond = {{ paid = true }}
+"#
+        ))
+    };
+    let a = Server::start_on(
+        Arc::new(SqlStore::open(&url).await.unwrap()),
+        node("node-a"),
+        clock.clone(),
+    )
+    .await;
+    let b = Server::start_on(
+        Arc::new(SqlStore::open(&url).await.unwrap()),
+        node("node-b"),
+        clock.clone(),
+    )
+    .await;
+    let tenant = a.tenant("Acme").await;
+    let (_, secret) = a.key(&tenant, "k", json!({})).await;
+    a.grant(&tenant, 105).await;
+
+    // Node A reserves ahead (ten times the cost: all of it) on its first
+    // request; node B gets every other credit back from it.
+    assert_eq!(a.get("/v1/paid", &secret).await.status, StatusCode::OK);
+    for i in 0..9 {
+        let r = b.get("/v1/paid", &secret).await;
+        assert_eq!(r.status, StatusCode::OK, "node B's request {i}: {}", r.body);
+    }
+    b.get("/v1/paid", &secret)
+        .await
+        .assert_problem(402, "credits_exhausted");
+    a.get("/v1/paid", &secret)
+        .await
+        .assert_problem(402, "credits_exhausted");
+
+    let credits = format!("/v1/tenants/{tenant}/credits");
+    for s in [&a, &b] {
+        assert_eq!(s.get(&credits, &s.root).await.body["balance"], 5);
+    }
+    // The ledger (each node settles before reading it) chains: newest
+    // first, each balance_after is the older one's plus the amount.
+    a.get(&format!("{credits}/ledger"), &a.root).await;
+    let ledger = b.get(&format!("{credits}/ledger?limit=100"), &b.root).await;
+    let data = ledger.body["data"].as_array().unwrap();
+    for pair in data.windows(2) {
+        assert_eq!(
+            pair[0]["balance_after"].as_i64().unwrap(),
+            pair[1]["balance_after"].as_i64().unwrap() + pair[0]["amount"].as_i64().unwrap(),
+            "{}",
+            ledger.body
+        );
+    }
+    assert_eq!(data[0]["balance_after"], 5, "{}", ledger.body);
+    let spent: i64 = data
+        .iter()
+        .filter(|e| e["kind"] == "spend")
+        .map(|e| e["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(spent, -100);
+    b.shutdown().await;
+    a.shutdown().await;
+}
