@@ -15,8 +15,9 @@ pub struct CreditState {
 }
 
 /// A refill schedule. `set` makes the balance the amount (unused credits
-/// lapse, including those nodes hold in reservations); `add` adds the amount. Boundaries are UTC midnights (daily) or
-/// the 1st of the month (monthly); a new schedule applies at once.
+/// lapse, including those nodes hold in reservations); `add` adds the
+/// amount. Boundaries are UTC midnights (daily) or the 1st of the month
+/// (monthly); a new schedule applies at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefillSpec {
