@@ -1158,3 +1158,165 @@ impl Limits {
         Ok(Ok(spent))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_core::clock::ManualClock;
+    use keyward_store::{
+        AuditEntry, ChangeStore as _, CreditChange, CreditStore as _, LedgerKind, SqlStore,
+    };
+
+    #[test]
+    fn a_reclaim_asks_again_every_100_ms_and_pauses_10_to_25_ms() {
+        let mut r = Reclaim::default();
+        assert!(
+            !r.may_wait(std::time::Duration::from_secs(1)),
+            "not asked yet"
+        );
+        assert!(r.should_ask());
+        assert!(!r.should_ask(), "asked a moment ago");
+        assert!(r.may_wait(std::time::Duration::from_secs(1)));
+        assert!(!r.may_wait(std::time::Duration::ZERO));
+        for _ in 0..50 {
+            let p = r.pause().as_millis();
+            assert!((10..=25).contains(&p), "{p}");
+        }
+    }
+
+    async fn sqlite() -> Arc<SqlStore> {
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-limits-{}",
+            keyward_core::id::new_id("d", &keyward_core::secret::OsEntropy).unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("keyward.db").display());
+        Arc::new(SqlStore::open(&url).await.unwrap())
+    }
+
+    fn bank(store: &Arc<SqlStore>, node: &str, reclaim_wait_ms: u64) -> CreditBank {
+        CreditBank::new(
+            Arc::clone(store) as Arc<dyn Store>,
+            Arc::new(ManualClock::new(Timestamp(1_000_000))),
+            BankConfig {
+                node_id: node.into(),
+                max_reservation: 1_000,
+                idle_release_ms: 10_000,
+                stale_ms: 0,
+                reclaim_wait: std::time::Duration::from_millis(reclaim_wait_ms),
+            },
+        )
+    }
+
+    async fn grant(store: &SqlStore, tenant: &str, amount: i64) {
+        store
+            .change_credits(
+                &CreditChange {
+                    id: "led_grant".into(),
+                    tenant_id: tenant.into(),
+                    kind: LedgerKind::Grant,
+                    amount,
+                    at: 1,
+                    actor: "key_root".into(),
+                    reason: None,
+                    idempotency_key: None,
+                    fingerprint: "fp".into(),
+                    refill: None,
+                },
+                &AuditEntry {
+                    id: "evt_grant".into(),
+                    at: 1,
+                    actor: "key_root".into(),
+                    actor_ip: None,
+                    tenant_id: Some(tenant.into()),
+                    action: "credits.granted".into(),
+                    target: tenant.into(),
+                    details: serde_json::json!({}),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    fn request(tenant: &str, cost: i64) -> SpendRequest<'_> {
+        SpendRequest {
+            tenant_id: tenant,
+            key_id: "key_k",
+            cost,
+            key_cap: None,
+            refill: None,
+        }
+    }
+
+    /// A node short of credits that another node holds asks for them in the
+    /// change log and waits `reclaim_wait` for them; once the other node
+    /// released them (`release_tenant`), it spends them. With nobody holding
+    /// anything it refuses at once.
+    #[tokio::test]
+    async fn a_short_node_asks_for_credits_another_node_holds() {
+        let store = sqlite().await;
+        let (a, b) = (bank(&store, "n-a", 100), bank(&store, "n-b", 100));
+        grant(&store, "ten_1", 50).await;
+        let seq = store.last_change_seq().await.unwrap();
+
+        // b reserves ahead (10 × the cost: all 50) on its first spend.
+        assert!(b.spend(request("ten_1", 5)).await.unwrap().admitted);
+        let started = std::time::Instant::now();
+        let refused = a.spend(request("ten_1", 5)).await.unwrap();
+        assert!(!refused.admitted, "nobody answered the reclaim");
+        assert_eq!(refused.balance, 50, "b's 45 unspent + 5 spent, unsettled");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        let asked = store.changes_after(seq, 100).await.unwrap();
+        assert!(!asked.is_empty());
+        assert!(asked.iter().all(|c| c.kind == ChangeKind::CreditsReclaim
+            && c.tenant_id.as_deref() == Some("ten_1")
+            && c.origin.as_deref() == Some("n-a")));
+
+        // b answers: its spend is settled and its 45 go back; a spends them.
+        b.release_tenant("ten_1").await;
+        assert_eq!(b.unsettled("ten_1"), 0);
+        let acc = store.credit_account("ten_1", None, 2).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (45, 0));
+        for _ in 0..9 {
+            assert!(a.spend(request("ten_1", 5)).await.unwrap().admitted);
+        }
+        // Near the end a's reservations were lean: nothing is left anywhere,
+        // and with nobody holding anything both refuse at once.
+        let started = std::time::Instant::now();
+        assert!(!a.spend(request("ten_1", 5)).await.unwrap().admitted);
+        a.release_tenant("ten_1").await;
+        assert!(!b.spend(request("ten_1", 5)).await.unwrap().admitted);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        let acc = store.credit_account("ten_1", None, 3).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (0, 0));
+    }
+
+    /// `release_tenant` beside concurrent spends: none is lost and none is
+    /// counted twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn releasing_while_spending_loses_nothing() {
+        let store = sqlite().await;
+        let a = Arc::new(bank(&store, "n-a", 0));
+        grant(&store, "ten_1", 1_000).await;
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let a = Arc::clone(&a);
+            tasks.push(tokio::spawn(async move {
+                if i % 40 == 0 {
+                    a.release_tenant("ten_1").await;
+                    false
+                } else {
+                    a.spend(request("ten_1", 3)).await.unwrap().admitted
+                }
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += i64::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 1_000 / 3);
+        a.settle(true).await.unwrap();
+        let acc = store.credit_account("ten_1", None, 2).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (1_000 % 3, 0));
+    }
+}
