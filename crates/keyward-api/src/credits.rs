@@ -18,11 +18,14 @@ use keyward_http::error::ApiError;
 use keyward_views::{ledger_entry_view, page_parts, paging, refill_spec, store_refill};
 use keyward_wire::ListLedger;
 
-/// The balance as this node knows it: stored plus this node's unspent
-/// reservation (other nodes' reservations are not shown: they may be spent).
-async fn view(state: &ApiState, c: &Credits) -> CreditsView {
+/// The balance is the ledger's notion, the tenant's credits not yet spent
+/// (stored balance + every node's reservation), less what this node spent
+/// and has not settled yet: on one node the exact balance; with several,
+/// other nodes' spends since their last settlement (one
+/// `credits.settle_interval_ms`) are still counted.
+fn view(state: &ApiState, c: &Credits) -> CreditsView {
     let a = &c.account;
-    let reserved = state.limits.credits.reserved(&c.tenant.id).await;
+    let unsettled = state.limits.credits.unsettled(&c.tenant.id);
     let tier = c.tier_refill;
     let (refill, source) = match (a.refill, tier) {
         (Some(r), _) => (Some(r), Some("tenant")),
@@ -32,7 +35,7 @@ async fn view(state: &ApiState, c: &Credits) -> CreditsView {
     let time = |ms: i64| keyward_core::clock::Timestamp(ms).to_rfc3339();
     CreditsView {
         tenant_id: a.tenant_id.clone(),
-        balance: a.balance + reserved,
+        balance: (a.balance + a.reserved - unsettled).max(0),
         refill: refill.map(refill_spec),
         refill_source: source.map(str::to_owned),
         last_refill_at: a.last_refill_at.map(time),
@@ -61,7 +64,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
     let credits = state.manage.credits(&caller.actor, &id).await?;
-    Ok(axum::Json(view(&state, &credits).await))
+    Ok(axum::Json(view(&state, &credits)))
 }
 
 /// Grants (`kind: grant`, amount > 0) or adjusts (`kind: adjust`, either
@@ -152,7 +155,7 @@ pub(crate) async fn set_refill(
 ) -> Result<axum::Json<CreditsView>, ApiError> {
     let refill = store_refill(&body);
     let credits = state.manage.set_refill(&caller.actor, &id, refill).await?;
-    Ok(axum::Json(view(&state, &credits).await))
+    Ok(axum::Json(view(&state, &credits)))
 }
 
 /// Removes the tenant's own refill schedule (its tier's applies, if any).
@@ -175,11 +178,15 @@ pub(crate) async fn clear_refill(
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditsView>, ApiError> {
     let credits = state.manage.clear_refill(&caller.actor, &id).await?;
-    Ok(axum::Json(view(&state, &credits).await))
+    Ok(axum::Json(view(&state, &credits)))
 }
 
 /// The tenant's credit ledger, newest first: grants, adjustments, refills,
-/// and spends (one entry per key per committed batch). `keyward:credits:read`.
+/// and spends (one entry per key per committed batch). Each entry's
+/// `balance_after` is the tenant's credits not yet spent after it (the
+/// stored balance plus every node's reservation), so entries chain: an
+/// entry's `balance_after` is the next older entry's plus its `amount`.
+/// `keyward:credits:read`.
 #[utoipa::path(
     get,
     path = "/v1/tenants/{id}/credits/ledger",

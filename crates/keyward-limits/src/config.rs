@@ -53,6 +53,11 @@ pub struct CreditsConfig {
     /// A reservation its node has not refreshed for this long is counted as
     /// spent by the other nodes (its node stopped). 0 turns this off.
     pub stale_seconds: u64,
+    /// With several nodes: how long a request that the stored balance cannot
+    /// cover waits for other nodes to hand back their reservations (they are
+    /// asked through the change log) before it is refused. A request is
+    /// refused at once when no other node holds any of the tenant's credits.
+    pub reclaim_wait_ms: u64,
 }
 
 impl Default for CreditsConfig {
@@ -63,6 +68,7 @@ impl Default for CreditsConfig {
             max_reservation: 10_000,
             idle_release_seconds: 10,
             stale_seconds: 300,
+            reclaim_wait_ms: 500,
         }
     }
 }

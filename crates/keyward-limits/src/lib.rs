@@ -8,7 +8,9 @@
 //!   the same trait runs the same arithmetic in a script (many nodes).
 //! - [`CreditBank`]: credits spent from reservations that already left the
 //!   stored balance (durable before any request uses them), settled into the
-//!   ledger in the background.
+//!   ledger in the background. With several nodes, one that comes up short
+//!   while others hold reservations asks them to hand back
+//!   ([`CreditBank::release_tenant`], see "Reclaims" below).
 //! - [`Limits`]: both together, in the order of SPEC §4: rate limit, then
 //!   credits, for a [`Spender`] (the facts of a verified key limits need).
 //!
@@ -19,6 +21,33 @@
 //! - A credit is spent only after it left the stored balance (reservations
 //!   are durable before any request spends from them).
 //! - Denials cost nothing: callers spend only after every other check passed.
+//! - Credits are exact across nodes: with a balance `B` and a cost `c`,
+//!   requests spread over any number of nodes are admitted exactly
+//!   `floor(B / c)` times, and `B mod c` is left (given the reclaims arrive
+//!   within `credits.reclaim_wait_ms`).
+//!
+//! # Reclaims
+//! Each node reserves ahead of its requests, so the last credits of a
+//! balance may sit in one node's reservation while another node's request
+//! finds the stored balance empty. A reservation answers how much other
+//! nodes hold ([`keyward_store::Reserved::held_elsewhere`]); when a spend
+//! cannot be covered and that is not zero, the bank records a
+//! `credits.reclaim` change ([`keyward_store::ChangeKind::CreditsReclaim`]),
+//! which every node follows (within milliseconds on PostgreSQL), and
+//! retries its reservation every 10–25 ms for up to `credits.reclaim_wait_ms`,
+//! asking again every 100 ms. The other nodes call
+//! [`CreditBank::release_tenant`]: they settle the tenant at once and give
+//! back all of its unspent reservation, so what they hold afterwards is
+//! what they spent since. A request is refused at once when the stored
+//! balance cannot cover it and no other node holds anything.
+//!
+//! After a reclaim (sent or heard), for `credits.idle_release_seconds` (at
+//! least a second) a node takes no background top-ups for that tenant, and
+//! each reservation takes at most a quarter of the stored balance it last
+//! saw (never less than the request needs): near the end of a balance
+//! every node reserves only what its request needs, so the tail is not
+//! parked on one node, while a balance that is still large is shared out
+//! in shrinking parts rather than one transaction per request.
 //!
 //! This crate owns its configuration (`[limits]`, `[credits]`) and knows
 //! nothing of HTTP servers or the verifier beyond the rate-limit header
@@ -34,7 +63,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use keyward_core::clock::Timestamp;
 use keyward_core::ratelimit::{self, Decision, RatePolicy, Tat};
 use keyward_core::verdict::Denial;
-use keyward_store::{Recover, Refill, ReserveRequest, Reserved, Settlement};
+use keyward_store::{ChangeKind, Recover, Refill, ReserveRequest, Reserved, Settlement};
 use keyward_store::{Store, StoreError};
 
 mod config;
@@ -374,8 +403,10 @@ pub struct SpendRequest<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpendOutcome {
     pub admitted: bool,
-    /// The tenant's balance as this node sees it: the stored balance plus
-    /// this node's unspent reservation.
+    /// The tenant's credits not yet spent, as this node sees them: its own
+    /// unspent reservation, plus the stored balance and what other nodes
+    /// hold as of this node's last reservation (what they spent since their
+    /// last settlement is still counted).
     pub balance: i64,
     /// What the key may still spend under its cap, if it has one.
     pub key_remaining: Option<i64>,
@@ -394,6 +425,11 @@ struct TenantBank {
     key_totals: HashMap<String, i64>,
     /// The stored balance last seen.
     stored: i64,
+    /// What other nodes held, as of this node's last reservation.
+    elsewhere: i64,
+    /// Until then (clock ms), after a reclaim: no background top-ups, and
+    /// reservations of at most a quarter of the stored balance.
+    lean_until: i64,
     /// Size of the next reservation; doubles while reservations run out
     /// within a second of each other.
     want: i64,
@@ -421,6 +457,24 @@ impl TenantBank {
         self.want
     }
 
+    /// The tenant's credits not yet spent, as this node sees them.
+    fn balance(&self) -> i64 {
+        self.stored
+            .saturating_add(self.elsewhere)
+            .saturating_add(self.reserved)
+    }
+
+    fn lean(&self, now: i64) -> bool {
+        now < self.lean_until
+    }
+
+    /// Takes in a reservation's result.
+    fn took(&mut self, got: &Reserved) {
+        self.reserved += got.granted;
+        self.stored = got.balance;
+        self.elsewhere = got.held_elsewhere;
+    }
+
     /// Takes in a background reservation that has arrived.
     fn absorb_ready(&mut self) {
         if let Some(rx) = self.pending.as_mut() {
@@ -440,10 +494,7 @@ impl TenantBank {
 
     fn apply(&mut self, result: Option<Result<Reserved, String>>) {
         match result {
-            Some(Ok(got)) => {
-                self.reserved += got.granted;
-                self.stored = got.balance;
-            }
+            Some(Ok(got)) => self.took(&got),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "Could not reserve credits ahead; requests will reserve when they need to.")
             }
@@ -504,6 +555,45 @@ impl TenantEntry {
     }
 }
 
+/// How often a spend waiting for other nodes' credits asks them again: a
+/// node may have reserved again (a reservation in flight when the first ask
+/// arrived), or spent meanwhile what it still held.
+const RECLAIM_ASK_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A spend waiting for other nodes to hand back a tenant's credits. Real
+/// time, not the bank's clock: this bounds how long a request waits.
+#[derive(Default)]
+struct Reclaim {
+    started: Option<std::time::Instant>,
+    asked: Option<std::time::Instant>,
+    pauses: u32,
+}
+
+impl Reclaim {
+    /// Whether to ask the other nodes (again) now.
+    fn should_ask(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self.asked.is_some_and(|t| now - t < RECLAIM_ASK_AGAIN) {
+            return false;
+        }
+        self.asked = Some(now);
+        self.started.get_or_insert(now);
+        true
+    }
+
+    /// Whether the spend may still wait, `limit` after it first asked.
+    fn may_wait(&self, limit: std::time::Duration) -> bool {
+        self.started.is_some_and(|t| t.elapsed() < limit)
+    }
+
+    /// The next pause before reserving again: 10 to 25 ms, varied so that
+    /// nodes waiting together do not retry in step.
+    fn pause(&mut self) -> std::time::Duration {
+        self.pauses = self.pauses.wrapping_add(1);
+        std::time::Duration::from_millis(10 + u64::from(self.pauses.wrapping_mul(7) % 16))
+    }
+}
+
 /// Credit settings of this node.
 #[derive(Debug, Clone)]
 pub struct BankConfig {
@@ -511,6 +601,9 @@ pub struct BankConfig {
     pub max_reservation: i64,
     pub idle_release_ms: i64,
     pub stale_ms: i64,
+    /// How long a spend the stored balance cannot cover waits for other
+    /// nodes to hand back their reservations (`credits.reclaim_wait_ms`).
+    pub reclaim_wait: std::time::Duration,
 }
 
 /// Credits on this node: requests spend from reservations taken out of the
@@ -519,9 +612,12 @@ pub struct BankConfig {
 /// Reservations are topped up in the background before they run dry; a
 /// request that finds one short waits (one at a time per tenant) for the
 /// top-up in flight or reserves from the store itself, and is refused only
-/// when the store cannot cover it either. [`CreditBank::settle`] records
-/// spends in the ledger and releases idle reservations; it runs every
-/// `credits.settle_interval_ms` and at shutdown.
+/// when the store cannot cover it either — after asking other nodes for
+/// their reservations, if they hold any (see the crate docs: reclaims).
+/// [`CreditBank::settle`] records spends in the ledger and releases idle
+/// reservations; it runs every `credits.settle_interval_ms` and at
+/// shutdown. [`CreditBank::release_tenant`] is what a node does when
+/// another asks for a tenant's credits back.
 pub struct CreditBank {
     store: Arc<dyn Store>,
     clock: Arc<dyn keyward_core::clock::Clock>,
@@ -574,12 +670,19 @@ impl CreditBank {
         }
     }
 
-    /// This node's unspent reservation for `tenant` (part of its balance).
-    pub async fn reserved(&self, tenant: &str) -> i64 {
-        let entry = self.entry(tenant);
-        entry.absorb_pending().await;
-        let reserved = entry.lock().reserved;
-        reserved
+    /// What this node spent of `tenant`'s credits and has not settled yet
+    /// (still counted in the store's reservations, so in the ledger's
+    /// running balance).
+    pub fn unsettled(&self, tenant: &str) -> i64 {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .get(tenant)
+            .map_or(0, |entry| entry.lock().unsettled)
+    }
+
+    fn known(&self, tenant: &str) -> Option<Arc<TenantEntry>> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants.get(tenant).cloned()
     }
 
     /// Spends `cost` credits, or refuses, exactly.
@@ -609,7 +712,7 @@ impl CreditBank {
         }
         let outcome = SpendOutcome {
             admitted: true,
-            balance: b.stored + b.reserved,
+            balance: b.balance(),
             key_remaining: None,
         };
         self.maybe_top_up(&mut b, r, cost, now);
@@ -623,7 +726,6 @@ impl CreditBank {
         r: SpendRequest<'_>,
     ) -> Result<SpendOutcome, StoreError> {
         let cost = r.cost.max(0);
-        let now = self.clock.now().0;
         if r.key_cap.is_none() {
             if let Some(outcome) = self.spend_reserved(entry, &r) {
                 return Ok(outcome);
@@ -638,7 +740,9 @@ impl CreditBank {
                 entry.lock().key_totals.insert(r.key_id.to_owned(), settled);
             }
         }
+        let mut reclaim = Reclaim::default();
         loop {
+            let now = self.clock.now().0;
             // Credits on their way count: wait for them before going further.
             entry.absorb_pending().await;
             let (short, want) = {
@@ -649,8 +753,15 @@ impl CreditBank {
                 if let Some(outcome) = Self::over_cap(&b, &r, cost) {
                     return Ok(outcome);
                 }
-                let want = b.next_want(cost, now, self.config.max_reservation);
-                (cost - b.reserved, want)
+                let short = cost - b.reserved;
+                let mut want = b.next_want(cost, now, self.config.max_reservation);
+                if b.lean(now) {
+                    // Near the end of a balance other nodes want too: no
+                    // more than a quarter of what is left (nor less than
+                    // this request needs, below).
+                    want = want.min(b.stored / 4);
+                }
+                (short, want.max(short))
             };
             let got = self
                 .store
@@ -659,32 +770,63 @@ impl CreditBank {
                         tenant_id: r.tenant_id.to_owned(),
                         node_id: self.config.node_id.clone(),
                         min: short,
-                        want: want.max(short),
+                        want,
                         refill: r.refill,
                     },
                     now,
                 )
                 .await?;
-            let mut b = entry.lock();
-            b.reserved += got.granted;
-            b.stored = got.balance;
-            b.last_reserve = now;
-            if let Some(outcome) = self.spent_outcome(&mut b, &r, cost, now) {
-                return Ok(outcome);
-            }
-            if got.granted == 0 {
+            let refusal = {
+                let mut b = entry.lock();
+                b.took(&got);
+                b.last_reserve = now;
+                if let Some(outcome) = self.spent_outcome(&mut b, &r, cost, now) {
+                    return Ok(outcome);
+                }
+                if got.granted > 0 {
+                    // Granted, but others spent the reservation meanwhile: again.
+                    continue;
+                }
                 // The store could not cover `short`, and other requests only
-                // took from the reservation meanwhile: the tenant cannot
-                // cover `cost`.
+                // took from the reservation meanwhile: unless other nodes
+                // hold some, the tenant cannot cover `cost`.
                 let spent = Self::key_spent(&b, &r);
-                return Ok(SpendOutcome {
+                let refusal = SpendOutcome {
                     admitted: false,
-                    balance: b.stored + b.reserved,
+                    balance: b.balance(),
                     key_remaining: r.key_cap.zip(spent).map(|(c, s)| (c - s).max(0)),
-                });
+                };
+                if got.held_elsewhere == 0 {
+                    return Ok(refusal);
+                }
+                b.lean_until = b.lean_until.max(now.saturating_add(self.lean_ms()));
+                refusal
+            };
+            // Other nodes hold some: ask them for it, and wait a little.
+            if reclaim.should_ask() {
+                if let Err(e) = self
+                    .store
+                    .record_change(
+                        ChangeKind::CreditsReclaim,
+                        Some(r.tenant_id),
+                        Some(&self.config.node_id),
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, tenant = r.tenant_id, "Could not ask other nodes to hand back credits.");
+                }
             }
-            // Granted, but others spent the reservation meanwhile: again.
+            if !reclaim.may_wait(self.config.reclaim_wait) {
+                return Ok(refusal);
+            }
+            tokio::time::sleep(reclaim.pause()).await;
         }
+    }
+
+    /// How long a reclaim (sent or heard) keeps a tenant's reservations lean.
+    fn lean_ms(&self) -> i64 {
+        self.config.idle_release_ms.max(1_000)
     }
 
     fn key_spent(b: &TenantBank, r: &SpendRequest<'_>) -> Option<i64> {
@@ -699,7 +841,7 @@ impl CreditBank {
         let (cap, spent) = r.key_cap.zip(Self::key_spent(b, r))?;
         (spent + cost > cap).then(|| SpendOutcome {
             admitted: false,
-            balance: b.stored + b.reserved,
+            balance: b.balance(),
             key_remaining: Some((cap - spent).max(0)),
         })
     }
@@ -724,7 +866,7 @@ impl CreditBank {
         }
         let outcome = SpendOutcome {
             admitted: true,
-            balance: b.stored + b.reserved,
+            balance: b.balance(),
             key_remaining: r.key_cap.zip(before).map(|(c, s)| c - s - cost),
         };
         self.maybe_top_up(b, r, cost, now);
@@ -734,7 +876,7 @@ impl CreditBank {
     /// Running low: reserve more in the background, so requests rarely
     /// wait for the store.
     fn maybe_top_up(&self, b: &mut TenantBank, r: &SpendRequest<'_>, cost: i64, now: i64) {
-        if b.pending.is_none() && b.stored > 0 && b.reserved < b.want / 2 {
+        if b.pending.is_none() && b.stored > 0 && b.reserved < b.want / 2 && !b.lean(now) {
             let want = b.next_want(cost, now, self.config.max_reservation);
             b.last_reserve = now;
             b.pending = Some(self.top_up(r.tenant_id.to_owned(), want, r.refill));
@@ -787,8 +929,65 @@ impl CreditBank {
                 .map(|(t, b)| (t.clone(), Arc::clone(b)))
                 .collect()
         };
+        self.settle_entries(&entries, release_all, now).await?;
+        // Looking for stopped nodes' reservations a few times per
+        // `stale_seconds` is enough; not on every tick.
+        if self.config.stale_ms > 0 && now.saturating_sub(*last_sweep) >= self.config.stale_ms / 4 {
+            *last_sweep = now;
+            let n = self
+                .store
+                .recover_reservations(
+                    Recover::StaleExcept {
+                        node_id: &self.config.node_id,
+                        before: now - self.config.stale_ms,
+                    },
+                    now,
+                )
+                .await?;
+            if n > 0 {
+                tracing::warn!(
+                    reservations = n,
+                    "Counted stale credit reservations of stopped nodes as spent."
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Another node ran short of `tenant_id`'s credits while this one held
+    /// some: settles the tenant now and gives back all of its unspent
+    /// reservation (a background reservation in flight is waited for and
+    /// given back too), and keeps its reservations lean for a while (see the
+    /// crate docs: reclaims). Safe beside spends: a spend either took its
+    /// credits from the reservation before they were given back, or finds
+    /// the reservation short and reserves from the store again. Failures
+    /// are logged: nothing is lost, the next settlement retries.
+    pub async fn release_tenant(&self, tenant_id: &str) {
+        // A tenant this node never spent for holds nothing here.
+        let Some(entry) = self.known(tenant_id) else {
+            return;
+        };
+        let now = self.clock.now().0;
+        {
+            let mut b = entry.lock();
+            b.lean_until = b.lean_until.max(now.saturating_add(self.lean_ms()));
+        }
+        let _settling = self.settling.lock().await;
+        let entries = [(tenant_id.to_owned(), entry)];
+        if let Err(e) = self.settle_entries(&entries, true, now).await {
+            tracing::warn!(error = %e, tenant = tenant_id, "Could not hand back credits another node asked for; the next settlement retries.");
+        }
+    }
+
+    /// Settles `entries` (the caller holds `settling`).
+    async fn settle_entries(
+        &self,
+        entries: &[(String, Arc<TenantEntry>)],
+        release_all: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut taken = Vec::new();
-        for (tenant, entry) in &entries {
+        for (tenant, entry) in entries {
             if release_all {
                 // Reservations in flight land first, so they are released too.
                 entry.absorb_pending().await;
@@ -816,7 +1015,6 @@ impl CreditBank {
                     .then(|| keys.keys().next().cloned())
                     .flatten(),
                 key_spends,
-                remaining: b.reserved - release,
             };
             b.reserved -= release;
             b.stored += release;
@@ -830,14 +1028,14 @@ impl CreditBank {
             }
             taken.push((Arc::clone(entry), s, keys));
         }
+        if taken.is_empty() {
+            return Ok(());
+        }
         let settlements: Vec<Settlement> = taken.iter().map(|(_, s, _)| s.clone()).collect();
-        let result = if settlements.is_empty() {
-            Ok(())
-        } else {
-            self.store
-                .settle_credits(&self.config.node_id, &settlements, now)
-                .await
-        };
+        let result = self
+            .store
+            .settle_credits(&self.config.node_id, &settlements, now)
+            .await;
         if result.is_err() {
             for (entry, s, keys) in taken {
                 // Put everything back; the next settlement retries.
@@ -856,29 +1054,7 @@ impl CreditBank {
                 }
             }
         }
-        result?;
-        // Looking for stopped nodes' reservations a few times per
-        // `stale_seconds` is enough; not on every tick.
-        if self.config.stale_ms > 0 && now.saturating_sub(*last_sweep) >= self.config.stale_ms / 4 {
-            *last_sweep = now;
-            let n = self
-                .store
-                .recover_reservations(
-                    Recover::StaleExcept {
-                        node_id: &self.config.node_id,
-                        before: now - self.config.stale_ms,
-                    },
-                    now,
-                )
-                .await?;
-            if n > 0 {
-                tracing::warn!(
-                    reservations = n,
-                    "Counted stale credit reservations of stopped nodes as spent."
-                );
-            }
-        }
-        Ok(())
+        result
     }
 
     /// At start: this node's reservations left by a crash are counted as
@@ -980,5 +1156,167 @@ impl Limits {
             }
         }
         Ok(Ok(spent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_core::clock::ManualClock;
+    use keyward_store::{
+        AuditEntry, ChangeStore as _, CreditChange, CreditStore as _, LedgerKind, SqlStore,
+    };
+
+    #[test]
+    fn a_reclaim_asks_again_every_100_ms_and_pauses_10_to_25_ms() {
+        let mut r = Reclaim::default();
+        assert!(
+            !r.may_wait(std::time::Duration::from_secs(1)),
+            "not asked yet"
+        );
+        assert!(r.should_ask());
+        assert!(!r.should_ask(), "asked a moment ago");
+        assert!(r.may_wait(std::time::Duration::from_secs(1)));
+        assert!(!r.may_wait(std::time::Duration::ZERO));
+        for _ in 0..50 {
+            let p = r.pause().as_millis();
+            assert!((10..=25).contains(&p), "{p}");
+        }
+    }
+
+    async fn sqlite() -> Arc<SqlStore> {
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-limits-{}",
+            keyward_core::id::new_id("d", &keyward_core::secret::OsEntropy).unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("keyward.db").display());
+        Arc::new(SqlStore::open(&url).await.unwrap())
+    }
+
+    fn bank(store: &Arc<SqlStore>, node: &str, reclaim_wait_ms: u64) -> CreditBank {
+        CreditBank::new(
+            Arc::clone(store) as Arc<dyn Store>,
+            Arc::new(ManualClock::new(Timestamp(1_000_000))),
+            BankConfig {
+                node_id: node.into(),
+                max_reservation: 1_000,
+                idle_release_ms: 10_000,
+                stale_ms: 0,
+                reclaim_wait: std::time::Duration::from_millis(reclaim_wait_ms),
+            },
+        )
+    }
+
+    async fn grant(store: &SqlStore, tenant: &str, amount: i64) {
+        store
+            .change_credits(
+                &CreditChange {
+                    id: "led_grant".into(),
+                    tenant_id: tenant.into(),
+                    kind: LedgerKind::Grant,
+                    amount,
+                    at: 1,
+                    actor: "key_root".into(),
+                    reason: None,
+                    idempotency_key: None,
+                    fingerprint: "fp".into(),
+                    refill: None,
+                },
+                &AuditEntry {
+                    id: "evt_grant".into(),
+                    at: 1,
+                    actor: "key_root".into(),
+                    actor_ip: None,
+                    tenant_id: Some(tenant.into()),
+                    action: "credits.granted".into(),
+                    target: tenant.into(),
+                    details: serde_json::json!({}),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    fn request(tenant: &str, cost: i64) -> SpendRequest<'_> {
+        SpendRequest {
+            tenant_id: tenant,
+            key_id: "key_k",
+            cost,
+            key_cap: None,
+            refill: None,
+        }
+    }
+
+    /// A node short of credits that another node holds asks for them in the
+    /// change log and waits `reclaim_wait` for them; once the other node
+    /// released them (`release_tenant`), it spends them. With nobody holding
+    /// anything it refuses at once.
+    #[tokio::test]
+    async fn a_short_node_asks_for_credits_another_node_holds() {
+        let store = sqlite().await;
+        let (a, b) = (bank(&store, "n-a", 100), bank(&store, "n-b", 100));
+        grant(&store, "ten_1", 50).await;
+        let seq = store.last_change_seq().await.unwrap();
+
+        // b reserves ahead (10 × the cost: all 50) on its first spend.
+        assert!(b.spend(request("ten_1", 5)).await.unwrap().admitted);
+        let started = std::time::Instant::now();
+        let refused = a.spend(request("ten_1", 5)).await.unwrap();
+        assert!(!refused.admitted, "nobody answered the reclaim");
+        assert_eq!(refused.balance, 50, "b's 45 unspent + 5 spent, unsettled");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        let asked = store.changes_after(seq, 100).await.unwrap();
+        assert!(!asked.is_empty());
+        assert!(asked.iter().all(|c| c.kind == ChangeKind::CreditsReclaim
+            && c.tenant_id.as_deref() == Some("ten_1")
+            && c.origin.as_deref() == Some("n-a")));
+
+        // b answers: its spend is settled and its 45 go back; a spends them.
+        b.release_tenant("ten_1").await;
+        assert_eq!(b.unsettled("ten_1"), 0);
+        let acc = store.credit_account("ten_1", None, 2).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (45, 0));
+        for _ in 0..9 {
+            assert!(a.spend(request("ten_1", 5)).await.unwrap().admitted);
+        }
+        // Near the end a's reservations were lean: nothing is left anywhere,
+        // and with nobody holding anything both refuse at once.
+        let started = std::time::Instant::now();
+        assert!(!a.spend(request("ten_1", 5)).await.unwrap().admitted);
+        a.release_tenant("ten_1").await;
+        assert!(!b.spend(request("ten_1", 5)).await.unwrap().admitted);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        let acc = store.credit_account("ten_1", None, 3).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (0, 0));
+    }
+
+    /// `release_tenant` beside concurrent spends: none is lost and none is
+    /// counted twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn releasing_while_spending_loses_nothing() {
+        let store = sqlite().await;
+        let a = Arc::new(bank(&store, "n-a", 0));
+        grant(&store, "ten_1", 1_000).await;
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let a = Arc::clone(&a);
+            tasks.push(tokio::spawn(async move {
+                if i % 40 == 0 {
+                    a.release_tenant("ten_1").await;
+                    false
+                } else {
+                    a.spend(request("ten_1", 3)).await.unwrap().admitted
+                }
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += i64::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 1_000 / 3);
+        a.settle(true).await.unwrap();
+        let acc = store.credit_account("ten_1", None, 2).await.unwrap();
+        assert_eq!((acc.balance, acc.reserved), (1_000 % 3, 0));
     }
 }

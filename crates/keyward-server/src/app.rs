@@ -146,6 +146,7 @@ impl Keyward {
                 idle_release_ms: i64::try_from(cc.idle_release_seconds.saturating_mul(1000))
                     .unwrap_or(i64::MAX),
                 stale_ms: i64::try_from(cc.stale_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+                reclaim_wait: Duration::from_millis(cc.reclaim_wait_ms),
             },
         );
         let limiter: Arc<dyn keyward_limits::RateLimiter> = match &redis {
@@ -157,13 +158,16 @@ impl Keyward {
             credits: Arc::new(bank),
         });
         let verifier = Arc::new(verifier);
-        let changes = Arc::new(crate::changes::Follower::new(
-            Arc::clone(&store),
-            Arc::clone(&verifier),
-            Arc::clone(&clock),
-            limits.credits.node_id().to_owned(),
-            &settings.config.changes,
-        ));
+        let changes = Arc::new(
+            crate::changes::Follower::new(
+                Arc::clone(&store),
+                Arc::clone(&verifier),
+                Arc::clone(&clock),
+                limits.credits.node_id().to_owned(),
+                &settings.config.changes,
+            )
+            .with_reclaim(Arc::new(Arc::clone(&limits.credits))),
+        );
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
         let manage = Arc::new(keyward_manage::ManageService::new(
             Arc::clone(&store),

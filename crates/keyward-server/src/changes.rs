@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use keyward_core::clock::Clock;
 use keyward_core::secret::KeyHash;
+use keyward_limits::CreditBank;
 use keyward_store::{Change, ChangeKind, Store};
 use keyward_verify::verifier::Verifier;
 
@@ -73,6 +74,21 @@ impl ChangeHealth {
 /// What credits do when another node asks for its reservations back.
 pub(crate) trait ReclaimHandler: Send + Sync + 'static {
     fn reclaim(&self, tenant_id: &str);
+}
+
+/// The credit bank answers a reclaim by handing the tenant's reservation
+/// back ([`CreditBank::release_tenant`]) in a task of its own: the follower
+/// applies changes in order and must not wait for the store meanwhile.
+impl ReclaimHandler for Arc<CreditBank> {
+    fn reclaim(&self, tenant_id: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(tenant = tenant_id, "A credit reclaim arrived outside a runtime; the reservation is released when idle.");
+            return;
+        };
+        let bank = Arc::clone(self);
+        let tenant = tenant_id.to_owned();
+        drop(runtime.spawn(async move { bank.release_tenant(&tenant).await }));
+    }
 }
 
 struct Cursor {
@@ -129,6 +145,12 @@ impl Follower {
             silent: AtomicU8::new(0),
             poll_now: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Hands other nodes' `credits.reclaim` changes to `handler`.
+    pub(crate) fn with_reclaim(mut self, handler: Arc<dyn ReclaimHandler>) -> Follower {
+        self.reclaim = Some(handler);
+        self
     }
 
     pub(crate) fn health(&self) -> ChangeHealth {

@@ -496,6 +496,12 @@ impl Settings {
                 "must be at least four settle intervals, or live nodes would look stopped",
             ));
         }
+        if c.reclaim_wait_ms > 10_000 {
+            return Err(invalid(
+                "credits.reclaim_wait_ms",
+                "must be at most 10000: a request waits this long before it is refused",
+            ));
+        }
         if let Some(n) = &c.node_id {
             if n.is_empty() || n.len() > 64 || n.chars().any(char::is_control) {
                 return Err(invalid(
@@ -732,6 +738,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("http.trusted_proxies"));
+        let mut c = Config::default();
+        assert_eq!(c.credits.reclaim_wait_ms, 500);
+        c.credits.reclaim_wait_ms = 10_001;
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("credits.reclaim_wait_ms"));
     }
 
     #[test]

@@ -9,6 +9,16 @@
 //! crash the balance never shows credits that were spent, and nothing is
 //! spent twice; what a crashed node had reserved but not settled is counted
 //! as spent when it is recovered ([`CreditStore::recover_reservations`]).
+//!
+//! # The ledger is a running balance
+//! A ledger entry's `balance_after` is the tenant's credits *not yet spent*
+//! after the entry: the stored balance plus every node's outstanding
+//! reservation (`credit_reservations`), read in the entry's transaction under
+//! the account's row lock. Reserving and releasing move credits between the
+//! two without changing their sum, and every change of the sum is an entry
+//! (grant, adjust, refill, a settled spend, a reservation counted as spent),
+//! so in `seq` order each entry's `balance_after` is the previous one's plus
+//! its `amount`, whichever node wrote it.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -29,7 +39,10 @@ pub enum RefillPeriod {
 #[serde(rename_all = "lowercase")]
 pub enum RefillMode {
     /// The balance becomes the amount: unused credits do not carry over
-    /// (a monthly allowance).
+    /// (a monthly allowance). "The balance" counts what nodes hold in
+    /// reservations, so the stored balance becomes the amount less those
+    /// (never below zero): credits a node reserved before the refill are
+    /// spent from the new amount, not on top of it.
     Set,
     /// The amount is added to the balance (a top-up).
     Add,
@@ -46,7 +59,13 @@ pub struct Refill {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditAccount {
     pub tenant_id: String,
+    /// The stored balance: what no node holds.
     pub balance: i64,
+    /// What every node holds in reservations (out of `balance`, and not yet
+    /// settled as spent: some of it may have been spent in a node's memory
+    /// since its last settlement). `balance + reserved` is the ledger's
+    /// running balance.
+    pub reserved: i64,
     /// The tenant's own refill schedule (a tier's schedule applies otherwise).
     pub refill: Option<Refill>,
     pub last_refill_at: Option<i64>,
@@ -97,6 +116,9 @@ pub struct LedgerEntry {
     pub kind: LedgerKind,
     /// Change to the balance (negative for spends).
     pub amount: i64,
+    /// The tenant's credits not yet spent after this entry: the stored
+    /// balance plus every node's outstanding reservation. Each entry's is
+    /// the previous entry's (in `seq` order) plus its `amount`.
     pub balance_after: i64,
     /// The key that spent (spend entries whose batch had one key only).
     pub key_id: Option<String>,
@@ -127,6 +149,10 @@ pub struct Reserved {
     pub granted: i64,
     /// The stored balance after the reservation.
     pub balance: i64,
+    /// What other nodes hold in reservations of this tenant (some of it
+    /// possibly spent and not settled yet): credits a node that came up
+    /// short may ask them to hand back.
+    pub held_elsewhere: i64,
 }
 
 /// What a node spent of its reservation since the last settlement, and
@@ -142,9 +168,6 @@ pub struct Settlement {
     pub key_id: Option<String>,
     /// Spends of keys with a credit cap, added to their totals.
     pub key_spends: Vec<(String, i64)>,
-    /// This node's reservation left after the settlement (for the ledger's
-    /// `balance_after`).
-    pub remaining: i64,
 }
 
 /// Which reservations [`CreditStore::recover_reservations`] takes.
@@ -196,7 +219,8 @@ pub trait CreditStore: Send + Sync {
         now: i64,
     ) -> StoreResult<CreditAccount>;
     /// Moves credits from the tenant's balance into this node's reservation:
-    /// `min(balance, want)` if that is at least `min`, else nothing.
+    /// `min(balance, want)` if that is at least `min`, else nothing; and says
+    /// what other nodes hold ([`Reserved::held_elsewhere`]).
     async fn reserve_credits(&self, request: &ReserveRequest, now: i64) -> StoreResult<Reserved>;
     /// Records spends from this node's reservations (a ledger `spend` entry
     /// per tenant) and returns released credits to the balances, in one

@@ -5,15 +5,19 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreditState {
-    /// The tenant's balance after this request.
+    /// The tenant's credits not yet spent after this request, as the node
+    /// that answered sees them: its own unspent reservation, plus the stored
+    /// balance and other nodes' reservations as of its last reservation.
+    /// On one node the exact balance; with several, an estimate.
     pub balance: i64,
     /// What the key may still spend under its `credit_cap`.
     pub key_remaining: Option<i64>,
 }
 
 /// A refill schedule. `set` makes the balance the amount (unused credits
-/// lapse); `add` adds the amount. Boundaries are UTC midnights (daily) or
-/// the 1st of the month (monthly); a new schedule applies at once.
+/// lapse, including those nodes hold in reservations); `add` adds the
+/// amount. Boundaries are UTC midnights (daily) or the 1st of the month
+/// (monthly); a new schedule applies at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefillSpec {
@@ -50,6 +54,11 @@ pub enum RefillMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreditsView {
     pub tenant_id: String,
+    /// The tenant's credits not yet spent, as in the ledger's
+    /// `balance_after` (the stored balance plus every node's reservation),
+    /// less what the answering node spent and has not settled yet. On one
+    /// node this is exact; with several, other nodes' spends of their last
+    /// `credits.settle_interval_ms` may still be counted.
     pub balance: i64,
     /// The schedule in force.
     pub refill: Option<RefillSpec>,
@@ -78,6 +87,11 @@ pub struct LedgerEntryView {
     pub kind: String,
     /// Change to the balance; negative for spends.
     pub amount: i64,
+    /// The tenant's credits not yet spent after this entry: the stored
+    /// balance plus what every node holds in reservations, as of the
+    /// entry's transaction. The ledger is a running balance: in the order
+    /// entries were written, each `balance_after` is the previous entry's
+    /// plus this entry's `amount`.
     pub balance_after: i64,
     /// Spend entries: the key that spent.
     pub key_id: Option<String>,

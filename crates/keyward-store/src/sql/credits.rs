@@ -3,6 +3,12 @@
 //! Row locks: `UPDATE … SET x = x … RETURNING` takes the row lock in
 //! PostgreSQL (so concurrent nodes serialize on a tenant's balance) and is
 //! plain SQL in SQLite, whose single connection serializes everything anyway.
+//! Every statement that changes a tenant's `credit_reservations` rows runs
+//! after its account row is locked, so a sum of those rows read under the
+//! lock is exact: that is how every ledger entry's `balance_after` (stored
+//! balance + every node's reservation) is computed. Transactions that lock
+//! several accounts lock them in `tenant_id` order, so two nodes settling
+//! the same tenants cannot deadlock.
 
 use async_trait::async_trait;
 use keyward_core::id::new_id;
@@ -35,6 +41,7 @@ fn account_from_row(r: &AnyRow) -> StoreResult<CreditAccount> {
     Ok(CreditAccount {
         tenant_id: r.try_get("tenant_id").map_err(backend)?,
         balance: r.try_get("balance").map_err(backend)?,
+        reserved: 0,
         refill,
         last_refill_at: r.try_get("last_refill_at").map_err(backend)?,
         next_refill_at: r.try_get("next_refill_at").map_err(backend)?,
@@ -116,6 +123,34 @@ async fn lock_account(tx: &mut Tx<'_>, tenant_id: &str, now: i64) -> StoreResult
     account_from_row(&row)
 }
 
+/// What nodes hold in reservations of a locked account: all of them, and
+/// all but `node_id`'s.
+async fn held(tx: &mut Tx<'_>, tenant_id: &str, node_id: &str) -> StoreResult<(i64, i64)> {
+    // SUM of a BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot
+    // read: cast back.
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total, \
+         CAST(COALESCE(SUM(CASE WHEN node_id = $2 THEN 0 ELSE amount END), 0) AS BIGINT) AS elsewhere \
+         FROM credit_reservations WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(node_id)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok((
+        row.try_get("total").map_err(backend)?,
+        row.try_get("elsewhere").map_err(backend)?,
+    ))
+}
+
+/// The ledger's running balance of a locked account: its stored balance
+/// plus every node's reservation.
+async fn running_balance(tx: &mut Tx<'_>, account: &CreditAccount) -> StoreResult<i64> {
+    let (total, _) = held(tx, &account.tenant_id, "").await?;
+    Ok(account.balance.saturating_add(total))
+}
+
 /// Applies `refill` to a locked account if it is due, writing the ledger.
 async fn refill_if_due(
     tx: &mut Tx<'_>,
@@ -130,9 +165,11 @@ async fn refill_if_due(
     if account.next_refill_at.is_some_and(|next| next > now) {
         return Ok(());
     }
+    let (reserved, _) = held(tx, &account.tenant_id, "").await?;
     let before = account.balance;
+    // `Set` sets what is not yet spent, reservations included.
     let after = match r.mode {
-        RefillMode::Set => r.amount.max(0),
+        RefillMode::Set => r.amount.saturating_sub(reserved).max(0),
         RefillMode::Add => before.saturating_add(r.amount).max(0),
     };
     account.balance = after;
@@ -154,7 +191,7 @@ async fn refill_if_due(
         at: now,
         kind: LedgerKind::Refill,
         amount: after - before,
-        balance_after: after,
+        balance_after: after.saturating_add(reserved),
         key_id: None,
         requests: 0,
         actor: None,
@@ -186,6 +223,7 @@ impl CreditStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let mut account = lock_account(&mut tx, tenant_id, now).await?;
         refill_if_due(&mut tx, &mut account, refill, now).await?;
+        account.reserved = held(&mut tx, tenant_id, "").await?.0;
         tx.commit().await.map_err(backend)?;
         Ok(account)
     }
@@ -222,10 +260,12 @@ impl CreditStore for SqlStore {
             .execute(&mut *tx)
             .await.map_err(backend)?;
         }
+        let (_, held_elsewhere) = held(&mut tx, &r.tenant_id, &r.node_id).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Reserved {
             granted,
             balance: account.balance,
+            held_elsewhere,
         })
     }
 
@@ -235,8 +275,10 @@ impl CreditStore for SqlStore {
         settlements: &[Settlement],
         now: i64,
     ) -> StoreResult<()> {
+        let mut ordered: Vec<&Settlement> = settlements.iter().collect();
+        ordered.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        for s in settlements {
+        for s in ordered {
             let mut account = lock_account(&mut tx, &s.tenant_id, now).await?;
             let held = sqlx::query(
                 "UPDATE credit_reservations SET amount = amount - $1, updated_at = $2 \
@@ -293,7 +335,7 @@ impl CreditStore for SqlStore {
                     at: now,
                     kind: LedgerKind::Spend,
                     amount: -s.spent,
-                    balance_after: account.balance + s.remaining,
+                    balance_after: running_balance(&mut tx, &account).await?,
                     key_id: s.key_id.clone(),
                     requests: s.requests,
                     actor: None,
@@ -313,11 +355,13 @@ impl CreditStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let rows = match which {
             Recover::Node(node_id) => sqlx::query(
-                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id = $1",
+                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id = $1 \
+                 ORDER BY tenant_id, node_id",
             )
             .bind(node_id),
             Recover::StaleExcept { node_id, before } => sqlx::query(
-                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id <> $1 AND updated_at < $2",
+                "SELECT tenant_id, node_id, amount FROM credit_reservations WHERE node_id <> $1 AND updated_at < $2 \
+                 ORDER BY tenant_id, node_id",
             )
             .bind(node_id)
             .bind(before),
@@ -348,7 +392,7 @@ impl CreditStore for SqlStore {
                 at: now,
                 kind: LedgerKind::Spend,
                 amount: -amount,
-                balance_after: account.balance,
+                balance_after: running_balance(&mut tx, &account).await?,
                 key_id: None,
                 requests: 0,
                 actor: None,
@@ -427,13 +471,14 @@ impl CreditStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        account.balance = after;
         let entry = LedgerEntry {
             id: c.id.clone(),
             tenant_id: c.tenant_id.clone(),
             at: c.at,
             kind: c.kind,
             amount: c.amount,
-            balance_after: after,
+            balance_after: running_balance(&mut tx, &account).await?,
             key_id: None,
             requests: 0,
             actor: Some(c.actor.clone()),
@@ -485,7 +530,8 @@ impl CreditStore for SqlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
-        let account = account_from_row(&row)?;
+        let mut account = account_from_row(&row)?;
+        account.reserved = held(&mut tx, tenant_id, "").await?.0;
         insert_audit(&mut tx, audit).await.map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(account)

@@ -1,10 +1,16 @@
 //! Rate limits, credits and idempotent retries, over real HTTP: exact under
-//! concurrency, honest about when to come back, and durable across a restart.
+//! concurrency, honest about when to come back, and durable across a restart;
+//! and credits exact across two nodes (two credit banks on one store).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use keyward_core::clock::ManualClock;
-use keyward_store::SqlStore;
+use keyward_core::clock::{Clock, ManualClock, SystemClock};
+use keyward_limits::{BankConfig, CreditBank, SpendRequest};
+use keyward_store::{
+    AuditEntry, ChangeKind, ChangeStore as _, CreditChange, CreditStore as _, LedgerKind, SqlStore,
+    Store,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -707,4 +713,306 @@ respond = {{ paid = true }}
             "round {round}"
         );
     }
+}
+
+/// Two nodes: two credit banks (node ids `n-a` and `n-b`), each on its own
+/// handle on one database, with what the server's change follower does
+/// for credits: a task per bank reading the change log and calling
+/// `release_tenant` for the other node's reclaims.
+struct TwoNodes {
+    a: Arc<CreditBank>,
+    b: Arc<CreditBank>,
+    store: Arc<SqlStore>,
+    other: Arc<SqlStore>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TwoNodes {
+    async fn start(backend: Backend, reclaim_wait: Duration) -> TwoNodes {
+        let url = fresh_store_url(backend).await;
+        let store = Arc::new(SqlStore::open(&url).await.unwrap());
+        let other = Arc::new(SqlStore::open(&url).await.unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let bank = |s: &Arc<SqlStore>, node: &str| {
+            Arc::new(CreditBank::new(
+                Arc::clone(s) as Arc<dyn Store>,
+                Arc::clone(&clock),
+                BankConfig {
+                    node_id: node.into(),
+                    max_reservation: 10_000,
+                    idle_release_ms: 10_000,
+                    stale_ms: 300_000,
+                    reclaim_wait,
+                },
+            ))
+        };
+        let (a, b) = (bank(&store, "n-a"), bank(&other, "n-b"));
+        let start = store.last_change_seq().await.unwrap();
+        let followers = [(&a, &store), (&b, &other)]
+            .into_iter()
+            .map(|(bank, s)| {
+                let (bank, s) = (Arc::clone(bank), Arc::clone(s));
+                tokio::spawn(async move {
+                    let mut after = start;
+                    loop {
+                        for change in s.changes_after(after, 100).await.unwrap() {
+                            after = change.seq;
+                            let theirs = change.origin.as_deref() != Some(bank.node_id());
+                            if let (ChangeKind::CreditsReclaim, true, Some(tenant)) =
+                                (&change.kind, theirs, change.tenant_id)
+                            {
+                                // As the server does: in a task of its own.
+                                let bank = Arc::clone(&bank);
+                                tokio::spawn(async move { bank.release_tenant(&tenant).await });
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                })
+            })
+            .collect();
+        TwoNodes {
+            a,
+            b,
+            store,
+            other,
+            followers,
+        }
+    }
+
+    async fn grant(&self, tenant: &str, amount: i64) {
+        let at = SystemClock.now().0;
+        let id = format!("led_{tenant}_{at}");
+        self.store
+            .change_credits(
+                &CreditChange {
+                    id: id.clone(),
+                    tenant_id: tenant.into(),
+                    kind: LedgerKind::Grant,
+                    amount,
+                    at,
+                    actor: "key_root".into(),
+                    reason: None,
+                    idempotency_key: None,
+                    fingerprint: id.clone(),
+                    refill: None,
+                },
+                &AuditEntry {
+                    id: format!("evt_{id}"),
+                    at,
+                    actor: "key_root".into(),
+                    actor_ip: None,
+                    tenant_id: Some(tenant.into()),
+                    action: "credits.granted".into(),
+                    target: tenant.into(),
+                    details: json!({}),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Spends `cost` once on `bank`: admitted or not.
+    async fn spend(bank: &CreditBank, tenant: &str, cost: i64) -> bool {
+        bank.spend(SpendRequest {
+            tenant_id: tenant,
+            key_id: "key_spender",
+            cost,
+            key_cap: None,
+            refill: None,
+        })
+        .await
+        .unwrap()
+        .admitted
+    }
+
+    /// Both nodes settle and give everything back, as at shutdown.
+    async fn settle_all(&self) {
+        self.a.settle(true).await.unwrap();
+        self.b.settle(true).await.unwrap();
+    }
+
+    async fn stop(self) {
+        for f in self.followers {
+            f.abort();
+        }
+        self.other.close().await;
+        self.store.close().await;
+    }
+}
+
+/// Credits are exact across nodes: with balance B and cost c, concurrent
+/// requests split over two nodes are admitted exactly floor(B / c) times
+/// and B mod c is left, however the reservations happened to be spread;
+/// the ledger accounts for every credit as a running balance.
+async fn two_nodes_spend_exactly(backend: Backend) {
+    let nodes = TwoNodes::start(backend, Duration::from_millis(1_000)).await;
+
+    // Credits parked on one node are handed back to the other: n-a's first
+    // spend reserves all 100 (its read-ahead is 10 × the cost), then n-b
+    // asks for them, request after request.
+    let t = "ten_parked";
+    nodes.grant(t, 100).await;
+    assert!(TwoNodes::spend(&nodes.a, t, 10).await);
+    for i in 0..9 {
+        assert!(TwoNodes::spend(&nodes.b, t, 10).await, "n-b's spend {i}");
+    }
+    // Nothing is left anywhere: refused, at once (nobody holds any).
+    let started = Instant::now();
+    assert!(!TwoNodes::spend(&nodes.b, t, 10).await);
+    assert!(!TwoNodes::spend(&nodes.a, t, 10).await);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refusals after a reclaim came back empty took {:?}",
+        started.elapsed()
+    );
+    nodes.settle_all().await;
+    let acc = nodes.store.credit_account(t, None, 0).await.unwrap();
+    assert_eq!((acc.balance, acc.reserved), (0, 0));
+    crate::store::credits::assert_running(nodes.store.as_ref(), t).await;
+
+    // Many concurrent spends split across both nodes, round after round.
+    for (round, (balance, cost, per_node)) in [
+        (1000_i64, 7_i64, 150_usize),
+        (997, 1, 600),
+        (50, 3, 30),
+        (12_345, 5, 1_500),
+        (10, 4, 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = format!("ten_exact_{round}");
+        nodes.grant(&t, balance).await;
+        let mut tasks = Vec::new();
+        for i in 0..per_node * 2 {
+            let bank = Arc::clone(if i % 2 == 0 { &nodes.a } else { &nodes.b });
+            let t = t.clone();
+            tasks.push(tokio::spawn(async move {
+                TwoNodes::spend(&bank, &t, cost).await
+            }));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += i64::from(task.await.unwrap());
+        }
+        assert_eq!(admitted, balance / cost, "round {round}: admitted");
+        nodes.settle_all().await;
+        let acc = nodes.store.credit_account(&t, None, 0).await.unwrap();
+        assert_eq!(
+            (acc.balance, acc.reserved),
+            (balance % cost, 0),
+            "round {round}: left"
+        );
+        let entries = crate::store::credits::assert_running(nodes.store.as_ref(), &t).await;
+        let spends: Vec<_> = entries
+            .iter()
+            .filter(|e| e.kind == LedgerKind::Spend)
+            .collect();
+        assert!(
+            spends.iter().all(|e| e.reason.is_none()),
+            "round {round}: nothing was counted as spent by a crash"
+        );
+        assert_eq!(
+            spends.iter().map(|e| e.requests).sum::<i64>(),
+            balance / cost,
+            "round {round}: requests in the ledger"
+        );
+        assert_eq!(
+            spends.iter().map(|e| e.amount).sum::<i64>(),
+            -(balance / cost) * cost,
+            "round {round}: credits spent in the ledger"
+        );
+    }
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_spend_exactly_on_sqlite() {
+    two_nodes_spend_exactly(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_spend_exactly_on_postgres() {
+    two_nodes_spend_exactly(Backend::Postgres).await;
+}
+
+/// The server's wiring: two servers on one PostgreSQL (two nodes). Credits
+/// one node reserved ahead are handed back when the other runs short: it
+/// asks through the change log, the first node's follower hears it and
+/// releases them. Every credit is spent exactly once, and the ledger read
+/// through the API is a running balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hands_its_reservation_back_when_another_runs_short() {
+    let url = fresh_store_url(Backend::Postgres).await;
+    let clock = ManualClock::starting_now();
+    let node = |id: &str| {
+        config_from_toml(&format!(
+            r#"{KEYS}
+[credits]
+node_id = "{id}"
+[[routes]]
+methods = ["GET"]
+path = "/v1/paid"
+credits = 10
+respond = {{ paid = true }}
+"#
+        ))
+    };
+    let a = Server::start_on(
+        Arc::new(SqlStore::open(&url).await.unwrap()),
+        node("node-a"),
+        clock.clone(),
+    )
+    .await;
+    let b = Server::start_on(
+        Arc::new(SqlStore::open(&url).await.unwrap()),
+        node("node-b"),
+        clock.clone(),
+    )
+    .await;
+    let tenant = a.tenant("Acme").await;
+    let (_, secret) = a.key(&tenant, "k", json!({})).await;
+    a.grant(&tenant, 105).await;
+
+    // Node A reserves ahead (ten times the cost: all of it) on its first
+    // request; node B gets every other credit back from it.
+    assert_eq!(a.get("/v1/paid", &secret).await.status, StatusCode::OK);
+    for i in 0..9 {
+        let r = b.get("/v1/paid", &secret).await;
+        assert_eq!(r.status, StatusCode::OK, "node B's request {i}: {}", r.body);
+    }
+    b.get("/v1/paid", &secret)
+        .await
+        .assert_problem(402, "credits_exhausted");
+    a.get("/v1/paid", &secret)
+        .await
+        .assert_problem(402, "credits_exhausted");
+
+    let credits = format!("/v1/tenants/{tenant}/credits");
+    for s in [&a, &b] {
+        assert_eq!(s.get(&credits, &s.root).await.body["balance"], 5);
+    }
+    // The ledger (each node settles before reading it) chains: newest
+    // first, each balance_after is the older one's plus the amount.
+    a.get(&format!("{credits}/ledger"), &a.root).await;
+    let ledger = b.get(&format!("{credits}/ledger?limit=100"), &b.root).await;
+    let data = ledger.body["data"].as_array().unwrap();
+    for pair in data.windows(2) {
+        assert_eq!(
+            pair[0]["balance_after"].as_i64().unwrap(),
+            pair[1]["balance_after"].as_i64().unwrap() + pair[0]["amount"].as_i64().unwrap(),
+            "{}",
+            ledger.body
+        );
+    }
+    assert_eq!(data[0]["balance_after"], 5, "{}", ledger.body);
+    let spent: i64 = data
+        .iter()
+        .filter(|e| e["kind"] == "spend")
+        .map(|e| e["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(spent, -100);
+    b.shutdown().await;
+    a.shutdown().await;
 }

@@ -7,7 +7,7 @@
 
 mod audit;
 mod changes;
-mod credits;
+pub(crate) mod credits;
 mod idempotency;
 mod keys;
 mod tenants;
@@ -116,6 +116,7 @@ conformance! {
     root_keys_conformance: |a, b| keys::root_keys(a, b);
     audit_conformance: |a, _b| audit::suite(a);
     credits_conformance: |a, b| credits::suite(a, b);
+    credits_running_balance_conformance: |a, b| credits::running_balance(a, b);
     idempotency_conformance: |a, b| idempotency::suite(a, b);
     idempotency_quota_conformance: |a, b| idempotency::quota(a, b);
     users_conformance: |a, _b| users::suite(a);
