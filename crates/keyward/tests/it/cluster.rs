@@ -361,20 +361,35 @@ window_seconds = 3600
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_of_n_admits_exactly_n_of_2000_concurrent_requests_over_three_nodes() {
+    // Exactness is Redis' (one script decides for every node); a node whose
+    // Redis answer takes longer than `redis.timeout_ms` decides alone with
+    // its share, by design approximately. Three debug-built nodes taking
+    // 2,000 connections at once on a shared 2-core machine can be that
+    // slow at the default 100 ms, so the wait is long here.
     let c = Cluster::start(ClusterOptions {
-        config: tier_config(100, ""),
+        config: tier_config(100, "[redis]\ntimeout_ms = 5000\n"),
         ..ClusterOptions::default()
     })
     .await;
     let tenant = c.tenant("Acme").await;
     let (_, secret) = c.key(&tenant, "load", json!({})).await;
 
+    let start = Instant::now();
     let replies = c
         .burst(2000, |i, http| {
             http.get(c.url(i % 3, "/v1/whoami")).bearer_auth(&secret)
         })
         .await;
+    println!(
+        "2000 requests over 3 nodes answered in {:?}",
+        start.elapsed()
+    );
     no_lost_requests(&replies);
+    let fell_back = c.log_lines_containing("rate limits are decided on this node");
+    assert!(
+        fell_back.is_empty(),
+        "a node stopped using Redis during the burst, so its share is approximate: {fell_back:?}"
+    );
     let per_node: Vec<usize> = (0..3)
         .map(|n| {
             replies

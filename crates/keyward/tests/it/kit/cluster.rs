@@ -625,6 +625,21 @@ impl Cluster {
         self.proxy().refuse_connections_naming(None);
     }
 
+    /// The lines of every node's log that contain `text`, each prefixed
+    /// with its node's name.
+    pub fn log_lines_containing(&self, text: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.log_text()
+                    .lines()
+                    .filter(|l| l.contains(text))
+                    .map(|l| format!("{}: {l}", n.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// No node logged any secret the kit handed out (the root key and every
     /// key made with [`Cluster::key`]); the logs are not empty (else the
     /// check would prove nothing).
