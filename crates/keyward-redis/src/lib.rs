@@ -91,7 +91,9 @@ pub struct RedisConfig {
     /// Prefix of every Redis key keyward writes (default "keyward:"). Lets several deployments
     /// (or test runs) share one Redis.
     pub prefix: String,
-    /// Longest wait for one Redis command before the node falls back (default 100 ms).
+    /// Longest wait for one Redis command before the node falls back
+    /// (default 250 ms). A Redis slower than this under load counts as
+    /// down: raise it for a remote or busy Redis.
     pub timeout_ms: u64,
     /// What a node does while Redis is unreachable (default fail_open_local).
     pub on_failure: FailurePolicy,
@@ -101,7 +103,7 @@ impl Default for RedisConfig {
     fn default() -> RedisConfig {
         RedisConfig {
             prefix: "keyward:".into(),
-            timeout_ms: 100,
+            timeout_ms: 250,
             on_failure: FailurePolicy::FailOpenLocal,
         }
     }
@@ -417,11 +419,11 @@ impl Shared {
             FailurePolicy::FailOpenLocal => tracing::warn!(
                 error,
                 live_nodes = self.live_nodes.load(Ordering::Relaxed),
-                "Redis is unreachable; rate limits are decided on this node with its share of each limit until Redis answers again."
+                "Redis failed or did not answer within redis.timeout_ms; rate limits are decided on this node with its share of each limit until Redis answers again."
             ),
             FailurePolicy::FailClosed => tracing::warn!(
                 error,
-                "Redis is unreachable; rate-limited requests are refused until Redis answers again."
+                "Redis failed or did not answer within redis.timeout_ms; rate-limited requests are refused until Redis answers again."
             ),
         }
     }

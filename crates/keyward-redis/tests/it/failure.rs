@@ -298,7 +298,7 @@ fn the_config_reads_from_toml_like_json_with_defaults() {
     let c: keyward_redis::RedisConfig =
         serde_json::from_str(r#"{"on_failure": "fail_closed"}"#).unwrap();
     assert_eq!(c.prefix, "keyward:");
-    assert_eq!(c.timeout_ms, 100);
+    assert_eq!(c.timeout_ms, 250);
     assert_eq!(c.on_failure, FailurePolicy::FailClosed);
     assert!(serde_json::from_str::<keyward_redis::RedisConfig>(r#"{"prefx": "x"}"#).is_err());
 }
