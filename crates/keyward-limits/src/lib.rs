@@ -761,6 +761,10 @@ impl CreditBank {
                     // this request needs, below).
                     want = want.min(b.stored / 4);
                 }
+                // What the node holds stays within `max_reservation` (or
+                // one request's cost, if that is more): the most a crash
+                // can count as spent.
+                want = want.min(self.config.max_reservation - b.reserved);
                 (short, want.max(short))
             };
             let got = self
@@ -877,7 +881,9 @@ impl CreditBank {
     /// wait for the store.
     fn maybe_top_up(&self, b: &mut TenantBank, r: &SpendRequest<'_>, cost: i64, now: i64) {
         if b.pending.is_none() && b.stored > 0 && b.reserved < b.want / 2 && !b.lean(now) {
-            let want = b.next_want(cost, now, self.config.max_reservation);
+            let want = b
+                .next_want(cost, now, self.config.max_reservation)
+                .min(self.config.max_reservation - b.reserved);
             b.last_reserve = now;
             b.pending = Some(self.top_up(r.tenant_id.to_owned(), want, r.refill));
         }

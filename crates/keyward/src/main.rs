@@ -85,6 +85,10 @@ struct ServeArgs {
     /// this loopback address (`POST /advance?seconds=N`). Never in production.
     #[arg(long, hide = true)]
     test_clock_listen: Option<std::net::SocketAddr>,
+    /// Once listening, write the address to this file (with `--listen
+    /// 127.0.0.1:0`, the port the system chose), for scripts and tests.
+    #[arg(long, value_name = "PATH")]
+    address_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -403,11 +407,19 @@ async fn serve(serve_args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
     tracing::info!(
-        address = %listener.local_addr()?,
+        address = %address,
         store = %redact_url(&settings.config.effective_store_url()),
         "Keyward is listening."
     );
+    if let Some(path) = &serve_args.address_file {
+        // Whole or not at all: a reader never sees half an address.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, format!("{address}\n"))
+            .and_then(|()| std::fs::rename(&partial, path))
+            .with_context(|| format!("cannot write the address to {}", path.display()))?;
+    }
     let store_handle = store.clone();
     let clock: Arc<dyn keyward_core::clock::Clock> = match serve_args.test_clock_listen {
         Some(addr) => {

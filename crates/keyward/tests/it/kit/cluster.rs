@@ -41,7 +41,12 @@ use tokio::task::JoinHandle;
 use super::{fresh_store_url, temp_dir, Backend, Reply};
 use crate::upstream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+/// The binary the nodes run: this build's, or `KEYWARD_TEST_NODE_BIN` (a
+/// release build, for measuring; docs/BENCHMARKS.md).
+fn node_bin() -> String {
+    std::env::var("KEYWARD_TEST_NODE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_keyward").to_owned())
+}
 pub const REDIS_DEFAULT: &str = "redis://127.0.0.1:6379";
 /// How long a node may take to answer `/v1/ready` after it was spawned.
 const START_BOUND: Duration = Duration::from_secs(30);
@@ -107,6 +112,33 @@ impl Node {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// The address the node bound, once it wrote it (`--address-file`);
+    /// panics with its log if it exits first or takes too long.
+    async fn bound_address(&self, file: &Path) -> String {
+        let deadline = Instant::now() + START_BOUND;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                if let Some(addr) = text.lines().next().filter(|a| !a.is_empty()) {
+                    return addr.to_owned();
+                }
+            }
+            if let Some(status) = self.exited() {
+                panic!(
+                    "node {} exited ({status}) before listening:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not listen within {START_BOUND:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -242,7 +274,7 @@ fn forget_prefix(url: &str, prefix: &str) {
 /// `KEYWARD_*` variables inherited from whoever runs the tests would change
 /// the nodes' configuration behind the test's back.
 fn clean_command() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(node_bin());
     for (name, _) in std::env::vars() {
         if name.starts_with("KEYWARD_") {
             cmd.env_remove(name);
@@ -312,13 +344,16 @@ impl Cluster {
         let mut nodes = Vec::with_capacity(opts.nodes);
         for i in 0..opts.nodes {
             let name = format!("{}-{tag}", (b'a' + i as u8) as char);
-            let port = free_port();
             let log = dir.join(format!("node-{name}.log"));
+            let address_file = dir.join(format!("node-{name}.addr"));
             let file = std::fs::File::create(&log).unwrap();
             let child = clean_command()
                 .args(["serve", "--config"])
                 .arg(&config)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
+                // Port 0: the system picks a free port, and the node says
+                // which (no race with other tests for a port picked early).
+                .args(["--listen", "127.0.0.1:0", "--address-file"])
+                .arg(&address_file)
                 .args(["--store-url", &node_store_url])
                 .envs(env.iter().cloned())
                 .env("KEYWARD_CREDITS__NODE_ID", &name)
@@ -327,12 +362,14 @@ impl Cluster {
                 .stderr(file)
                 .spawn()
                 .unwrap();
-            nodes.push(Node {
+            let mut node = Node {
                 name,
-                base: format!("http://127.0.0.1:{port}"),
+                base: String::new(),
                 log,
                 child: Mutex::new(Some(child)),
-            });
+            };
+            node.base = format!("http://{}", node.bound_address(&address_file).await);
+            nodes.push(node);
         }
         let cluster = Cluster {
             nodes,
