@@ -200,6 +200,8 @@ pub(crate) async fn update(
 }
 
 /// Revokes a key at once: the very next request with it is refused (`keyward:keys:write`).
+/// Idempotent: revoking a revoked key changes and audits nothing, answers
+/// the key as it is, and says so in `Keyward-Already-Revoked: true`.
 #[utoipa::path(
     post,
     path = "/v1/keys/{id}/revoke",
@@ -209,7 +211,7 @@ pub(crate) async fn update(
     request_body(content = Option<RevokeKey>, description = "Optional; an empty body revokes without a reason."),
     security(("bearer" = []), ("api_key" = []), ("basic" = [])),
     responses(
-        (status = 200, body = KeyView),
+        (status = 200, body = KeyView, headers(("Keyward-Already-Revoked" = String, description = "`true` when the key was revoked before this call (nothing changed)."))),
         (status = 400, description = "`invalid_body`: not JSON (an empty body is fine), a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "`insufficient_scope`: the key lacks `keyward:keys:write`.", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such key, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
@@ -223,10 +225,15 @@ pub(crate) async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
     MaybeJson(body): MaybeJson<RevokeKey>,
-) -> Result<axum::Json<KeyView>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let reason = body.and_then(|b| b.reason);
-    let k = state.manage.revoke_key(&caller.actor, &id, reason).await?;
-    Ok(axum::Json(KeyView::new(&k, state.clock.now())))
+    let r = state.manage.revoke_key(&caller.actor, &id, reason).await?;
+    let view = axum::Json(KeyView::new(&r.key, state.clock.now()));
+    Ok(if r.already_revoked {
+        ([("keyward-already-revoked", "true")], view).into_response()
+    } else {
+        view.into_response()
+    })
 }
 
 /// Issues a new secret for a key. The old secret keeps working for

@@ -437,7 +437,7 @@ fn common_errors(op: &mut Value) {
         if *status == "401" {
             response["headers"] = json!({
                 "WWW-Authenticate": {
-                    "description": "`Bearer realm=\"keyward\"`, with `error=\"invalid_token\"` and the code when a key was presented.",
+                    "description": "One challenge per way this deployment accepts keys (`keys.schemes`): `Bearer realm=\"keyward\"` (with `error=\"invalid_token\"` and the code when a key was presented), `Basic realm=\"keyward\", charset=\"UTF-8\"`, or, when only the header scheme is on, `ApiKey realm=\"keyward\", header=\"<keys.header>\"`.",
                     "schema": { "type": "string" }
                 }
             });

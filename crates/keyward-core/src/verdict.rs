@@ -70,7 +70,9 @@ impl Denial {
     pub fn message(&self) -> String {
         match self {
             Denial::MissingCredentials => {
-                "No API key was presented. Send it as `Authorization: Bearer <key>`.".into()
+                // Where an HTTP response is made, the renderer adds how this
+                // deployment takes keys.
+                "No API key was presented.".into()
             }
             Denial::InvalidApiKey => "The API key is not valid.".into(),
             Denial::Revoked => "The API key has been revoked. Create a new key.".into(),

@@ -185,15 +185,18 @@ impl ApiError {
         match self {
             // Denial messages are written as final sentences already.
             ApiError::Denied(d) => d.message(),
-            ApiError::CredentialsMisplaced { place, header } => format!(
-                "API keys are not accepted in the {place}, where they leak into logs and histories. \
-                 Send the key as `Authorization: Bearer <key>` or in the `{header}` header."
+            // The renderer adds how this deployment takes keys.
+            ApiError::CredentialsMisplaced { place, .. } => format!(
+                "API keys are not accepted in the {place}, where they leak into logs and histories."
             ),
             other => {
                 let s = other.to_string();
                 let mut c = s.chars();
                 match c.next() {
-                    Some(first) => first.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." },
+                    Some(first) => {
+                        first.to_uppercase().chain(c).collect::<String>()
+                            + if s.ends_with('.') { "" } else { "." }
+                    }
                     None => s,
                 }
             }
@@ -238,14 +241,91 @@ impl ApiError {
     }
 }
 
-/// The problem type's title: its code as words, e.g. `Insufficient scope`.
+/// The problem type's title: its code as words, e.g. `Insufficient scope`,
+/// `IP not allowed`, `Invalid API key`.
 fn title_of(code: &str) -> String {
-    let words = code.replace('_', " ");
-    let words = words.replace("api key", "API key");
+    let words: Vec<String> = code
+        .split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| match w {
+            "api" | "ip" | "url" | "id" | "http" => w.to_ascii_uppercase(),
+            _ => w.to_owned(),
+        })
+        .collect();
+    let words = words.join(" ");
     let mut c = words.chars();
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
+}
+
+/// The ways this deployment accepts a key (`keys.schemes`, `keys.header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub bearer: bool,
+    pub basic: bool,
+    /// The header of the `header` scheme, when it is on.
+    pub header: Option<String>,
+}
+
+impl Default for Accepted {
+    fn default() -> Accepted {
+        Accepted {
+            bearer: true,
+            basic: true,
+            header: Some("X-API-Key".to_owned()),
+        }
+    }
+}
+
+impl Accepted {
+    /// How to send a key here, as a sentence.
+    pub fn hint(&self) -> String {
+        let mut ways = Vec::new();
+        if self.bearer {
+            ways.push("as `Authorization: Bearer <key>`".to_owned());
+        }
+        if let Some(h) = &self.header {
+            ways.push(format!("in the `{h}` header"));
+        }
+        if self.basic {
+            ways.push(
+                "with HTTP Basic authentication (the key id as user name, the key as password)"
+                    .to_owned(),
+            );
+        }
+        match ways.len() {
+            0 => "This deployment accepts no way of presenting a key.".to_owned(),
+            1 => format!("Send it {}.", ways[0]),
+            n => format!("Send it {}, or {}.", ways[..n - 1].join(", "), ways[n - 1]),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenges of a 401: one per scheme this
+    /// deployment accepts (RFC 9110 §11.6.1), so a client that sends
+    /// credentials only when challenged for its scheme gets in.
+    fn challenges(&self, code: &str) -> Vec<String> {
+        let presented = code != "missing_credentials";
+        let mut out = Vec::new();
+        if self.bearer {
+            out.push(if presented {
+                format!(
+                    "Bearer realm=\"keyward\", error=\"invalid_token\", error_description=\"{code}\""
+                )
+            } else {
+                "Bearer realm=\"keyward\"".to_owned()
+            });
+        }
+        if self.basic {
+            out.push("Basic realm=\"keyward\", charset=\"UTF-8\"".to_owned());
+        }
+        if let (Some(h), true) = (&self.header, out.is_empty()) {
+            // No registered scheme names a key in a header of its own; a
+            // 401 must still challenge (RFC 9110 §15.5.2).
+            out.push(format!("ApiKey realm=\"keyward\", header=\"{h}\""));
+        }
+        out
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -393,11 +473,15 @@ fn styled(
             CodeCase::Snake => p.code.to_owned(),
             CodeCase::Upper => p.code.to_ascii_uppercase(),
         });
-    let detail = cfg
-        .messages
-        .get(p.code)
-        .cloned()
-        .unwrap_or_else(|| p.detail.clone());
+    let detail = cfg.messages.get(p.code).cloned().unwrap_or_else(|| {
+        match p.code {
+            // Say how this deployment takes keys, not every way keyward can.
+            "missing_credentials" | "credentials_misplaced" => {
+                format!("{} {}", p.detail, cfg.accepted.hint())
+            }
+            _ => p.detail.clone(),
+        }
+    });
     let (content_type, body) = match cfg.style {
         ErrorStyle::Problem => {
             let mut body = Map::new();
@@ -424,16 +508,11 @@ fn styled(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     parts.headers.remove(header::CONTENT_LENGTH);
     if p.status == StatusCode::UNAUTHORIZED {
-        let challenge = if p.code == "missing_credentials" {
-            "Bearer realm=\"keyward\"".to_owned()
-        } else {
-            format!(
-                "Bearer realm=\"keyward\", error=\"invalid_token\", error_description=\"{}\"",
-                p.code
-            )
-        };
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            parts.headers.insert(header::WWW_AUTHENTICATE, v);
+        parts.headers.remove(header::WWW_AUTHENTICATE);
+        for challenge in cfg.accepted.challenges(p.code) {
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                parts.headers.append(header::WWW_AUTHENTICATE, v);
+            }
         }
     }
     if let Some(retry) = p.extra.get("retry_after").and_then(Value::as_u64) {
@@ -467,6 +546,11 @@ pub enum CodeCase {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorsConfig {
+    /// How this deployment accepts keys (from `[keys]`, not a setting of
+    /// `[errors]`): 401 challenges and the hints of `missing_credentials`
+    /// and `credentials_misplaced` name these ways, and no other.
+    #[serde(skip)]
+    pub accepted: Accepted,
     pub style: ErrorStyle,
     /// Problem `type` is this followed by the code.
     pub type_base: String,
@@ -480,6 +564,7 @@ pub struct ErrorsConfig {
 impl Default for ErrorsConfig {
     fn default() -> ErrorsConfig {
         ErrorsConfig {
+            accepted: Accepted::default(),
             style: ErrorStyle::Problem,
             type_base: "https://keyward.dev/errors/".into(),
             code_case: CodeCase::Snake,

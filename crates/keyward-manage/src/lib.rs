@@ -35,5 +35,5 @@ pub use policy::ManagePolicy;
 pub use service::{
     people::{check_email, check_name, normalize_email, NewInvite, NewUser},
     AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery, ManageService,
-    NewKey, NewTenant, Paging, RateLimitInput, TenantChanges,
+    NewKey, NewTenant, Paging, RateLimitInput, Revocation, TenantChanges,
 };

@@ -20,7 +20,7 @@ use crate::event::{ChangeEvent, Invalidator};
 use crate::policy::ManagePolicy;
 
 pub use credits::{CreditChangeInput, Credits};
-pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput};
+pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use tenants::{NewTenant, TenantChanges};
 
 /// The management service: one per server (or CLI command).

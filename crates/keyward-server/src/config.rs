@@ -400,7 +400,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
+    pub fn from_config(mut config: Config) -> Result<Settings, ConfigError> {
+        config.errors.accepted = keyward_http::error::Accepted {
+            bearer: config.keys.schemes.contains(&Scheme::Bearer),
+            basic: config.keys.schemes.contains(&Scheme::Basic),
+            header: config
+                .keys
+                .schemes
+                .contains(&Scheme::Header)
+                .then(|| config.keys.header.clone()),
+        };
         let k = &config.keys;
         if k.environments.is_empty() {
             return Err(invalid(

@@ -71,6 +71,15 @@ pub struct KeyQuery {
     pub paging: Paging,
 }
 
+/// What a revocation did.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub key: KeyRecord,
+    /// The key was revoked before this call: nothing changed, nothing was
+    /// audited (revoking is idempotent).
+    pub already_revoked: bool,
+}
+
 impl ManageService {
     pub(crate) fn checks<'a>(
         &self,
@@ -420,7 +429,7 @@ impl ManageService {
         actor: &Actor,
         id: &str,
         reason: Option<String>,
-    ) -> Result<KeyRecord, ManageError> {
+    ) -> Result<Revocation, ManageError> {
         actor.require("keyward:keys:write")?;
         let current = self.visible_key(actor, id).await?;
         if let Some(r) = &reason {
@@ -428,6 +437,13 @@ impl ManageService {
             let mut c = self.checks(&policy, actor);
             c.text("reason", r, MAX_REASON);
             c.finish()?;
+        }
+        if current.revoked_at.is_some() {
+            // Idempotent: nothing changes, nothing is audited or announced.
+            return Ok(Revocation {
+                key: current,
+                already_revoked: true,
+            });
         }
         let event = ChangeEvent::KeyRevoked {
             key_id: id.to_owned(),
@@ -440,13 +456,23 @@ impl ManageService {
             .revoke_key(id, reason.as_deref(), &audit)
             .await
             .map_err(not_found("key"))?;
+        // A concurrent revocation won: the store changed and audited nothing.
+        if k.revoked_at != Some(audit.at) {
+            return Ok(Revocation {
+                key: k,
+                already_revoked: true,
+            });
+        }
         self.committed(&ChangeEvent::KeyRevoked {
             key_id: k.id.clone(),
             tenant_id: k.tenant_id.clone(),
             hash: k.hash.clone(),
         });
         tracing::info!(key_id = %id, actor = %actor.audit_id(), "Key revoked.");
-        Ok(k)
+        Ok(Revocation {
+            key: k,
+            already_revoked: false,
+        })
     }
 
     /// Issues a new secret for a key; the old one works for `grace_seconds`

@@ -20,6 +20,7 @@ mod gateway;
 mod hardening_cache;
 mod kit;
 mod limits;
+mod messages;
 mod openapi;
 mod paths;
 mod privilege;
