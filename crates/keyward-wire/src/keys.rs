@@ -76,8 +76,9 @@ pub struct CreateKey {
     pub tenant_id: Option<String>,
     /// Unique among the tenant's live keys.
     pub name: String,
-    /// One of the configured environments, e.g. `live` or `test`.
-    pub environment: String,
+    /// Required: one of the deployment's `keys.environments`, e.g. `live`
+    /// or `test`. Its absence is a `422 validation_failed` naming it.
+    pub environment: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
     pub owner: Option<String>,
