@@ -78,6 +78,9 @@ pub struct CreateKey {
     pub name: String,
     /// Required: one of the deployment's `keys.environments`, e.g. `live`
     /// or `test`. Its absence is a `422 validation_failed` naming it.
+    // An `Option` only so that its absence is checked with the other
+    // fields (by the management service), not refused as a parse error.
+    #[schema(value_type = String, required = true)]
     pub environment: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,

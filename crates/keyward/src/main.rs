@@ -255,8 +255,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(a) => client::audit::run(a).await,
         Command::Credits(c) => client::credits::run(c).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut command(), "keyward", &mut std::io::stdout());
-            Ok(())
+            // Into a buffer first: `generate` panics on a failed write (a
+            // closed pipe), a plain write returns the error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keyward", &mut script);
+            match std::io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
     };
     done.map(|()| ExitCode::SUCCESS)
@@ -540,5 +546,33 @@ async fn users(cmd: Users) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut cmd = super::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "keyward", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

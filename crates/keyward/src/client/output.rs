@@ -58,11 +58,14 @@ pub(crate) fn print(output: Output, answer: &impl Render) -> Result<()> {
         Output::Id => answer.ids().join("\n"),
         Output::Table => answer.table(),
     };
-    let mut out = std::io::stdout().lock();
-    if !text.is_empty() {
-        writeln!(out, "{}", text.trim_end())?;
+    if text.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match writeln!(std::io::stdout().lock(), "{}", text.trim_end()) {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Prints a page of a list; in a table or ids, where the next page starts
