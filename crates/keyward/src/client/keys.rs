@@ -407,14 +407,11 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
                 )
                 .await?;
             remote.print(&issued)?;
-            if remote.output != Some(IssueOutput::Json)
-                && remote.output != Some(IssueOutput::Secret)
-            {
-                eprintln!(
-                    "Rotated {id}: the new key is {}; use that id from now on.",
-                    issued.key.id
-                );
-            }
+            // On stderr, so that stdout stays what --output asked for.
+            eprintln!(
+                "Rotated {id}: the new key is {}; use that id from now on.",
+                issued.key.id
+            );
         }
         Keys::Revoke { id, reason, remote } => {
             let client = Client::new(&remote)?;

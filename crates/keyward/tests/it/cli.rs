@@ -663,3 +663,51 @@ async fn help_names_the_environment_and_completions_print() {
         );
     }
 }
+
+/// The README's CLI block, run verbatim by bash with `keyward` on the PATH,
+/// against a real server: it must run top to bottom and say what it says.
+#[tokio::test]
+async fn the_readme_cli_block_runs_as_written() {
+    let readme = include_str!("../../../../README.md");
+    let start = readme
+        .find("The same without writing JSON, through the CLI")
+        .expect("README: the CLI block's lead-in");
+    let body = &readme[start..];
+    let open = body.find("```sh\n").expect("README: the CLI block") + "```sh\n".len();
+    let close = open
+        + body[open..]
+            .find("```")
+            .expect("README: the CLI block's end");
+    let script = format!("set -e\n{}", &body[open..close]);
+
+    let s = Server::start().await;
+    let bin_dir = crate::kit::temp_dir("cli-path");
+    std::os::unix::fs::symlink(BIN, bin_dir.join("keyward")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script])
+        .env("PATH", path)
+        .env("KEYWARD_URL", &s.base)
+        .env("KEYWARD_ROOT_KEY", &s.root)
+        .env("RUST_BACKTRACE", "0");
+    let out = tokio::task::spawn_blocking(move || run_with_stdin(&mut cmd, ""))
+        .await
+        .unwrap();
+    let r = Run::from(out);
+    assert_eq!(r.code, 0, "stderr: {}\nstdout: {}", r.stderr, r.stdout);
+    // Piped, so JSON: the revoked key is denied (exit 1, caught), the
+    // rotated-in key carries the new owner, credits were granted.
+    assert!(
+        r.stdout.contains("\"code\": \"revoked_api_key\""),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("denied, exit 1"), "{}", r.stdout);
+    assert!(r.stdout.contains("\"owner\": \"ops@globex.example\""));
+    assert!(r.stdout.contains("\"balance\": 1000"));
+    assert!(r.stderr.contains("the new key is key_"), "{}", r.stderr);
+}
