@@ -44,7 +44,8 @@ pub(crate) fn new_key(body: CreateKey) -> NewKey {
         rate_limit: body.rate_limit.as_ref().map(rate_limit),
         tenant_id: body.tenant_id,
         name: body.name,
-        environment: body.environment,
+        // Absent reads as empty: the service names the field as required.
+        environment: body.environment.unwrap_or_default(),
         scopes: body.scopes,
         owner: body.owner,
         tier: body.tier,

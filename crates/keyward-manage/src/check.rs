@@ -73,8 +73,16 @@ impl Checks<'_> {
     }
 
     pub(crate) fn environment(&mut self, environment: &str) {
-        if !self.policy.format.environments().any(|e| e == environment) {
-            let known: Vec<&str> = self.policy.format.environments().collect();
+        let known: Vec<&str> = self.policy.format.environments().collect();
+        if environment.is_empty() {
+            // Absent from the body: the API reads it as empty, so that its
+            // absence is a field error like any other, not a parse error.
+            self.push(
+                "environment",
+                "required",
+                format!("environment is required: one of {}", known.join(", ")),
+            );
+        } else if !known.contains(&environment) {
             self.push(
                 "environment",
                 "unknown_environment",

@@ -76,8 +76,12 @@ pub struct CreateKey {
     pub tenant_id: Option<String>,
     /// Unique among the tenant's live keys.
     pub name: String,
-    /// One of the configured environments, e.g. `live` or `test`.
-    pub environment: String,
+    /// Required: one of the deployment's `keys.environments`, e.g. `live`
+    /// or `test`. Its absence is a `422 validation_failed` naming it.
+    // An `Option` only so that its absence is checked with the other
+    // fields (by the management service), not refused as a parse error.
+    #[schema(value_type = String, required = true)]
+    pub environment: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
     pub owner: Option<String>,

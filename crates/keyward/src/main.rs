@@ -2,30 +2,27 @@
 //!
 //! `serve` runs the server; `root-keys create` bootstraps the first operator
 //! key straight into the store; `users …` manages console users straight in
-//! the store (the first operator comes from here); `tenants …` and `keys …`
-//! call a running server's management API with the key in `KEYWARD_ROOT_KEY`,
-//! posting and reading the `keyward_wire` types.
+//! the store (the first operator comes from here); `tenants`, `keys`,
+//! `root-keys list|revoke`, `audit` and `credits` call a running server's
+//! management API with the key in `KEYWARD_ROOT_KEY` ([`client`]);
+//! `completions` prints shell completions.
 
+mod client;
 mod test_clock;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keyward_core::clock::SystemClock;
 use keyward_core::secret::OsEntropy;
 use keyward_server::config::{Config, LogFormat, Settings};
 use keyward_server::Keyward;
 use keyward_server::ReloadError;
 use keyward_store::SqlStore;
-use keyward_wire::{
-    CreateKey, CreateTenant, ErrorBody, KeyPage, KeyView, KeyWithSecret, ListKeys, ListTenants,
-    RevokeKey, RotateKey, TenantPage, TenantView, VerifyKey, VerifyResult,
-};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 /// mimalloc: a forwarded request makes a few dozen small allocations, and
 /// glibc's malloc/free were about 16 % of the gateway's instructions
@@ -44,7 +41,7 @@ struct Cli {
 enum Command {
     /// Run the server (management API, verify API, console, /openapi.json).
     Serve(ServeArgs),
-    /// Operator root keys (written straight into the store).
+    /// Operator root keys: create (straight into the store), list, revoke.
     #[command(subcommand)]
     RootKeys(RootKeys),
     /// Console users (written straight into the store).
@@ -52,29 +49,91 @@ enum Command {
     Users(Users),
     /// Tenants, through a running server's API.
     #[command(subcommand)]
-    Tenants(Tenants),
+    Tenants(client::tenants::Tenants),
     /// Tenant API keys, through a running server's API.
     #[command(subcommand)]
-    Keys(Keys),
+    Keys(client::keys::Keys),
+    /// The audit log of management actions, through a running server's API.
+    #[command(subcommand)]
+    Audit(client::audit::Audit),
+    /// Tenants' credits: balance, grants, adjustments, ledger, refills,
+    /// through a running server's API.
+    #[command(subcommand)]
+    Credits(client::credits::Credits),
     /// Print the regular expression that matches this deployment's keys, for
     /// secret scanners (GitHub custom patterns, gitleaks).
-    Regex(ServerArgs),
+    Regex(ConfigArgs),
+    /// Print a shell completion script, e.g.
+    /// `keyward completions bash > /etc/bash_completion.d/keyward`,
+    /// `keyward completions zsh > "${fpath[1]}/_keyward"`,
+    /// `keyward completions fish > ~/.config/fish/completions/keyward.fish`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
+/// What `serve` reads: the configuration, the store and the listen address.
 #[derive(Args, Clone)]
 struct ServerArgs {
     /// TOML configuration file.
-    #[arg(long, env = "KEYWARD_CONFIG")]
+    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen address, e.g. 127.0.0.1:8080.
-    #[arg(long)]
+    /// Listen address, e.g. 127.0.0.1:8080 (overrides `listen` of the file).
+    #[arg(long, value_name = "ADDRESS")]
     listen: Option<String>,
     /// Data directory for the embedded SQLite store.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     store_url: Option<String>,
+}
+
+/// What the commands that work straight on the store read: the
+/// configuration and the store (no listen address: they do not serve).
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory for the embedded SQLite store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, value_name = "URL")]
+    store_url: Option<String>,
+}
+
+impl From<StoreArgs> for ServerArgs {
+    fn from(a: StoreArgs) -> ServerArgs {
+        ServerArgs {
+            config: a.config,
+            listen: None,
+            data_dir: a.data_dir,
+            store_url: a.store_url,
+        }
+    }
+}
+
+/// Only the configuration file.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl From<ConfigArgs> for ServerArgs {
+    fn from(a: ConfigArgs) -> ServerArgs {
+        ServerArgs {
+            config: a.config,
+            listen: None,
+            data_dir: None,
+            store_url: None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -97,8 +156,10 @@ enum Users {
     /// echoed), or from the first line of stdin with --password-stdin; never
     /// from the command line.
     Create {
+        /// The user's email address, with which they sign in.
         #[arg(long)]
         email: String,
+        /// Their display name.
         #[arg(long, default_value = "")]
         name: String,
         /// keyward operator: sees and manages every tenant in the console.
@@ -108,231 +169,103 @@ enum Users {
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        server: ServerArgs,
+        store: StoreArgs,
     },
     /// Set a user's password (ends their console sessions).
     SetPassword {
+        /// The user's email address.
         #[arg(long)]
         email: String,
+        /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        server: ServerArgs,
+        store: StoreArgs,
     },
     /// List console users.
     List {
         #[command(flatten)]
-        server: ServerArgs,
+        store: StoreArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum RootKeys {
-    /// Create an operator root key; prints only the secret on stdout.
+    /// Create an operator root key straight in the store (the server need
+    /// not run); prints only the secret on stdout, shown this once.
     Create {
+        /// A name for the key, e.g. ops.
         #[arg(long)]
         name: String,
-        /// Scopes (default keyward:*).
-        #[arg(long = "scope")]
+        /// A scope the key holds (repeatable; default keyward:*).
+        #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         #[command(flatten)]
-        server: ServerArgs,
+        store: StoreArgs,
     },
+    /// List operator root keys, through a running server's API.
+    List(client::root_keys::List),
+    /// Revoke an operator root key, through a running server's API.
+    Revoke(client::root_keys::Revoke),
 }
 
-#[derive(Args)]
-struct Remote {
-    /// Base URL of a running keyward.
-    #[arg(long, env = "KEYWARD_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+/// The command line, with the client commands' help naming
+/// `KEYWARD_ROOT_KEY` and `KEYWARD_URL`.
+fn command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("tenants", client::with_env_help)
+        .mut_subcommand("keys", client::with_env_help)
+        .mut_subcommand("audit", client::with_env_help)
+        .mut_subcommand("credits", client::with_env_help)
+        .mut_subcommand("root-keys", |c| {
+            c.mut_subcommand("list", client::with_env_help)
+                .mut_subcommand("revoke", client::with_env_help)
+        })
 }
 
-#[derive(Subcommand)]
-enum Tenants {
-    Create {
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    List {
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-enum Keys {
-    /// Create a key; prints the response, whose `secret` is shown only this once.
-    Create {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "test")]
-        environment: String,
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// Allowed client address or CIDR (repeatable).
-        #[arg(long = "allow-ip")]
-        ip_allowlist: Vec<String>,
-        /// RFC 3339 expiry, e.g. 2027-01-01T00:00:00Z.
-        #[arg(long)]
-        expires_at: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    List {
-        #[arg(long)]
-        tenant: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    Revoke {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    Rotate {
-        id: String,
-        /// Seconds the old secret keeps working (0 = stops now).
-        #[arg(long, default_value_t = 0)]
-        grace_seconds: u64,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Verify a key read from stdin (first line), so it stays out of argv and shell history.
-    Verify {
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        #[arg(long)]
-        ip: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> Result<ExitCode> {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run(cli))
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let done = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Users(u) => users(u).await,
         Command::RootKeys(RootKeys::Create {
             name,
             scopes,
-            server,
-        }) => create_root_key(server, name, scopes).await,
+            store,
+        }) => create_root_key(store.into(), name, scopes).await,
+        Command::RootKeys(RootKeys::List(args)) => client::root_keys::list(args).await,
+        Command::RootKeys(RootKeys::Revoke(args)) => client::root_keys::revoke(args).await,
         Command::Regex(args) => {
-            let settings = load_settings(&args)?;
+            let settings = load_settings(&args.into())?;
             println!("{}", settings.format.scan_regex());
             Ok(())
         }
-        Command::Tenants(t) => match t {
-            Tenants::Create { name, remote } => {
-                let body = CreateTenant {
-                    name,
-                    ..CreateTenant::default()
-                };
-                let client = Client::new(&remote)?;
-                print(
-                    &client
-                        .send::<TenantView>("POST", "/v1/tenants", Some(&body))
-                        .await?,
-                )
+        Command::Tenants(t) => client::tenants::run(t).await,
+        Command::Keys(k) => return client::keys::run(k).await,
+        Command::Audit(a) => client::audit::run(a).await,
+        Command::Credits(c) => client::credits::run(c).await,
+        Command::Completions { shell } => {
+            // Into a buffer first: `generate` panics on a failed write (a
+            // closed pipe), a plain write returns the error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keyward", &mut script);
+            match std::io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
             }
-            Tenants::List { remote } => {
-                let client = Client::new(&remote)?;
-                print(
-                    &client
-                        .get::<TenantPage>("/v1/tenants", &ListTenants::default())
-                        .await?,
-                )
-            }
-        },
-        Command::Keys(k) => match k {
-            Keys::Create {
-                tenant,
-                name,
-                environment,
-                scopes,
-                ip_allowlist,
-                expires_at,
-                remote,
-            } => {
-                let body = CreateKey {
-                    tenant_id: Some(tenant),
-                    name,
-                    environment,
-                    scopes,
-                    ip_allowlist,
-                    expires_at,
-                    ..CreateKey::default()
-                };
-                let client = Client::new(&remote)?;
-                print(
-                    &client
-                        .send::<KeyWithSecret>("POST", "/v1/keys", Some(&body))
-                        .await?,
-                )
-            }
-            Keys::List { tenant, remote } => {
-                let query = ListKeys {
-                    tenant_id: tenant,
-                    ..ListKeys::default()
-                };
-                let client = Client::new(&remote)?;
-                print(&client.get::<KeyPage>("/v1/keys", &query).await?)
-            }
-            Keys::Revoke { id, reason, remote } => {
-                let path = format!("/v1/keys/{}/revoke", segment(&id));
-                let client = Client::new(&remote)?;
-                print(
-                    &client
-                        .send::<KeyView>("POST", &path, Some(&RevokeKey { reason }))
-                        .await?,
-                )
-            }
-            Keys::Rotate {
-                id,
-                grace_seconds,
-                remote,
-            } => {
-                let path = format!("/v1/keys/{}/rotate", segment(&id));
-                let body = RotateKey { grace_seconds };
-                let client = Client::new(&remote)?;
-                print(
-                    &client
-                        .send::<KeyWithSecret>("POST", &path, Some(&body))
-                        .await?,
-                )
-            }
-            Keys::Verify { scopes, ip, remote } => {
-                let mut key = zeroize::Zeroizing::new(String::new());
-                std::io::stdin().lock().read_line(&mut key)?;
-                let mut body = VerifyKey {
-                    key: key.trim().to_owned(),
-                    scopes,
-                    ip,
-                    cost: None,
-                    credits: None,
-                };
-                let client = Client::new(&remote)?;
-                let res = client.send::<VerifyResult>("POST", "/v1/keys/verify", Some(&body));
-                let res = res.await;
-                zeroize::Zeroize::zeroize(&mut body.key);
-                print(&res?)
-            }
-        },
-    }
+        }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn load_settings(args: &ServerArgs) -> Result<Settings> {
@@ -557,10 +490,10 @@ async fn users(cmd: Users) -> Result<()> {
             name,
             operator,
             password_stdin,
-            server,
+            store: args,
         } => {
             let password = read_password(password_stdin, true)?;
-            let settings = load_settings(&server)?;
+            let settings = load_settings(&args.into())?;
             let store = Arc::new(open_store(&settings).await?);
             let created = accounts::create_user(
                 &host(&settings, &store),
@@ -583,10 +516,10 @@ async fn users(cmd: Users) -> Result<()> {
         Users::SetPassword {
             email,
             password_stdin,
-            server,
+            store: args,
         } => {
             let password = read_password(password_stdin, true)?;
-            let settings = load_settings(&server)?;
+            let settings = load_settings(&args.into())?;
             let store = Arc::new(open_store(&settings).await?);
             let done =
                 accounts::set_password(&host(&settings, &store), &OsEntropy, &email, password)
@@ -599,8 +532,8 @@ async fn users(cmd: Users) -> Result<()> {
             );
             Ok(())
         }
-        Users::List { server } => {
-            let settings = load_settings(&server)?;
+        Users::List { store: args } => {
+            let settings = load_settings(&args.into())?;
             let store = Arc::new(open_store(&settings).await?);
             let listed = host(&settings, &store)
                 .list_users(&keyward_manage::Actor::host("cli"))
@@ -616,100 +549,30 @@ async fn users(cmd: Users) -> Result<()> {
     }
 }
 
-/// A client of a running keyward's management API, with the key in
-/// `KEYWARD_ROOT_KEY`: it posts wire request types and reads wire responses.
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    key: zeroize::Zeroizing<String>,
-}
-
-impl Client {
-    fn new(remote: &Remote) -> Result<Client> {
-        let key = std::env::var("KEYWARD_ROOT_KEY")
-            .context("set KEYWARD_ROOT_KEY to a root or management key")?;
-        Ok(Client {
-            http: reqwest::Client::new(),
-            url: remote.url.clone(),
-            key: zeroize::Zeroizing::new(key.trim().to_owned()),
-        })
-    }
-
-    /// `GET path?query`.
-    async fn get<R: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<R> {
-        let req = self.request(reqwest::Method::GET, path).query(query);
-        self.finish(req).await
-    }
-
-    /// `method path` with an optional JSON body.
-    async fn send<R: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<R> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
+#[cfg(test)]
+mod tests {
+    /// Every command and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
         }
-        self.finish(req).await
+        let mut cmd = super::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "keyward", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{}", self.url.trim_end_matches('/'), path);
-        self.http
-            .request(method, url)
-            .bearer_auth(self.key.as_str())
-    }
-
-    /// The typed body of a success; an error's body (a problem or an
-    /// envelope, pretty) goes to stderr.
-    async fn finish<R: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<R> {
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach keyward at {}", self.url))?;
-        let status = res.status();
-        let text = res.text().await?;
-        if status.is_success() {
-            return serde_json::from_str(&text)
-                .with_context(|| format!("keyward answered {status} with an unexpected body"));
-        }
-        let pretty = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => pretty(&e).ok(),
-            // Not keyward's (a proxy's, say): as it came, pretty if JSON.
-            Err(_) => serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| serde_json::to_string_pretty(&v).ok()),
-        }
-        .unwrap_or(text);
-        eprintln!("{pretty}");
-        bail!("keyward answered {status}")
-    }
-}
-
-/// A path segment (a key id) with the characters a URL path cannot hold
-/// as they are percent-encoded.
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Prints an answer on stdout as pretty JSON with its members in
-/// alphabetical order (through `Value`), as the CLI always has.
-fn print(answer: &impl Serialize) -> Result<()> {
-    println!("{}", pretty(answer)?);
-    Ok(())
-}
-
-fn pretty(answer: &impl Serialize) -> serde_json::Result<String> {
-    serde_json::to_string_pretty(&serde_json::to_value(answer)?)
 }

@@ -12,6 +12,7 @@
 mod api;
 mod bad_input;
 mod changes;
+mod cli;
 mod cluster;
 mod console;
 mod edge;

@@ -365,6 +365,8 @@ async fn cli_client_commands_print_the_api_answers() {
             &tenant.id,
             "--name",
             "web",
+            "--environment",
+            "test",
             "--scope",
             "keyward:keys:read",
             "--allow-ip",
@@ -389,10 +391,14 @@ async fn cli_client_commands_print_the_api_answers() {
     let page: KeyPage = cli_ok(&b, &root, &["keys", "list", "--tenant", &tenant.id], "");
     assert_eq!(page.data, vec![created.key.clone()]);
 
-    // The key comes from stdin, never argv.
+    // The key comes from stdin, never argv; a denial exits 1 (cli.rs
+    // tests every exit status).
     let verify = |secret: &str, scope: &str| -> VerifyResult {
         let args = ["keys", "verify", "--scope", scope, "--ip", "127.0.0.1"];
-        cli_ok(&b, &root, &args, &format!("{secret}\n"))
+        let (ok, out, err) = cli(&b, &root, &args, &format!("{secret}\n"));
+        let v: VerifyResult = serde_json::from_str(&out).unwrap();
+        assert_eq!(ok, v.valid, "{err}");
+        v
     };
     let v = verify(&created.secret, "keyward:keys:read");
     assert!(v.valid, "{v:?}");

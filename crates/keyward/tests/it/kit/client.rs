@@ -85,7 +85,7 @@ pub fn new_key(tenant: &str, name: &str) -> CreateKey {
     CreateKey {
         tenant_id: Some(tenant.to_owned()),
         name: name.to_owned(),
-        environment: "test".to_owned(),
+        environment: Some("test".to_owned()),
         ..CreateKey::default()
     }
 }

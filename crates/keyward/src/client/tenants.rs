@@ -1,0 +1,150 @@
+//! `keyward tenants create|get|update|list`.
+
+use anyhow::Result;
+use clap::Subcommand;
+use keyward_wire::{CreateTenant, ListTenants, TenantView, UpdateTenant};
+use reqwest::Method;
+
+use super::output::{print, print_page};
+use super::{json_object, segment, Client, Paging, Remote, NO_QUERY};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Tenants {
+    /// Create a tenant (a business, account or organization that owns keys).
+    Create {
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// An id of your own (1-64 of A-Z a-z 0-9 _ -), e.g. your account
+        /// id; default: a new `ten_…` id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Rate-limit tier of its keys that name none: one of the
+        /// deployment's `limits.tiers` (operators only).
+        #[arg(long)]
+        tier: Option<String>,
+        /// The most its keys may be given by anyone but operators: a scope
+        /// of the catalog or a wildcard (repeatable; default: no ceiling).
+        #[arg(long = "grantable-scope", value_name = "SCOPE")]
+        grantable_scopes: Vec<String>,
+        /// A JSON object stored with the tenant, e.g. '{"plan":"pro"}'.
+        #[arg(long, value_name = "JSON", value_parser = json_object)]
+        metadata: Option<serde_json::Value>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a tenant.
+    Get {
+        /// The tenant's id, e.g. ten_….
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change a tenant; what is not given stays as it is.
+    Update {
+        /// The tenant's id, e.g. ten_….
+        id: String,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A new tier: one of the deployment's `limits.tiers` (operators only).
+        #[arg(long, conflicts_with = "clear_tier")]
+        tier: Option<String>,
+        /// Remove the tenant's tier.
+        #[arg(long)]
+        clear_tier: bool,
+        /// Replace the grantable-scope ceiling (repeatable).
+        #[arg(
+            long = "grantable-scope",
+            value_name = "SCOPE",
+            conflicts_with = "clear_grantable_scopes"
+        )]
+        grantable_scopes: Vec<String>,
+        /// Remove the grantable-scope ceiling (no ceiling).
+        #[arg(long)]
+        clear_grantable_scopes: bool,
+        /// Replace the metadata with this JSON object.
+        #[arg(long, value_name = "JSON", value_parser = json_object)]
+        metadata: Option<serde_json::Value>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List tenants, newest first.
+    List {
+        #[command(flatten)]
+        paging: Paging,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub(crate) async fn run(cmd: Tenants) -> Result<()> {
+    match cmd {
+        Tenants::Create {
+            name,
+            id,
+            tier,
+            grantable_scopes,
+            metadata,
+            remote,
+        } => {
+            let body = CreateTenant {
+                id,
+                name,
+                tier,
+                grantable_scopes: (!grantable_scopes.is_empty()).then_some(grantable_scopes),
+                metadata,
+            };
+            let client = Client::new(&remote)?;
+            let t: TenantView = client
+                .send(Method::POST, "/v1/tenants", Some(&body))
+                .await?;
+            print(remote.output(), &t)
+        }
+        Tenants::Get { id, remote } => {
+            let client = Client::new(&remote)?;
+            let path = format!("/v1/tenants/{}", segment(&id));
+            let t: TenantView = client.get(&path, &NO_QUERY).await?;
+            print(remote.output(), &t)
+        }
+        Tenants::Update {
+            id,
+            name,
+            tier,
+            clear_tier,
+            grantable_scopes,
+            clear_grantable_scopes,
+            metadata,
+            remote,
+        } => {
+            let body = UpdateTenant {
+                name,
+                tier: if clear_tier {
+                    Some(None)
+                } else {
+                    tier.map(Some)
+                },
+                grantable_scopes: if clear_grantable_scopes {
+                    Some(None)
+                } else {
+                    (!grantable_scopes.is_empty()).then_some(Some(grantable_scopes))
+                },
+                metadata,
+            };
+            let client = Client::new(&remote)?;
+            let path = format!("/v1/tenants/{}", segment(&id));
+            let t: TenantView = client.send(Method::PATCH, &path, Some(&body)).await?;
+            print(remote.output(), &t)
+        }
+        Tenants::List { paging, remote } => {
+            let client = Client::new(&remote)?;
+            let page = client
+                .list::<TenantView, _>("/v1/tenants", &paging, |limit, cursor| ListTenants {
+                    limit,
+                    cursor,
+                })
+                .await?;
+            print_page(remote.output(), &page)
+        }
+    }
+}
