@@ -39,6 +39,7 @@ pub mod accounts;
 mod assets;
 mod audit;
 mod config;
+mod flash;
 mod form;
 mod keys;
 mod members;
@@ -173,7 +174,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S
         )
         .route("/console/static/{file}", get(assets::serve))
         .route("/console/{*rest}", any(|| async { ConsoleError::NotFound }))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -190,13 +191,26 @@ pub(crate) fn client_ip(parts: &Parts, state: &ConsoleState) -> Option<IpAddr> {
 /// unless they come from this origin (a second line behind the CSRF token,
 /// and the only one for the sign-in and invitation forms, which have no
 /// session yet).
-async fn guard(req: Request, next: Next) -> Response {
+async fn guard(
+    axum::extract::State(state): axum::extract::State<ConsoleState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method && !same_origin(req.headers()) {
         return ConsoleError::CrossOrigin.into_response();
     }
+    // A flash is shown by the first page viewed after it was set.
+    let shown_flash = req.method() == Method::GET
+        && !req.uri().path().starts_with("/console/static/")
+        && flash::present(&state, req.headers());
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if shown_flash {
+        if let Some(clear) = flash::clear(&state) {
+            h.append(header::SET_COOKIE, clear);
+        }
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
