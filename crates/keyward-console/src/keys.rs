@@ -195,7 +195,7 @@ pub async fn list(
                                 td { code.key-start { (k.start) "…" } }
                                 td { (ui::env_badge(&k.environment)) }
                                 td { (scope_chips(&k.scopes, 3)) }
-                                td { (ui::status_badge(&k.status)) }
+                                td { (ui::key_status(&k.status, k.grace_until.as_deref().map(ms))) }
                                 td.nowrap { (ui::time(ms(&k.created_at))) }
                                 td.nowrap {
                                     @match &k.last_used_at {
@@ -877,7 +877,15 @@ async fn detail_view(
         nav.breadcrumb aria-label="Breadcrumb" { a href=(base) { "API keys" } span aria-hidden="true" { " / " } span aria-current="page" { (key.name) } }
         div.page-header {
             div {
-                h1 #key-title { (key.name) " " (ui::status_badge(&key.status)) " " (ui::env_badge(&key.environment)) }
+                h1 #key-title {
+                    (key.name) " "
+                    @if key.grace_until.is_some() && key.status == "active" {
+                        span class="badge badge-status badge-retiring" { "retiring" }
+                    } @else {
+                        (ui::status_badge(&key.status))
+                    }
+                    " " (ui::env_badge(&key.environment))
+                }
                 p.lead { "Key ID " code #key-id { (key.id) } }
             }
         }
@@ -895,14 +903,21 @@ async fn detail_view(
             h2 #details-title { "Details" }
             dl.details {
                 div { dt { "Key" } dd { code { (key.start) "…" } span.hint { " (the secret's first characters, to recognize it)" } } }
-                div { dt { "Status" } dd { (ui::status_badge(&key.status)) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
+                div { dt { "Status" } dd { (ui::key_status(&key.status, key.grace_until.as_deref().map(ms))) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
                 div { dt { "Environment" } dd { (key.environment) } }
                 div { dt { "Scopes" } dd { (scope_chips(&key.scopes, usize::MAX)) } }
                 div { dt { "IP allowlist" } dd {
                     @if key.ip_allowlist.is_empty() { span.muted { "Any address" } }
                     @else { ul.chips { @for ip in &key.ip_allowlist { li.chip { (ip) } } } }
                 } }
-                div { dt { "Expires" } dd { @match &key.expires_at { Some(t) => (ui::time(ms(t))), None => span.muted { "Never" } } } }
+                div { dt { "Expires" } dd {
+                    @match (&key.grace_until, &key.expires_at) {
+                        (Some(g), Some(t)) if ms(g) < ms(t) => { (ui::time(ms(g))) span.hint { " (end of the rotation grace period)" } },
+                        (Some(g), None) => { (ui::time(ms(g))) span.hint { " (end of the rotation grace period)" } },
+                        (_, Some(t)) => (ui::time(ms(t))),
+                        (None, None) => span.muted { "Never" },
+                    }
+                } }
                 div { dt { "Created" } dd { (ui::time(ms(&key.created_at))) " by " (created_by) } }
                 div { dt { "Last used" } dd {
                     @match &key.last_used_at {
@@ -1011,7 +1026,8 @@ fn secret_dialog(key: &KeyView, d: &SecretDialog, key_page: &str) -> Markup {
                 div.field {
                     label for="secret-value" { "Secret key" }
                     div.copy-row {
-                        input #secret-value.mono.secret type="text" readonly value=(d.secret) spellcheck="false" autocomplete="off";
+                        // A textarea, so the whole secret shows on a phone too (it wraps).
+                        textarea #secret-value.mono.secret readonly rows="2" spellcheck="false" autocomplete="off" { (d.secret) }
                         button.btn.btn-primary type="button" data-copy="secret-value" { "Copy secret" }
                     }
                     p.hint { "Send it as " code { "Authorization: Bearer <secret>" } ", or with HTTP Basic: the key ID as user name and the secret as password." }

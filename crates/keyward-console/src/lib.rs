@@ -204,7 +204,19 @@ async fn guard(
     let shown_flash = req.method() == Method::GET
         && !req.uri().path().starts_with("/console/static/")
         && flash::present(&state, req.headers());
+    // Enough of the request to find its session again for a 404 page.
+    let head = (
+        req.method().clone(),
+        req.uri().clone(),
+        req.headers().clone(),
+        req.extensions().get::<ConnectInfo<SocketAddr>>().cloned(),
+    );
     let mut res = next.run(req).await;
+    if res.extensions().get::<NotFoundPage>().is_some() {
+        if let Some(framed) = framed_not_found(&state, head).await {
+            res = framed;
+        }
+    }
     let h = res.headers_mut();
     if shown_flash {
         if let Some(clear) = flash::clear(&state) {
@@ -235,6 +247,34 @@ async fn guard(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res
+}
+
+/// Marks the page-not-found response, which the guard frames for a
+/// signed-in user.
+#[derive(Clone, Copy)]
+struct NotFoundPage;
+
+/// The page-not-found page in the console's frame, when the request has a
+/// session; `None` otherwise (the bare page stays).
+async fn framed_not_found(
+    state: &ConsoleState,
+    (method, uri, headers, peer): (
+        Method,
+        axum::http::Uri,
+        HeaderMap,
+        Option<ConnectInfo<SocketAddr>>,
+    ),
+) -> Option<Response> {
+    let mut req = Request::new(axum::body::Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    if let Some(p) = peer {
+        req.extensions_mut().insert(p);
+    }
+    let (parts, _) = req.into_parts();
+    let signed = session::signed_in(&parts, state).await?;
+    Some(ui::html(StatusCode::NOT_FOUND, ui::not_found_page(&signed)))
 }
 
 /// Whether a state-changing request comes from a page of this origin.
@@ -373,7 +413,12 @@ impl IntoResponse for ConsoleError {
                 (status, title, p.detail)
             }
         };
-        ui::html(status, ui::error_page(status, title, &message))
+        let not_found = status == StatusCode::NOT_FOUND;
+        let mut res = ui::html(status, ui::error_page(status, title, &message));
+        if not_found {
+            res.extensions_mut().insert(NotFoundPage);
+        }
+        res
     }
 }
 

@@ -190,6 +190,11 @@ async fn load(parts: &Parts, state: &ConsoleState) -> Result<(SignedIn, String),
     Ok((signed, token))
 }
 
+/// The signed-in user of a request, if its session is valid.
+pub(crate) async fn signed_in(parts: &Parts, state: &ConsoleState) -> Option<SignedIn> {
+    load(parts, state).await.ok().map(|(signed, _)| signed)
+}
+
 pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }

@@ -39,7 +39,7 @@
   });
 
   // Read-only values select themselves, ready to copy by hand.
-  $$('input[readonly].mono').forEach((i) => i.addEventListener('focus', () => i.select()));
+  $$('input[readonly].mono, textarea[readonly].mono').forEach((i) => i.addEventListener('focus', () => i.select()));
 
   // Invitation links are rendered relative unless console.public_url is set.
   $$('input[data-absolute-url]').forEach((i) => {
@@ -149,7 +149,7 @@
         return;
       }
       const next = dialog.dataset.next;
-      $$('input', dialog).forEach((i) => {
+      $$('input, textarea', dialog).forEach((i) => {
         i.value = '';
       });
       dialog.remove();
