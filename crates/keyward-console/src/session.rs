@@ -267,8 +267,9 @@ pub async fn sign_in_page(
     parts: Parts,
 ) -> Result<Response, ConsoleError> {
     let headers = &parts.headers;
-    // Already signed in: go on.
-    if let Some(token) = session_token(&headers, cookie_name(&state)) {
+    // Already signed in: go on (unless this shows a refused attempt).
+    if let Some(token) = session_token(headers, cookie_name(&state)).filter(|_| q.failed.is_none())
+    {
         if let Ok(Some(s)) = state.store.get_session(&token_hash(&token)).await {
             let now = state.clock.now().0;
             let idle = secs_to_ms(state.settings.console.session_idle_seconds);
