@@ -644,6 +644,109 @@ async fn grantable_scopes_bound_members_in_the_console() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
+/// Post-redirect-get: a refused form answers 303 to its page with a flash
+/// cookie; the page shows the refusal once, and only to the session that
+/// made it (a flash copied into another session, or altered, is ignored).
+#[tokio::test]
+async fn refused_forms_redirect_and_show_their_refusal_once_to_their_session() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.member("ann@acme.test", &acme, Role::Owner).await;
+    c.member("bob@acme.test", &acme, Role::Owner).await;
+    let mut ann = c.signed_in("ann@acme.test").await;
+    let mut bob = c.signed_in("bob@acme.test").await;
+    let new_page = format!("/console/t/{acme}/keys/new");
+
+    let r = create_key(&mut ann, &acme, "", &["vox:read"]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), new_page);
+    let set: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let flash = set
+        .iter()
+        .find(|c| c.starts_with("__Host-keyward_flash="))
+        .unwrap_or_else(|| panic!("{set:?}"));
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Max-Age=60"] {
+        assert!(flash.contains(attr), "{flash}");
+    }
+    let flash_pair = flash.split(';').next().unwrap().to_owned();
+
+    // Bob's session with Ann's flash: not his, not shown.
+    let bob_session = bob.cookie.clone().unwrap();
+    bob.cookie = Some(format!("{bob_session}; {flash_pair}"));
+    let page = bob.get(&new_page).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("Give the key a name"));
+    // Altered: ignored too.
+    let altered = flash_pair.replacen("=", "=A", 1);
+    let ann_session = ann.cookie.clone().unwrap();
+    let ann_session = ann_session
+        .split("; ")
+        .find(|p| p.starts_with("__Host-keyward_session="))
+        .unwrap()
+        .to_owned();
+    let mut forged = c.browser();
+    forged.cookie = Some(format!("{ann_session}; {altered}"));
+    assert!(!forged
+        .get(&new_page)
+        .await
+        .text
+        .contains("Give the key a name"));
+
+    // Ann's own: shown once, with the scope she ticked, then gone.
+    let page = ann.get(&new_page).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.text.contains("Give the key a name"), "{}", page.text);
+    assert!(
+        page.text.contains("value=\"vox:read\" checked"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.headers
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("__Host-keyward_flash=;")),
+        "the page clears the flash"
+    );
+    let again = ann.get(&new_page).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(!again.text.contains("Give the key a name"));
+}
+
+/// The first invitation of a tenant without an owner is for an owner; the
+/// page-not-found page keeps the console's frame for a signed-in user.
+#[tokio::test]
+async fn first_invitation_is_for_an_owner_and_404_keeps_the_frame() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.user("ops@keyward.test", true).await;
+    let mut ops = c.signed_in("ops@keyward.test").await;
+    let members = format!("/console/t/{acme}/members");
+    let page = ops.get(&members).await;
+    assert!(page.text.contains("no owner yet"), "{}", page.text);
+    assert!(
+        page.text.contains("<option value=\"owner\" selected>"),
+        "{}",
+        page.text
+    );
+    c.member("own@acme.test", &acme, Role::Owner).await;
+    let page = ops.get(&members).await;
+    assert!(!page.text.contains("no owner yet"));
+    assert!(page.text.contains("<option value=\"developer\" selected>"));
+
+    let page = ops.get("/console/t/nope/keys").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.text.contains("class=\"topbar\""), "{}", page.text);
+    let page = c.browser().get("/console/nothing-here").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.text.contains("class=\"topbar\""));
+}
+
 #[tokio::test]
 async fn changes_need_this_sessions_csrf_token_and_this_origin() {
     let c = Console::start().await;
