@@ -121,6 +121,8 @@ test('operator signs in, creates two tenants and invites an owner', async () => 
   assert.match(await page.locator('#first-owner').textContent(), /no owner yet/);
   state.ownerLink = await invite(page, state.acme, 'owner@acme.test', 'owner');
   await screenshot(page, '03-members-invite-link');
+  // The address is the members page, not the form's POST address.
+  assert.match(page.url(), new RegExp(`/console/t/${state.acme}/members$`));
   // The link is shown once: the members page does not show it again.
   await page.goto(k.url(`/console/t/${state.acme}/members`));
   assert.ok(!(await page.content()).includes(state.ownerLink.split('token=')[1]));

@@ -136,7 +136,7 @@ async fn members_view(
         (ui::done_notice(done))
         @if general_refusal { (e.summary()) }
         @if let Some(l) = &link {
-            section.card.card-highlight aria-labelledby="link-title" {
+            section.card.card-highlight aria-labelledby="link-title" data-replace-url=(members_path(tid)) {
                 h2 #link-title { "Invitation link for " (l.email) }
                 p { "Send this link to " strong { (l.email) } " yourself — keyward sends no email. It works once, until " (ui::time(l.expires_at)) ", and adds them as " strong { (l.role.as_str()) } "." }
                 div.copy-row {

@@ -46,6 +46,12 @@
     if (i.value.startsWith('/')) i.value = location.origin + i.value;
   });
 
+  // A page that answers a form with something shown once (an invitation
+  // link) points the address bar at its plain page: a reload then shows
+  // that page instead of sending the form again.
+  const replaced = $('[data-replace-url]');
+  if (replaced) history.replaceState(null, '', replaced.dataset.replaceUrl);
+
   // A select that shows a field for one of its values (expiry "On a date…").
   $$('select[data-toggles]').forEach((sel) => {
     const target = document.getElementById(sel.dataset.toggles);
