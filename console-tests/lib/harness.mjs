@@ -25,6 +25,21 @@ export const SCREENSHOTS =
   process.env.KEYWARD_TEST_SCREENSHOTS || path.join(targetDir, 'console-screenshots');
 
 export const SCOPES = ['vox:read', 'vox:calls:read', 'vox:calls:create', 'vault:read'];
+/** Descriptions given in the configuration (`keys.scopes` tables). */
+export const SCOPE_DESCRIPTIONS = {
+  'vox:read': 'Read voice call records.',
+  'vox:calls:create': 'Place outbound calls.',
+};
+
+/** `keys.scopes` as TOML: plain names and `{ name, description }` tables, in catalog order. */
+function scopesToml() {
+  const entries = SCOPES.map((s) =>
+    SCOPE_DESCRIPTIONS[s]
+      ? `{ name = ${JSON.stringify(s)}, description = ${JSON.stringify(SCOPE_DESCRIPTIONS[s])} }`
+      : JSON.stringify(s),
+  );
+  return `[${entries.join(', ')}]`;
+}
 
 async function freePort() {
   return new Promise((resolve, reject) => {
@@ -77,7 +92,7 @@ export class Keyward {
           ...process.env,
           // The most verbose logs, so the secrecy check has the most to search.
           KEYWARD_LOG: 'trace',
-          KEYWARD_KEYS__SCOPES: JSON.stringify(SCOPES),
+          KEYWARD_KEYS__SCOPES: scopesToml(),
           KEYWARD_USAGE__FLUSH_INTERVAL_MS: '100',
           KEYWARD_CACHE__TTL_SECONDS: '2',
         },
@@ -200,6 +215,29 @@ export async function postFrom(page, path, fields) {
     },
     { path, fields },
   );
+}
+
+/**
+ * Whether the page scrolls sideways at its current viewport: the document's
+ * width against the window's, and the elements that stick out on the right.
+ */
+export async function sidewaysOverflow(page) {
+  return page.evaluate(() => {
+    const width = window.innerWidth;
+    const scrollWidth = document.documentElement.scrollWidth;
+    const offenders = [];
+    if (scrollWidth > width) {
+      for (const el of document.querySelectorAll('body *')) {
+        const r = el.getBoundingClientRect();
+        if (r.right > width + 0.5 && r.width > 0) {
+          const id = el.id ? `#${el.id}` : '';
+          const cls = el.className && typeof el.className === 'string' ? `.${el.className.trim().split(/\s+/).join('.')}` : '';
+          offenders.push(`${el.tagName.toLowerCase()}${id}${cls} right=${Math.round(r.right)}`);
+        }
+      }
+    }
+    return { width, scrollWidth, overflows: scrollWidth > width, offenders: offenders.slice(0, 8) };
+  });
 }
 
 export function includes(buffer, needle) {

@@ -17,6 +17,9 @@ import {
   csrfOf,
   postFrom,
   includes,
+  sidewaysOverflow,
+  SCOPES,
+  SCOPE_DESCRIPTIONS,
 } from '../lib/harness.mjs';
 
 let k;
@@ -112,12 +115,21 @@ test('operator signs in, creates two tenants and invites an owner', async () => 
   }
   await screenshot(page, '02-tenants');
 
+  // A tenant without an owner: the first invitation is for its owner.
+  await page.goto(k.url(`/console/t/${state.acme}/members`));
+  assert.equal(await page.locator('#invite-role').inputValue(), 'owner');
+  assert.match(await page.locator('#first-owner').textContent(), /no owner yet/);
   state.ownerLink = await invite(page, state.acme, 'owner@acme.test', 'owner');
   await screenshot(page, '03-members-invite-link');
+  // The address is the members page, not the form's POST address.
+  assert.match(page.url(), new RegExp(`/console/t/${state.acme}/members$`));
   // The link is shown once: the members page does not show it again.
   await page.goto(k.url(`/console/t/${state.acme}/members`));
   assert.ok(!(await page.content()).includes(state.ownerLink.split('token=')[1]));
   assert.match(await page.locator('#invites-title').textContent(), /1/);
+  // With an owner invited, the default is developer again.
+  assert.equal(await page.locator('#invite-role').inputValue(), 'developer');
+  assert.equal(await page.locator('#first-owner').count(), 0);
 });
 
 test('the owner accepts, signs in and sees the empty keys page', async () => {
@@ -202,6 +214,16 @@ test('a duplicate name in the same tenant is refused with a clear message; the s
   assert.equal(await page.getByLabel('Name').getAttribute('aria-invalid'), 'true');
   assert.equal(await page.locator('dialog').count(), 0);
   await screenshot(page, '09-duplicate-name');
+  // Post-redirect-get: the refused form is shown at the form's own address,
+  // with what was typed; reloading is a GET that neither resubmits nor
+  // shows the refusal again.
+  assert.match(page.url(), new RegExp(`/console/t/${state.acme}/keys/new$`));
+  assert.equal(await page.getByLabel('Name').inputValue(), 'backend');
+  assert.equal(await page.getByRole('checkbox', { name: 'vox:read', exact: true }).isChecked(), true);
+  const reload = await page.reload();
+  assert.equal(reload.request().method(), 'GET');
+  assert.equal(reload.status(), 200);
+  assert.equal(await page.locator('#name-error').count(), 0);
 
   // The operator creates "backend" in Globex.
   const op = state.operator.page;
@@ -213,6 +235,45 @@ test('a duplicate name in the same tenant is refused with a clear message; the s
   state.globexKey = other;
   const me = await k.me(other.secret);
   assert.equal(me.body.tenant_name, 'Globex');
+});
+
+test('key forms offer the catalog in its order with descriptions; keyward scopes only to operators', async () => {
+  const scopesOn = async (page) => {
+    await page.goto(k.url(`/console/t/${state.acme}/keys/new`));
+    return page.locator('input[name=scopes]').evaluateAll((els) => els.map((e) => e.value));
+  };
+  // The owner: the deployment's scopes, in catalog order, none of keyward's own.
+  const owner = state.owner.page;
+  assert.deepEqual(await scopesOn(owner), SCOPES);
+  for (const [scope, description] of Object.entries(SCOPE_DESCRIPTIONS)) {
+    const box = owner.getByRole('checkbox', { name: scope, exact: true });
+    const described = await box.getAttribute('aria-describedby');
+    assert.equal(await owner.locator(`#${described}`).textContent(), description, scope);
+  }
+  assert.equal(await owner.getByRole('checkbox', { name: 'vault:read', exact: true }).getAttribute('aria-describedby'), null);
+  // The operator: keyward's own after them, each described.
+  const operatorScopes = await scopesOn(state.operator.page);
+  assert.deepEqual(operatorScopes.slice(0, SCOPES.length), SCOPES);
+  assert.ok(operatorScopes.includes('keyward:keys:read'), operatorScopes.join(' '));
+  assert.match(
+    await state.operator.page.locator('#scope-keyward-keys-read-desc').textContent(),
+    /Read API keys/,
+  );
+});
+
+test('the page-not-found page keeps the console frame when signed in', async () => {
+  const { page } = state.owner;
+  const r = await page.goto(k.url('/console/no-such-page'));
+  assert.equal(r.status(), 404);
+  assert.equal(await page.locator('header.topbar').count(), 1);
+  assert.equal(await page.locator('nav.sidebar').count(), 1);
+  assert.match(await page.locator('main h1').textContent(), /Page not found/);
+  // Signed out, the bare page.
+  const anon = await (await newContext(browser, k)).newPage();
+  const r2 = await anon.goto(k.url('/console/no-such-page'));
+  assert.equal(r2.status(), 404);
+  assert.equal(await anon.locator('header.topbar').count(), 0);
+  await anon.context().close();
 });
 
 test('revoking in the console refuses the next API call with revoked_api_key', async () => {
@@ -376,11 +437,6 @@ test('audit log and members pages, and accessibility of the main pages', async (
   await screenshot(page, '14-audit-log');
   await page.goto(k.url(`/console/t/${state.acme}/members`));
   await screenshot(page, '15-members');
-  // Narrow screens: the navigation moves above the page, tables scroll.
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.goto(k.url(`/console/t/${state.acme}/keys`));
-  await screenshot(page, '17-keys-mobile');
-  await page.setViewportSize({ width: 1280, height: 860 });
 
   const pages = [
     [state.owner.page, `/console/t/${state.acme}/keys`],
@@ -407,6 +463,81 @@ test('audit log and members pages, and accessibility of the main pages', async (
   assert.deepEqual(problems, [], JSON.stringify(problems, null, 2));
 });
 
+test('no page scrolls sideways on a 390 px phone screen, not even with a long tenant name', async () => {
+  const op = state.operator.page;
+  await op.goto(k.url('/console/tenants'));
+  const longName = 'Acme Robotics International Holdings and Subsidiaries Worldwide';
+  await op.getByLabel('Name').fill(longName);
+  await op.getByRole('button', { name: 'Create tenant' }).click();
+  await op.waitForURL(/\/members\?done=tenant_created/);
+  const long = op.url().match(/\/t\/(ten_[A-Za-z0-9]+)\//)[1];
+  const link = await invite(op, long, 'first@long.test', 'owner');
+  // A key with a long name, and a key in the long tenant.
+  await createKey(state.owner.page, state.acme, { name: 'a-rather-long-key-name-for-a-narrow-screen', scopes: SCOPES });
+  const d = await readDialog(state.owner.page);
+  secrets.push(d.secret);
+  await closeDialog(state.owner.page);
+
+  const anon = await (await newContext(browser, k)).newPage();
+  const pages = [
+    [anon, '/console/sign-in'],
+    [anon, link.replace(k.base, '')],
+    [op, '/console/tenants'],
+    [op, `/console/t/${long}/keys`],
+    [op, `/console/t/${long}/keys/new`],
+    [op, `/console/t/${long}/members`],
+    [op, `/console/t/${long}/settings`],
+    [op, `/console/t/${long}/audit`],
+    [op, '/console/no-such-page'],
+    [state.owner.page, `/console/t/${state.acme}/keys`],
+    [state.owner.page, `/console/t/${state.acme}/keys/new`],
+    [state.owner.page, `/console/t/${state.acme}/keys/${state.backend.id}`],
+    [state.owner.page, `/console/t/${state.acme}/keys/${d.id}`],
+    [state.owner.page, `/console/t/${state.acme}/members`],
+    [state.owner.page, `/console/t/${state.acme}/audit`],
+    [state.viewer.page, `/console/t/${state.acme}/keys`],
+    [state.viewer.page, `/console/t/${state.acme}/members`],
+  ];
+  const problems = [];
+  for (const [p, path] of pages) {
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.goto(k.url(path));
+    const o = await sidewaysOverflow(p);
+    if (o.overflows) problems.push({ path, ...o });
+    const menu = p.locator('.account-menu > summary');
+    if (await menu.count()) {
+      const box = await menu.boundingBox();
+      if (box.x + box.width > 390) problems.push({ path, accountMenuRight: box.x + box.width });
+    }
+  }
+  await op.goto(k.url(`/console/t/${long}/keys`));
+  await screenshot(op, '18-long-tenant-mobile');
+  await state.owner.page.goto(k.url(`/console/t/${state.acme}/keys`));
+  await screenshot(state.owner.page, '17-keys-mobile');
+
+  // The secret dialog on the phone: the whole secret is in view.
+  await createKey(op, long, { name: 'phone', scopes: ['vox:read'] });
+  const phone = await readDialog(op);
+  secrets.push(phone.secret);
+  const fit = await op.locator('#secret-value').evaluate((t) => ({
+    scrollWidth: t.scrollWidth,
+    clientWidth: t.clientWidth,
+    scrollHeight: t.scrollHeight,
+    clientHeight: t.clientHeight,
+  }));
+  assert.ok(fit.scrollWidth <= fit.clientWidth && fit.scrollHeight <= fit.clientHeight, JSON.stringify(fit));
+  const o = await sidewaysOverflow(op);
+  if (o.overflows) problems.push({ path: 'secret dialog', ...o });
+  await screenshot(op, '07-secret-dialog-mobile');
+  await op.getByRole('button', { name: 'Copy secret' }).click();
+  assert.equal(await op.evaluate(() => navigator.clipboard.readText()), phone.secret);
+  await closeDialog(op);
+
+  for (const [p] of pages) await p.setViewportSize({ width: 1280, height: 860 });
+  await anon.context().close();
+  assert.deepEqual(problems, [], JSON.stringify(problems, null, 2));
+});
+
 test('rotating with 1 h grace: both secrets work until the clock passes the grace', async () => {
   const { page } = state.owner;
   await createKey(page, state.acme, { name: 'rotating', scopes: ['vox:read'] });
@@ -428,6 +559,21 @@ test('rotating with 1 h grace: both secrets work until the clock passes the grac
   assert.ok(!(await page.content()).includes(after.secret));
 
   for (const s of [before.secret, after.secret]) assert.equal((await k.me(s)).status, 200);
+
+  // The old key says it is retiring, and when it stops working.
+  await page.goto(k.url(`/console/t/${state.acme}/keys`));
+  const retiring = page.locator('table.keys-table tbody tr', { hasText: 'rotating' }).locator('.key-retiring');
+  assert.equal(await retiring.count(), 1, 'one of the two "rotating" keys is retiring');
+  assert.match(await retiring.textContent(), /retiring until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC/);
+  await page.goto(k.url(`/console/t/${state.acme}/keys/${before.id}`));
+  assert.match(await page.locator('#key-title').textContent(), /retiring/);
+  assert.doesNotMatch(await page.locator('#key-title').textContent(), /active/);
+  const expires = page.locator('.details div', { hasText: 'Expires' }).locator('dd');
+  assert.doesNotMatch(await expires.textContent(), /Never/);
+  assert.match(await expires.textContent(), /rotation grace/);
+  await page.goto(k.url(`/console/t/${state.acme}/keys/${after.id}`));
+  assert.match(await page.locator('#key-title').textContent(), /active/);
+
   await k.advance(3590);
   for (const s of [before.secret, after.secret]) {
     const r = await k.me(s);

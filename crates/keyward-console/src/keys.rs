@@ -16,6 +16,7 @@ use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
 use super::access::TenantAccess;
+use super::flash::{self, Flash};
 use super::form::FormData;
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
@@ -194,7 +195,7 @@ pub async fn list(
                                 td { code.key-start { (k.start) "…" } }
                                 td { (ui::env_badge(&k.environment)) }
                                 td { (scope_chips(&k.scopes, 3)) }
-                                td { (ui::status_badge(&k.status)) }
+                                td { (ui::key_status(&k.status, k.grace_until.as_deref().map(ms))) }
                                 td.nowrap { (ui::time(ms(&k.created_at))) }
                                 td.nowrap {
                                     @match &k.last_used_at {
@@ -266,6 +267,30 @@ impl KeyForm {
             ip_allowlist: f.get("ip_allowlist").to_owned(),
             enabled: f.checked("enabled"),
         }
+    }
+
+    /// The form as a refused submission left it.
+    fn from_flash(f: &Flash) -> KeyForm {
+        KeyForm {
+            name: f.get("name").to_owned(),
+            environment: f.get("environment").to_owned(),
+            scopes: f.all("scopes"),
+            expiry: f.get("expiry").to_owned(),
+            expiry_date: f.get("expiry_date").to_owned(),
+            ip_allowlist: f.get("ip_allowlist").to_owned(),
+            enabled: f.get("enabled") == "1",
+        }
+    }
+
+    fn to_flash(&self, flash: Flash) -> Flash {
+        flash
+            .field("name", &self.name)
+            .field("environment", &self.environment)
+            .fields("scopes", &self.scopes)
+            .field("expiry", &self.expiry)
+            .field("expiry_date", &self.expiry_date)
+            .field("ip_allowlist", &self.ip_allowlist)
+            .field("enabled", if self.enabled { "1" } else { "" })
     }
 
     fn from_key(k: &KeyView) -> KeyForm {
@@ -361,47 +386,56 @@ fn name_taken(errors: &mut Errors, name: &str, tenant: &str) {
     );
 }
 
-/// The scopes to offer: those of the deployment's catalog the user may grant
-/// (within the tenant's ceiling; of keyward's own, the key-management ones
-/// their role holds), and any the key already holds (wildcards set through
-/// the API, scopes an operator granted), so that saving the form never
-/// drops one silently.
-fn scope_options(
-    state: &ConsoleState,
+/// A scope on the key form: its name and what it allows.
+struct ScopeOption<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+}
+
+/// The scopes to offer, in catalog order: those of the deployment's catalog
+/// the user may grant (within the tenant's ceiling; keyward's own
+/// management scopes only to operators, since they are for the deployment's
+/// own tooling, not for customers' keys), and any the key already holds
+/// (wildcards set through the API, scopes an operator granted), so that
+/// saving the form never drops one silently.
+fn scope_options<'a>(
+    state: &'a ConsoleState,
     access: &TenantAccess,
-    held: &[String],
-) -> (Vec<String>, Vec<String>) {
-    let caller_scopes: Vec<&str> = match access.standing {
-        super::access::Standing::Operator => keyward_core::scope::KEYWARD_SCOPES.to_vec(),
-        super::access::Standing::Member(_) => {
-            if access.can_write_keys() {
-                vec!["keyward:keys:read", "keyward:keys:write"]
-            } else {
-                Vec::new()
-            }
-        }
-    };
-    let mut own: Vec<String> = Vec::new();
-    let mut keyward: Vec<String> = Vec::new();
-    for s in state.settings.catalog.declared() {
-        if !access.may_grant(state, s) {
+    held: &'a [String],
+) -> (Vec<ScopeOption<'a>>, Vec<ScopeOption<'a>>) {
+    let operator = access.standing == super::access::Standing::Operator;
+    let mut own = Vec::new();
+    let mut keyward = Vec::new();
+    for e in state.settings.catalog.entries() {
+        let name = e.name.as_str();
+        let is_keyward = name.starts_with("keyward:");
+        let offered = access.may_grant(state, name) && (operator || !is_keyward);
+        if !offered && !held.iter().any(|h| h == name) {
             continue;
         }
-        if s.starts_with("keyward:") {
-            if caller_scopes.contains(&s) {
-                keyward.push(s.to_owned());
-            }
+        let option = ScopeOption {
+            name,
+            description: e.description.as_deref(),
+        };
+        if is_keyward {
+            keyward.push(option);
         } else {
-            own.push(s.to_owned());
+            own.push(option);
         }
     }
     for s in held {
-        if !own.contains(s) && !keyward.contains(s) {
-            if s.starts_with("keyward:") {
-                keyward.push(s.clone());
-            } else {
-                own.push(s.clone());
-            }
+        let listed = |v: &[ScopeOption<'_>]| v.iter().any(|o| o.name == s.as_str());
+        if listed(&own) || listed(&keyward) {
+            continue;
+        }
+        let option = ScopeOption {
+            name: s,
+            description: None,
+        };
+        if s.starts_with("keyward:") {
+            keyward.push(option);
+        } else {
+            own.push(option);
         }
     }
     (own, keyward)
@@ -423,12 +457,20 @@ fn key_fields(
 ) -> Markup {
     let (own, keyward) = scope_options(state, access, &form.scopes);
     let envs: Vec<&str> = state.settings.format.environments().collect();
-    let scope_box = |s: &String| {
-        let id = format!("scope-{}", s.replace([':', '*', '.', '/'], "-"));
+    let scope_box = |o: &ScopeOption<'_>| {
+        let id = format!("scope-{}", o.name.replace([':', '*', '.', '/'], "-"));
+        let desc_id = format!("{id}-desc");
         html! {
             li.check {
-                input type="checkbox" id=(id) name="scopes" value=(s) checked[form.scopes.contains(s)];
-                label for=(id) { code { (s) } }
+                input type="checkbox" id=(id) name="scopes" value=(o.name)
+                    checked[form.scopes.iter().any(|s| s == o.name)]
+                    aria-describedby=[o.description.map(|_| desc_id.as_str())];
+                div.check-text {
+                    label for=(id) { code { (o.name) } }
+                    @if let Some(d) = o.description {
+                        span.scope-desc id=(desc_id) { (d) }
+                    }
+                }
             }
         }
     };
@@ -519,6 +561,18 @@ pub async fn new_page(
     if !access.can_write_keys() {
         return Err(access.refuse("create API keys"));
     }
+    let path = format!("/console/t/{}/keys/new", access.tenant.id);
+    if let Some(fl) = signed.flash_for(&path, "create") {
+        let (form, errors) = (KeyForm::from_flash(fl), fl.errors());
+        return Ok(new_view(
+            &state,
+            &signed,
+            &access,
+            &form,
+            &errors,
+            fl.status(),
+        ));
+    }
     let envs: Vec<&str> = state.settings.format.environments().collect();
     let form = KeyForm {
         environment: if envs.contains(&"test") {
@@ -589,7 +643,7 @@ pub async fn create(
         errors.field("name", "Give the key a name.");
     }
     if !errors.is_empty() {
-        return Ok(new_view(
+        return Ok(refuse_new(
             &state,
             &f.signed,
             &access,
@@ -628,7 +682,7 @@ pub async fn create(
         }
         Err(ManageError::Validation(list)) => {
             absorb(&mut errors, list, &form);
-            Ok(new_view(
+            Ok(refuse_new(
                 &state,
                 &f.signed,
                 &access,
@@ -639,7 +693,7 @@ pub async fn create(
         }
         Err(ManageError::NameTaken) => {
             name_taken(&mut errors, &form.name, &access.tenant.name);
-            Ok(new_view(
+            Ok(refuse_new(
                 &state,
                 &f.signed,
                 &access,
@@ -650,7 +704,7 @@ pub async fn create(
         }
         Err(ManageError::ScopeNotGrantable { detail, .. }) => {
             errors.field("scopes", plain(&detail));
-            Ok(new_view(
+            Ok(refuse_new(
                 &state,
                 &f.signed,
                 &access,
@@ -660,6 +714,53 @@ pub async fn create(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A refused new-key form: back to the form's page with what was typed and
+/// what was wrong (post-redirect-get), or, if that is too large to carry,
+/// the form answered in place.
+fn refuse_new(
+    state: &ConsoleState,
+    signed: &SignedIn,
+    access: &TenantAccess,
+    form: &KeyForm,
+    errors: &Errors,
+    status: StatusCode,
+) -> Response {
+    let path = format!("/console/t/{}/keys/new", access.tenant.id);
+    let fl = form.to_flash(Flash::new(path, "create", status, errors));
+    flash::redirect(state, signed, &fl)
+        .unwrap_or_else(|| new_view(state, signed, access, form, errors, status))
+}
+
+/// A refused form on a key's page: back to the page with the form's state
+/// (post-redirect-get), or that page answered in place if it is too large.
+async fn refuse_on_key(
+    state: &ConsoleState,
+    signed: &SignedIn,
+    access: &TenantAccess,
+    key: &KeyView,
+    forms: Forms,
+    status: StatusCode,
+) -> Response {
+    let to = key_url(&access.tenant.id, &key.id);
+    let fl = if let Some((form, errors)) = &forms.edit {
+        form.to_flash(Flash::new(to, "edit", status, errors))
+    } else if let Some((typed, errors)) = &forms.revoke {
+        Flash::new(to, "revoke", status, errors).field("confirm_name", typed)
+    } else {
+        let no_errors = Errors::default();
+        Flash::new(
+            to,
+            "rotate",
+            status,
+            forms.rotate.as_ref().unwrap_or(&no_errors),
+        )
+    };
+    match flash::redirect(state, signed, &fl) {
+        Some(res) => res,
+        None => detail_view(state, signed, access, key, &forms, None, status).await,
     }
 }
 
@@ -708,11 +809,23 @@ pub async fn detail(
 ) -> Result<Response, ConsoleError> {
     let access = TenantAccess::load(&state, &signed, &tid).await?;
     let key = tenant_key(&state, &access, &signed, &kid).await?;
-    let forms = Forms {
+    let mut forms = Forms {
         done: q.done,
         ..Forms::default()
     };
-    Ok(detail_view(&state, &signed, &access, &key, &forms, None, StatusCode::OK).await)
+    let mut status = StatusCode::OK;
+    let url = key_url(&access.tenant.id, &key.id);
+    if let Some(fl) = signed.flash_for(&url, "edit") {
+        forms.edit = Some((KeyForm::from_flash(fl), fl.errors()));
+        status = fl.status();
+    } else if let Some(fl) = signed.flash_for(&url, "revoke") {
+        forms.revoke = Some((fl.get("confirm_name").to_owned(), fl.errors()));
+        status = fl.status();
+    } else if let Some(fl) = signed.flash_for(&url, "rotate") {
+        forms.rotate = Some(fl.errors());
+        status = fl.status();
+    }
+    Ok(detail_view(&state, &signed, &access, &key, &forms, None, status).await)
 }
 
 /// `usr_…` ids as their email; key ids and `cli` as they are.
@@ -764,7 +877,15 @@ async fn detail_view(
         nav.breadcrumb aria-label="Breadcrumb" { a href=(base) { "API keys" } span aria-hidden="true" { " / " } span aria-current="page" { (key.name) } }
         div.page-header {
             div {
-                h1 #key-title { (key.name) " " (ui::status_badge(&key.status)) " " (ui::env_badge(&key.environment)) }
+                h1 #key-title {
+                    (key.name) " "
+                    @if key.grace_until.is_some() && key.status == "active" {
+                        span class="badge badge-status badge-retiring" { "retiring" }
+                    } @else {
+                        (ui::status_badge(&key.status))
+                    }
+                    " " (ui::env_badge(&key.environment))
+                }
                 p.lead { "Key ID " code #key-id { (key.id) } }
             }
         }
@@ -782,14 +903,21 @@ async fn detail_view(
             h2 #details-title { "Details" }
             dl.details {
                 div { dt { "Key" } dd { code { (key.start) "…" } span.hint { " (the secret's first characters, to recognize it)" } } }
-                div { dt { "Status" } dd { (ui::status_badge(&key.status)) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
+                div { dt { "Status" } dd { (ui::key_status(&key.status, key.grace_until.as_deref().map(ms))) @if !key.enabled && !revoked { " " span.hint { "(disabled)" } } } }
                 div { dt { "Environment" } dd { (key.environment) } }
                 div { dt { "Scopes" } dd { (scope_chips(&key.scopes, usize::MAX)) } }
                 div { dt { "IP allowlist" } dd {
                     @if key.ip_allowlist.is_empty() { span.muted { "Any address" } }
                     @else { ul.chips { @for ip in &key.ip_allowlist { li.chip { (ip) } } } }
                 } }
-                div { dt { "Expires" } dd { @match &key.expires_at { Some(t) => (ui::time(ms(t))), None => span.muted { "Never" } } } }
+                div { dt { "Expires" } dd {
+                    @match (&key.grace_until, &key.expires_at) {
+                        (Some(g), Some(t)) if ms(g) < ms(t) => { (ui::time(ms(g))) span.hint { " (end of the rotation grace period)" } },
+                        (Some(g), None) => { (ui::time(ms(g))) span.hint { " (end of the rotation grace period)" } },
+                        (_, Some(t)) => (ui::time(ms(t))),
+                        (None, None) => span.muted { "Never" },
+                    }
+                } }
                 div { dt { "Created" } dd { (ui::time(ms(&key.created_at))) " by " (created_by) } }
                 div { dt { "Last used" } dd {
                     @match &key.last_used_at {
@@ -898,7 +1026,8 @@ fn secret_dialog(key: &KeyView, d: &SecretDialog, key_page: &str) -> Markup {
                 div.field {
                     label for="secret-value" { "Secret key" }
                     div.copy-row {
-                        input #secret-value.mono.secret type="text" readonly value=(d.secret) spellcheck="false" autocomplete="off";
+                        // A textarea, so the whole secret shows on a phone too (it wraps).
+                        textarea #secret-value.mono.secret readonly rows="2" spellcheck="false" autocomplete="off" { (d.secret) }
                         button.btn.btn-primary type="button" data-copy="secret-value" { "Copy secret" }
                     }
                     p.hint { "Send it as " code { "Authorization: Bearer <secret>" } ", or with HTTP Basic: the key ID as user name and the secret as password." }
@@ -973,7 +1102,7 @@ pub async fn update(
         edit: Some((form, errors)),
         ..Forms::default()
     };
-    Ok(detail_view(&state, &f.signed, &access, &key, &forms, None, status).await)
+    Ok(refuse_on_key(&state, &f.signed, &access, &key, forms, status).await)
 }
 
 pub async fn revoke(
@@ -1000,13 +1129,12 @@ pub async fn revoke(
             revoke: Some((typed, errors)),
             ..Forms::default()
         };
-        return Ok(detail_view(
+        return Ok(refuse_on_key(
             &state,
             &f.signed,
             &access,
             &key,
-            &forms,
-            None,
+            forms,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await);
@@ -1028,13 +1156,12 @@ pub async fn revoke(
                 revoke: Some((typed, errors)),
                 ..Forms::default()
             };
-            Ok(detail_view(
+            Ok(refuse_on_key(
                 &state,
                 &f.signed,
                 &access,
                 &key,
-                &forms,
-                None,
+                forms,
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await)
@@ -1066,13 +1193,12 @@ pub async fn rotate(
             rotate: Some(errors),
             ..Forms::default()
         };
-        return Ok(detail_view(
+        return Ok(refuse_on_key(
             &state,
             &f.signed,
             &access,
             &key,
-            &forms,
-            None,
+            forms,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await);
@@ -1125,7 +1251,7 @@ pub async fn rotate(
                 rotate: Some(errors),
                 ..Forms::default()
             };
-            Ok(detail_view(&state, &f.signed, &access, &key, &forms, None, status).await)
+            Ok(refuse_on_key(&state, &f.signed, &access, &key, forms, status).await)
         }
         Err(e) => Err(e.into()),
     }

@@ -39,6 +39,7 @@ pub mod accounts;
 mod assets;
 mod audit;
 mod config;
+mod flash;
 mod form;
 mod keys;
 mod members;
@@ -173,7 +174,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S
         )
         .route("/console/static/{file}", get(assets::serve))
         .route("/console/{*rest}", any(|| async { ConsoleError::NotFound }))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -190,13 +191,38 @@ pub(crate) fn client_ip(parts: &Parts, state: &ConsoleState) -> Option<IpAddr> {
 /// unless they come from this origin (a second line behind the CSRF token,
 /// and the only one for the sign-in and invitation forms, which have no
 /// session yet).
-async fn guard(req: Request, next: Next) -> Response {
+async fn guard(
+    axum::extract::State(state): axum::extract::State<ConsoleState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method && !same_origin(req.headers()) {
         return ConsoleError::CrossOrigin.into_response();
     }
+    // A flash is shown by the first page viewed after it was set.
+    let shown_flash = req.method() == Method::GET
+        && !req.uri().path().starts_with("/console/static/")
+        && flash::present(&state, req.headers());
+    // Enough of the request to find its session again for a 404 page.
+    let head = (
+        req.method().clone(),
+        req.uri().clone(),
+        req.headers().clone(),
+        req.extensions().get::<ConnectInfo<SocketAddr>>().cloned(),
+    );
     let mut res = next.run(req).await;
+    if res.extensions().get::<NotFoundPage>().is_some() {
+        if let Some(framed) = framed_not_found(&state, head).await {
+            res = framed;
+        }
+    }
     let h = res.headers_mut();
+    if shown_flash {
+        if let Some(clear) = flash::clear(&state) {
+            h.append(header::SET_COOKIE, clear);
+        }
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -221,6 +247,34 @@ async fn guard(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res
+}
+
+/// Marks the page-not-found response, which the guard frames for a
+/// signed-in user.
+#[derive(Clone, Copy)]
+struct NotFoundPage;
+
+/// The page-not-found page in the console's frame, when the request has a
+/// session; `None` otherwise (the bare page stays).
+async fn framed_not_found(
+    state: &ConsoleState,
+    (method, uri, headers, peer): (
+        Method,
+        axum::http::Uri,
+        HeaderMap,
+        Option<ConnectInfo<SocketAddr>>,
+    ),
+) -> Option<Response> {
+    let mut req = Request::new(axum::body::Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    if let Some(p) = peer {
+        req.extensions_mut().insert(p);
+    }
+    let (parts, _) = req.into_parts();
+    let signed = session::signed_in(&parts, state).await?;
+    Some(ui::html(StatusCode::NOT_FOUND, ui::not_found_page(&signed)))
 }
 
 /// Whether a state-changing request comes from a page of this origin.
@@ -359,7 +413,12 @@ impl IntoResponse for ConsoleError {
                 (status, title, p.detail)
             }
         };
-        ui::html(status, ui::error_page(status, title, &message))
+        let not_found = status == StatusCode::NOT_FOUND;
+        let mut res = ui::html(status, ui::error_page(status, title, &message));
+        if not_found {
+            res.extensions_mut().insert(NotFoundPage);
+        }
+        res
     }
 }
 

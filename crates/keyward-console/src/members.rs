@@ -17,6 +17,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::access::TenantAccess;
+use super::flash::{self, Flash};
 use super::form::FormData;
 use super::session::{random_token, SignedForm, SignedIn, Throttle};
 use super::ui::{self, Chrome, Errors, Section};
@@ -28,11 +29,18 @@ pub struct ListQuery {
     done: Option<String>,
 }
 
+/// The invitation form as typed; an empty role is the page's default.
+/// `errors` with no field are refusals of other forms on the page (the last
+/// owner cannot leave, say), shown at its top.
 #[derive(Debug, Default)]
 struct InviteForm {
     email: String,
     role: String,
     errors: Errors,
+}
+
+fn members_path(tid: &str) -> String {
+    format!("/console/t/{tid}/members")
 }
 
 pub async fn list(
@@ -42,9 +50,26 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
     let access = TenantAccess::load(&state, &signed, &tid).await?;
-    let form = InviteForm {
-        role: "developer".into(),
-        ..InviteForm::default()
+    let path = members_path(&access.tenant.id);
+    let (form, status) = match signed.flash_for(&path, "invite") {
+        Some(fl) => (
+            InviteForm {
+                email: fl.get("email").to_owned(),
+                role: fl.get("role").to_owned(),
+                errors: fl.errors(),
+            },
+            fl.status(),
+        ),
+        None => match signed.flash_for(&path, "members") {
+            Some(fl) => (
+                InviteForm {
+                    errors: fl.errors(),
+                    ..InviteForm::default()
+                },
+                fl.status(),
+            ),
+            None => (InviteForm::default(), StatusCode::OK),
+        },
     };
     members_view(
         &state,
@@ -53,7 +78,7 @@ pub async fn list(
         &form,
         q.done.as_deref(),
         None,
-        StatusCode::OK,
+        status,
     )
     .await
 }
@@ -88,7 +113,19 @@ async fn members_view(
         inviters.push(super::keys::actor_label(state, &i.invited_by).await);
     }
     let grantable = access.grantable_roles();
+    // A tenant without an owner (nor an invitation for one) needs one first.
+    let needs_owner = !members.iter().any(|m| m.role == Role::Owner)
+        && !invites.iter().any(|i| i.role == Role::Owner)
+        && grantable.contains(&Role::Owner);
+    let role = if !form.role.is_empty() {
+        form.role.as_str()
+    } else if needs_owner {
+        Role::Owner.as_str()
+    } else {
+        Role::Developer.as_str()
+    };
     let e = &form.errors;
+    let general_refusal = e.fields.is_empty() && !e.general.is_empty();
     let content = html! {
         div.page-header {
             div {
@@ -97,8 +134,9 @@ async fn members_view(
             }
         }
         (ui::done_notice(done))
+        @if general_refusal { (e.summary()) }
         @if let Some(l) = &link {
-            section.card.card-highlight aria-labelledby="link-title" {
+            section.card.card-highlight aria-labelledby="link-title" data-replace-url=(members_path(tid)) {
                 h2 #link-title { "Invitation link for " (l.email) }
                 p { "Send this link to " strong { (l.email) } " yourself — keyward sends no email. It works once, until " (ui::time(l.expires_at)) ", and adds them as " strong { (l.role.as_str()) } "." }
                 div.copy-row {
@@ -205,7 +243,10 @@ async fn members_view(
             section.card aria-labelledby="invite-title" {
                 h2 #invite-title { "Invite someone" }
                 p { "You get a one-time link to send them. They choose their own password." }
-                (e.summary())
+                @if needs_owner {
+                    p.notice #first-owner { "This tenant has no owner yet: invite its first owner, who will manage its keys and members." }
+                }
+                @if !general_refusal { (e.summary()) }
                 form.form-row method="post" action={ "/console/t/" (tid) "/members/invite" } {
                     (ui::csrf(&signed.csrf))
                     div.field.grow {
@@ -218,7 +259,7 @@ async fn members_view(
                         label for="invite-role" { "Role" }
                         select #invite-role name="role" aria-describedby="role-help" {
                             @for r in &grantable {
-                                option value=(r.as_str()) selected[form.role == r.as_str()] { (r.as_str()) }
+                                option value=(r.as_str()) selected[role == r.as_str()] { (r.as_str()) }
                             }
                         }
                         (e.show("role"))
@@ -296,16 +337,14 @@ pub async fn invite(
                         .field("role", "Choose one of the roles you may give."),
                 }
             }
-            return members_view(
-                &state,
-                &f.signed,
-                &access,
-                &form,
-                None,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            let fl = Flash::new(members_path(&tid), "invite", status, &form.errors)
+                .field("email", &form.email)
+                .field("role", &form.role);
+            if let Some(res) = flash::redirect(&state, &f.signed, &fl) {
+                return Ok(res);
+            }
+            return members_view(&state, &f.signed, &access, &form, None, None, status).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -321,10 +360,7 @@ pub async fn invite(
         role,
         expires_at: invite.expires_at,
     };
-    let fresh = InviteForm {
-        role: "developer".into(),
-        ..InviteForm::default()
-    };
+    let fresh = InviteForm::default();
     members_view(
         &state,
         &f.signed,
@@ -343,6 +379,24 @@ fn people_refusal(e: ManageError) -> ConsoleError {
         ManageError::Conflict { message, .. } => ConsoleError::BadRequest(ui::sentence(&message)),
         other => other.into(),
     }
+}
+
+/// A refused change of a member (the last owner cannot leave, say): back to
+/// the members page with the reason at its top (post-redirect-get).
+fn refuse_on_members(
+    state: &ConsoleState,
+    signed: &SignedIn,
+    tid: &str,
+    e: ManageError,
+) -> Result<Response, ConsoleError> {
+    let ManageError::Conflict { message, .. } = e else {
+        return Err(e.into());
+    };
+    let mut errors = Errors::default();
+    errors.general(ui::sentence(&message));
+    let fl = Flash::new(members_path(tid), "members", StatusCode::CONFLICT, &errors);
+    flash::redirect(state, signed, &fl)
+        .ok_or_else(|| ConsoleError::BadRequest(ui::sentence(&message)))
 }
 
 pub async fn change_role(
@@ -364,11 +418,13 @@ pub async fn change_role(
     if !access.may_manage(current.role) || !access.grantable_roles().contains(&role) {
         return Err(access.refuse("give or take away the owner role"));
     }
-    state
+    if let Err(e) = state
         .manage
         .set_role(&access.actor(&f.signed), &tid, &uid, role)
         .await
-        .map_err(people_refusal)?;
+    {
+        return refuse_on_members(&state, &f.signed, &tid, e);
+    }
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=role_changed")).into_response())
 }
 
@@ -389,11 +445,13 @@ pub async fn remove(
     if !access.may_manage(current.role) {
         return Err(access.refuse("remove owners"));
     }
-    state
+    if let Err(e) = state
         .manage
         .remove_member(&access.actor(&f.signed), &tid, &uid)
         .await
-        .map_err(people_refusal)?;
+    {
+        return refuse_on_members(&state, &f.signed, &tid, e);
+    }
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=removed")).into_response())
 }
 
@@ -406,17 +464,34 @@ pub async fn revoke_invite(
     if !access.can_manage_members() {
         return Err(access.refuse("revoke invitations"));
     }
-    state
+    if let Err(e) = state
         .manage
         .revoke_invite(&access.actor(&f.signed), &tid, &iid)
         .await
-        .map_err(people_refusal)?;
+    {
+        return refuse_on_members(&state, &f.signed, &tid, e);
+    }
     Ok(Redirect::to(&format!("/console/t/{tid}/members?done=invite_revoked")).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AcceptQuery {
     token: Option<String>,
+    /// What was wrong with the last attempt (post-redirect-get): codes,
+    /// comma-separated, worded here.
+    failed: Option<String>,
+    name: Option<String>,
+}
+
+/// Where a refused acceptance goes: the invitation's page with the name as
+/// typed and what was wrong (never the password).
+fn accept_failed_url(token: &str, name: &str, codes: &[&str]) -> String {
+    format!(
+        "/console/invite?token={}&failed={}&name={}",
+        ui::url_encode(token),
+        codes.join(","),
+        ui::url_encode(name)
+    )
 }
 
 /// The invitation behind a token, if it still works; otherwise a page that
@@ -521,6 +596,7 @@ fn accept_view(v: &AcceptView<'_>) -> Markup {
 pub async fn accept_page(
     State(state): State<ConsoleState>,
     Query(q): Query<AcceptQuery>,
+    parts: axum::http::request::Parts,
 ) -> Result<Response, ConsoleError> {
     let token = q.token.unwrap_or_default();
     let invite = match open_invite(&state, &token).await? {
@@ -533,16 +609,47 @@ pub async fn accept_page(
         .find_user_by_email(&invite.email)
         .await?
         .is_some();
-    let errors = Errors::default();
+    let mut errors = Errors::default();
+    for code in q.failed.as_deref().unwrap_or("").split(',') {
+        match code {
+            "password_short" => errors.field(
+                "password",
+                format!(
+                    "Choose a password of at least {} characters.",
+                    password::MIN_LEN
+                ),
+            ),
+            "password_differ" => errors.field(
+                "password_confirm",
+                "The two passwords differ. Type the same password twice.",
+            ),
+            "name" => errors.field("name", "Use at most 200 printable characters."),
+            "password_wrong" => {
+                let ip = crate::client_ip(&parts, &state);
+                let msg = match Throttle::new(&state, &invite.email, ip).refused().await? {
+                    Some(r) => r.message(),
+                    None => "That is not the password of this account.".into(),
+                };
+                errors.field("password", msg);
+            }
+            _ => {}
+        }
+    }
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let name = q.name.unwrap_or_default();
     let v = AcceptView {
         token: &token,
         invite: &invite,
         tenant: &tenant.name,
         existing,
-        name: "",
+        name: &name,
         errors: &errors,
     };
-    Ok(ui::html(StatusCode::OK, accept_view(&v)))
+    Ok(ui::html(status, accept_view(&v)))
 }
 
 /// Accepts an invitation: creates the account (or checks the existing
@@ -559,58 +666,40 @@ pub async fn accept(
         Ok(i) => i,
         Err(page) => return Ok(page),
     };
-    let tenant = state.store.get_tenant(&invite.tenant_id).await?;
     let existing = state.store.find_user_by_email(&invite.email).await?;
     let name = form.text("name");
-    let mut errors = Errors::default();
+    let mut codes: Vec<&str> = Vec::new();
     let new_user;
     let invitee = match &existing {
         Some(user) => {
             let throttle = Throttle::new(&state, &user.email, ip);
-            if let Some(r) = throttle.refused().await? {
-                errors.field("password", r.message());
+            if throttle.refused().await?.is_some() {
+                codes.push("password_wrong");
             } else if password::verify(form.secret("password"), Some(user.password_hash.clone()))
                 .await
             {
                 throttle.succeeded().await?;
             } else {
-                let msg = match throttle.failed().await? {
-                    Some(r) => r.message(),
-                    None => "That is not the password of this account.".into(),
-                };
-                errors.field("password", msg);
+                throttle.failed().await?;
+                codes.push("password_wrong");
             }
             Invitee::Existing(&user.id)
         }
         None => {
             let pw = form.secret("password");
             if password::check_policy(&pw).is_err() {
-                errors.field(
-                    "password",
-                    format!(
-                        "Choose a password of at least {} characters.",
-                        password::MIN_LEN
-                    ),
-                );
+                codes.push("password_short");
             } else if pw.as_str() != form.get("password_confirm") {
-                errors.field(
-                    "password_confirm",
-                    "The two passwords differ. Type the same password twice.",
-                );
+                codes.push("password_differ");
             }
-            if accounts::check_name(&name).is_err() {
-                errors.field("name", "Use at most 200 printable characters.");
+            let name_ok = accounts::check_name(&name).is_ok();
+            if !name_ok {
+                codes.push("name");
             }
-            if !errors.is_empty() {
-                let v = AcceptView {
-                    token: &token,
-                    invite: &invite,
-                    tenant: &tenant.name,
-                    existing: false,
-                    name: &name,
-                    errors: &errors,
-                };
-                return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
+            if !codes.is_empty() {
+                // A name that is not valid is not carried back.
+                let keep = if name_ok { name.as_str() } else { "" };
+                return Ok(Redirect::to(&accept_failed_url(&token, keep, &codes)).into_response());
             }
             new_user = accounts::new_user(
                 &state.manage,
@@ -625,16 +714,8 @@ pub async fn accept(
             Invitee::New(&new_user)
         }
     };
-    if !errors.is_empty() {
-        let v = AcceptView {
-            token: &token,
-            invite: &invite,
-            tenant: &tenant.name,
-            existing: true,
-            name: &name,
-            errors: &errors,
-        };
-        return Ok(ui::html(StatusCode::UNPROCESSABLE_ENTITY, accept_view(&v)));
+    if !codes.is_empty() {
+        return Ok(Redirect::to(&accept_failed_url(&token, "", &codes)).into_response());
     }
     state
         .manage

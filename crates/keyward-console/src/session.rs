@@ -30,6 +30,7 @@ use maud::html;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::flash::{self, Flash};
 use super::form::FormData;
 use super::{accounts, password, ui, ConsoleError};
 use crate::ConsoleState;
@@ -43,9 +44,20 @@ pub struct SignedIn {
     /// This session's CSRF token, for forms on the page.
     pub csrf: String,
     pub ip: Option<IpAddr>,
+    /// The key of this session's flash cookies ([`crate::flash`]).
+    pub flash_key: String,
+    /// A refused form carried to this GET, if any.
+    pub flash: Option<Flash>,
 }
 
 impl SignedIn {
+    /// The refused `form` carried to the page at `path`, if any.
+    pub fn flash_for(&self, path: &str, form: &str) -> Option<&Flash> {
+        self.flash
+            .as_ref()
+            .filter(|f| f.to == path && f.form == form)
+    }
+
     /// The user's role in `tenant_id`, if a member.
     pub fn membership(&self, tenant_id: &str) -> Option<&Membership> {
         self.memberships.iter().find(|m| m.tenant_id == tenant_id)
@@ -77,7 +89,8 @@ fn cookie_attributes(state: &ConsoleState) -> &'static str {
     }
 }
 
-fn session_token(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The value of the cookie `name`, if set and not empty.
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -86,7 +99,11 @@ fn session_token(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| !v.is_empty())
+}
+
+fn session_token(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_value(headers, name).filter(|v| v.len() <= 128)
 }
 
 fn token_hash(token: &str) -> String {
@@ -157,14 +174,25 @@ async fn load(parts: &Parts, state: &ConsoleState) -> Result<(SignedIn, String),
         Err(e) => return Err(e.into()),
     };
     let memberships = state.store.memberships_of(&user.id).await?;
+    let flash_key = KeyHash::of(&format!("flash:{token}")).to_hex();
+    let flash = (parts.method == Method::GET)
+        .then(|| flash::read(state, &parts.headers, &flash_key))
+        .flatten();
     let signed = SignedIn {
         user,
         memberships,
+        flash_key,
+        flash,
         csrf: csrf_for(&token),
         token_hash: hash,
         ip: crate::client_ip(parts, state),
     };
     Ok((signed, token))
+}
+
+/// The signed-in user of a request, if its session is valid.
+pub(crate) async fn signed_in(parts: &Parts, state: &ConsoleState) -> Option<SignedIn> {
+    load(parts, state).await.ok().map(|(signed, _)| signed)
 }
 
 pub(crate) fn secs_to_ms(s: u64) -> i64 {
@@ -213,24 +241,82 @@ pub struct SignInQuery {
     email: Option<String>,
     signed_out: Option<String>,
     joined: Option<String>,
+    /// Why the last attempt was refused (post-redirect-get): `missing`, or
+    /// `credentials`, whose message the failure limits may turn into a wait.
+    failed: Option<String>,
+}
+
+/// Where a refused sign-in goes: the sign-in page, with the email, the page
+/// to come back to and the reason in the address (never the password).
+fn failed_url(email: &str, next: &str, code: &str) -> String {
+    let mut url = format!(
+        "/console/sign-in?failed={code}&email={}",
+        ui::url_encode(email)
+    );
+    if !next.is_empty() {
+        url.push_str("&next=");
+        url.push_str(&ui::url_encode(next));
+    }
+    url
 }
 
 /// The sign-in form.
 pub async fn sign_in_page(
     State(state): State<ConsoleState>,
     Query(q): Query<SignInQuery>,
-    headers: HeaderMap,
-) -> Response {
-    // Already signed in: go on.
-    if let Some(token) = session_token(&headers, cookie_name(&state)) {
+    parts: Parts,
+) -> Result<Response, ConsoleError> {
+    let headers = &parts.headers;
+    // Already signed in: go on (unless this shows a refused attempt).
+    if let Some(token) = session_token(headers, cookie_name(&state)).filter(|_| q.failed.is_none())
+    {
         if let Ok(Some(s)) = state.store.get_session(&token_hash(&token)).await {
             let now = state.clock.now().0;
             let idle = secs_to_ms(state.settings.console.session_idle_seconds);
             if now < s.expires_at && now - s.last_seen_at < idle {
                 let to = q.next.as_deref().and_then(local_next).unwrap_or("/console");
-                return Redirect::to(to).into_response();
+                return Ok(Redirect::to(to).into_response());
             }
         }
+    }
+    let email = accounts::normalize_email(q.email.as_deref().unwrap_or(""));
+    let next = q.next.as_deref().and_then(local_next).unwrap_or("");
+    if let Some(code) = q.failed.as_deref() {
+        // The message is worked out here, from the store, so an address
+        // cannot make the page say anything but the truth.
+        let (status, message, retry) = if code == "missing" || email.is_empty() {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Enter your email and your password.".to_owned(),
+                None,
+            )
+        } else {
+            let ip = crate::client_ip(&parts, &state);
+            match Throttle::new(&state, &email, ip).refused().await? {
+                Some(r) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    r.message(),
+                    Some(r.retry_after),
+                ),
+                None => (
+                    StatusCode::UNAUTHORIZED,
+                    "The email or password is not right. Check both and try again.".to_owned(),
+                    None,
+                ),
+            }
+        };
+        let view = SignInView {
+            email: &email,
+            next,
+            error: Some(&message),
+            notice: None,
+        };
+        let mut res = ui::html(status, sign_in_view(&view));
+        if let Some(r) = retry {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(r.max(1)));
+        }
+        return Ok(res);
     }
     let notice = if q.signed_out.is_some() {
         Some("You are signed out.")
@@ -247,7 +333,7 @@ pub async fn sign_in_page(
         error: None,
         notice,
     };
-    ui::html(StatusCode::OK, sign_in_view(&form))
+    Ok(ui::html(StatusCode::OK, sign_in_view(&form)))
 }
 
 struct SignInView<'a> {
@@ -298,51 +384,21 @@ pub async fn sign_in(
     let email = accounts::normalize_email(form.get("email"));
     let next = local_next(form.get("next")).unwrap_or("").to_owned();
     let password = form.secret("password");
-    let fail = |status: StatusCode, message: &str, retry: Option<i64>| {
-        let view = SignInView {
-            email: &email,
-            next: &next,
-            error: Some(message),
-            notice: None,
-        };
-        let mut res = ui::html(status, sign_in_view(&view));
-        if let Some(r) = retry {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(r.max(1)));
-        }
-        res
-    };
+    // Refusals go back to the sign-in page (post-redirect-get), which says why.
+    let fail = |code: &str| Redirect::to(&failed_url(&email, &next, code)).into_response();
     if email.is_empty() || password.is_empty() {
-        return Ok(fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Enter your email and your password.",
-            None,
-        ));
+        return Ok(fail("missing"));
     }
     let throttle = Throttle::new(&state, &email, ip);
-    if let Some(refusal) = throttle.refused().await? {
-        return Ok(fail(
-            StatusCode::TOO_MANY_REQUESTS,
-            &refusal.message(),
-            Some(refusal.retry_after),
-        ));
+    if throttle.refused().await?.is_some() {
+        return Ok(fail("credentials"));
     }
     let user = state.store.find_user_by_email(&email).await?;
     let ok = password::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await;
     let Some(user) = user.filter(|_| ok) else {
-        if let Some(refusal) = throttle.failed().await? {
-            return Ok(fail(
-                StatusCode::TOO_MANY_REQUESTS,
-                &refusal.message(),
-                Some(refusal.retry_after),
-            ));
-        }
+        throttle.failed().await?;
         tracing::info!(ip = ?ip, "Console sign-in failed.");
-        return Ok(fail(
-            StatusCode::UNAUTHORIZED,
-            "The email or password is not right. Check both and try again.",
-            None,
-        ));
+        return Ok(fail("credentials"));
     };
     throttle.succeeded().await?;
     let cookie = start_session(&state, &user, ip).await?;

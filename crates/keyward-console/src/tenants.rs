@@ -9,6 +9,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::access::{operator_actor, Standing, TenantAccess};
+use super::flash::{self, Flash};
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
 use super::ConsoleError;
@@ -46,8 +47,20 @@ pub async fn list(
     signed: SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
+    let mut status = StatusCode::OK;
     let body = if signed.user.operator {
-        operator_list(&state, &signed, q.cursor.as_deref(), &CreateForm::default()).await?
+        let form = match signed.flash_for("/console/tenants", "create-tenant") {
+            Some(fl) => {
+                status = fl.status();
+                CreateForm {
+                    name: fl.get("name").to_owned(),
+                    id: fl.get("id").to_owned(),
+                    errors: fl.errors(),
+                }
+            }
+            None => CreateForm::default(),
+        };
+        operator_list(&state, &signed, q.cursor.as_deref(), &form).await?
     } else {
         member_list(&signed)
     };
@@ -62,7 +75,7 @@ pub async fn list(
         "Your tenants"
     };
     let content = html! { (ui::done_notice(q.done.as_deref())) (body) };
-    Ok(ui::html(StatusCode::OK, ui::page(title, &chrome, content)))
+    Ok(ui::html(status, ui::page(title, &chrome, content)))
 }
 
 fn member_list(signed: &SignedIn) -> Markup {
@@ -238,12 +251,19 @@ pub async fn create(
     }
 }
 
+/// A refused tenant: back to the list with the form (post-redirect-get).
 async fn rerender(
     state: &ConsoleState,
     signed: &SignedIn,
     form: CreateForm,
     status: StatusCode,
 ) -> Result<Response, ConsoleError> {
+    let fl = Flash::new("/console/tenants", "create-tenant", status, &form.errors)
+        .field("name", &form.name)
+        .field("id", &form.id);
+    if let Some(res) = flash::redirect(state, signed, &fl) {
+        return Ok(res);
+    }
     let body = operator_list(state, signed, None, &form).await?;
     let chrome = Chrome {
         signed,
@@ -307,14 +327,25 @@ pub async fn settings(
 ) -> Result<Response, ConsoleError> {
     let access = TenantAccess::load(&state, &signed, &tid).await?;
     operator_only(&access)?;
-    let form = SettingsForm::of(&access.tenant);
+    let path = format!("/console/t/{}/settings", access.tenant.id);
+    let (form, status) = match signed.flash_for(&path, "settings") {
+        Some(fl) => (
+            SettingsForm {
+                ceiling: fl.get("ceiling").to_owned(),
+                scopes: fl.get("grantable_scopes").to_owned(),
+                errors: fl.errors(),
+            },
+            fl.status(),
+        ),
+        None => (SettingsForm::of(&access.tenant), StatusCode::OK),
+    };
     Ok(settings_view(
         &state,
         &signed,
         &access,
         &form,
         q.done.as_deref(),
-        StatusCode::OK,
+        status,
     ))
 }
 
@@ -327,7 +358,13 @@ fn settings_view(
     status: StatusCode,
 ) -> Response {
     let e = &form.errors;
-    let catalog: Vec<&str> = state.settings.catalog.declared().collect();
+    let catalog: Vec<&str> = state
+        .settings
+        .catalog
+        .entries()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
     let action = format!("/console/t/{}/settings", access.tenant.id);
     let content = html! {
         div.page-header {
@@ -435,6 +472,18 @@ pub async fn save_settings(
                     _ => ui::sentence(&e.message),
                 };
                 form.errors.field("grantable_scopes", message);
+            }
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            let fl = Flash::new(
+                format!("/console/t/{tid}/settings"),
+                "settings",
+                status,
+                &form.errors,
+            )
+            .field("ceiling", &form.ceiling)
+            .field("grantable_scopes", &form.scopes);
+            if let Some(res) = flash::redirect(&state, &f.signed, &fl) {
+                return Ok(res);
             }
             Ok(settings_view(
                 &state,

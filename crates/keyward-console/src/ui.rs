@@ -34,6 +34,8 @@ pub enum Section {
     Audit,
     Settings,
     Tenants,
+    /// A page of no section (the page-not-found page).
+    Other,
 }
 
 /// What the frame around a signed-in page needs.
@@ -95,6 +97,24 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Markup {
         }
     };
     bare_page(title, content)
+}
+
+/// The page-not-found page inside the console's frame, for a signed-in user.
+pub fn not_found_page(signed: &SignedIn) -> Markup {
+    let chrome = Chrome {
+        signed,
+        access: None,
+        section: Section::Other,
+    };
+    let content = html! {
+        div.empty-state.not-found {
+            p.error-code { "Error 404" }
+            h1 { "Page not found" }
+            p { "This page does not exist, or you do not have access to it. Check the address, or pick a tenant from the list." }
+            a.btn.btn-primary href="/console/tenants" { "Go to your tenants" }
+        }
+    };
+    page("Page not found", &chrome, content)
 }
 
 /// A signed-in page: header, navigation, and `content` in `<main>`.
@@ -278,6 +298,20 @@ fn plural(n: i64, unit: &str) -> String {
 /// A key status as a coloured badge.
 pub fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge badge-status badge-" (status) } { (status) } }
+}
+
+/// A key's status: its badge, or, for a rotated key whose secret still
+/// works for a grace period, "retiring until <time>".
+pub fn key_status(status: &str, grace_until: Option<i64>) -> Markup {
+    match grace_until {
+        Some(until) if status == "active" => html! {
+            span.key-retiring {
+                span class="badge badge-status badge-retiring" { "retiring" }
+                " until " (time(until))
+            }
+        },
+        _ => status_badge(status),
+    }
 }
 
 pub fn env_badge(env: &str) -> Markup {

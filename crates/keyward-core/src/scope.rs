@@ -152,30 +152,87 @@ pub fn refused_grants<'r>(
     refused
 }
 
+/// One declared scope and what it allows, as the console shows it beside
+/// the scope's checkbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeEntry {
+    pub name: String,
+    /// What a key holding the scope may do; `None` when the deployment
+    /// gave no description.
+    pub description: Option<String>,
+}
+
 /// The scopes a deployment declares.
 #[derive(Debug, Clone, Default)]
 pub struct ScopeCatalog {
     declared: BTreeSet<String>,
+    /// Every declared scope once, in catalog order: the deployment's in the
+    /// order of its configuration, then keyward's own.
+    entries: Vec<ScopeEntry>,
 }
+
+/// What keyward's own scopes allow, in [`KEYWARD_SCOPES`] order.
+const KEYWARD_SCOPE_DESCRIPTIONS: &[&str] = &[
+    "Read API keys through keyward's management API.",
+    "Create, change, rotate and revoke API keys through keyward's management API.",
+    "Check other keys' secrets with keyward's verify endpoint.",
+    "Read tenants through keyward's management API.",
+    "Create and change tenants through keyward's management API.",
+    "Read the audit log through keyward's management API.",
+    "Read credit balances and the ledger through keyward's management API.",
+    "Grant credits and change refills through keyward's management API.",
+];
 
 impl ScopeCatalog {
     /// A catalog of `declared` plus keyward's own management scopes.
     pub fn new<'a>(
         declared: impl IntoIterator<Item = &'a str>,
     ) -> Result<ScopeCatalog, ScopeError> {
-        let mut set = BTreeSet::new();
-        for s in declared.into_iter().chain(KEYWARD_SCOPES.iter().copied()) {
+        ScopeCatalog::described(declared.into_iter().map(|s| (s, None)))
+    }
+
+    /// A catalog of `declared` scopes, each with an optional description, in
+    /// this order, plus keyward's own management scopes. A scope declared
+    /// twice keeps its first place and its first description.
+    pub fn described<'a>(
+        declared: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<ScopeCatalog, ScopeError> {
+        let own = KEYWARD_SCOPES
+            .iter()
+            .zip(KEYWARD_SCOPE_DESCRIPTIONS)
+            .map(|(s, d)| (*s, Some(*d)));
+        let mut catalog = ScopeCatalog::default();
+        for (s, description) in declared.into_iter().chain(own) {
             check_syntax(s)?;
             if s.ends_with('*') {
                 return Err(ScopeError::Syntax(s.to_owned()));
             }
-            set.insert(s.to_owned());
+            if catalog.declared.insert(s.to_owned()) {
+                catalog.entries.push(ScopeEntry {
+                    name: s.to_owned(),
+                    description: description
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned),
+                });
+            } else if let Some(e) = catalog.entries.iter_mut().find(|e| e.name == s) {
+                // keyward's own scopes keep a description the deployment gave.
+                if e.description.is_none() {
+                    e.description = description.map(str::to_owned);
+                }
+            }
         }
-        Ok(ScopeCatalog { declared: set })
+        Ok(catalog)
     }
 
+    /// The declared scopes, sorted.
     pub fn declared(&self) -> impl Iterator<Item = &str> {
         self.declared.iter().map(String::as_str)
+    }
+
+    /// The declared scopes in catalog order, with their descriptions.
+    pub fn entries(&self) -> &[ScopeEntry] {
+        &self.entries
     }
 
     /// Whether a key may be granted `s`: a declared scope, or a wildcard that
@@ -242,6 +299,30 @@ mod tests {
             Err(ScopeError::Syntax(_))
         ));
         assert!(ScopeCatalog::new(["a:*"]).is_err());
+    }
+
+    #[test]
+    fn catalog_keeps_declaration_order_and_descriptions() {
+        let c = ScopeCatalog::described([
+            ("vox:write", Some("Place calls.")),
+            ("vox:read", None),
+            ("vox:write", Some("ignored")),
+            ("keyward:keys:read", Some("Our own words.")),
+        ])
+        .unwrap();
+        let names: Vec<&str> = c.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(&names[..3], ["vox:write", "vox:read", "keyward:keys:read"]);
+        assert_eq!(names.len(), 2 + KEYWARD_SCOPES.len());
+        assert_eq!(c.entries()[0].description.as_deref(), Some("Place calls."));
+        assert_eq!(c.entries()[1].description, None);
+        assert_eq!(
+            c.entries()[2].description.as_deref(),
+            Some("Our own words.")
+        );
+        assert!(c.entries()[3].description.is_some());
+        assert_eq!(KEYWARD_SCOPES.len(), KEYWARD_SCOPE_DESCRIPTIONS.len());
+        let sorted: Vec<&str> = c.declared().collect();
+        assert_eq!(sorted[0], "keyward:audit:read");
     }
 
     fn set(s: &[&str]) -> ScopeSet {

@@ -121,6 +121,59 @@ pub enum LogFormat {
 
 pub use keyward_verify::credential::Scheme;
 
+/// One entry of `keys.scopes`: a scope's name (`"vox:read"`), or a table
+/// with its name and a description the console shows beside its checkbox
+/// (`{ name = "vox:read", description = "Read call records." }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ScopeDeclaration {
+    Name(String),
+    Described(DescribedScope),
+}
+
+/// `{ name = "vox:read", description = "Read call records." }` in `keys.scopes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedScope {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl ScopeDeclaration {
+    pub fn name(&self) -> &str {
+        match self {
+            ScopeDeclaration::Name(n) => n,
+            ScopeDeclaration::Described(d) => &d.name,
+        }
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        match self {
+            ScopeDeclaration::Name(_) => None,
+            ScopeDeclaration::Described(d) => d.description.as_deref(),
+        }
+    }
+}
+
+impl From<&str> for ScopeDeclaration {
+    fn from(name: &str) -> ScopeDeclaration {
+        ScopeDeclaration::Name(name.to_owned())
+    }
+}
+
+impl From<String> for ScopeDeclaration {
+    fn from(name: String) -> ScopeDeclaration {
+        ScopeDeclaration::Name(name)
+    }
+}
+
+impl PartialEq<&str> for ScopeDeclaration {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other && self.description().is_none()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
@@ -128,9 +181,10 @@ pub struct KeysConfig {
     pub environments: BTreeMap<String, String>,
     /// Prefix of operator root keys.
     pub root_prefix: String,
-    /// The deployment's scope catalog (keyward's own `keyward:*` scopes are
-    /// always added).
-    pub scopes: Vec<String>,
+    /// The deployment's scope catalog, in the order the console shows it
+    /// (keyward's own `keyward:*` scopes are always added): names, or
+    /// `{ name = "vox:read", description = "…" }`.
+    pub scopes: Vec<ScopeDeclaration>,
     /// Header for the `header` scheme.
     pub header: String,
     /// Which ways of presenting a key are accepted.
@@ -422,7 +476,7 @@ impl Settings {
             &k.root_prefix,
         )
         .map_err(|e| invalid("keys.environments / keys.root_prefix", e))?;
-        let catalog = ScopeCatalog::new(k.scopes.iter().map(String::as_str))
+        let catalog = ScopeCatalog::described(k.scopes.iter().map(|d| (d.name(), d.description())))
             .map_err(|e| invalid("keys.scopes", e))?;
         if k.schemes.is_empty() {
             return Err(invalid(
@@ -729,6 +783,52 @@ mod tests {
             let c = Config::load(None, env(&[(var, "1")])).unwrap();
             assert!(Settings::from_config(c).is_ok());
         }
+    }
+
+    #[test]
+    fn scopes_are_names_or_described_tables_in_order() {
+        let dir = std::env::temp_dir().join(format!("kw-scopes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keyward.toml");
+        std::fs::write(
+            &file,
+            r#"
+[keys]
+scopes = [
+  "vox:write",
+  { name = "vox:read", description = "Read call records." },
+  { name = "vox:admin" },
+]
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.keys.scopes[0], "vox:write");
+        assert_eq!(c.keys.scopes[1].name(), "vox:read");
+        assert_eq!(c.keys.scopes[1].description(), Some("Read call records."));
+        assert_eq!(c.keys.scopes[2].description(), None);
+        let settings = Settings::from_config(c).unwrap();
+        let entries = settings.catalog.entries();
+        assert_eq!(
+            entries[..3]
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>(),
+            ["vox:write", "vox:read", "vox:admin"]
+        );
+        assert_eq!(
+            entries[1].description.as_deref(),
+            Some("Read call records.")
+        );
+
+        std::fs::write(
+            &file,
+            "[keys]\nscopes = [{ name = \"vox:read\", descripton = \"typo\" }]\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("scopes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -39,12 +39,18 @@
   });
 
   // Read-only values select themselves, ready to copy by hand.
-  $$('input[readonly].mono').forEach((i) => i.addEventListener('focus', () => i.select()));
+  $$('input[readonly].mono, textarea[readonly].mono').forEach((i) => i.addEventListener('focus', () => i.select()));
 
   // Invitation links are rendered relative unless console.public_url is set.
   $$('input[data-absolute-url]').forEach((i) => {
     if (i.value.startsWith('/')) i.value = location.origin + i.value;
   });
+
+  // A page that answers a form with something shown once (an invitation
+  // link) points the address bar at its plain page: a reload then shows
+  // that page instead of sending the form again.
+  const replaced = $('[data-replace-url]');
+  if (replaced) history.replaceState(null, '', replaced.dataset.replaceUrl);
 
   // A select that shows a field for one of its values (expiry "On a date…").
   $$('select[data-toggles]').forEach((sel) => {
@@ -149,7 +155,7 @@
         return;
       }
       const next = dialog.dataset.next;
-      $$('input', dialog).forEach((i) => {
+      $$('input, textarea', dialog).forEach((i) => {
         i.value = '';
       });
       dialog.remove();

@@ -142,18 +142,28 @@ impl Browser {
             None => req,
         };
         let res = req.send().await.unwrap();
-        if let Some(set) = res
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-        {
-            let pair = set.split(';').next().unwrap_or("");
-            self.cookie = if pair.ends_with('=') {
-                None
-            } else {
-                Some(pair.to_owned())
-            };
+        // A cookie jar of one host: the session, and the flash of a refused form.
+        let mut jar: Vec<(String, String)> = self
+            .cookie
+            .iter()
+            .flat_map(|c| c.split("; "))
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for set in res.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap_or("");
+            let (name, value) = pair.split_once('=').unwrap();
+            jar.retain(|(k, _)| k != name);
+            if !value.is_empty() {
+                jar.push((name.to_owned(), value.to_owned()));
+            }
         }
+        self.cookie = (!jar.is_empty()).then(|| {
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
         Page {
             status: res.status(),
             headers: res.headers().clone(),
@@ -168,6 +178,14 @@ impl Browser {
 
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         self.post_with(path, fields, &[]).await
+    }
+
+    /// A form refused with post-redirect-get: the POST answered 303 to the
+    /// form's page; the page it leads to (with the refusal's status).
+    async fn follow(&mut self, posted: Page) -> Page {
+        assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.text);
+        let location = posted.location().to_owned();
+        self.get(&location).await
     }
 
     async fn post_with(
@@ -242,10 +260,9 @@ fn secret_of(page: &Page) -> String {
         .text
         .find("id=\"secret-value\"")
         .unwrap_or_else(|| panic!("no secret dialog in page: {}", page.text));
-    let tag_start = page.text[..at].rfind('<').unwrap();
-    let tag = &page.text[tag_start..];
-    let tag = &tag[..tag.find('>').unwrap()];
-    between(tag, "value=\"", "\"").unwrap().to_owned()
+    // A <textarea>: the secret is its content.
+    let rest = &page.text[at..];
+    between(rest, ">", "</textarea>").unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -310,6 +327,7 @@ async fn roles_are_enforced_on_the_server() {
     );
     // A developer may grant keyward:keys:* (they hold it) but no other keyward scope.
     let escalate = create_key(&mut dev, &acme, "escalate", &["keyward:audit:read"]).await;
+    let escalate = dev.follow(escalate).await;
     assert_eq!(escalate.status, StatusCode::FORBIDDEN);
     assert!(escalate
         .text
@@ -328,6 +346,7 @@ async fn roles_are_enforced_on_the_server() {
             ],
         )
         .await;
+    let owner_invite = admin.follow(owner_invite).await;
     assert_eq!(owner_invite.status, StatusCode::UNPROCESSABLE_ENTITY);
     let dev_invite = admin
         .post(
@@ -367,7 +386,9 @@ async fn roles_are_enforced_on_the_server() {
             &[("_csrf", &csrf), ("role", "admin")],
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.location(), format!("/console/t/{acme}/members"));
+    let r = own.follow(r).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.text.contains("at least one owner"));
 
     // Another tenant's pages and keys do not exist for a member of Acme.
@@ -470,6 +491,12 @@ async fn grantable_scopes_bound_members_in_the_console() {
             ],
         )
         .await;
+    assert_eq!(
+        r.location(),
+        settings,
+        "post-redirect-get to the form's page"
+    );
+    let r = ops.follow(r).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text.contains("“nope:x” is not a scope"), "{}", r.text);
     assert_eq!(ceiling().await, serde_json::Value::Null);
@@ -502,7 +529,8 @@ async fn grantable_scopes_bound_members_in_the_console() {
     let new_page = format!("/console/t/{acme}/keys/new");
     let offered = dev.get(&new_page).await.text;
     assert!(offered.contains("value=\"vox:read\""));
-    assert!(offered.contains("value=\"keyward:keys:read\""));
+    // keyward's own management scopes are offered to operators only.
+    assert!(!offered.contains("value=\"keyward:keys:read\""));
     assert!(!offered.contains("value=\"vault:read\""));
     assert!(ops
         .get(&new_page)
@@ -512,6 +540,7 @@ async fn grantable_scopes_bound_members_in_the_console() {
 
     // Members are refused outside the ceiling; nothing is created.
     let r = create_key(&mut dev, &acme, "premium", &["vox:read", "vault:read"]).await;
+    let r = dev.follow(r).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(
         r.text.contains("vault:read is outside the scopes"),
@@ -564,6 +593,7 @@ async fn grantable_scopes_bound_members_in_the_console() {
     let mut fields = edit(&["vault:read", "vault:write"]);
     fields.push(("_csrf", &csrf));
     let r = dev.post(&key_page, &fields).await;
+    let r = dev.follow(r).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(
         r.text.contains("vault:write is outside the scopes"),
@@ -578,6 +608,7 @@ async fn grantable_scopes_bound_members_in_the_console() {
             &[("_csrf", &csrf), ("grace_seconds", "0")],
         )
         .await;
+    let r = dev.follow(r).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(
         r.text.contains("vault:read is outside the scopes"),
@@ -611,6 +642,109 @@ async fn grantable_scopes_bound_members_in_the_console() {
         .contains("value=\"vault:read\""));
     let r = create_key(&mut dev, &acme, "now-allowed", &["vault:read"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+/// Post-redirect-get: a refused form answers 303 to its page with a flash
+/// cookie; the page shows the refusal once, and only to the session that
+/// made it (a flash copied into another session, or altered, is ignored).
+#[tokio::test]
+async fn refused_forms_redirect_and_show_their_refusal_once_to_their_session() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.member("ann@acme.test", &acme, Role::Owner).await;
+    c.member("bob@acme.test", &acme, Role::Owner).await;
+    let mut ann = c.signed_in("ann@acme.test").await;
+    let mut bob = c.signed_in("bob@acme.test").await;
+    let new_page = format!("/console/t/{acme}/keys/new");
+
+    let r = create_key(&mut ann, &acme, "", &["vox:read"]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), new_page);
+    let set: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let flash = set
+        .iter()
+        .find(|c| c.starts_with("__Host-keyward_flash="))
+        .unwrap_or_else(|| panic!("{set:?}"));
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Max-Age=60"] {
+        assert!(flash.contains(attr), "{flash}");
+    }
+    let flash_pair = flash.split(';').next().unwrap().to_owned();
+
+    // Bob's session with Ann's flash: not his, not shown.
+    let bob_session = bob.cookie.clone().unwrap();
+    bob.cookie = Some(format!("{bob_session}; {flash_pair}"));
+    let page = bob.get(&new_page).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("Give the key a name"));
+    // Altered: ignored too.
+    let altered = flash_pair.replacen("=", "=A", 1);
+    let ann_session = ann.cookie.clone().unwrap();
+    let ann_session = ann_session
+        .split("; ")
+        .find(|p| p.starts_with("__Host-keyward_session="))
+        .unwrap()
+        .to_owned();
+    let mut forged = c.browser();
+    forged.cookie = Some(format!("{ann_session}; {altered}"));
+    assert!(!forged
+        .get(&new_page)
+        .await
+        .text
+        .contains("Give the key a name"));
+
+    // Ann's own: shown once, with the scope she ticked, then gone.
+    let page = ann.get(&new_page).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.text.contains("Give the key a name"), "{}", page.text);
+    assert!(
+        page.text.contains("value=\"vox:read\" checked"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.headers
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("__Host-keyward_flash=;")),
+        "the page clears the flash"
+    );
+    let again = ann.get(&new_page).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(!again.text.contains("Give the key a name"));
+}
+
+/// The first invitation of a tenant without an owner is for an owner; the
+/// page-not-found page keeps the console's frame for a signed-in user.
+#[tokio::test]
+async fn first_invitation_is_for_an_owner_and_404_keeps_the_frame() {
+    let c = Console::start().await;
+    let acme = c.server.tenant("Acme").await;
+    c.user("ops@keyward.test", true).await;
+    let mut ops = c.signed_in("ops@keyward.test").await;
+    let members = format!("/console/t/{acme}/members");
+    let page = ops.get(&members).await;
+    assert!(page.text.contains("no owner yet"), "{}", page.text);
+    assert!(
+        page.text.contains("<option value=\"owner\" selected>"),
+        "{}",
+        page.text
+    );
+    c.member("own@acme.test", &acme, Role::Owner).await;
+    let page = ops.get(&members).await;
+    assert!(!page.text.contains("no owner yet"));
+    assert!(page.text.contains("<option value=\"developer\" selected>"));
+
+    let page = ops.get("/console/t/nope/keys").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.text.contains("class=\"topbar\""), "{}", page.text);
+    let page = c.browser().get("/console/nothing-here").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.text.contains("class=\"topbar\""));
 }
 
 #[tokio::test]
@@ -766,7 +900,18 @@ async fn sign_in_failures_are_limited_per_account_and_per_address() {
 
     // Wrong password and unknown account read the same.
     let wrong = b.sign_in("ann@example.com", "not the password").await;
+    assert!(
+        wrong.location().starts_with("/console/sign-in?failed="),
+        "post-redirect-get: {}",
+        wrong.location()
+    );
+    assert!(
+        !wrong.location().contains("password"),
+        "no password in the address"
+    );
+    let wrong = b.follow(wrong).await;
     let unknown = b.sign_in("nobody@example.com", "not the password").await;
+    let unknown = b.follow(unknown).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.text.contains("The email or password is not right"));
@@ -775,11 +920,13 @@ async fn sign_in_failures_are_limited_per_account_and_per_address() {
     // The third failure for Ann pauses her account, even for the right password.
     b.sign_in("ann@example.com", "still wrong").await;
     let third = b.sign_in("ANN@example.com", "wrong again").await;
+    let third = b.follow(third).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(third
         .text
         .contains("Too many failed sign-in attempts for this account"));
     let right = b.sign_in("ann@example.com", PASSWORD).await;
+    let right = b.follow(right).await;
     assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
     let retry: i64 = right.headers["retry-after"]
         .to_str()
@@ -803,12 +950,15 @@ async fn sign_in_failures_are_limited_per_account_and_per_address() {
     // Per address: failures across many accounts add up.
     for i in 0..5 {
         let r = b.sign_in(&format!("guess{i}@example.com"), "x").await;
+        let r = b.follow(r).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{i}");
     }
     let r = b.sign_in("guess9@example.com", "x").await;
+    let r = b.follow(r).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(r.text.contains("from your network address"));
     let r = b.sign_in("bob@example.com", PASSWORD).await;
+    let r = b.follow(r).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -863,7 +1013,13 @@ async fn invitations_work_once_until_they_expire() {
             ],
         )
         .await;
+    assert!(
+        !short.location().contains("password="),
+        "no password in the address"
+    );
+    let short = guest.follow(short).await;
     assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.text.contains("Choose a password of at least"));
     let differ = guest
         .post(
             "/console/invite",
@@ -874,7 +1030,9 @@ async fn invitations_work_once_until_they_expire() {
             ],
         )
         .await;
+    let differ = guest.follow(differ).await;
     assert_eq!(differ.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(differ.text.contains("The two passwords differ"));
     let ok = guest
         .post(
             "/console/invite",
@@ -944,6 +1102,8 @@ async fn the_secret_is_only_in_the_create_and_rotate_responses() {
 
     // Duplicate name: refused with a clear message, no key made.
     let dup = create_key(&mut b, &acme, "backend", &[]).await;
+    assert_eq!(dup.location(), format!("/console/t/{acme}/keys/new"));
+    let dup = b.follow(dup).await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     assert!(dup
         .text
@@ -997,8 +1157,13 @@ async fn the_secret_is_only_in_the_create_and_rotate_responses() {
             &[("_csrf", &csrf), ("confirm_name", "wrong")],
         )
         .await;
+    let r = b.follow(r).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text.contains("Nothing was revoked"));
+    // The refusal is shown once: the next view of the page is plain.
+    let again = b.get(&format!("/console/t/{acme}/keys/{new_id}")).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(!again.text.contains("Nothing was revoked"));
     assert_eq!(
         c.server.get("/v1/me", &rotated).await.status,
         StatusCode::OK

@@ -84,7 +84,7 @@ pub fn default_config() -> Config {
         "vault:read",
         "vault:write",
     ]
-    .map(String::from)
+    .map(Into::into)
     .to_vec();
     c.usage.flush_interval_ms = 50;
     c
