@@ -668,7 +668,11 @@ pub async fn create(
     {
         Ok(issued) => {
             let KeyWithSecret { secret, key } = keyward_views::with_secret(&issued);
-            let dialog = SecretDialog { secret, note: None };
+            let dialog = SecretDialog {
+                secret,
+                note: None,
+                how: how_to_send(&state.settings.accepted),
+            };
             Ok(detail_view(
                 &state,
                 &f.signed,
@@ -769,6 +773,31 @@ struct SecretDialog {
     secret: String,
     /// What happens to the previous secret, after a rotation.
     note: Option<Markup>,
+    /// How this deployment takes keys.
+    how: Markup,
+}
+
+/// "Send it as …": the ways this deployment accepts a key, and no other.
+fn how_to_send(accepted: &keyward_http::error::Accepted) -> Markup {
+    let mut ways: Vec<Markup> = Vec::new();
+    if accepted.bearer {
+        ways.push(html! { "as " code { "Authorization: Bearer <secret>" } });
+    }
+    if let Some(h) = &accepted.header {
+        ways.push(html! { "in the " code { (h) } " header" });
+    }
+    if accepted.basic {
+        ways.push(html! { "with HTTP Basic: the key ID as user name and the secret as password" });
+    }
+    let n = ways.len();
+    html! {
+        "Send it "
+        @for (i, way) in ways.into_iter().enumerate() {
+            @if i > 0 && i + 1 == n { ", or " } @else if i > 0 { ", " }
+            (way)
+        }
+        "."
+    }
 }
 
 /// The forms on a key's page, with what was typed and what was wrong.
@@ -1030,7 +1059,7 @@ fn secret_dialog(key: &KeyView, d: &SecretDialog, key_page: &str) -> Markup {
                         textarea #secret-value.mono.secret readonly rows="2" spellcheck="false" autocomplete="off" { (d.secret) }
                         button.btn.btn-primary type="button" data-copy="secret-value" { "Copy secret" }
                     }
-                    p.hint { "Send it as " code { "Authorization: Bearer <secret>" } ", or with HTTP Basic: the key ID as user name and the secret as password." }
+                    p.hint { (d.how) }
                 }
                 p.visually-hidden #copy-status role="status" aria-live="polite" {}
                 div.ack {
@@ -1226,6 +1255,7 @@ pub async fn rotate(
             let dialog = SecretDialog {
                 secret,
                 note: Some(note),
+                how: how_to_send(&state.settings.accepted),
             };
             Ok(detail_view(
                 &state,

@@ -123,6 +123,8 @@ pub struct ConsoleSettings {
     /// Proxies whose `X-Forwarded-For` is believed (the client address
     /// that sign-in limits and audit entries record).
     pub trusted_proxies: Vec<IpNet>,
+    /// How this deployment accepts keys (the hint beside a new secret).
+    pub accepted: keyward_http::error::Accepted,
 }
 
 /// The console's routes, with `state` applied; empty when

@@ -463,6 +463,7 @@ fn console_state(state: &AppState) -> keyward_console::ConsoleState {
             format: settings.format.clone(),
             catalog: settings.catalog.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            accepted: settings.config.errors.accepted.clone(),
         },
     )
 }

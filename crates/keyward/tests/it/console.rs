@@ -1090,6 +1090,12 @@ async fn the_secret_is_only_in_the_create_and_rotate_responses() {
     assert_eq!(r.headers["cache-control"], "no-store");
     let secret = secret_of(&r);
     assert!(secret.starts_with("kw_test_"));
+    // How to send it: this deployment's ways (all three by default).
+    assert!(
+        r.text.contains("Send it as <code>Authorization: Bearer &lt;secret&gt;</code>, in the <code>X-API-Key</code> header, or with HTTP Basic"),
+        "{}",
+        r.text
+    );
     assert_eq!(
         r.text.matches(&secret).count(),
         1,
