@@ -332,21 +332,31 @@ impl Config {
             None => String::new(),
         };
         let mut doc: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (name, value) in env {
-            if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("KEYWARD_TEST_") {
-                continue;
-            }
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(file_error(path, &e)))?;
+        // The file alone first, so that its errors point at its own lines.
+        toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse(file_error(path, &e)))?;
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with("KEYWARD_")
+                    && !NOT_SETTINGS.contains(&name.as_str())
+                    && !name.starts_with("KEYWARD_TEST_")
+            })
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
             let Some(setting) = name.strip_prefix("KEYWARD_") else {
                 continue;
             };
             let path: Vec<String> = setting.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut doc, &path, parse_env_value(&value))
-                .map_err(|m| invalid(format!("{name} ({})", path.join(".")), m))?;
+            let named = || format!("{name} ({})", path.join("."));
+            set_path(&mut doc, &path, parse_env_value(&value)).map_err(|m| invalid(named(), m))?;
+            // Each variable is checked as it is applied, so an error names
+            // the variable that caused it, not a line of a merged document.
+            Config::deserialize(toml::Value::Table(doc.clone()))
+                .map_err(|e| invalid(named(), e.message()))?;
         }
-        // Round-trip through text so that serde errors carry the key path.
-        let merged = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        toml::from_str(&merged).map_err(|e| ConfigError::Parse(e.to_string()))
+        Config::deserialize(toml::Value::Table(doc)).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     /// The store URL in effect.
@@ -355,6 +365,13 @@ impl Config {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", self.data_dir.join("keyward.db").display()),
         }
+    }
+}
+
+fn file_error(path: Option<&Path>, e: &toml::de::Error) -> String {
+    match path {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
     }
 }
 
@@ -725,9 +742,15 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let e = Config::load(None, env(&[("KEYWARD_CACHE__TTL_SECONDS", "soon")])).unwrap_err();
-        assert!(e.to_string().contains("ttl_seconds"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "invalid setting KEYWARD_CACHE__TTL_SECONDS (cache.ttl_seconds): invalid type: string \"soon\""
+            ),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("TOML parse error"), "{e}");
         let e = Config::load(None, env(&[("KEYWARD_NOPE", "1")])).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(e.to_string().contains("KEYWARD_NOPE (nope)"), "{e}");
         let mut c = Config::default();
         c.keys.scopes = vec!["bad scope".into()];
         let e = Settings::from_config(c).unwrap_err();
