@@ -15,6 +15,8 @@ use keyward_core::scope::ScopeCatalog;
 use keyward_core::secret::KeyFormat;
 use serde::{Deserialize, Serialize};
 
+pub mod reference;
+
 /// Environment variables that belong to the CLI, not to the configuration.
 const NOT_SETTINGS: &[&str] = &[
     "KEYWARD_CONFIG",
@@ -418,6 +420,29 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(config: Config) -> Result<Settings, ConfigError> {
+        if let Some(url) = &config.store_url {
+            if !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(invalid(
+                    "store_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(url) = &config.redis_url {
+            if !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                // The URL is not repeated: it may hold a password.
+                return Err(invalid("redis_url", "must start with redis://"));
+            }
+        }
+        if config.redis.timeout_ms == 0 {
+            return Err(invalid("redis.timeout_ms", "must be at least 1"));
+        }
         let k = &config.keys;
         if k.environments.is_empty() {
             return Err(invalid(
