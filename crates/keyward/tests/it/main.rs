@@ -24,6 +24,7 @@ mod openapi;
 mod paths;
 mod privilege;
 mod process;
+mod readme;
 mod seeds;
 mod store;
 mod upstream;
