@@ -336,7 +336,12 @@ impl Config {
         let mut doc: toml::Table =
             toml::from_str(&text).map_err(|e| ConfigError::Parse(file_error(path, &e)))?;
         // The file alone first, so that its errors point at its own lines.
-        toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse(file_error(path, &e)))?;
+        toml::from_str::<Config>(&text).map_err(|e| {
+            match e.span().and_then(|span| setting_at(&text, span.start)) {
+                Some(setting) => invalid(setting, file_error(path, &e)),
+                None => ConfigError::Parse(file_error(path, &e)),
+            }
+        })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
             .filter(|(name, _)| {
@@ -368,6 +373,38 @@ impl Config {
             None => format!("sqlite://{}", self.data_dir.join("keyward.db").display()),
         }
     }
+}
+
+/// The dotted name of the setting written on the line holding byte `at` of
+/// a TOML file (`cache.ttl_seconds`), read from that line's key and the
+/// table header above it; `None` where the line holds no `key = value`.
+fn setting_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| {
+            let array = h.starts_with("[[");
+            let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+            if array {
+                format!("{name}[]")
+            } else {
+                name.to_owned()
+            }
+        });
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 fn file_error(path: Option<&Path>, e: &toml::de::Error) -> String {
@@ -776,6 +813,28 @@ mod tests {
         assert!(!e.to_string().contains("TOML parse error"), "{e}");
         let e = Config::load(None, env(&[("KEYWARD_NOPE", "1")])).unwrap_err();
         assert!(e.to_string().contains("KEYWARD_NOPE (nope)"), "{e}");
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[cache]\n# why\nttl_seconds = \"soon\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid setting cache.ttl_seconds: "),
+            "{e}"
+        );
+        assert!(e.to_string().contains("line 4"), "{e}");
+        std::fs::write(&file, "[[routes]]\npath = \"/x\"\ncost = -1\n").unwrap();
+        let e = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid setting routes[].cost: "),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
         let mut c = Config::default();
         c.keys.scopes = vec!["bad scope".into()];
         let e = Settings::from_config(c).unwrap_err();
