@@ -466,7 +466,7 @@ async fn log_start(
     tracing::info!(
         address = %address,
         store = %redact_url(&c.effective_store_url()),
-        upstream = c.gateway.upstream.as_deref().unwrap_or("none"),
+        upstream = %c.gateway.upstream.as_deref().unwrap_or("none"),
         routes = c.routes.len(),
         console = %console,
         "Keyward is listening."

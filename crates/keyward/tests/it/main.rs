@@ -26,5 +26,6 @@ mod privilege;
 mod process;
 mod readme;
 mod seeds;
+mod setup;
 mod store;
 mod upstream;

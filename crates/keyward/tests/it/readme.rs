@@ -148,7 +148,6 @@ fn clean(mut cmd: Command) -> Command {
 struct Serving {
     child: Child,
     url: String,
-    log: PathBuf,
 }
 
 impl Drop for Serving {
@@ -183,7 +182,6 @@ fn serve(cwd: &Path, bin: &Path, line: &str, env: &[(&str, String)]) -> Serving 
             return Serving {
                 child,
                 url: format!("http://{}", a.trim()),
-                log,
             };
         }
         if let Ok(Some(status)) = child.try_wait() {
