@@ -95,8 +95,8 @@ fn json_pairs(line: &str) -> Vec<String> {
         }
         let value_start = close + 2;
         let rest = &line[value_start..];
-        let value_len = if rest.starts_with('"') {
-            rest[1..].find('"').map(|e| e + 2)
+        let value_len = if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.find('"').map(|e| e + 2)
         } else if rest.starts_with('[') {
             rest.find(']').map(|e| e + 1)
         } else if rest.starts_with('{') {
@@ -175,16 +175,19 @@ fn serve(cwd: &Path, bin: &Path, line: &str, env: &[(&str, String)]) -> Serving 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
+    // Waited for by `Serving`'s drop, or below when it exits early.
+    let child = cmd.spawn().unwrap();
+    let mut serving = Serving {
+        child,
+        url: String::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(a) = std::fs::read_to_string(&address_file) {
-            return Serving {
-                child,
-                url: format!("http://{}", a.trim()),
-            };
+            serving.url = format!("http://{}", a.trim());
+            return serving;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = serving.child.try_wait() {
             panic!(
                 "keyward serve exited ({status}):\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
