@@ -1,5 +1,5 @@
-//! The documents run as they are written: the README's walkthrough and the
-//! platform example's README (after the examples' common steps), with bash,
+//! The documents run as they are written: the README's walkthrough and each
+//! example's README (after the examples' common steps), with bash,
 //! against the built binary on the `PATH` as `keyward`, and the outputs
 //! they mark with `# →` checked. A server block (`keyward serve …`) is run
 //! by the test itself, in the background, on a port the system chose.
@@ -262,15 +262,18 @@ fn the_readme_walkthrough_runs_as_written() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_platform_example_runs_as_written() {
+/// Runs the examples' common steps for `folder` and then its README's
+/// blocks, top to bottom in one shell, against `keyward serve` in a copy of
+/// the folder, with a recording upstream behind the gateway; checks the
+/// documented outputs and returns what the upstream saw.
+async fn run_example(folder: &str) -> Vec<crate::kit::upstream::UpReq> {
     let common = sh_blocks(&repo_file("examples/README.md"));
     let setup = common
         .iter()
         .find(|b| b.contains("root-keys create"))
         .expect("the examples' common steps")
         // "replace the folder name"
-        .replace("examples/voice-agent", "examples/platform");
+        .replace("examples/voice-agent", &format!("examples/{folder}"));
     let serve_line = common
         .iter()
         .flat_map(|b| b.lines())
@@ -281,15 +284,15 @@ async fn the_platform_example_runs_as_written() {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let platform = sh_blocks(&repo_file("examples/platform/README.md"));
-    assert!(platform.len() >= 5, "{platform:?}");
+    let blocks = sh_blocks(&repo_file(&format!("examples/{folder}/README.md")));
+    assert!(!blocks.is_empty(), "{folder}: no sh blocks");
 
-    let root = temp_dir("platform");
-    let folder = root.join("examples/platform");
-    std::fs::create_dir_all(&folder).unwrap();
+    let root = temp_dir(folder);
+    let dir = root.join("examples").join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
-        folder.join("keyward.toml"),
-        repo_file("examples/platform/keyward.toml"),
+        dir.join("keyward.toml"),
+        repo_file(&format!("examples/{folder}/keyward.toml")),
     )
     .unwrap();
     let bin = bin_dir(&root);
@@ -302,12 +305,12 @@ async fn the_platform_example_runs_as_written() {
     })
     .await;
     let server = serve(
-        &folder,
+        &dir,
         &bin,
         &serve_line,
         &[("KEYWARD_GATEWAY__UPSTREAM", up.url.clone())],
     );
-    let script = format!("{setup}\n{}", platform.join("\n"));
+    let script = format!("{setup}\n{}", blocks.join("\n"));
     let (url, cwd, b, s) = (
         server.url.clone(),
         root.clone(),
@@ -318,9 +321,16 @@ async fn the_platform_example_runs_as_written() {
         .await
         .unwrap();
     check_promises(&script, &stdout);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&root);
+    up.seen()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_example_runs_as_written() {
+    let seen = run_example("platform").await;
     // The forwarded calls reached the API: the read, and one create (the
     // second attempt was a replay).
-    let seen = up.seen();
     assert!(
         seen.iter()
             .any(|r| r.method == "GET" && r.target == "/api/v2/vault/projects?limit=10"),
@@ -331,8 +341,36 @@ async fn the_platform_example_runs_as_written() {
         1,
         "{seen:?}"
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_agent_example_runs_as_written() {
+    // The health check is answered by keyward; the refused call never left.
+    assert!(run_example("voice-agent").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_centre_example_runs_as_written() {
+    let seen = run_example("contact-centre").await;
+    assert_eq!(seen.len(), 1, "only the Basic call passes: {seen:?}");
+    assert_eq!(seen[0].header("authorization"), None, "the key is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_api_example_runs_as_written() {
+    let seen = run_example("voice-api").await;
+    assert_eq!(
+        seen.len(),
+        2,
+        "the CRM call before revoke, Zapier's after: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telephony_example_runs_as_written() {
+    let seen = run_example("telephony").await;
+    assert_eq!(seen.len(), 1, "only the own-account call passes: {seen:?}");
+    assert_eq!(seen[0].target, "/v1/voice/accounts/AC123456/calls");
 }
 
 #[test]
