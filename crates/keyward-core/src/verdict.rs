@@ -1,4 +1,4 @@
-//! The verdict of a verification: the checks of SPEC §4, in order, stopping
+//! The verdict of a verification: the checks of a key, in order, stopping
 //! at the first failure:
 //!
 //! credential present → well-formed → known → not revoked/deleted → enabled →
@@ -115,7 +115,7 @@ pub struct Demand<'a> {
     pub required_scopes: &'a [String],
 }
 
-/// Runs the key's own checks in SPEC §4 order (revoked → enabled → expired /
+/// Runs the key's own checks in order (revoked → enabled → expired /
 /// rotated past grace → IP → scopes).
 pub fn evaluate(key: &KeyPolicy, demand: Demand<'_>) -> Result<(), Denial> {
     if key.revoked {

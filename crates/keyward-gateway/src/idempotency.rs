@@ -1,4 +1,4 @@
-//! Idempotent retries in the gateway (SPEC §6).
+//! Idempotent retries in the gateway (`[idempotency]`).
 //!
 //! A request carrying `Idempotency-Key` on one of `idempotency.methods` is
 //! buffered (up to `idempotency.max_body_bytes`) and fingerprinted by method,

@@ -1,4 +1,4 @@
-//! Rate limits and credits (SPEC §6), spent after every other check passed.
+//! Rate limits and credits, spent after every other check passed.
 //!
 //! - [`Tiers`]: the named tiers from `[limits]`, compiled at start, and which
 //!   policy applies to a key: its own override, else its tier, else its
@@ -11,7 +11,7 @@
 //!   ledger in the background. With several nodes, one that comes up short
 //!   while others hold reservations asks them to hand back
 //!   ([`CreditBank::release_tenant`], see "Reclaims" below).
-//! - [`Limits`]: both together, in the order of SPEC §4: rate limit, then
+//! - [`Limits`]: both together, in the order of the verify checks: rate limit, then
 //!   credits, for a [`Spender`] (the facts of a verified key limits need).
 //!
 //! # Invariants

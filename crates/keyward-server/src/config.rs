@@ -15,6 +15,8 @@ use keyward_core::scope::ScopeCatalog;
 use keyward_core::secret::KeyFormat;
 use serde::{Deserialize, Serialize};
 
+pub mod reference;
+
 /// Environment variables that belong to the CLI, not to the configuration.
 const NOT_SETTINGS: &[&str] = &[
     "KEYWARD_CONFIG",
@@ -386,21 +388,36 @@ impl Config {
             None => String::new(),
         };
         let mut doc: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (name, value) in env {
-            if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("KEYWARD_TEST_") {
-                continue;
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(file_error(path, &e)))?;
+        // The file alone first, so that its errors point at its own lines.
+        toml::from_str::<Config>(&text).map_err(|e| {
+            match e.span().and_then(|span| setting_at(&text, span.start)) {
+                Some(setting) => invalid(setting, file_error(path, &e)),
+                None => ConfigError::Parse(file_error(path, &e)),
             }
+        })?;
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with("KEYWARD_")
+                    && !NOT_SETTINGS.contains(&name.as_str())
+                    && !name.starts_with("KEYWARD_TEST_")
+            })
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
             let Some(setting) = name.strip_prefix("KEYWARD_") else {
                 continue;
             };
             let path: Vec<String> = setting.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut doc, &path, parse_env_value(&value))
-                .map_err(|m| invalid(format!("{name} ({})", path.join(".")), m))?;
+            let named = || format!("{name} ({})", path.join("."));
+            set_path(&mut doc, &path, parse_env_value(&value)).map_err(|m| invalid(named(), m))?;
+            // Each variable is checked as it is applied, so an error names
+            // the variable that caused it, not a line of a merged document.
+            Config::deserialize(toml::Value::Table(doc.clone()))
+                .map_err(|e| invalid(named(), e.message()))?;
         }
-        // Round-trip through text so that serde errors carry the key path.
-        let merged = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        toml::from_str(&merged).map_err(|e| ConfigError::Parse(e.to_string()))
+        Config::deserialize(toml::Value::Table(doc)).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     /// The store URL in effect.
@@ -409,6 +426,45 @@ impl Config {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", self.data_dir.join("keyward.db").display()),
         }
+    }
+}
+
+/// The dotted name of the setting written on the line holding byte `at` of
+/// a TOML file (`cache.ttl_seconds`), read from that line's key and the
+/// table header above it; `None` where the line holds no `key = value`.
+fn setting_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| {
+            let array = h.starts_with("[[");
+            let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+            if array {
+                format!("{name}[]")
+            } else {
+                name.to_owned()
+            }
+        });
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+fn file_error(path: Option<&Path>, e: &toml::de::Error) -> String {
+    match path {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
     }
 }
 
@@ -464,6 +520,29 @@ impl Settings {
                 .contains(&Scheme::Header)
                 .then(|| config.keys.header.clone()),
         };
+        if let Some(url) = &config.store_url {
+            if !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(invalid(
+                    "store_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(url) = &config.redis_url {
+            if !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                // The URL is not repeated: it may hold a password.
+                return Err(invalid("redis_url", "must start with redis://"));
+            }
+        }
+        if config.redis.timeout_ms == 0 {
+            return Err(invalid("redis.timeout_ms", "must be at least 1"));
+        }
         let k = &config.keys;
         if k.environments.is_empty() {
             return Err(invalid(
@@ -834,9 +913,37 @@ scopes = [
     #[test]
     fn bad_settings_are_named() {
         let e = Config::load(None, env(&[("KEYWARD_CACHE__TTL_SECONDS", "soon")])).unwrap_err();
-        assert!(e.to_string().contains("ttl_seconds"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "invalid setting KEYWARD_CACHE__TTL_SECONDS (cache.ttl_seconds): invalid type: string \"soon\""
+            ),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("TOML parse error"), "{e}");
         let e = Config::load(None, env(&[("KEYWARD_NOPE", "1")])).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(e.to_string().contains("KEYWARD_NOPE (nope)"), "{e}");
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[cache]\n# why\nttl_seconds = \"soon\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid setting cache.ttl_seconds: "),
+            "{e}"
+        );
+        assert!(e.to_string().contains("line 4"), "{e}");
+        std::fs::write(&file, "[[routes]]\npath = \"/x\"\ncost = -1\n").unwrap();
+        let e = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid setting routes[].cost: "),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
         let mut c = Config::default();
         c.keys.scopes = vec!["bad scope".into()];
         let e = Settings::from_config(c).unwrap_err();

@@ -1,4 +1,4 @@
-//! Tenant credit balances with their ledger (SPEC §6).
+//! Tenant credit balances with their ledger (see docs/ARCHITECTURE.md, keyward-limits).
 //!
 //! Credits are spent from *reservations*: a node takes credits out of the
 //! tenant's balance durably ([`CreditStore::reserve_credits`]) before it lets

@@ -1,4 +1,4 @@
-//! Finding the presented key in a request (SPEC §3) and the client address.
+//! Finding the presented key in a request (`keys.schemes`) and the client address.
 //!
 //! Accepted, as configured: `Authorization: Bearer <secret>`,
 //! `<header>: <secret>`, `Authorization: Basic base64(key_id:secret)`.

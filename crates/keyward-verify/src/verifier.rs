@@ -823,7 +823,7 @@ impl Verifier {
         };
         match evaluate(&key.policy, demand) {
             Ok(()) => {
-                // Rate limits and credits (SPEC §6) are spent here, after
+                // Rate limits and credits are spent here, after
                 // every other check passed, by the limits layer.
                 if key.note_use(now, req.client_ip) {
                     self.usage.record(&key.record.id, now, req.client_ip);

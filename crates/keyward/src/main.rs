@@ -8,6 +8,8 @@
 //! `completions` prints shell completions.
 
 mod client;
+mod config_cmd;
+mod init;
 mod test_clock;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -72,6 +74,14 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Start a deployment: write a commented keyward.toml, create the first
+    /// operator root key (and optionally the first console operator), and
+    /// print the next commands. Refuses to overwrite a keyward.toml.
+    Init(init::InitArgs),
+    /// Check a configuration without starting the server, or print every
+    /// setting with its default and meaning.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 /// What `serve` reads: the configuration, the store and the listen address.
@@ -245,6 +255,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }) => create_root_key(store.into(), name, scopes).await,
         Command::RootKeys(RootKeys::List(args)) => client::root_keys::list(args).await,
         Command::RootKeys(RootKeys::Revoke(args)) => client::root_keys::revoke(args).await,
+        Command::Init(args) => init::run(args).await,
+        Command::Config(c) => config_cmd::run(c),
         Command::Regex(args) => {
             let settings = load_settings(&args.into())?;
             println!("{}", settings.format.scan_regex());
@@ -335,17 +347,15 @@ async fn serve(serve_args: ServeArgs) -> Result<()> {
     let args = serve_args.server;
     let settings = load_settings(&args)?;
     init_logging(&settings);
-    let store = open_store(&settings).await?;
+    // The address first: "address in use" must not wait for the store and
+    // its migrations. Connections queue in the backlog until serving starts.
     let listen = settings.config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    tracing::info!(
-        address = %address,
-        store = %redact_url(&settings.config.effective_store_url()),
-        "Keyward is listening."
-    );
+    let store = open_store(&settings).await?;
+    log_start(&settings, &args, address, &store).await;
     if let Some(path) = &serve_args.address_file {
         // Whole or not at all: a reader never sees half an address.
         let partial = path.with_extension("partial");
@@ -368,6 +378,64 @@ async fn serve(serve_args: ServeArgs) -> Result<()> {
     reloader.abort();
     store_handle.close().await;
     Ok(())
+}
+
+/// What an operator needs to know at start: where keyward listens, on which
+/// store, what it forwards where, where the console is, and, while the store
+/// has no root key, the command that makes one.
+async fn log_start(
+    settings: &Settings,
+    args: &ServerArgs,
+    address: std::net::SocketAddr,
+    store: &SqlStore,
+) {
+    use keyward_store::{KeyClass, KeyFilter, KeyStatus, KeyStore, PageRequest};
+    let c = &settings.config;
+    let console = if c.console.enabled {
+        format!("http://{address}/console")
+    } else {
+        "off".to_owned()
+    };
+    tracing::info!(
+        address = %address,
+        store = %redact_url(&c.effective_store_url()),
+        upstream = %c.gateway.upstream.as_deref().unwrap_or("none"),
+        routes = c.routes.len(),
+        console = %console,
+        "Keyward is listening."
+    );
+    let filter = KeyFilter {
+        class: Some(KeyClass::Root),
+        status: Some(KeyStatus::Active),
+        now: keyward_core::clock::Clock::now(&SystemClock).millis(),
+        ..KeyFilter::default()
+    };
+    let page = store
+        .list_keys(
+            &filter,
+            PageRequest {
+                limit: 1,
+                before: None,
+            },
+        )
+        .await;
+    if matches!(&page, Ok(p) if p.items.is_empty()) {
+        let mut config = String::new();
+        if let Some(p) = &args.config {
+            config.push_str(&format!(" --config {}", p.display()));
+        }
+        if let Some(d) = &args.data_dir {
+            config.push_str(&format!(" --data-dir {}", d.display()));
+        }
+        if args.store_url.is_some() {
+            // Not repeated: it may hold a password.
+            config.push_str(" --store-url <your store URL>");
+        }
+        tracing::warn!(
+            command = %format!("keyward root-keys create{config} --name operator"),
+            "No root key exists yet: nothing can manage this deployment until one is made; the command below makes one."
+        );
+    }
 }
 
 /// `SIGHUP` re-reads the configuration and swaps in its `[[routes]]`,

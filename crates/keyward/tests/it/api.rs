@@ -1,5 +1,5 @@
 //! The management and verify API over real HTTP: success paths, every
-//! verdict code of SPEC §4 that applies here, isolation, revoke and rotate.
+//! verdict code of the verify checks that applies here, isolation, revoke and rotate.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -432,7 +432,7 @@ window_seconds = 60
     assert_eq!(r.body["credits"]["balance"], 2);
     assert_eq!(header(&r, "ratelimit"), "\"free\";r=6;t=24");
 
-    // The rate limit comes first (SPEC §4), so a credits refusal has spent
+    // The rate limit comes first in the verify checks, so a credits refusal has spent
     // its token: 5 are left.
     let r = s.verify(&secret, json!({ "credits": 3 })).await;
     assert_eq!(r["valid"], false);

@@ -26,6 +26,8 @@ mod openapi;
 mod paths;
 mod privilege;
 mod process;
+mod readme;
 mod seeds;
+mod setup;
 mod store;
 mod upstream;

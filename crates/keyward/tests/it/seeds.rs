@@ -471,7 +471,7 @@ async fn platform_tiers_credits_and_idempotent_creates() {
     assert_eq!(me.body["rate_limit_tier"], "standard", "the default tier");
     assert_eq!(me.headers["ratelimit-policy"], "\"standard\";q=600;w=60");
     // Two tokens spent: the refused paid call (rate limits come before
-    // credits, SPEC §4) and this one.
+    // credits, in the verify checks' order) and this one.
     assert_eq!(me.headers["ratelimit"], "\"standard\";r=598;t=1");
 
     // Create a project with an Idempotency-Key; the retry is replayed.
