@@ -87,16 +87,20 @@ enum Command {
 /// What `serve` reads: the configuration, the store and the listen address.
 #[derive(Args, Clone)]
 struct ServerArgs {
-    /// TOML configuration file.
+    /// TOML configuration file [default: none: built-in defaults, then
+    /// KEYWARD_* variables; `keyward config defaults` prints them all].
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen address, e.g. 127.0.0.1:8080 (overrides `listen` of the file).
+    /// Listen address; port 0 picks a free port [default: `listen` of the
+    /// file, else 127.0.0.1:8080].
     #[arg(long, value_name = "ADDRESS")]
     listen: Option<String>,
-    /// Data directory for the embedded SQLite store.
+    /// Data directory for the embedded SQLite store [default: `data_dir` of
+    /// the file, else ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB.
+    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB [default:
+    /// `store_url` of the file, else sqlite://<data-dir>/keyward.db].
     #[arg(long, value_name = "URL")]
     store_url: Option<String>,
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use keyward_wire::{
-    CreateKey, KeyView, KeyWithSecret, ListKeys, RevokeKey, RotateKey, UpdateKey, VerifyKey,
-    VerifyResult,
+    CreateKey, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RevokeKey, RotateKey, UpdateKey,
+    VerifyKey, VerifyResult,
 };
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -108,6 +108,10 @@ pub(crate) enum Keys {
         /// The most credits this key may spend in all.
         #[arg(long, value_name = "CREDITS")]
         credit_cap: Option<i64>,
+        /// The key's own rate limit instead of its tier's, as
+        /// LIMIT/WINDOW_SECONDS[/BURST], e.g. 100/60 (operators only).
+        #[arg(long, value_name = "LIMIT/WINDOW[/BURST]", value_parser = rate_limit)]
+        rate_limit: Option<RateLimitSpec>,
         /// A sub-tenant id the key may act for through the gateway's
         /// tenant header (repeatable).
         #[arg(long = "sub-tenant", value_name = "ID")]
@@ -159,6 +163,18 @@ pub(crate) enum Keys {
         /// Remove the credit cap.
         #[arg(long)]
         clear_credit_cap: bool,
+        /// A new rate limit of its own, LIMIT/WINDOW_SECONDS[/BURST], e.g.
+        /// 100/60 (operators only).
+        #[arg(
+            long,
+            value_name = "LIMIT/WINDOW[/BURST]",
+            value_parser = rate_limit,
+            conflicts_with = "clear_rate_limit"
+        )]
+        rate_limit: Option<RateLimitSpec>,
+        /// Remove the key's own rate limit (its tier's applies).
+        #[arg(long)]
+        clear_rate_limit: bool,
         /// Replace the IP allowlist with these (repeatable).
         #[arg(
             long = "allow-ip",
@@ -282,6 +298,7 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             owner,
             tier,
             credit_cap,
+            rate_limit,
             sub_tenants,
             metadata,
             disabled,
@@ -295,12 +312,12 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
                 owner,
                 tier,
                 credit_cap,
+                rate_limit,
                 ip_allowlist,
                 sub_tenants,
                 expires_at,
                 metadata,
                 enabled: disabled.then_some(false),
-                ..CreateKey::default()
             };
             let client = Client::new(&remote.remote())?;
             let issued: KeyWithSecret = client.send(Method::POST, "/v1/keys", Some(&body)).await?;
@@ -322,6 +339,8 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             clear_tier,
             credit_cap,
             clear_credit_cap,
+            rate_limit,
+            clear_rate_limit,
             ip_allowlist,
             clear_allow_ip,
             sub_tenants,
@@ -339,7 +358,7 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
                 scopes: list(scopes, clear_scopes),
                 tier: nullable(tier, clear_tier),
                 credit_cap: nullable(credit_cap, clear_credit_cap),
-                rate_limit: None,
+                rate_limit: nullable(rate_limit, clear_rate_limit),
                 ip_allowlist: list(ip_allowlist, clear_allow_ip),
                 sub_tenants: list(sub_tenants, clear_sub_tenants),
                 expires_at: nullable(expires_at, clear_expires_at),
@@ -511,5 +530,30 @@ async fn verify(
     } else {
         eprintln!("Denied: {}", verdict.code);
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `LIMIT/WINDOW_SECONDS[/BURST]`, e.g. `100/60` or `100/60/20`.
+fn rate_limit(s: &str) -> Result<RateLimitSpec, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let number = |p: &str, what: &str| {
+        p.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{what} must be a whole number above 0, not {p:?}"))
+    };
+    match parts.as_slice() {
+        [limit, window] => Ok(RateLimitSpec {
+            limit: number(limit, "LIMIT")?,
+            window_seconds: number(window, "WINDOW")?,
+            burst: None,
+        }),
+        [limit, window, burst] => Ok(RateLimitSpec {
+            limit: number(limit, "LIMIT")?,
+            window_seconds: number(window, "WINDOW")?,
+            burst: Some(number(burst, "BURST")?),
+        }),
+        _ => Err("expected LIMIT/WINDOW_SECONDS or LIMIT/WINDOW_SECONDS/BURST, e.g. 100/60".into()),
     }
 }

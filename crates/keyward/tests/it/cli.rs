@@ -214,10 +214,16 @@ async fn tenants_and_keys_cover_the_management_api() {
             "--disable",
             "--credit-cap",
             "50",
+            "--rate-limit",
+            "100/60/20",
         ],
     )
     .await
     .json();
+    assert_eq!(
+        upd["rate_limit"],
+        json!({"limit": 100, "window_seconds": 60, "burst": 20})
+    );
     assert_eq!(upd["owner"], "ops@acme.test");
     assert_eq!(upd["ip_allowlist"], json!([]));
     assert_eq!(upd["status"], "disabled");
@@ -231,10 +237,19 @@ async fn tenants_and_keys_cover_the_management_api() {
             "--enable",
             "--clear-owner",
             "--clear-credit-cap",
+            "--clear-rate-limit",
         ],
     )
     .await
     .json();
+    assert_eq!(upd["rate_limit"], Value::Null);
+    let bad = run(&s, &["keys", "update", &id, "--rate-limit", "100"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("LIMIT/WINDOW_SECONDS"),
+        "{}",
+        bad.stderr
+    );
     assert_eq!(upd["owner"], Value::Null);
     assert_eq!(upd["credit_cap"], Value::Null);
     assert_eq!(upd["status"], "active");
@@ -654,6 +669,12 @@ async fn help_names_the_environment_and_completions_print() {
         .contains("Exit status: 0 the key is valid; 1 it is denied"));
     let r = help(&["keys", "create", "--help"]).await;
     assert!(r.stdout.contains("--output secret"), "{}", r.stdout);
+    assert!(r.stdout.contains("LIMIT/WINDOW"), "{}", r.stdout);
+    // serve says what it does without each flag.
+    let r = help(&["serve", "--help"]).await;
+    for default in ["127.0.0.1:8080", "./data", "keyward.db", "config defaults"] {
+        assert!(r.stdout.contains(default), "{default}: {}", r.stdout);
+    }
     for shell in ["bash", "zsh", "fish"] {
         let r = run_as("", None, &["completions", shell], "").await;
         assert_eq!(r.code, 0, "{shell}: {}", r.stderr);
