@@ -374,3 +374,30 @@ fn the_start_up_log_says_where_everything_is_and_how_to_make_a_root_key() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's configuration excerpt is a file `config check` accepts: no
+/// setting in it is misspelt, moved or gone (docs/configuration.md is the
+/// full reference and is checked against the types above).
+#[test]
+fn the_readme_configuration_excerpt_checks() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("README has a Configuration section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the Configuration section has a TOML block");
+    assert!(block.contains("[redis]") && block.contains("[changes]"));
+    let dir = temp_dir("readme-config");
+    let file = dir.join("keyward.toml");
+    std::fs::write(&file, block).unwrap();
+    let out = run(keyward(&dir)
+        .arg("config")
+        .arg("check")
+        .arg("--config")
+        .arg(&file));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
