@@ -526,6 +526,12 @@ test('no page scrolls sideways on a 390 px phone screen, not even with a long te
     clientHeight: t.clientHeight,
   }));
   assert.ok(fit.scrollWidth <= fit.clientWidth && fit.scrollHeight <= fit.clientHeight, JSON.stringify(fit));
+  // The key ID too: all of it in view, not cut by its copy button.
+  const idFit = await op.locator('#new-key-id').evaluate((i) => ({
+    scrollWidth: i.scrollWidth,
+    clientWidth: i.clientWidth,
+  }));
+  assert.ok(idFit.scrollWidth <= idFit.clientWidth, JSON.stringify(idFit));
   const o = await sidewaysOverflow(op);
   if (o.overflows) problems.push({ path: 'secret dialog', ...o });
   await screenshot(op, '07-secret-dialog-mobile');
