@@ -26,9 +26,13 @@
 //!   whole milliseconds), not the node's `now`: nodes whose clocks disagree
 //!   cannot over-admit by spending "in the past" or "in the future". The
 //!   `now` a caller passes is used only by the local fallback.
-//! - **One round trip per request** on the happy path: `EVALSHA` over one
+//! - **One round trip per request** on the happy path: `EVALSHA` over a
 //!   multiplexed connection (`redis::aio::ConnectionManager`, which pipelines
-//!   concurrent commands and reconnects by itself). The script body is sent
+//!   concurrent commands and reconnects by itself): one per thread that
+//!   spends (each gateway worker's runtime drives its own, so a reply wakes
+//!   its request without a hop to another thread; made in the background,
+//!   at most 64), and a shared one for the heartbeat and probe, which a
+//!   spend uses while its thread's is being made or after it failed. The script body is sent
 //!   again (`EVAL`) only when Redis answers `NOSCRIPT` (after a restart).
 //! - **Bounded waits.** Every command is cut off after
 //!   [`RedisConfig::timeout_ms`]. A command that fails or times out makes
@@ -73,6 +77,8 @@ mod gcra;
 
 use fallback::Fallback;
 
+/// Most per-thread connections a limiter keeps (see `Shared::local`).
+const MAX_LOCAL_CONNECTIONS: usize = 64;
 /// How often a healthy node records itself in the node registry.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// How often a degraded node asks Redis whether it is back.
@@ -168,6 +174,13 @@ struct Shared {
     /// Made by the first successful connection; it reconnects by itself
     /// after that.
     conn: OnceLock<ConnectionManager>,
+    /// A connection per thread that spends (each gateway worker is a
+    /// runtime on a thread of its own): its driver runs on that thread's
+    /// runtime, so a spend's reply wakes the request without a hop through
+    /// another thread. At most [`MAX_LOCAL_CONNECTIONS`]; past that, and
+    /// while one is being made, spends use `conn`.
+    local: std::sync::RwLock<std::collections::HashMap<std::thread::ThreadId, ConnectionManager>>,
+    making: Mutex<std::collections::HashSet<std::thread::ThreadId>>,
     node_id: String,
     /// `prefix + "rl:"`.
     bucket_prefix: String,
@@ -207,6 +220,8 @@ impl RedisLimiter {
         let shared = Arc::new(Shared {
             client,
             conn: OnceLock::new(),
+            local: std::sync::RwLock::new(std::collections::HashMap::new()),
+            making: Mutex::new(std::collections::HashSet::new()),
             node_id: node_id.to_owned(),
             bucket_prefix: format!("{}rl:", config.prefix),
             nodes_key: format!("{}nodes", config.prefix),
@@ -328,27 +343,60 @@ impl Shared {
     }
 
     async fn spend_on_redis(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         policy: &RatePolicy,
         cost: u64,
     ) -> Result<(Decision, Timestamp), Failure> {
-        let mut conn = self
-            .conn
-            .get()
-            .cloned()
-            .ok_or_else(|| "not connected yet".to_owned())?;
         let spend = gcra::Spend::new(policy, cost);
         let mut key = String::with_capacity(self.bucket_prefix.len() + bucket.len());
         key.push_str(&self.bucket_prefix);
         key.push_str(bucket);
+        if let Some(conn) = self.local_connection() {
+            match self.run_spend(conn, &key, spend).await {
+                Ok(reply) => return Ok(Self::decided(policy, cost, spend, reply)),
+                // This thread's connection may be the one that broke (it
+                // reconnects only after a failed command, while the probe
+                // keeps the shared one fresh): drop it, ask on the shared
+                // one, and make a new one in the background next time.
+                Err(_) => {
+                    self.local
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&std::thread::current().id());
+                }
+            }
+        }
+        let conn = self
+            .conn
+            .get()
+            .cloned()
+            .ok_or_else(|| "not connected yet".to_owned())?;
+        let reply = self.run_spend(conn, &key, spend).await?;
+        Ok(Self::decided(policy, cost, spend, reply))
+    }
+
+    async fn run_spend(
+        &self,
+        mut conn: ConnectionManager,
+        key: &str,
+        spend: gcra::Spend,
+    ) -> Result<gcra::Reply, Failure> {
         let mut call = self.gcra.prepare_invoke();
         call.key(key).arg(spend.capacity_us).arg(spend.cost_us);
-        let reply: gcra::Reply = self.bounded(call.invoke_async(&mut conn)).await?;
-        Ok((
+        self.bounded(call.invoke_async(&mut conn)).await
+    }
+
+    fn decided(
+        policy: &RatePolicy,
+        cost: u64,
+        spend: gcra::Spend,
+        reply: gcra::Reply,
+    ) -> (Decision, Timestamp) {
+        (
             gcra::decision(policy, cost, spend, reply),
             Timestamp(reply.3),
-        ))
+        )
     }
 
     /// `command`, cut off after the configured timeout.
@@ -361,6 +409,57 @@ impl Shared {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
+    }
+
+    /// This thread's connection, if it has one; if not, one is made in the
+    /// background (on this thread's runtime) and `None` says to use the
+    /// shared one meanwhile. A failed attempt is retried a second later.
+    fn local_connection(self: &Arc<Self>) -> Option<ConnectionManager> {
+        let me = std::thread::current().id();
+        {
+            let local = self.local.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = local.get(&me) {
+                return Some(c.clone());
+            }
+            if local.len() >= MAX_LOCAL_CONNECTIONS {
+                return None;
+            }
+        }
+        let fresh = self
+            .making
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(me);
+        if fresh {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                let wait = shared.timeout.max(MIN_CONNECT_TIMEOUT);
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(wait);
+                let made = tokio::time::timeout(
+                    wait,
+                    ConnectionManager::new_with_config(shared.client.clone(), config),
+                )
+                .await;
+                match made {
+                    Ok(Ok(c)) => {
+                        shared
+                            .local
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(me, c);
+                    }
+                    _ => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+                shared
+                    .making
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&me);
+            });
+        }
+        None
     }
 
     /// The connection, made now if there is none yet.
