@@ -303,6 +303,13 @@ impl Follower {
                     failing = false;
                     *self.heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                     self.trust_from_now();
+                    // Keeps the feed from going quiet: one that hears not
+                    // even this for `feed_silence` is dead (see feed_task).
+                    if self.feed_up.load(Ordering::Acquire) {
+                        if let Err(e) = self.store.ping_feed(&self.node_id).await {
+                            tracing::debug!(error = %e, "Could not ping the change feed.");
+                        }
+                    }
                 }
                 Err(e) => {
                     if !failing {
@@ -329,11 +336,26 @@ impl Follower {
         }
     }
 
+    /// How long the feed may hear nothing, not even this node's own pings,
+    /// before it is taken for dead: three poll intervals, at least 3 s.
+    fn feed_silence(&self) -> Duration {
+        (self.poll * 3).max(Duration::from_secs(3))
+    }
+
     async fn feed_task(self: Arc<Self>) {
         let name = format!("keyward-changes/{}", self.node_id);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut feed = match self.store.change_feed(&name).await {
+            // Bounded like every read: a store that takes the connection
+            // and never answers must not hold this task forever.
+            let feed = tokio::time::timeout(self.feed_silence(), self.store.change_feed(&name))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(keyward_store::StoreError::Unavailable(
+                        "no answer while connecting the change feed".into(),
+                    ))
+                });
+            let mut feed = match feed {
                 Ok(Some(feed)) => feed,
                 // No live feed on this backend: the poll task does it all.
                 Ok(None) => return,
@@ -349,17 +371,21 @@ impl Follower {
             // Whatever committed before the listen began is in the log.
             self.poll_now.notify_one();
             loop {
-                match feed.next().await {
-                    Ok(Some(change)) => {
+                // Every read has a timeout: the poll task pings the feed
+                // every poll interval, so hearing nothing for three of them
+                // means a connection that died without a word.
+                let next = tokio::time::timeout(self.feed_silence(), feed.next()).await;
+                match next {
+                    Ok(Ok(Some(change))) => {
                         backoff = Duration::from_millis(100);
                         self.take(&change);
                     }
-                    Ok(None) | Err(_) => {
-                        // Lost: listen again on a new connection (then the
-                        // log is read, so nothing sent meanwhile is missed),
-                        // and read the log now as well.
+                    Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                        // Lost (or silent): listen again on a new connection
+                        // (then the log is read, so nothing sent meanwhile
+                        // is missed), and read the log now as well.
                         self.feed_up.store(false, Ordering::Release);
-                        tracing::warn!("The change feed lost its connection; listening again, and reading the change log meanwhile.");
+                        tracing::warn!("The change feed lost its connection or went silent; listening again, and reading the change log meanwhile.");
                         self.poll_now.notify_one();
                         break;
                     }

@@ -94,6 +94,12 @@ pub trait ChangeStore {
     /// `name` identifies the connection to the backend's operators
     /// (PostgreSQL `application_name`).
     async fn change_feed(&self, name: &str) -> StoreResult<Option<Box<dyn ChangeFeed>>>;
+
+    /// Sends a notice that changes nothing (`kind` `ping`, `seq` 0) on the
+    /// live feed, so a listener that hears nothing for long knows its
+    /// connection is dead rather than the deployment quiet. No-op where
+    /// there is no feed.
+    async fn ping_feed(&self, origin: &str) -> StoreResult<()>;
 }
 
 /// Changes as they commit.

@@ -100,6 +100,28 @@ impl ChangeStore for SqlStore {
             .map_err(backend)?;
         Ok(Some(Box::new(PgFeed { listener })))
     }
+
+    async fn ping_feed(&self, origin: &str) -> StoreResult<()> {
+        self.send_feed_ping(origin).await
+    }
+}
+
+impl SqlStore {
+    async fn send_feed_ping(&self, origin: &str) -> StoreResult<()> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(());
+        }
+        sqlx::query(
+            "SELECT CAST(pg_notify('keyward_changes:' || current_schema(), json_build_object(\
+             'seq', 0, 'at', 0, 'kind', 'ping', 'key_hash', NULL, 'tenant_id', NULL, \
+             'origin', CAST($1 AS TEXT))::text) AS TEXT) AS sent",
+        )
+        .bind(origin.to_owned())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
 }
 
 struct PgFeed {

@@ -144,3 +144,73 @@ async fn a_revocation_on_one_postgres_node_reaches_another_before_any_poll() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A feed connection that dies without a word (a dropped route, a frozen
+/// host: no FIN, no RST) is noticed within three poll intervals (at least
+/// 3 s) thanks to the node's own pings, and replaced when the way is open
+/// again; meanwhile the poll carries the changes.
+#[tokio::test]
+async fn a_feed_that_goes_silent_is_noticed_and_replaced() {
+    let url = fresh_store_url(Backend::Postgres).await;
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let target: std::net::SocketAddr = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port_or_known_default().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let proxy = crate::kit::cluster::TcpProxy::start(target).await;
+    let mut via = parsed.clone();
+    via.set_port(Some(proxy.addr.port())).unwrap();
+    via.set_host(Some("127.0.0.1")).unwrap();
+    // In clear, so the proxy can read the connection's name.
+    via.query_pairs_mut().append_pair("sslmode", "disable");
+    let node = format!("silent-{}", crate::kit::cluster::tag());
+    let mut config = default_config();
+    config.changes.poll_interval_ms = 200;
+    config.changes.max_silence_seconds = 600;
+    config.credits.node_id = Some(node.clone());
+    let s = Server::start_on(
+        Arc::new(SqlStore::open(via.as_str()).await.unwrap()),
+        config,
+        ManualClock::starting_now(),
+    )
+    .await;
+    let wait_for = |want: &'static str, bound: Duration| {
+        let s = &s;
+        async move {
+            let start = Instant::now();
+            while changes(s).await != want {
+                assert!(start.elapsed() < bound, "not {want} within {bound:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            start.elapsed()
+        }
+    };
+    wait_for("listening", Duration::from_secs(10)).await;
+    // Quiet for a while: pings keep a live feed from being taken for dead.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(changes(&s).await, "listening");
+
+    proxy.freeze_connections_naming(Some(&format!("keyward-changes/{node}")));
+    let noticed = wait_for("polling", Duration::from_secs(8)).await;
+    println!("a silent feed was noticed after {noticed:?}");
+    // Changes still arrive, through the poll.
+    let tenant = s.tenant("Acme").await;
+    let (id, secret) = s.key(&tenant, "k", json!({})).await;
+    assert_eq!(s.get("/v1/me", &secret).await.status, StatusCode::OK);
+    let other = SqlStore::open(&url).await.unwrap();
+    other.revoke_key(&id, None, &audit(&id)).await.unwrap();
+    refused_within(&s, &secret, Duration::from_secs(3)).await;
+
+    proxy.freeze_connections_naming(None);
+    wait_for("listening", Duration::from_secs(10)).await;
+    other.close().await;
+    s.shutdown().await;
+}
+
+async fn changes(s: &Server) -> serde_json::Value {
+    let r = s.call(reqwest::Method::GET, "/v1/ready", None, None).await;
+    r.body["checks"]["changes"].clone()
+}

@@ -926,6 +926,7 @@ pub struct TcpProxy {
     pub addr: SocketAddr,
     open: watch::Sender<bool>,
     refuse: Arc<Mutex<Option<Vec<u8>>>>,
+    freeze: Arc<Mutex<Option<Vec<u8>>>>,
     task: JoinHandle<()>,
 }
 
@@ -935,8 +936,10 @@ impl TcpProxy {
         let addr = listener.local_addr().unwrap();
         let (open, watch) = watch::channel(true);
         let refuse: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let freeze: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let task = tokio::spawn({
             let refuse = Arc::clone(&refuse);
+            let freeze = Arc::clone(&freeze);
             async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -947,12 +950,13 @@ impl TcpProxy {
                     }
                     let mut watch = watch.clone();
                     let refuse = refuse.lock().unwrap().clone();
+                    let freeze = Arc::clone(&freeze);
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(target).await else {
                             return;
                         };
                         tokio::select! {
-                            _ = relay(client, server, refuse) => {}
+                            _ = relay(client, server, refuse, freeze) => {}
                             _ = watch.wait_for(|open| !*open) => {}
                         }
                     });
@@ -963,6 +967,7 @@ impl TcpProxy {
             addr,
             open,
             refuse,
+            freeze,
             task,
         }
     }
@@ -980,34 +985,77 @@ impl TcpProxy {
     pub fn refuse_connections_naming(&self, name: Option<&str>) {
         *self.refuse.lock().unwrap() = name.map(|n| n.as_bytes().to_vec());
     }
+
+    /// From now on, and until called with `None`, relays nothing either way
+    /// on connections (open ones too) whose first 4 KiB from the client
+    /// contain `name`, and keeps them open: a connection that died without
+    /// a word, as a dropped route or a frozen host leaves it.
+    pub fn freeze_connections_naming(&self, name: Option<&str>) {
+        *self.freeze.lock().unwrap() = name.map(|n| n.as_bytes().to_vec());
+    }
+}
+
+/// Waits while `freeze` names a connection whose head is `head`.
+async fn thaw(head: &Mutex<Vec<u8>>, freeze: &Mutex<Option<Vec<u8>>>) {
+    loop {
+        let frozen = {
+            let name = freeze.lock().unwrap().clone();
+            let head = head.lock().unwrap();
+            name.is_some_and(|n| head.windows(n.len()).any(|w| w == n.as_slice()))
+        };
+        if !frozen {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Copies both ways until either side ends; closes both if the client's
 /// first 4 KiB contain `refuse`.
-async fn relay(client: TcpStream, server: TcpStream, refuse: Option<Vec<u8>>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    refuse: Option<Vec<u8>>,
+    freeze: Arc<Mutex<Option<Vec<u8>>>>,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let head: Mutex<Vec<u8>> = Mutex::new(Vec::new());
     let down = async {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            thaw(&head, &freeze).await;
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
     };
     let up = async {
-        let mut head = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match client_read.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if let Some(name) = &refuse {
+            let refused = {
+                let mut head = head.lock().unwrap();
                 if head.len() < 4096 {
                     head.extend_from_slice(&buf[..n]);
-                    if head.windows(name.len()).any(|w| w == name.as_slice()) {
-                        return;
-                    }
                 }
+                refuse
+                    .as_ref()
+                    .is_some_and(|name| head.windows(name.len()).any(|w| w == name.as_slice()))
+            };
+            if refused {
+                return;
             }
+            thaw(&head, &freeze).await;
             if server_write.write_all(&buf[..n]).await.is_err() {
                 return;
             }

@@ -154,6 +154,16 @@ pub(super) async fn feed(store: Arc<SqlStore>, store2: Arc<SqlStore>) {
     assert_eq!(got.kind, ChangeKind::CreditsReclaim);
     assert_eq!(got.tenant_id.as_deref(), Some("ten_9"));
     assert_eq!(got.origin.as_deref(), Some("b"));
+    // A ping: a notice that changes nothing, and is in no log.
+    store2.ping_feed("node-b").await.unwrap();
+    let ping = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the ping arrives")
+        .unwrap()
+        .expect("a notice");
+    assert_eq!(ping.kind, ChangeKind::Other("ping".into()));
+    assert_eq!((ping.seq, ping.origin.as_deref()), (0, Some("node-b")));
+    assert_eq!(store.last_change_seq().await.unwrap(), seq);
 
     // The feed's connection is named, so operators (and tests) can find it.
     let base = std::env::var("KEYWARD_TEST_POSTGRES_URL")
