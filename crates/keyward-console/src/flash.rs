@@ -104,12 +104,9 @@ fn cookie_name(state: &ConsoleState) -> &'static str {
     }
 }
 
+/// The same attributes as the session cookie's.
 fn attributes(state: &ConsoleState) -> &'static str {
-    if state.settings.console.secure_cookies {
-        "Path=/; Secure; HttpOnly; SameSite=Strict"
-    } else {
-        "Path=/; HttpOnly; SameSite=Strict"
-    }
+    crate::session::cookie_attributes(state)
 }
 
 fn mac(key: &str, payload: &str) -> Option<Hmac<Sha256>> {

@@ -81,7 +81,7 @@ pub(crate) fn cookie_name(state: &ConsoleState) -> &'static str {
     }
 }
 
-fn cookie_attributes(state: &ConsoleState) -> &'static str {
+pub(crate) fn cookie_attributes(state: &ConsoleState) -> &'static str {
     if state.settings.console.secure_cookies {
         "Path=/; Secure; HttpOnly; SameSite=Strict"
     } else {

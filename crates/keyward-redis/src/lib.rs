@@ -433,17 +433,8 @@ impl Shared {
         if fresh {
             let shared = Arc::clone(self);
             tokio::spawn(async move {
-                let wait = shared.timeout.max(MIN_CONNECT_TIMEOUT);
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(wait);
-                let made = tokio::time::timeout(
-                    wait,
-                    ConnectionManager::new_with_config(shared.client.clone(), config),
-                )
-                .await;
-                match made {
-                    Ok(Ok(c)) => {
+                match shared.make_connection().await {
+                    Ok(c) => {
                         shared
                             .local
                             .write()
@@ -462,23 +453,27 @@ impl Shared {
         None
     }
 
-    /// The connection, made now if there is none yet.
-    async fn connection(&self) -> Result<ConnectionManager, Failure> {
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
-        }
+    /// A new connection, one attempt (the callers retry), bounded.
+    async fn make_connection(&self) -> Result<ConnectionManager, Failure> {
         let wait = self.timeout.max(MIN_CONNECT_TIMEOUT);
-        // One attempt per call: the probe loop is the retry.
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(0)
             .set_connection_timeout(wait);
-        let made = tokio::time::timeout(
+        tokio::time::timeout(
             wait,
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
         .map_err(|_| format!("no connection within {} ms", wait.as_millis()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+    }
+
+    /// The connection, made now if there is none yet.
+    async fn connection(&self) -> Result<ConnectionManager, Failure> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let made = self.make_connection().await?;
         // Only the background task (and `connect`, before it starts) gets
         // here, so no other connection can have won; if one did, use it.
         Ok(self.conn.get_or_init(|| made).clone())

@@ -23,12 +23,11 @@
 //!   meanwhile).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_core::clock::Clock;
-use keyward_core::secret::KeyHash;
 use keyward_limits::CreditBank;
 use keyward_store::{Change, ChangeKind, Store};
 use keyward_verify::verifier::Verifier;
@@ -112,8 +111,8 @@ pub(crate) struct Follower {
     cursor: Mutex<Cursor>,
     /// Monotonic time of the last complete read of the log.
     heard: Mutex<Instant>,
-    feed_up: std::sync::atomic::AtomicBool,
-    silent: AtomicU8,
+    feed_up: AtomicBool,
+    silent: AtomicBool,
     poll_now: tokio::sync::Notify,
 }
 
@@ -141,8 +140,8 @@ impl Follower {
                 hole_since: None,
             }),
             heard: Mutex::new(Instant::now()),
-            feed_up: std::sync::atomic::AtomicBool::new(false),
-            silent: AtomicU8::new(0),
+            feed_up: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             poll_now: tokio::sync::Notify::new(),
         }
     }
@@ -154,7 +153,7 @@ impl Follower {
     }
 
     pub(crate) fn health(&self) -> ChangeHealth {
-        if self.silent.load(Ordering::Acquire) != 0 {
+        if self.silent.load(Ordering::Acquire) {
             ChangeHealth::Silent
         } else if self.feed_up.load(Ordering::Acquire) {
             ChangeHealth::Listening
@@ -193,8 +192,8 @@ impl Follower {
     fn apply(&self, change: &Change) {
         match change.kind {
             ChangeKind::Key => {
-                if let Some(h) = change.key_hash.as_deref().and_then(KeyHash::from_hex) {
-                    self.verifier.cache().invalidate(&h);
+                if let Some(hash) = change.key_hash.as_deref() {
+                    crate::invalidate::drop_key(&self.verifier, hash);
                 }
             }
             ChangeKind::Tenant => self.verifier.cache().clear(),
@@ -292,7 +291,7 @@ impl Follower {
             }
             match self.catch_up().await {
                 Ok(_) => {
-                    let was_silent = self.silent.swap(0, Ordering::AcqRel) != 0;
+                    let was_silent = self.silent.swap(false, Ordering::AcqRel);
                     if was_silent {
                         // Changes may be gone from the log by now.
                         self.verifier.cache().clear();
@@ -318,8 +317,7 @@ impl Follower {
                     failing = true;
                     let heard = *self.heard.lock().unwrap_or_else(|e| e.into_inner());
                     let silence = i64::try_from(heard.elapsed().as_millis()).unwrap_or(i64::MAX);
-                    if silence >= self.max_silence_ms && self.silent.swap(1, Ordering::AcqRel) == 0
-                    {
+                    if silence >= self.max_silence_ms && !self.silent.swap(true, Ordering::AcqRel) {
                         tracing::error!("No change log read for changes.max_silence_seconds: every request now reads its key from the store.");
                     }
                 }

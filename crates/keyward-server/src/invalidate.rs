@@ -18,11 +18,13 @@ impl LocalInvalidator {
     pub(crate) fn new(verifier: Arc<Verifier>) -> LocalInvalidator {
         LocalInvalidator { verifier }
     }
+}
 
-    fn drop_key(&self, hash: &str) {
-        if let Some(h) = KeyHash::from_hex(hash) {
-            self.verifier.cache().invalidate(&h);
-        }
+/// Drops the key whose secret hashes to `hash` (hex) from this node's cache
+/// (for changes made here and those heard from other nodes alike).
+pub(crate) fn drop_key(verifier: &Verifier, hash: &str) {
+    if let Some(h) = KeyHash::from_hex(hash) {
+        verifier.cache().invalidate(&h);
     }
 }
 
@@ -32,7 +34,7 @@ impl Invalidator for LocalInvalidator {
             ChangeEvent::KeyUpdated { hash, .. }
             | ChangeEvent::KeyRevoked { hash, .. }
             | ChangeEvent::KeyDeleted { hash, .. }
-            | ChangeEvent::KeyRotated { old_hash: hash, .. } => self.drop_key(hash),
+            | ChangeEvent::KeyRotated { old_hash: hash, .. } => drop_key(&self.verifier, hash),
             ChangeEvent::TenantUpdated { .. } => self.verifier.cache().clear(),
             _ => {}
         }

@@ -46,9 +46,9 @@ pub(crate) fn with_env_help(cmd: clap::Command) -> clap::Command {
 /// The query of a `GET` that has none.
 pub(crate) const NO_QUERY: &[(&str, &str)] = &[];
 
-/// Where the server is and how to print its answer.
+/// Where the server is.
 #[derive(Args, Clone, Debug)]
-pub(crate) struct Remote {
+pub(crate) struct ServerUrl {
     /// Base URL of the running keyward to call.
     #[arg(
         long,
@@ -57,6 +57,13 @@ pub(crate) struct Remote {
         value_name = "URL"
     )]
     pub(crate) url: String,
+}
+
+/// Where the server is and how to print its answer.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct Remote {
+    #[command(flatten)]
+    pub(crate) server: ServerUrl,
     /// How to print the answer: `table` for people (the default on a
     /// terminal), `json` (the default when stdout is not a terminal), or
     /// `id` (only the id, one a line, for scripts).
@@ -107,7 +114,7 @@ impl Client {
         }
         Ok(Client {
             http: reqwest::Client::new(),
-            url: remote.url.clone(),
+            url: remote.server.url.clone(),
             key,
         })
     }

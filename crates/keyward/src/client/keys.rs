@@ -13,7 +13,7 @@ use reqwest::Method;
 use zeroize::Zeroizing;
 
 use super::output::{self, print, print_page, Output};
-use super::{json_object, segment, Client, Paging, Remote, NO_QUERY};
+use super::{json_object, segment, Client, Paging, Remote, ServerUrl, NO_QUERY};
 
 /// `--output` of the commands that issue a secret.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,14 +32,8 @@ pub(crate) enum IssueOutput {
 /// Where the server is and how to print a new key and its secret.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct IssueRemote {
-    /// Base URL of the running keyward to call.
-    #[arg(
-        long,
-        env = "KEYWARD_URL",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL"
-    )]
-    url: String,
+    #[command(flatten)]
+    server: ServerUrl,
     /// How to print the new key: `table` (the default on a terminal; the
     /// secret first), `json` (the default when stdout is not a terminal;
     /// the secret is `.secret`), `id` (only the key id, no secret) or
@@ -51,7 +45,7 @@ pub(crate) struct IssueRemote {
 impl IssueRemote {
     fn remote(&self) -> Remote {
         Remote {
-            url: self.url.clone(),
+            server: self.server.clone(),
             output: None,
         }
     }
