@@ -9,7 +9,8 @@ use axum::response::IntoResponse;
 use keyward_core::scope;
 use keyward_core::verdict::Denial;
 use keyward_manage::{limits, KeyChanges, KeyQuery, NewKey, RateLimitInput};
-use keyward_store::KeyClass;
+use keyward_observe::{KeyFacts, Observation, Surface};
+use keyward_store::{KeyClass, OutcomeClass};
 
 use super::views::PrincipalExt;
 use super::views::{
@@ -349,6 +350,7 @@ pub(crate) async fn verify(
             "credits must not be negative",
         )]));
     }
+    let started = std::time::Instant::now();
     let presented = Presented::Secret(Secret::new(body.key));
     let outcome = state
         .verifier
@@ -383,15 +385,19 @@ pub(crate) async fn verify(
         credits: None,
     };
     let mut rate = None;
-    let result = match outcome {
-        Outcome::Valid(k) if !foreign(&k) => {
+    let mut counted: Option<&keyward_verify::verifier::CachedKey> = None;
+    let mut credits = 0;
+    let mut code: &'static str = "valid";
+    let result = match &outcome {
+        Outcome::Valid(k) if !foreign(k) => {
+            counted = Some(k);
             // Rate limit, then credits: spent only now that all else passed.
             let policy = state.policy.current();
             let spent = state
                 .limits
                 .spend(
                     &policy.tiers,
-                    &keyward_gateway::spender(&k),
+                    &keyward_gateway::spender(k),
                     body.cost.unwrap_or(1),
                     body.credits.unwrap_or(0),
                     state.clock.now(),
@@ -400,10 +406,13 @@ pub(crate) async fn verify(
             match spent {
                 Ok(spent) => {
                     rate = spent.rate;
+                    if spent.credits.is_some() {
+                        credits = body.credits.unwrap_or(0);
+                    }
                     VerifyResult {
                         valid: true,
                         code: "valid".to_owned(),
-                        key: Some(Principal::new(&k)),
+                        key: Some(Principal::new(k)),
                         missing_scopes: None,
                         message: None,
                         ratelimit: rate.as_ref().map(super::views::rate_limit_state),
@@ -416,18 +425,51 @@ pub(crate) async fn verify(
                 }
                 Err(refused) => {
                     rate = refused.rate;
+                    code = refused.denial.code();
                     VerifyResult {
                         ratelimit: rate.as_ref().map(super::views::rate_limit_state),
-                        ..denied(refused.denial, Some(Principal::new(&k)))
+                        ..denied(refused.denial, Some(Principal::new(k)))
                     }
                 }
             }
         }
-        Outcome::Denied(d, Some(k)) if !foreign(&k) => denied(d, Some(Principal::new(&k))),
-        Outcome::Denied(d, None) => denied(d, None),
+        Outcome::Denied(d, Some(k)) if !foreign(k) => {
+            counted = Some(k);
+            code = d.code();
+            denied(d.clone(), Some(Principal::new(k)))
+        }
+        Outcome::Denied(d, None) => {
+            code = d.code();
+            denied(d.clone(), None)
+        }
         // A key of another tenant (or a root key) does not exist for this caller.
-        _ => denied(Denial::InvalidApiKey, None),
+        _ => {
+            code = Denial::InvalidApiKey.code();
+            denied(Denial::InvalidApiKey, None)
+        }
     };
+    let class = if result.valid {
+        OutcomeClass::Success
+    } else {
+        OutcomeClass::Denied
+    };
+    state.observer.observe(&Observation {
+        surface: Surface::Verify,
+        at: state.clock.now(),
+        route: "POST /v1/keys/verify",
+        key: counted.map(|k| KeyFacts {
+            key_id: &k.record.id,
+            tenant_id: k.record.tenant_id.as_deref(),
+        }),
+        tenant_header: None,
+        outcome: code,
+        class,
+        status: 200,
+        credits,
+        latency: started.elapsed(),
+        upstream: None,
+        client_ip: ip,
+    });
     let mut response = axum::Json(result).into_response();
     if let Some(r) = rate {
         r.write_headers(response.headers_mut());

@@ -31,6 +31,8 @@ mod views;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use keyward_observe::Observer;
+
 use axum::extract::rejection::{JsonRejection, QueryRejection, RawPathParamsRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
@@ -66,6 +68,7 @@ impl ApiState {
         clock: Arc<dyn Clock>,
         settings: ApiSettings,
         readiness: Arc<dyn Readiness>,
+        observer: Arc<Observer>,
     ) -> ApiState {
         ApiState(Arc::new(Shared {
             manage,
@@ -75,6 +78,7 @@ impl ApiState {
             clock,
             settings,
             readiness,
+            observer,
         }))
     }
 }
@@ -104,6 +108,8 @@ impl std::ops::Deref for ApiState {
 
 /// The contents of [`ApiState`].
 pub struct Shared {
+    /// Where verifications are counted (usage, metrics).
+    pub(crate) observer: Arc<Observer>,
     pub(crate) manage: Arc<ManageService>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limits: Arc<Limits>,

@@ -26,7 +26,7 @@ use keyward_verify::verifier::{CachedKey, HeaderText};
 use crate::config::{GatewayConfig, IdempotencyConfig, UpstreamProtocol};
 use crate::conn::BodyProgress;
 use crate::idempotency;
-use crate::pipeline::{self, spender, Admitted, Inbound};
+use crate::pipeline::{self, spender, Admitted, Inbound, Seen};
 use crate::policy::Policy;
 use crate::routes::{Route, HOP_BY_HOP, METHOD_OVERRIDE, X_FORWARDED_FOR};
 use crate::Gateway;
@@ -52,9 +52,16 @@ pub(crate) fn client(gateway: &GatewayConfig) -> UpstreamClient {
 pub async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     let state = gateway.as_ref();
     let mut rate = None;
-    let mut response = match serve(state, req, &mut rate).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let mut seen = Seen::new(std::time::Instant::now());
+    let mut response = match serve(state, req, &mut rate, &mut seen).await {
+        Ok(r) => {
+            pipeline::observe(state, &seen, Ok(r.status().as_u16()));
+            r
+        }
+        Err(e) => {
+            pipeline::observe(state, &seen, Err(&e));
+            e.into_response()
+        }
     };
     if let Some(r) = rate {
         r.write_headers(response.headers_mut());
@@ -66,6 +73,7 @@ async fn serve(
     state: &Gateway,
     req: Request,
     rate: &mut Option<RateState>,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     // The server's front door did this already; a router embedded by a
     // library user may not have one, and a route must never be matched on
@@ -90,14 +98,14 @@ async fn serve(
         query: req.uri().query(),
         peer,
     };
-    match pipeline::admit(state, policy, inbound, rate).await? {
-        Admitted::Open => forward(state, policy, route, req, None).await,
+    match pipeline::admit(state, policy, inbound, rate, seen).await? {
+        Admitted::Open => forward(state, policy, route, req, None, seen).await,
         Admitted::Respond { status, body } => Ok((status, axum::Json(body)).into_response()),
-        Admitted::Forward(key) => forward(state, policy, route, req, Some(&key)).await,
+        Admitted::Forward(key) => forward(state, policy, route, req, Some(&key), seen).await,
         Admitted::Idempotent {
             key,
             idempotency_key,
-        } => idempotent(state, policy, route, req, &key, idempotency_key, rate).await,
+        } => idempotent(state, policy, route, req, &key, idempotency_key, rate, seen).await,
     }
 }
 
@@ -111,6 +119,7 @@ async fn idempotent(
     key: &CachedKey,
     idempotency_key: String,
     rate: &mut Option<RateState>,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let cfg = &policy.idempotency;
     let limit = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
@@ -171,11 +180,11 @@ async fn idempotent(
         }
         e
     };
-    if let Err(e) = pipeline::spend(state, policy, route, key, rate).await {
+    if let Err(e) = pipeline::spend(state, policy, route, key, rate, seen).await {
         return Err(release(e).await);
     }
     let req = Request::from_parts(parts, Body::from(body));
-    let response = match forward(state, policy, route, req, Some(key)).await {
+    let response = match forward(state, policy, route, req, Some(key), seen).await {
         Ok(r) => r,
         // Refused before anything was sent: the request can be retried.
         Err(e @ (ApiError::UpstreamUnavailable | ApiError::PayloadTooLarge(_))) => {
@@ -323,6 +332,7 @@ async fn forward(
     route: &Route,
     req: Request,
     key: Option<&CachedKey>,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let table = &policy.routes;
     let Some(upstream) = &table.upstream else {
@@ -450,6 +460,7 @@ async fn forward(
     }
     let request = axum::http::Request::from_parts(parts, body);
     let timeout = Duration::from_millis(table.gateway.timeout_ms);
+    let upstream_started = std::time::Instant::now();
     let response = match tokio::time::timeout(timeout, policy.client.request(request)).await {
         // An upstream is not late with the answer to a request that has not
         // arrived whole: the client's body was still coming.
@@ -470,6 +481,8 @@ async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    // To the response head: the body streams after the observation.
+    seen.upstream = Some(upstream_started.elapsed());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))

@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::conn::{stopping, Deadline, Handover};
-use crate::pipeline::{self, Admitted, Inbound};
+use crate::pipeline::{self, Admitted, Inbound, Seen};
 use crate::policy::Policy;
 use crate::pool::{self, UpstreamConn};
 use crate::routes::UpstreamTarget;
@@ -282,12 +282,23 @@ impl Exchange<'_, '_, '_> {
             _ => RequestId::New(new_request_id()),
         };
         let mut rate = None;
+        let mut seen = Seen::new(Instant::now());
         let answered = match self
-            .answer(tcp, scratch, &request_id, &mut rate, stop)
+            .answer(tcp, scratch, &request_id, &mut rate, &mut seen, stop)
             .await
         {
-            Ok(a) => a,
-            Err(e) => Answered::Local(local_error(&self.state.settings.errors, e)),
+            Ok(a) => {
+                let status = match &a {
+                    Answered::Relayed { status, .. } => *status,
+                    Answered::Local(local) => local.status.as_u16(),
+                };
+                pipeline::observe(self.state, &seen, Ok(status));
+                a
+            }
+            Err(e) => {
+                pipeline::observe(self.state, &seen, Err(&e));
+                Answered::Local(local_error(&self.state.settings.errors, e))
+            }
         };
         match answered {
             Answered::Relayed { status, keep_alive } => Done {
@@ -324,6 +335,7 @@ impl Exchange<'_, '_, '_> {
         scratch: &mut Scratch,
         request_id: &RequestId,
         rate: &mut Option<RateState>,
+        seen: &mut Seen,
         stop: &watch::Receiver<bool>,
     ) -> Result<Answered, ApiError> {
         let state = self.state;
@@ -345,7 +357,7 @@ impl Exchange<'_, '_, '_> {
             query,
             peer: Some(self.peer),
         };
-        let key = match pipeline::admit(state, self.policy, inbound, rate).await? {
+        let key = match pipeline::admit(state, self.policy, inbound, rate, seen).await? {
             Admitted::Open => None,
             Admitted::Forward(key) => Some(key),
             Admitted::Respond { status, body } => {
@@ -411,6 +423,7 @@ impl Exchange<'_, '_, '_> {
             close: self.plan.close,
             stop,
         };
+        let upstream_started = Instant::now();
         let (mut up, head, framing) = match tokio::time::timeout(
             timeout,
             send(upstream, connect_timeout, out, retry, &relay, head_out),
@@ -426,6 +439,7 @@ impl Exchange<'_, '_, '_> {
         };
         let status = head.status;
         let relayed = relay_body(&mut up, tcp, head_out, framing).await;
+        seen.upstream = Some(upstream_started.elapsed());
         let keep_alive = match relayed {
             Ok(upstream_reusable) => {
                 if upstream_reusable && head.keep_alive {

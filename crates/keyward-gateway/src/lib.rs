@@ -52,6 +52,7 @@ use ipnet::IpNet;
 use keyward_core::clock::Clock;
 use keyward_http::error::{ApiError, ErrorsConfig};
 use keyward_limits::Limits;
+use keyward_observe::Observer;
 use keyward_store::IdempotencyStore;
 use keyward_verify::credential::{CredentialRules, Scheme};
 use keyward_verify::verifier::Verifier;
@@ -105,6 +106,8 @@ pub struct Gateway {
     pub(crate) store: Arc<dyn IdempotencyStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: GatewaySettings,
+    /// Where each decided request is counted (usage, metrics).
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl Gateway {
@@ -116,6 +119,7 @@ impl Gateway {
         limits: Arc<Limits>,
         store: Arc<dyn IdempotencyStore>,
         clock: Arc<dyn Clock>,
+        observer: Arc<Observer>,
     ) -> Gateway {
         Gateway {
             policy,
@@ -124,6 +128,7 @@ impl Gateway {
             store,
             clock,
             settings,
+            observer,
         }
     }
 

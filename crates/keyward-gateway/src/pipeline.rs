@@ -6,8 +6,9 @@
 //! paths is their own I/O: answering, forwarding, and the idempotency claim
 //! (which sits between the checks and the spend, and needs the body).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use keyward_core::verdict::Denial;
@@ -15,6 +16,8 @@ use serde_json::Value;
 
 use keyward_http::error::ApiError;
 use keyward_limits::{RateState, Spender};
+use keyward_observe::{upstream_outcome, KeyFacts, Observation, Surface};
+use keyward_store::OutcomeClass;
 use keyward_verify::credential::{self, HeaderSource};
 use keyward_verify::verifier::{CachedKey, Outcome, Request as VerifyRequest};
 
@@ -55,23 +58,100 @@ pub(crate) enum Admitted {
     },
 }
 
+/// What the pipeline learned of a request, however it ended: what usage
+/// and metrics count it under.
+pub(crate) struct Seen {
+    pub started: Instant,
+    /// The route's label, once one matched.
+    pub route: Option<Arc<str>>,
+    /// The key, once it was known (denied keys too).
+    pub key: Option<Arc<CachedKey>>,
+    pub client_ip: Option<IpAddr>,
+    /// Which of the key's sub-tenants the tenant header named, once the key
+    /// was allowed it.
+    pub tenant_header: Option<usize>,
+    /// Credits spent.
+    pub credits: i64,
+    /// Answered from a `respond` template.
+    pub responded: bool,
+    /// Time spent on the upstream.
+    pub upstream: Option<Duration>,
+}
+
+impl Seen {
+    pub fn new(started: Instant) -> Seen {
+        Seen {
+            started,
+            route: None,
+            key: None,
+            client_ip: None,
+            tenant_header: None,
+            credits: 0,
+            responded: false,
+            upstream: None,
+        }
+    }
+}
+
+/// Hands the request to the observer: `ended` is the status the client
+/// got (from the upstream, or a template) or the error it got.
+pub(crate) fn observe(state: &Gateway, seen: &Seen, ended: Result<u16, &ApiError>) {
+    let (outcome, class, status) = match ended {
+        Ok(status) if seen.responded => ("valid", OutcomeClass::Success, status),
+        Ok(status) => {
+            let (o, c) = upstream_outcome(status);
+            (o, c, status)
+        }
+        Err(e) => {
+            let (o, c) = e.outcome();
+            (o, c, e.status().as_u16())
+        }
+    };
+    let key = seen.key.as_deref();
+    state.observer.observe(&Observation {
+        surface: Surface::Gateway,
+        at: state.clock.now(),
+        route: seen.route.as_deref().unwrap_or("unmatched"),
+        key: key.map(|k| KeyFacts {
+            key_id: &k.record.id,
+            tenant_id: k.record.tenant_id.as_deref(),
+        }),
+        tenant_header: key.and_then(|k| {
+            seen.tenant_header
+                .and_then(|i| k.record.sub_tenants.get(i))
+                .map(String::as_str)
+        }),
+        outcome,
+        class,
+        status,
+        credits: seen.credits,
+        latency: seen.started.elapsed(),
+        upstream: seen.upstream,
+        client_ip: seen.client_ip,
+    });
+}
+
 /// Authenticate → route checks → (idempotency key) → spend. The rate-limit
-/// state for the response's headers lands in `rate`, refused or not.
+/// state for the response's headers lands in `rate`, refused or not; what
+/// usage counts, in `seen`.
 pub(crate) async fn admit<H: HeaderSource + ?Sized>(
     state: &Gateway,
     policy: &Policy,
     req: Inbound<'_, H>,
     rate: &mut Option<RateState>,
+    seen: &mut Seen,
 ) -> Result<Admitted, ApiError> {
     let route = req.route;
+    seen.route = Some(Arc::clone(&route.label));
     if !route.auth {
         // No key is checked here, and none may pass through either.
         credential::refuse_embedded_keys(req.headers, req.query, &state.settings.credentials)?;
         return Ok(Admitted::Open);
     }
-    let key = authenticate(state, &policy.routes, &req).await?;
+    let key = authenticate(state, &policy.routes, &req, seen).await?;
     if let Some((status, template)) = &route.respond {
-        spend(state, policy, route, &key, rate).await?;
+        seen.responded = true;
+        spend(state, policy, route, &key, rate, seen).await?;
         let body = fill(template, &principal(&key));
         return Ok(Admitted::Respond {
             status: *status,
@@ -92,7 +172,7 @@ pub(crate) async fn admit<H: HeaderSource + ?Sized>(
             None => {}
         }
     }
-    spend(state, policy, route, &key, rate).await?;
+    spend(state, policy, route, &key, rate, seen).await?;
     Ok(Admitted::Forward(key))
 }
 
@@ -102,6 +182,7 @@ async fn authenticate<H: HeaderSource + ?Sized>(
     state: &Gateway,
     table: &RouteTable,
     req: &Inbound<'_, H>,
+    seen: &mut Seen,
 ) -> Result<Arc<CachedKey>, ApiError> {
     let (route, headers) = (req.route, req.headers);
     let presented = credential::extract_from(
@@ -112,6 +193,7 @@ async fn authenticate<H: HeaderSource + ?Sized>(
     )?
     .ok_or(ApiError::Denied(Denial::MissingCredentials))?;
     let ip = credential::client_ip(req.peer, headers, &state.settings.trusted_proxies);
+    seen.client_ip = ip;
     let verdict = state
         .verifier
         .verify(
@@ -124,8 +206,12 @@ async fn authenticate<H: HeaderSource + ?Sized>(
         .await?;
     let key = match verdict {
         Outcome::Valid(k) => k,
-        Outcome::Denied(d, _) => return Err(ApiError::Denied(d)),
+        Outcome::Denied(d, key) => {
+            seen.key = key;
+            return Err(ApiError::Denied(d));
+        }
     };
+    seen.key = Some(Arc::clone(&key));
     if !route.environments.is_empty() && !route.environments.contains(&key.record.environment) {
         return Err(ApiError::EnvironmentNotAllowed(
             key.record.environment.clone(),
@@ -144,9 +230,13 @@ async fn authenticate<H: HeaderSource + ?Sized>(
     ) {
         for value in headers.values(header.as_str()) {
             let allowed = credential::header_text(value)
-                .is_some_and(|v| key.record.sub_tenants.iter().any(|t| t == v.trim()));
-            if !allowed {
-                return Err(ApiError::TenantNotAllowed(name.clone()));
+                .and_then(|v| key.record.sub_tenants.iter().position(|t| t == v.trim()));
+            match allowed {
+                Some(i) => seen.tenant_header = Some(i),
+                None => {
+                    seen.tenant_header = None;
+                    return Err(ApiError::TenantNotAllowed(name.clone()));
+                }
             }
         }
     }
@@ -162,6 +252,7 @@ pub(crate) async fn spend(
     route: &Route,
     key: &CachedKey,
     rate: &mut Option<RateState>,
+    seen: &mut Seen,
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
     match state
@@ -171,6 +262,9 @@ pub(crate) async fn spend(
     {
         Ok(spent) => {
             *rate = spent.rate;
+            if spent.credits.is_some() {
+                seen.credits = route.credits;
+            }
             Ok(())
         }
         Err(refused) => {

@@ -41,6 +41,10 @@ pub(crate) enum Segment {
 pub(crate) struct Route {
     pub index: usize,
     pub pattern: String,
+    /// The route's template as usage and metrics name it: its methods and
+    /// pattern (`GET /v1/calls/{id}`; the pattern alone when the route
+    /// takes any method). Bounded by the configuration, never a raw path.
+    pub label: Arc<str>,
     methods: Vec<Method>,
     pub(crate) segments: Vec<Segment>,
     pub scopes: Vec<String>,
@@ -503,9 +507,16 @@ fn compile_route(
             r.cost, t.policy.burst
         ));
     }
+    let label: Arc<str> = if methods.is_empty() {
+        r.path.as_str().into()
+    } else {
+        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        format!("{} {}", names.join(","), r.path).into()
+    };
     Ok(Route {
         index,
         pattern: r.path.clone(),
+        label,
         methods,
         segments,
         scopes: r.scopes.clone(),

@@ -104,7 +104,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// How a request that ended in this error counts in usage and metrics:
+    /// its code, a denial (4xx) or an error (5xx).
+    pub fn outcome(&self) -> (&'static str, keyward_store::OutcomeClass) {
+        let class = if self.status().is_server_error() {
+            keyward_store::OutcomeClass::Error
+        } else {
+            keyward_store::OutcomeClass::Denied
+        };
+        (self.code(), class)
+    }
+
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Denied(d) => {
                 StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED)

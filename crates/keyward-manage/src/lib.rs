@@ -37,3 +37,7 @@ pub use service::{
     AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery, ManageService,
     NewKey, NewTenant, Paging, RateLimitInput, Revocation, TenantChanges,
 };
+pub use service::{
+    GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,
+    MAX_BUCKETS, UNFAMILIAR_MS,
+};

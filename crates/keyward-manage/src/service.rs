@@ -5,6 +5,7 @@ mod credits;
 mod keys;
 pub(crate) mod people;
 mod tenants;
+mod usage;
 
 use std::sync::{Arc, RwLock};
 
@@ -22,6 +23,10 @@ use crate::policy::ManagePolicy;
 pub use credits::{CreditChangeInput, Credits};
 pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use tenants::{NewTenant, TenantChanges};
+pub use usage::{
+    GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,
+    MAX_BUCKETS, UNFAMILIAR_MS,
+};
 
 /// The management service: one per server (or CLI command).
 pub struct ManageService {

@@ -21,6 +21,7 @@ use keyward_api::BodyLimit;
 use keyward_gateway::{Gateway, GatewaySettings, LivePolicy, OwnPaths};
 use keyward_http::error::ApiError;
 use keyward_limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
+use keyward_observe::{Metrics, Observer, UsageRecorder};
 use keyward_verify::last_use::LastUseRecorder;
 use keyward_verify::verifier::{KeyCache, Verifier};
 
@@ -48,6 +49,9 @@ pub struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     pub(crate) usage: Arc<LastUseRecorder>,
+    /// Where decided requests are counted: usage (per key, into the store)
+    /// and metrics.
+    pub(crate) observer: Arc<Observer>,
     /// The gateway: `[[routes]]` on the fast path and the router's fallback;
     /// it holds the request policy in force (`Gateway::policy`: routes,
     /// tiers, gateway settings, the upstream client, reloadable as one).
@@ -178,6 +182,18 @@ impl Keyward {
             ))),
             manage_policy(&settings, &policy.current().tiers),
         ));
+        let observer = Arc::new(Observer::new(
+            settings
+                .config
+                .usage
+                .enabled
+                .then(|| Arc::new(UsageRecorder::new(settings.config.usage.limits()))),
+            settings
+                .config
+                .metrics
+                .enabled
+                .then(|| Arc::new(Metrics::default())),
+        ));
         let gateway = Arc::new(Gateway::new(
             gateway_settings(&settings),
             policy,
@@ -185,6 +201,7 @@ impl Keyward {
             Arc::clone(&limits),
             Arc::clone(&store) as Arc<dyn keyward_store::IdempotencyStore>,
             Arc::clone(&clock),
+            Arc::clone(&observer),
         ));
         Ok(Keyward {
             state: AppState(Arc::new(Shared {
@@ -199,6 +216,7 @@ impl Keyward {
                 clock,
                 entropy,
                 usage,
+                observer,
             })),
         })
     }
@@ -235,6 +253,18 @@ impl Keyward {
             .usage
             .spawn_flusher(Arc::clone(&self.state.store), interval);
         let purger = spawn_purger(&self.state);
+        let usage_tasks = self.state.observer.usage().map(|recorder| {
+            let u = &self.state.settings.config.usage;
+            (
+                recorder.spawn_flusher(Arc::clone(&self.state.store), interval),
+                keyward_observe::usage::spawn_pruner(
+                    Arc::clone(&self.state.store),
+                    Arc::clone(&self.state.clock),
+                    u.retention(),
+                    Duration::from_secs(u.prune_interval_seconds),
+                ),
+            )
+        });
         let bank = Arc::clone(&self.state.limits.credits);
         match bank.recover_own().await {
             Ok(0) => {}
@@ -272,6 +302,13 @@ impl Keyward {
             tracing::error!(error = %e, "Could not settle credits at shutdown; the reservations are counted as spent at the next start.");
         }
         self.state.usage.flush_all(self.state.store.as_ref()).await;
+        if let Some((flusher, pruner)) = usage_tasks {
+            flusher.abort();
+            pruner.abort();
+        }
+        if let Some(recorder) = self.state.observer.usage() {
+            recorder.flush(self.state.store.as_ref()).await;
+        }
         // Only now: store connections opened by a worker run on its runtime.
         drop(running);
         tracing::info!("Server stopped; last-use batches flushed.");
@@ -414,6 +451,7 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
             catalog: settings.catalog.clone(),
         },
         Arc::new(NodeHealth(state.clone())),
+        Arc::clone(&state.observer),
     )
 }
 

@@ -44,6 +44,8 @@ pub struct Config {
     pub keys: KeysConfig,
     pub cache: CacheConfig,
     pub usage: UsageConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     pub http: HttpConfig,
     pub errors: ErrorsConfig,
     /// Reverse-proxy settings for `[[routes]]`.
@@ -83,6 +85,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             cache: CacheConfig::default(),
             usage: UsageConfig::default(),
+            metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
             errors: ErrorsConfig::default(),
             gateway: GatewayConfig::default(),
@@ -277,18 +280,90 @@ impl Default for ChangesConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
-    /// How often `last_used_at` / `last_used_ip` are written, in milliseconds.
+    /// Count usage per key, tenant header, route and outcome.
+    pub enabled: bool,
+    /// How often usage and `last_used_at` / `last_used_ip` are written, in
+    /// milliseconds.
     pub flush_interval_ms: u64,
     /// A key's last use is rewritten at most this often (unless its client
     /// address changed), so busy keys do not turn into a write per flush.
     pub last_used_resolution_seconds: u64,
+    /// Distinct series (key, tenant header, route, outcome, minute) held
+    /// between two flushes; requests past it are counted as overflow.
+    pub max_series: usize,
+    /// Distinct (key, client address) pairs held between two flushes.
+    pub max_ips: usize,
+    /// Client addresses kept per key (the most recently seen).
+    pub max_ips_per_key: u32,
+    /// How long per-minute counts are kept, in days.
+    pub retain_minutes_days: u64,
+    /// How long per-hour counts are kept, in days.
+    pub retain_hours_days: u64,
+    /// How long per-day counts (and client addresses) are kept, in days.
+    pub retain_days_days: u64,
+    /// How often counts past their retention are deleted, in seconds.
+    pub prune_interval_seconds: u64,
 }
 
 impl Default for UsageConfig {
     fn default() -> UsageConfig {
         UsageConfig {
+            enabled: true,
             flush_interval_ms: 1000,
             last_used_resolution_seconds: 60,
+            max_series: 50_000,
+            max_ips: 50_000,
+            max_ips_per_key: 100,
+            retain_minutes_days: 7,
+            retain_hours_days: 90,
+            retain_days_days: 730,
+            prune_interval_seconds: 600,
+        }
+    }
+}
+
+impl UsageConfig {
+    pub fn retention(&self) -> keyward_store::UsageRetention {
+        let ms = |days: u64| i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+        keyward_store::UsageRetention {
+            minutes: ms(self.retain_minutes_days),
+            hours: ms(self.retain_hours_days),
+            days: ms(self.retain_days_days),
+        }
+    }
+
+    pub fn limits(&self) -> keyward_observe::UsageLimits {
+        keyward_observe::UsageLimits {
+            max_series: self.max_series,
+            max_ips: self.max_ips,
+            max_ips_per_key: self.max_ips_per_key,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve metrics (and count them).
+    pub enabled: bool,
+    /// The path they are served at.
+    pub path: String,
+    /// A bearer token a scrape must present (`Authorization: Bearer …`);
+    /// none: open to whoever reaches the address.
+    pub token: Option<String>,
+    /// Serve them on this address of their own instead of the main
+    /// listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            enabled: false,
+            path: "/metrics".into(),
+            token: None,
+            listen: None,
         }
     }
 }
@@ -600,8 +675,33 @@ impl Settings {
                 "must keep changes longer than changes.max_silence_seconds",
             ));
         }
-        if config.usage.flush_interval_ms == 0 {
+        let u = &config.usage;
+        if u.flush_interval_ms == 0 {
             return Err(invalid("usage.flush_interval_ms", "must be at least 1"));
+        }
+        for (name, v) in [
+            ("usage.max_series", u.max_series as u64),
+            ("usage.max_ips", u.max_ips as u64),
+            ("usage.max_ips_per_key", u64::from(u.max_ips_per_key)),
+            ("usage.retain_minutes_days", u.retain_minutes_days),
+            ("usage.prune_interval_seconds", u.prune_interval_seconds),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if u.retain_hours_days < u.retain_minutes_days || u.retain_days_days < u.retain_hours_days {
+            return Err(invalid(
+                "usage.retain_hours_days",
+                "retentions must not shrink from minutes to hours to days",
+            ));
+        }
+        let m = &config.metrics;
+        if !m.path.starts_with('/') || m.path.len() < 2 {
+            return Err(invalid("metrics.path", "must be a path such as /metrics"));
+        }
+        if m.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("metrics.token", "must be at least 16 characters"));
         }
         if config.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));

@@ -14,7 +14,9 @@
 //! - the console's people (users, roles per tenant, sessions, invitations
 //!   and failed sign-in counts): [`UserStore`];
 //! - the change log every node follows to keep its cache true, with a live
-//!   feed on PostgreSQL: [`ChangeStore`].
+//!   feed on PostgreSQL: [`ChangeStore`];
+//! - usage counts per key, tenant header, route and outcome by minute, hour
+//!   and day, and each key's client addresses: [`UsageStore`].
 //!
 //! [`Store`] is all of them plus a readiness [`Store::ping`]; the server
 //! holds an `Arc<dyn Store>` and calls every method through it.
@@ -33,6 +35,7 @@ mod idempotency;
 mod keys;
 pub mod sql;
 mod tenants;
+mod usage;
 mod users;
 
 use async_trait::async_trait;
@@ -50,6 +53,10 @@ pub use keys::{
 };
 pub use sql::SqlStore;
 pub use tenants::{Tenant, TenantPatch, TenantStore};
+pub use usage::{
+    Granularity, GroupBy, GroupRow, IpSighting, KeyIp, OutcomeClass, Pruned, UsageDelta,
+    UsageRange, UsageRetention, UsageRow, UsageStore,
+};
 pub use users::{Invite, Invitee, Member, Membership, Role, Session, User, UserStore};
 
 /// Why a store call failed.
@@ -94,6 +101,7 @@ pub trait Store:
     + IdempotencyStore
     + UserStore
     + ChangeStore
+    + UsageStore
     + Send
     + Sync
     + 'static

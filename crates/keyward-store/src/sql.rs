@@ -13,6 +13,7 @@ mod idempotency;
 mod keys;
 pub mod schema;
 mod tenants;
+mod usage;
 mod users;
 
 use std::str::FromStr;

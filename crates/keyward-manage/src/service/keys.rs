@@ -100,7 +100,11 @@ impl ManageService {
 
     /// A key the actor may see, or [`ManageError::NotFound`] (never a
     /// refusal: ids of other tenants do not exist for them).
-    async fn visible_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord, ManageError> {
+    pub(crate) async fn visible_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<KeyRecord, ManageError> {
         let k = self.store.get_key(id).await.map_err(not_found("key"))?;
         let sees = match k.class {
             KeyClass::Root => actor.is_operator(),

@@ -209,6 +209,30 @@ pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<Str
             (*v, stmts)
         })
         .chain(std::iter::once((6, change_log(dialect, seq))))
+        .chain(std::iter::once((7, usage())))
+}
+
+/// 7: usage counts per key, tenant header, route and outcome, one row per
+/// bucket of each granularity (`g`: 0 minute, 1 hour, 2 day), and client
+/// addresses per key (see `crate::usage`).
+fn usage() -> Vec<String> {
+    [
+        "CREATE TABLE usage_counts (\
+         g BIGINT NOT NULL, bucket BIGINT NOT NULL, key_id TEXT NOT NULL, \
+         tenant_id TEXT NOT NULL, tenant_header TEXT NOT NULL, route TEXT NOT NULL, \
+         outcome TEXT NOT NULL, class BIGINT NOT NULL, requests BIGINT NOT NULL, \
+         credits BIGINT NOT NULL, latency_us BIGINT NOT NULL, \
+         PRIMARY KEY (g, bucket, key_id, tenant_header, route, outcome))",
+        "CREATE INDEX usage_by_key ON usage_counts (key_id, g, bucket)",
+        "CREATE INDEX usage_by_tenant ON usage_counts (tenant_id, g, bucket)",
+        "CREATE TABLE key_ips (\
+         key_id TEXT NOT NULL, ip TEXT NOT NULL, first_seen BIGINT NOT NULL, \
+         last_seen BIGINT NOT NULL, requests BIGINT NOT NULL, PRIMARY KEY (key_id, ip))",
+        "CREATE INDEX key_ips_recent ON key_ips (key_id, last_seen)",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Columns of `keys` a verification reads: a change to any of them is a
