@@ -26,6 +26,7 @@ mod keys;
 mod meta;
 mod openapi;
 mod tenants;
+mod usage;
 mod views;
 
 use std::net::{IpAddr, SocketAddr};
@@ -172,6 +173,7 @@ fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
             put(credits::set_refill).delete(credits::clear_refill),
         ),
         ("/v1/tenants/{id}/credits/ledger", get(credits::ledger)),
+        ("/v1/tenants/{id}/usage", get(usage::tenant)),
         ("/v1/keys", post(keys::create).get(keys::list)),
         ("/v1/keys/verify", post(keys::verify)),
         (
@@ -180,6 +182,8 @@ fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ),
         ("/v1/keys/{id}/revoke", post(keys::revoke)),
         ("/v1/keys/{id}/rotate", post(keys::rotate)),
+        ("/v1/keys/{id}/usage", get(usage::key)),
+        ("/v1/keys/{id}/ips", get(usage::ips)),
         ("/v1/audit", get(audit::list)),
         ("/openapi.json", get(meta::openapi)),
     ]

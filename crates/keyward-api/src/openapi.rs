@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, credits, keys, meta, tenants, ApiSettings};
+use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,6 +54,9 @@ use crate::{audit, credits, keys, meta, tenants, ApiSettings};
         credits::set_refill,
         credits::clear_refill,
         credits::ledger,
+        usage::key,
+        usage::ips,
+        usage::tenant,
     ),
     modifiers(&Security),
     tags(
@@ -62,6 +65,7 @@ use crate::{audit, credits, keys, meta, tenants, ApiSettings};
         (name = "keys", description = "API keys: issue, manage, verify."),
         (name = "audit", description = "Append-only log of management actions."),
         (name = "credits", description = "Tenant credit balances, refills and the ledger."),
+        (name = "usage", description = "Requests per key, tenant header, route and outcome, by minute, hour or day, and each key's client addresses."),
     )
 )]
 struct ApiDoc;

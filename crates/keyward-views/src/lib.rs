@@ -194,6 +194,43 @@ fn decode_cursor(c: &str) -> Option<i64> {
         .ok()
 }
 
+/// Usage counts as the wire writes them.
+pub fn usage_counts_view(c: &keyward_manage::UsageCounts) -> keyward_wire::UsageCountsView {
+    keyward_wire::UsageCountsView {
+        requests: c.requests,
+        successes: c.successes,
+        denied: c.denied,
+        client_errors: c.client_errors,
+        errors: c.errors,
+        error_rate: c.error_rate(),
+        denials: c.denied_by_code(),
+        outcomes: c.outcomes.clone(),
+        credits: c.credits,
+        mean_latency_ms: c.mean_latency_ms(),
+    }
+}
+
+/// The cursor of a page of usage groups: the last group of the page.
+pub fn group_cursor(last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("group:{last}"))
+}
+
+/// The group a [`group_cursor`] names (`None`: not such a cursor).
+pub fn decode_group_cursor(c: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("group:")
+        .map(str::to_owned)
+}
+
+/// The cursor of a page of a key's addresses (the next page's offset).
+pub fn offset_cursor(offset: i64) -> String {
+    encode_cursor(offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! Times are RFC 3339 strings in UTC.
 //!
 //! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
-//! [`audit`], [`meta`] (health and the principal), [`problem`] (error
+//! [`audit`], [`usage`], [`meta`] (health and the principal), [`problem`] (error
 //! bodies), [`page`] (a page of any list).
 
 pub mod audit;
@@ -19,6 +19,7 @@ pub mod meta;
 pub mod page;
 pub mod problem;
 pub mod tenants;
+pub mod usage;
 
 pub use audit::{AuditEventView, AuditPage, ListAudit};
 pub use credits::{
@@ -33,6 +34,10 @@ pub use meta::{Health, Principal};
 pub use page::Page;
 pub use problem::{Envelope, EnvelopeError, ErrorBody, FieldError, Problem, ProblemDoc};
 pub use tenants::{CreateTenant, ListTenants, TenantPage, TenantView, UpdateTenant};
+pub use usage::{
+    KeyIpPage, KeyIpView, KeyUsageView, ListIps, TenantUsagePage, TenantUsageQuery,
+    UsageCountsView, UsageGroupView, UsagePoint, UsageQuery,
+};
 
 /// Deserializes a field that may be absent (`None`), `null` (`Some(None)`)
 /// or a value (`Some(Some(v))`), for PATCH bodies. Such fields also carry

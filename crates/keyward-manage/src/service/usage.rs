@@ -47,6 +47,8 @@ pub struct UsageCounts {
     /// Every outcome and its count (`valid`, `upstream_2xx`,
     /// `revoked_api_key`…).
     pub outcomes: BTreeMap<String, i64>,
+    /// Which outcomes were denials.
+    denial_codes: std::collections::BTreeSet<String>,
 }
 
 impl UsageCounts {
@@ -68,10 +70,23 @@ impl UsageCounts {
         self.credits += credits;
         self.latency_us = self.latency_us.saturating_add(latency_us);
         *self.outcomes.entry(outcome.to_owned()).or_default() += requests;
+        if class == OutcomeClass::Denied && !self.denial_codes.contains(outcome) {
+            self.denial_codes.insert(outcome.to_owned());
+        }
     }
 
     fn add_row(&mut self, r: &UsageRow) {
         self.add(&r.outcome, r.class, r.requests, r.credits, r.latency_us);
+    }
+
+    /// The denials among the outcomes, by code (every outcome of a request
+    /// keyward refused).
+    pub fn denied_by_code(&self) -> BTreeMap<String, i64> {
+        self.outcomes
+            .iter()
+            .filter(|(code, _)| self.denial_codes.contains(code.as_str()))
+            .map(|(c, n)| (c.clone(), *n))
+            .collect()
     }
 
     /// `errors / requests` (0 without requests).

@@ -1,5 +1,5 @@
 //! The store conformance suite: one suite per concern's trait (`tenants`,
-//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`), each generic over
+//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`, `usage`), each generic over
 //! the traits it needs, so another backend implementing some of them can
 //! run those; and the one place below that runs every suite on SQLite and
 //! on PostgreSQL (which fails loudly if unreachable, never skips). Plus the
@@ -11,6 +11,7 @@ pub(crate) mod credits;
 mod idempotency;
 mod keys;
 mod tenants;
+mod usage;
 mod users;
 
 use std::future::Future;
@@ -121,6 +122,7 @@ conformance! {
     idempotency_quota_conformance: |a, b| idempotency::quota(a, b);
     users_conformance: |a, _b| users::suite(a);
     changes_conformance: |a, b| changes::suite(a, b);
+    usage_conformance: |a, b| usage::suite(a, b);
 }
 
 #[tokio::test]
