@@ -31,3 +31,4 @@ mod seeds;
 mod setup;
 mod store;
 mod upstream;
+mod usage;
