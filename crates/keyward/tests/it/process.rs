@@ -1062,3 +1062,152 @@ idempotency = "required"
     srv.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Current resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The documented bound (docs/usage.md): past warm-up, a flood of made-up
+/// keys and of client addresses on one key grows keyward by less than this
+/// — unknown hashes are held up to `cache.negative_capacity`, usage up to
+/// `usage.max_series` series and `usage.max_ips_per_key` addresses a key.
+const FLOOD_GROWTH_BOUND_KIB: u64 = 48 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_made_up_keys_and_client_addresses_do_not_grow_memory_past_the_bounds() {
+    let dir = temp_dir("flood");
+    let data = dir.join("data");
+    let out = Command::new(BIN)
+        .args(["root-keys", "create", "--name", "ops", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(
+        &cfg,
+        "[http]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[routes]]\nmethods = [\"GET\"]\npath = \"/v1/ping\"\nrespond = { ok = true }\n",
+    )
+    .unwrap();
+    // Usage is held in memory for the whole test (no flush), the worst case.
+    let srv = start_with(
+        &data,
+        &dir.join("keyward.log"),
+        &["--config", cfg.to_str().unwrap()],
+        "warn",
+    )
+    .await;
+    let b = srv.base.clone();
+    let (s, tenant) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/tenants",
+        &root,
+        Some(json!({ "name": "Acme" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, created) = call(
+        &b,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &root,
+        Some(json!({ "tenant_id": tenant["id"], "name": "busy", "environment": "live" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let format = keyward_server::config::Settings::from_config(Default::default())
+        .unwrap()
+        .format;
+    let http = reqwest::Client::new();
+
+    type Gen = std::sync::Arc<dyn Fn(usize) -> String + Send + Sync>;
+    // `count` requests on 32 connections: the i-th with `key(i)` from `ip(i)`;
+    // returns how many were answered 200 and 401.
+    async fn flood(
+        http: &reqwest::Client,
+        url: &str,
+        count: usize,
+        key: Gen,
+        ip: Gen,
+    ) -> (usize, usize) {
+        let mut tasks = Vec::new();
+        for w in 0..32 {
+            let (http, url, key, ip) = (http.clone(), url.to_owned(), key.clone(), ip.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut refused) = (0, 0);
+                for i in (w..count).step_by(32) {
+                    let r = http
+                        .get(&url)
+                        .bearer_auth(key(i))
+                        .header("X-Forwarded-For", ip(i))
+                        .send()
+                        .await;
+                    match r.map(|r| r.status().as_u16()) {
+                        Ok(200) => ok += 1,
+                        Ok(401) => refused += 1,
+                        _ => {}
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+        let mut total = (0, 0);
+        for t in tasks {
+            let (a, b) = t.await.unwrap();
+            total.0 += a;
+            total.1 += b;
+        }
+        total
+    }
+    let url = format!("{b}/v1/ping");
+    let made_up: Gen = std::sync::Arc::new(move |_| {
+        format
+            .generate(
+                &keyward_core::secret::KeyKind::Environment("live".into()),
+                &keyward_core::secret::OsEntropy,
+            )
+            .unwrap()
+            .expose()
+            .to_owned()
+    });
+    let address = |i: usize| format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+    let addresses: Gen = std::sync::Arc::new(address);
+    let later: Gen = std::sync::Arc::new(move |i| address(100_000 + i));
+    let busy: Gen = std::sync::Arc::new(move |_| secret.clone());
+    // Warm up: every path, a few of each, so the baseline holds the code's
+    // own allocations.
+    let warm = flood(&http, &url, 2_000, made_up.clone(), addresses.clone()).await;
+    assert_eq!(warm.1, 2_000);
+    let warm = flood(&http, &url, 2_000, busy.clone(), addresses.clone()).await;
+    assert_eq!(warm.0, 2_000);
+    let before = rss_kib(srv.child.id());
+
+    let started = std::time::Instant::now();
+    let (_, refused) = flood(&http, &url, 100_000, made_up, addresses).await;
+    assert_eq!(refused, 100_000, "every made-up key is refused");
+    let (ok, _) = flood(&http, &url, 10_000, busy, later).await;
+    assert_eq!(ok, 10_000);
+    let after = rss_kib(srv.child.id());
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "keyward RSS {before} KiB before, {after} KiB after 100,000 made-up keys and 10,000 addresses ({grown} KiB more, {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        grown < FLOOD_GROWTH_BOUND_KIB,
+        "keyward grew by {grown} KiB under the flood"
+    );
+    // Still answering, and the key's addresses are held to the bound.
+    srv.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
