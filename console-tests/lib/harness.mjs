@@ -60,9 +60,18 @@ export function createUser(dataDir, email, password, { operator = false } = {}) 
   if (r.status !== 0) throw new Error(`keyward users create failed: ${r.stderr}`);
 }
 
+/** Runs `keyward root-keys create` against the data directory; returns the secret (stdout). */
+export function createRootKey(dataDir, name) {
+  const args = ['root-keys', 'create', '--name', name, '--data-dir', dataDir];
+  const r = spawnSync(KEYWARD_TEST_BIN, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`keyward root-keys create failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
 /** A running keyward. */
 export class Keyward {
-  static async start() {
+  /** `rootKey`: also create an operator root key (`k.rootKey`) for the API. */
+  static async start({ rootKey = false } = {}) {
     if (!fs.existsSync(KEYWARD_TEST_BIN)) {
       throw new Error(`No keyward binary at ${KEYWARD_TEST_BIN}: run cargo build, or set KEYWARD_TEST_BIN.`);
     }
@@ -77,6 +86,7 @@ export class Keyward {
     k.clockBase = `http://127.0.0.1:${k.clockPort}`;
     k.operator = { email: 'ops@keyward.test', password: 'operator passphrase 1' };
     createUser(k.dataDir, k.operator.email, k.operator.password, { operator: true });
+    if (rootKey) k.rootKey = createRootKey(k.dataDir, 'e2e');
     const log = fs.openSync(k.logPath, 'a');
     k.child = spawn(
       KEYWARD_TEST_BIN,
@@ -132,6 +142,17 @@ export class Keyward {
     return { status: r.status, body: await r.json() };
   }
 
+  /** A JSON call to the API with the root key: { status, body }. */
+  async api(method, p, body) {
+    const r = await fetch(this.url(p), {
+      method,
+      headers: { authorization: `Bearer ${this.rootKey}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  }
+
   /** SIGTERM and wait. */
   async stop() {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
@@ -173,9 +194,9 @@ export async function signIn(page, k, email, password) {
   await page.waitForLoadState();
 }
 
-export async function screenshot(page, name) {
+export async function screenshot(page, name, options = {}) {
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), ...options });
 }
 
 const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');

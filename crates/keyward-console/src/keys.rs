@@ -1,5 +1,6 @@
 //! API key pages: the list (filters, pagination), creation, the one-time
-//! secret dialog, and a key's detail with edit, rotate and revoke.
+//! secret dialog, and a key's detail with its usage (`usage::key_section`),
+//! edit, rotate and revoke.
 //!
 //! Every action calls the management service with the user's actor
 //! ([`TenantAccess::actor`]), as the API does, so the console cannot
@@ -20,6 +21,7 @@ use super::flash::{self, Flash};
 use super::form::FormData;
 use super::session::{SignedForm, SignedIn};
 use super::ui::{self, Chrome, Errors, Section};
+use super::usage::{self, Span};
 use super::ConsoleError;
 use crate::ConsoleState;
 use keyward_manage::{FieldError, KeyChanges, KeyQuery, ManageError, NewKey};
@@ -807,11 +809,14 @@ struct Forms {
     revoke: Option<(String, Errors)>,
     rotate: Option<Errors>,
     done: Option<String>,
+    /// The usage section's range.
+    range: Span,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DetailQuery {
     done: Option<String>,
+    range: Option<String>,
 }
 
 async fn tenant_key(
@@ -838,8 +843,14 @@ pub async fn detail(
 ) -> Result<Response, ConsoleError> {
     let access = TenantAccess::load(&state, &signed, &tid).await?;
     let key = tenant_key(&state, &access, &signed, &kid).await?;
+    let range = Span::parse(q.range.as_deref()).ok_or_else(|| {
+        ConsoleError::BadRequest(
+            "This range is not on offer: choose the last hour, 24 hours, 7 days or 30 days.".into(),
+        )
+    })?;
     let mut forms = Forms {
         done: q.done,
+        range,
         ..Forms::default()
     };
     let mut status = StatusCode::OK;
@@ -902,6 +913,7 @@ async fn detail_view(
             iso.get(11..16).unwrap_or("")
         )
     });
+    let usage = usage::key_section(state, &access.actor(signed), tid, &key.id, forms.range).await;
     let content = html! {
         nav.breadcrumb aria-label="Breadcrumb" { a href=(base) { "API keys" } span aria-hidden="true" { " / " } span aria-current="page" { (key.name) } }
         div.page-header {
@@ -962,6 +974,7 @@ async fn detail_view(
                 }
             }
         }
+        (usage)
         @if !writable {
             p.notice { "You have view access to " (access.tenant.name) ". Owners, admins and developers can change, rotate and revoke keys." }
         }

@@ -4,7 +4,8 @@
 //!
 //! People sign in with an email and password (`session`); each holds a
 //! [`Role`] per tenant, or is an operator who sees every tenant (`access`).
-//! Pages are HTML rendered with `maud` templates (`ui`); one small script,
+//! Pages are HTML rendered with `maud` templates (`ui`); usage charts are
+//! SVG drawn on the server (`chart`, `usage`); one small script,
 //! one stylesheet and one icon are compiled into the binary (`assets`), so
 //! the console needs no Node toolchain to build and no network to run.
 //!
@@ -38,6 +39,7 @@ mod access;
 pub mod accounts;
 mod assets;
 mod audit;
+mod chart;
 mod config;
 mod flash;
 mod form;
@@ -47,6 +49,7 @@ mod password;
 mod session;
 mod tenants;
 mod ui;
+mod usage;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -170,6 +173,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S
             post(members::revoke_invite),
         )
         .route("/console/t/{tid}/audit", get(audit::list))
+        .route("/console/t/{tid}/usage", get(usage::tenant_page))
         .route(
             "/console/t/{tid}/settings",
             get(tenants::settings).post(tenants::save_settings),

@@ -30,6 +30,7 @@ pub fn url_encode(s: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Keys,
+    Usage,
     Members,
     Audit,
     Settings,
@@ -231,6 +232,7 @@ fn sidebar(chrome: &Chrome<'_>) -> Markup {
                 }
                 ul.nav-list {
                     (link(format!("/console/t/{}/keys", a.tenant.id), "API keys", ICON_KEY, chrome.section == Section::Keys))
+                    (link(format!("/console/t/{}/usage", a.tenant.id), "Usage", ICON_CHART, chrome.section == Section::Usage))
                     (link(format!("/console/t/{}/members", a.tenant.id), "Members", ICON_USERS, chrome.section == Section::Members))
                     @if a.can_read_audit() {
                         (link(format!("/console/t/{}/audit", a.tenant.id), "Audit log", ICON_LIST, chrome.section == Section::Audit))
@@ -255,6 +257,7 @@ fn sidebar(chrome: &Chrome<'_>) -> Markup {
 }
 
 const ICON_KEY: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><circle cx="8" cy="15" r="4"/><path d="M10.85 12.15 19 4"/><path d="m18 5 2 2"/><path d="m15 8 2 2"/></svg>"#;
+const ICON_CHART: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/><path d="M8 17v-5"/><path d="M13 17V8"/><path d="M18 17v-8"/></svg>"#;
 const ICON_USERS: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M16 21v-2a4 4 0 0 0-4-4H6a4 4 0 0 0-4 4v2"/><circle cx="9" cy="7" r="4"/><path d="M22 21v-2a4 4 0 0 0-3-3.87"/><path d="M16 3.13a4 4 0 0 1 0 7.75"/></svg>"#;
 const ICON_LIST: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M8 6h13"/><path d="M8 12h13"/><path d="M8 18h13"/><path d="M3 6h.01"/><path d="M3 12h.01"/><path d="M3 18h.01"/></svg>"#;
 const ICON_BUILDING: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="4" y="2" width="16" height="20" rx="2"/><path d="M9 22v-4h6v4"/><path d="M8 6h.01"/><path d="M16 6h.01"/><path d="M12 6h.01"/><path d="M12 10h.01"/><path d="M12 14h.01"/><path d="M16 10h.01"/><path d="M16 14h.01"/><path d="M8 10h.01"/><path d="M8 14h.01"/></svg>"#;
