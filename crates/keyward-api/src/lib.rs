@@ -57,30 +57,9 @@ use serde::de::DeserializeOwned;
 pub struct ApiState(Arc<Shared>);
 
 impl ApiState {
-    /// The API over `manage` (every management action), `verifier` (the
-    /// caller's key, and keys sent to `/v1/keys/verify`), `limits` and
-    /// `policy` (the verify endpoint's rate limits and credits, by the
-    /// tiers in force), `clock` and `settings`.
-    pub fn new(
-        manage: Arc<ManageService>,
-        verifier: Arc<Verifier>,
-        limits: Arc<Limits>,
-        policy: LivePolicy,
-        clock: Arc<dyn Clock>,
-        settings: ApiSettings,
-        readiness: Arc<dyn Readiness>,
-        observer: Arc<Observer>,
-    ) -> ApiState {
-        ApiState(Arc::new(Shared {
-            manage,
-            verifier,
-            limits,
-            policy,
-            clock,
-            settings,
-            readiness,
-            observer,
-        }))
+    /// The API over its parts (see [`Shared`]).
+    pub fn new(parts: Shared) -> ApiState {
+        ApiState(Arc::new(parts))
     }
 }
 
@@ -107,18 +86,22 @@ impl std::ops::Deref for ApiState {
     }
 }
 
-/// The contents of [`ApiState`].
+/// The contents of [`ApiState`]: what the handlers read.
 pub struct Shared {
-    /// Where verifications are counted (usage, metrics).
-    pub(crate) observer: Arc<Observer>,
-    pub(crate) manage: Arc<ManageService>,
-    pub(crate) verifier: Arc<Verifier>,
-    pub(crate) limits: Arc<Limits>,
+    /// Every management action.
+    pub manage: Arc<ManageService>,
+    /// The caller's key, and keys sent to `/v1/keys/verify`.
+    pub verifier: Arc<Verifier>,
+    /// The verify endpoint's rate limits and credits.
+    pub limits: Arc<Limits>,
     /// The request policy in force (its tiers, reloadable).
-    pub(crate) policy: LivePolicy,
-    pub(crate) readiness: Arc<dyn Readiness>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) settings: ApiSettings,
+    pub policy: LivePolicy,
+    /// What `/v1/ready` reports besides the store.
+    pub readiness: Arc<dyn Readiness>,
+    /// Where verifications are counted (usage, metrics).
+    pub observer: Arc<Observer>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: ApiSettings,
 }
 
 /// The deployment's settings the API reads (fixed while serving).

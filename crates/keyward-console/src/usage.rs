@@ -178,29 +178,6 @@ const LAYERS: [Layer; 4] = [
     },
 ];
 
-/// Outcomes that are 5xx answers: keyward's own (ApiError's 5xx
-/// statuses) and the upstream's. The usage series keeps each outcome's
-/// count but not its class, so the page tells denials from errors by code.
-const ERROR_OUTCOMES: &[&str] = &[
-    "upstream_5xx",
-    "upstream_timeout",
-    "upstream_unavailable",
-    "store_unavailable",
-    "rate_limiter_unavailable",
-    "overloaded",
-    "internal_error",
-];
-
-/// The class of an outcome code, as the recorders give it.
-pub fn outcome_class(code: &str) -> OutcomeClass {
-    match code {
-        "valid" | "upstream_1xx" | "upstream_2xx" | "upstream_3xx" => OutcomeClass::Success,
-        "upstream_4xx" => OutcomeClass::ClientError,
-        c if ERROR_OUTCOMES.contains(&c) => OutcomeClass::Error,
-        _ => OutcomeClass::Denied,
-    }
-}
-
 /// `12.5 %`, to one decimal (`—` without requests).
 pub fn percent(c: &UsageCounts) -> String {
     if c.requests == 0 {
@@ -224,7 +201,7 @@ fn codes_of(c: &UsageCounts, class: OutcomeClass) -> Vec<(&str, i64)> {
     let mut v: Vec<(&str, i64)> = c
         .outcomes
         .iter()
-        .filter(|(code, n)| **n > 0 && outcome_class(code) == class)
+        .filter(|(code, n)| **n > 0 && c.class_of(code) == Some(class))
         .map(|(code, n)| (code.as_str(), *n))
         .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -469,7 +446,7 @@ pub async fn tenant_page(
     for (code, c) in &by_outcome.groups {
         all.add(
             code,
-            outcome_class(code),
+            c.class_of(code).unwrap_or(OutcomeClass::Denied),
             c.requests,
             c.credits,
             c.latency_us,
@@ -638,20 +615,20 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_fall_in_the_recorders_classes() {
-        assert_eq!(outcome_class("valid"), OutcomeClass::Success);
-        assert_eq!(outcome_class("upstream_2xx"), OutcomeClass::Success);
-        assert_eq!(outcome_class("upstream_4xx"), OutcomeClass::ClientError);
-        assert_eq!(outcome_class("upstream_5xx"), OutcomeClass::Error);
-        assert_eq!(outcome_class("upstream_timeout"), OutcomeClass::Error);
-        assert_eq!(outcome_class("revoked_api_key"), OutcomeClass::Denied);
-        assert_eq!(outcome_class("rate_limited"), OutcomeClass::Denied);
+    fn outcomes_keep_the_recorders_classes() {
         let mut c = UsageCounts::default();
         assert_eq!(percent(&c), "—");
         assert_eq!(latency(&c), "—");
         c.add("valid", OutcomeClass::Success, 7, 0, 7_000);
         c.add("upstream_5xx", OutcomeClass::Error, 1, 0, 1_000);
-        assert_eq!(percent(&c), "12.5 %");
-        assert_eq!(latency(&c), "1.0 ms");
+        c.add("rate_limited", OutcomeClass::Denied, 2, 0, 0);
+        assert_eq!(percent(&c), "10.0 %");
+        assert_eq!(latency(&c), "0.8 ms");
+        assert_eq!(
+            codes_of(&c, OutcomeClass::Denied),
+            vec![("rate_limited", 2)]
+        );
+        assert_eq!(codes_of(&c, OutcomeClass::Error), vec![("upstream_5xx", 1)]);
+        assert!(codes_of(&c, OutcomeClass::ClientError).is_empty());
     }
 }

@@ -51,9 +51,8 @@ pub(crate) fn client(gateway: &GatewayConfig) -> UpstreamClient {
 /// give the [`Gateway`] (`FromRef`).
 pub async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     let state = gateway.as_ref();
-    let mut rate = None;
     let mut seen = Seen::new(std::time::Instant::now());
-    let mut response = match serve(state, req, &mut rate, &mut seen).await {
+    let mut response = match serve(state, req, &mut seen).await {
         Ok(r) => {
             pipeline::observe(state, &seen, Ok(r.status().as_u16()));
             r
@@ -63,18 +62,13 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Respon
             e.into_response()
         }
     };
-    if let Some(r) = rate {
+    if let Some(r) = seen.rate {
         r.write_headers(response.headers_mut());
     }
     response
 }
 
-async fn serve(
-    state: &Gateway,
-    req: Request,
-    rate: &mut Option<RateState>,
-    seen: &mut Seen,
-) -> Result<Response, ApiError> {
+async fn serve(state: &Gateway, req: Request, seen: &mut Seen) -> Result<Response, ApiError> {
     // The server's front door did this already; a router embedded by a
     // library user may not have one, and a route must never be matched on
     // a path that is not in normal form.
@@ -98,14 +92,14 @@ async fn serve(
         query: req.uri().query(),
         peer,
     };
-    match pipeline::admit(state, policy, inbound, rate, seen).await? {
+    match pipeline::admit(state, policy, inbound, seen).await? {
         Admitted::Open => forward(state, policy, route, req, None, seen).await,
         Admitted::Respond { status, body } => Ok((status, axum::Json(body)).into_response()),
         Admitted::Forward(key) => forward(state, policy, route, req, Some(&key), seen).await,
         Admitted::Idempotent {
             key,
             idempotency_key,
-        } => idempotent(state, policy, route, req, &key, idempotency_key, rate, seen).await,
+        } => idempotent(state, policy, route, req, &key, idempotency_key, seen).await,
     }
 }
 
@@ -118,7 +112,6 @@ async fn idempotent(
     req: Request,
     key: &CachedKey,
     idempotency_key: String,
-    rate: &mut Option<RateState>,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let cfg = &policy.idempotency;
@@ -164,7 +157,7 @@ async fn idempotent(
                     .limiter
                     .spend(&key.record.id, p, 0, state.clock.now())
                     .await?;
-                *rate = Some(RateState::from_decision(p, &d));
+                seen.rate = Some(RateState::from_decision(p, &d));
             }
             return Ok(replay(stored));
         }
@@ -180,7 +173,7 @@ async fn idempotent(
         }
         e
     };
-    if let Err(e) = pipeline::spend(state, policy, route, key, rate, seen).await {
+    if let Err(e) = pipeline::spend(state, policy, route, key, seen).await {
         return Err(release(e).await);
     }
     let req = Request::from_parts(parts, Body::from(body));

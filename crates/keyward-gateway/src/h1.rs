@@ -281,10 +281,9 @@ impl Exchange<'_, '_, '_> {
             Some(v) if acceptable_request_id(v) => RequestId::Client(v.to_vec()),
             _ => RequestId::New(new_request_id()),
         };
-        let mut rate = None;
         let mut seen = Seen::new(Instant::now());
         let answered = match self
-            .answer(tcp, scratch, &request_id, &mut rate, &mut seen, stop)
+            .answer(tcp, scratch, &request_id, &mut seen, stop)
             .await
         {
             Ok(a) => {
@@ -315,7 +314,7 @@ impl Exchange<'_, '_, '_> {
                     out,
                     self.state.clock.now(),
                     &local,
-                    rate.as_ref(),
+                    seen.rate.as_ref(),
                     request_id.as_bytes(),
                     close,
                 );
@@ -334,7 +333,6 @@ impl Exchange<'_, '_, '_> {
         tcp: &mut TcpStream,
         scratch: &mut Scratch,
         request_id: &RequestId,
-        rate: &mut Option<RateState>,
         seen: &mut Seen,
         stop: &watch::Receiver<bool>,
     ) -> Result<Answered, ApiError> {
@@ -357,7 +355,7 @@ impl Exchange<'_, '_, '_> {
             query,
             peer: Some(self.peer),
         };
-        let key = match pipeline::admit(state, self.policy, inbound, rate, seen).await? {
+        let key = match pipeline::admit(state, self.policy, inbound, seen).await? {
             Admitted::Open => None,
             Admitted::Forward(key) => Some(key),
             Admitted::Respond { status, body } => {
@@ -417,7 +415,7 @@ impl Exchange<'_, '_, '_> {
         );
         let relay = Relay {
             method: &self.plan.method,
-            rate: rate.as_ref(),
+            rate: seen.rate.as_ref(),
             request_id: request_id.as_bytes(),
             clock: state.clock.as_ref(),
             close: self.plan.close,

@@ -62,6 +62,8 @@ pub(crate) enum Admitted {
 /// and metrics count it under.
 pub(crate) struct Seen {
     pub started: Instant,
+    /// The rate-limit state for the response's headers, refused or not.
+    pub rate: Option<RateState>,
     /// The route's label, once one matched.
     pub route: Option<Arc<str>>,
     /// The key, once it was known (denied keys too).
@@ -82,6 +84,7 @@ impl Seen {
     pub fn new(started: Instant) -> Seen {
         Seen {
             started,
+            rate: None,
             route: None,
             key: None,
             client_ip: None,
@@ -131,14 +134,13 @@ pub(crate) fn observe(state: &Gateway, seen: &Seen, ended: Result<u16, &ApiError
     });
 }
 
-/// Authenticate → route checks → (idempotency key) → spend. The rate-limit
-/// state for the response's headers lands in `rate`, refused or not; what
-/// usage counts, in `seen`.
+/// Authenticate → route checks → (idempotency key) → spend. What the
+/// response's headers and usage need lands in `seen` (the rate-limit state,
+/// refused or not; the key; the client address…).
 pub(crate) async fn admit<H: HeaderSource + ?Sized>(
     state: &Gateway,
     policy: &Policy,
     req: Inbound<'_, H>,
-    rate: &mut Option<RateState>,
     seen: &mut Seen,
 ) -> Result<Admitted, ApiError> {
     let route = req.route;
@@ -151,7 +153,7 @@ pub(crate) async fn admit<H: HeaderSource + ?Sized>(
     let key = authenticate(state, &policy.routes, &req, seen).await?;
     if let Some((status, template)) = &route.respond {
         seen.responded = true;
-        spend(state, policy, route, &key, rate, seen).await?;
+        spend(state, policy, route, &key, seen).await?;
         let body = fill(template, &principal(&key));
         return Ok(Admitted::Respond {
             status: *status,
@@ -172,7 +174,7 @@ pub(crate) async fn admit<H: HeaderSource + ?Sized>(
             None => {}
         }
     }
-    spend(state, policy, route, &key, rate, seen).await?;
+    spend(state, policy, route, &key, seen).await?;
     Ok(Admitted::Forward(key))
 }
 
@@ -251,7 +253,6 @@ pub(crate) async fn spend(
     policy: &Policy,
     route: &Route,
     key: &CachedKey,
-    rate: &mut Option<RateState>,
     seen: &mut Seen,
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
@@ -261,14 +262,14 @@ pub(crate) async fn spend(
         .await?
     {
         Ok(spent) => {
-            *rate = spent.rate;
+            seen.rate = spent.rate;
             if spent.credits.is_some() {
                 seen.credits = route.credits;
             }
             Ok(())
         }
         Err(refused) => {
-            *rate = refused.rate;
+            seen.rate = refused.rate;
             Err(ApiError::Denied(refused.denial))
         }
     }

@@ -439,20 +439,20 @@ pub(crate) fn manage_policy(
 /// by the same verifier, limits and live policy as the gateway.
 fn api_state(state: &AppState) -> keyward_api::ApiState {
     let settings = &state.settings;
-    keyward_api::ApiState::new(
-        Arc::clone(&state.manage),
-        Arc::clone(&state.verifier),
-        Arc::clone(&state.limits),
-        state.gateway.policy().clone(),
-        Arc::clone(&state.clock),
-        keyward_api::ApiSettings {
+    keyward_api::ApiState::new(keyward_api::Shared {
+        manage: Arc::clone(&state.manage),
+        verifier: Arc::clone(&state.verifier),
+        limits: Arc::clone(&state.limits),
+        policy: state.gateway.policy().clone(),
+        clock: Arc::clone(&state.clock),
+        settings: keyward_api::ApiSettings {
             credentials: settings.credentials.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             catalog: settings.catalog.clone(),
         },
-        Arc::new(NodeHealth(state.clone())),
-        Arc::clone(&state.observer),
-    )
+        readiness: Arc::new(NodeHealth(state.clone())),
+        observer: Arc::clone(&state.observer),
+    })
 }
 
 /// `/v1/ready`'s view of the node's shared parts.

@@ -47,8 +47,8 @@ pub struct UsageCounts {
     /// Every outcome and its count (`valid`, `upstream_2xx`,
     /// `revoked_api_key`…).
     pub outcomes: BTreeMap<String, i64>,
-    /// Which outcomes were denials.
-    denial_codes: std::collections::BTreeSet<String>,
+    /// The class of each outcome counted.
+    classes: BTreeMap<String, OutcomeClass>,
 }
 
 impl UsageCounts {
@@ -70,8 +70,8 @@ impl UsageCounts {
         self.credits += credits;
         self.latency_us = self.latency_us.saturating_add(latency_us);
         *self.outcomes.entry(outcome.to_owned()).or_default() += requests;
-        if class == OutcomeClass::Denied && !self.denial_codes.contains(outcome) {
-            self.denial_codes.insert(outcome.to_owned());
+        if !self.classes.contains_key(outcome) {
+            self.classes.insert(outcome.to_owned(), class);
         }
     }
 
@@ -84,9 +84,14 @@ impl UsageCounts {
     pub fn denied_by_code(&self) -> BTreeMap<String, i64> {
         self.outcomes
             .iter()
-            .filter(|(code, _)| self.denial_codes.contains(code.as_str()))
+            .filter(|(code, _)| self.class_of(code) == Some(OutcomeClass::Denied))
             .map(|(c, n)| (c.clone(), *n))
             .collect()
+    }
+
+    /// The class `outcome` was counted in (`None`: not counted here).
+    pub fn class_of(&self, outcome: &str) -> Option<OutcomeClass> {
+        self.classes.get(outcome).copied()
     }
 
     /// `errors / requests` (0 without requests).
