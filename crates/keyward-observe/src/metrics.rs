@@ -611,7 +611,9 @@ mod tests {
         assert!(text.contains(
             "keyward_request_duration_seconds_bucket{surface=\"gateway\",le=\"0.001\"} 1000\n"
         ));
-        assert!(text.contains("keyward_request_duration_seconds_sum{surface=\"gateway\"} 0.700000\n"));
+        assert!(
+            text.contains("keyward_request_duration_seconds_sum{surface=\"gateway\"} 0.700000\n")
+        );
         assert!(text.contains("keyward_upstream_duration_seconds_count 1000\n"));
         assert!(text.contains("# TYPE keyward_requests_total counter\n"));
         assert!(text.contains("# TYPE keyward_upstream_duration_seconds histogram\n"));

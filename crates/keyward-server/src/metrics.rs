@@ -110,7 +110,10 @@ fn answer(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError> {
 /// how much of the token was right.
 fn same_token(presented: &str, token: &str) -> bool {
     let (a, b) = (KeyHash::of(presented), KeyHash::of(token));
-    a.0.iter().zip(b.0.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.0.iter()
+        .zip(b.0.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Every family, as a scrape's text.
