@@ -260,6 +260,8 @@ impl Keyward {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        // First: an address in use stops the start before anything runs.
+        let metrics = crate::metrics::Listener::start(&self.state).await?;
         let interval = Duration::from_millis(self.state.settings.config.usage.flush_interval_ms);
         let flusher = self
             .state
@@ -308,7 +310,6 @@ impl Keyward {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let metrics = crate::metrics::Listener::start(&self.state).await?;
         let mut running = crate::serve::Workers::start(front, listener, workers)?;
         shutdown.await;
         running.drain().await;

@@ -633,3 +633,71 @@ mod rand_like {
         }
     }
 }
+
+/// `keyward serve` itself: the start-up log names where the metrics are,
+/// and they are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_command_names_the_metrics_listener_and_serves_it() {
+    use std::process::{Command, Stdio};
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = temp_dir("metrics-serve");
+    let port = free_port();
+    std::fs::write(
+        dir.join("k.toml"),
+        format!("[metrics]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let log = dir.join("serve.log");
+    let address = dir.join("address");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KEYWARD_") {
+            cmd.env_remove(name);
+        }
+    }
+    let child = cmd
+        .current_dir(&dir)
+        .args(["serve", "--config", "k.toml", "--listen", "127.0.0.1:0"])
+        .arg("--address-file")
+        .arg(&address)
+        .env("KEYWARD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _serving = Killed(child);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status() == 200 {
+                break r.text().await.unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics at {url}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("# TYPE keyward_requests_total counter"));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains(&format!("metrics={url}")), "{log}");
+    assert!(
+        log.contains("Metrics are served on their own listener."),
+        "{log}"
+    );
+    // The main listener does not serve them.
+    let main = std::fs::read_to_string(&address).unwrap();
+    let r = get(&http, &format!("http://{}/metrics", main.trim()), None).await;
+    r.assert_problem(404, "not_found");
+}
