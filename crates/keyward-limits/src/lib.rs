@@ -1109,6 +1109,23 @@ pub struct Refused {
 pub struct Limits {
     pub limiter: Arc<dyn RateLimiter>,
     pub credits: Arc<CreditBank>,
+    /// What [`Limits::spend`] decided so far, for the metrics.
+    pub decisions: Decisions,
+}
+
+/// Decisions of [`Limits::spend`] so far (a cell per thread each: counting
+/// costs an uncontended add). A spend that failed (the limiter or the store
+/// did not answer) is none of them.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    /// Rate-limit checks that admitted the request.
+    pub rate_allowed: keyward_observe::metrics::Counter,
+    /// Rate-limit checks that refused it (`rate_limited`).
+    pub rate_refused: keyward_observe::metrics::Counter,
+    /// Credit spends that were covered.
+    pub credits_spent: keyward_observe::metrics::Counter,
+    /// Credit spends refused (`credits_exhausted`).
+    pub credits_exhausted: keyward_observe::metrics::Counter,
 }
 
 impl Limits {
@@ -1131,6 +1148,7 @@ impl Limits {
             };
             let state = RateState::from_decision(policy, &d);
             if !d.allowed {
+                self.decisions.rate_refused.inc();
                 return Ok(Err(Refused {
                     denial: Denial::RateLimited {
                         retry_after_seconds: d.retry_after_seconds,
@@ -1138,6 +1156,7 @@ impl Limits {
                     rate: Some(state),
                 }));
             }
+            self.decisions.rate_allowed.inc();
             spent.rate = Some(state);
         }
         if credits > 0 {
@@ -1153,11 +1172,13 @@ impl Limits {
                     })
                     .await?;
                 if !outcome.admitted {
+                    self.decisions.credits_exhausted.inc();
                     return Ok(Err(Refused {
                         denial: Denial::CreditsExhausted,
                         rate: spent.rate,
                     }));
                 }
+                self.decisions.credits_spent.inc();
                 spent.credits = Some(outcome);
             }
         }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use keyward_api::BodyLimit;
 use keyward_gateway::{Gateway, GatewaySettings, LivePolicy, OwnPaths};
 use keyward_http::error::ApiError;
 use keyward_limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
+use keyward_observe::metrics::Histogram;
 use keyward_observe::{Metrics, Observer, UsageRecorder};
 use keyward_verify::last_use::LastUseRecorder;
 use keyward_verify::verifier::{KeyCache, Verifier};
@@ -65,6 +66,8 @@ pub struct Shared {
     pub(crate) changes: Arc<crate::changes::Follower>,
     /// The shared rate limiter, when `redis_url` is set (also in `limits`).
     pub(crate) redis: Option<Arc<keyward_redis::RedisLimiter>>,
+    /// How long usage flushes take (read by the metrics).
+    pub(crate) usage_flushes: Arc<Histogram>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -120,6 +123,7 @@ impl Keyward {
         redis: Option<Arc<keyward_redis::RedisLimiter>>,
     ) -> Result<Keyward, ConfigError> {
         let policy = LivePolicy::new(settings.policy()?);
+        crate::metrics::check_path(&settings, &own_paths_but_metrics(&settings))?;
         let settings = Arc::new(settings);
         let usage = Arc::new(LastUseRecorder::new(
             settings.config.usage.last_used_resolution_seconds,
@@ -160,6 +164,7 @@ impl Keyward {
         let limits = Arc::new(Limits {
             limiter,
             credits: Arc::new(bank),
+            decisions: Default::default(),
         });
         let verifier = Arc::new(verifier);
         let changes = Arc::new(
@@ -217,6 +222,7 @@ impl Keyward {
                 entropy,
                 usage,
                 observer,
+                usage_flushes: Arc::default(),
             })),
         })
     }
@@ -228,13 +234,20 @@ impl Keyward {
     /// The complete HTTP application.
     pub fn router(&self) -> Router {
         let limit = self.state.settings.config.http.max_body_bytes;
-        keyward_api::router(api_state(&self.state))
-            .merge(keyward_console::router(console_state(&self.state)))
+        let mut router = keyward_api::router(api_state(&self.state))
+            .merge(keyward_console::router(console_state(&self.state)));
+        if let Some(path) = crate::metrics::main_path(&self.state.settings) {
+            router = router.merge(crate::metrics::route(path));
+        }
+        router
             .fallback(keyward_gateway::handle)
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(limit))
             .layer(middleware::from_fn_with_state(
-                Arc::clone(&self.state.settings),
+                Arc::new(Edge {
+                    settings: Arc::clone(&self.state.settings),
+                    metrics: self.state.observer.metrics().cloned(),
+                }),
                 edge,
             ))
             .with_state(self.state.clone())
@@ -247,6 +260,8 @@ impl Keyward {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        // First: an address in use stops the start before anything runs.
+        let metrics = crate::metrics::Listener::start(&self.state).await?;
         let interval = Duration::from_millis(self.state.settings.config.usage.flush_interval_ms);
         let flusher = self
             .state
@@ -255,8 +270,17 @@ impl Keyward {
         let purger = spawn_purger(&self.state);
         let usage_tasks = self.state.observer.usage().map(|recorder| {
             let u = &self.state.settings.config.usage;
+            let store = Arc::clone(&self.state.store);
             (
-                recorder.spawn_flusher(Arc::clone(&self.state.store), interval),
+                match self.state.observer.metrics() {
+                    Some(_) => crate::metrics::spawn_timed_flusher(
+                        Arc::clone(recorder),
+                        store,
+                        Arc::clone(&self.state.usage_flushes),
+                        interval,
+                    ),
+                    None => recorder.spawn_flusher(store, interval),
+                },
                 keyward_observe::usage::spawn_pruner(
                     Arc::clone(&self.state.store),
                     Arc::clone(&self.state.clock),
@@ -289,6 +313,9 @@ impl Keyward {
         let mut running = crate::serve::Workers::start(front, listener, workers)?;
         shutdown.await;
         running.drain().await;
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
         flusher.abort();
         purger.abort();
         settler.abort();
@@ -342,8 +369,16 @@ fn gateway_settings(settings: &Settings) -> GatewaySettings {
     }
 }
 
-/// Paths the router answers itself, which win over gateway routes.
+/// Paths the router answers itself, which win over gateway routes: the
+/// API's, the console's and, when served there, the metrics'.
 fn own_paths(settings: &Settings) -> OwnPaths {
+    let console = settings.config.console.enabled.then_some("/console");
+    let metrics = crate::metrics::main_path(settings);
+    OwnPaths::new(keyward_api::paths().into_iter().chain(metrics), console)
+}
+
+/// [`own_paths`] without the metrics' (what `metrics.path` must not be).
+fn own_paths_but_metrics(settings: &Settings) -> OwnPaths {
     let console = settings.config.console.enabled.then_some("/console");
     OwnPaths::new(keyward_api::paths(), console)
 }
@@ -515,15 +550,30 @@ pub fn build_app(
     Ok(Keyward::new(settings, store, clock)?.router())
 }
 
+/// What [`edge`] reads (behind one `Arc`: the middleware clones its state
+/// for every request).
+struct Edge {
+    settings: Arc<Settings>,
+    /// Counts requests to keyward's own routes, when metrics are on.
+    metrics: Option<Arc<Metrics>>,
+}
+
 /// The one middleware every request passes (one layer, not three: each
 /// layer costs a boxed clone of the service per request). It gives the
 /// request an `X-Request-Id` (the client's, if it sent a sane one), passed
 /// on to handlers and the upstream and returned; tells extractors the body
 /// limit; renders errors in the deployment's style
 /// (`keyward_http::error::render_response`);
-/// and logs the request without its query string (keys sent there by
-/// mistake must not reach the logs) and never a header.
-async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Next) -> Response {
+/// logs the request without its query string (keys sent there by
+/// mistake must not reach the logs) and never a header; and, with metrics
+/// on, counts it by the route template the router matched (the gateway's
+/// fallback matches none and counts its requests itself).
+async fn edge(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    let settings = &edge.settings;
+    let counted = edge
+        .metrics
+        .as_ref()
+        .and_then(|m| Some((m, req.extensions().get::<MatchedPath>()?.clone())));
     req.extensions_mut()
         .insert(BodyLimit(settings.config.http.max_body_bytes));
     let method = req.method().clone();
@@ -546,7 +596,10 @@ async fn edge(State(settings): State<Arc<Settings>>, mut req: Request, next: Nex
             res = fault.into_response();
         }
     }
-    let mut res = finish(&settings, res, &request_id, &method, &path, started);
+    let mut res = finish(settings, res, &request_id, &method, &path, started);
+    if let Some((metrics, route)) = counted {
+        metrics.observe_http(route.as_str(), res.status().as_u16());
+    }
     if faulted {
         res.headers_mut().insert(
             axum::http::header::CONNECTION,

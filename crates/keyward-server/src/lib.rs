@@ -36,6 +36,7 @@ pub mod bootstrap;
 mod changes;
 pub mod config;
 mod invalidate;
+mod metrics;
 mod serve;
 
 pub use app::{build_app, AppState, Keyward, ReloadError};

@@ -32,6 +32,7 @@ use keyward_core::clock::{Clock, Timestamp};
 use keyward_core::scope::ScopeSet;
 use keyward_core::secret::{KeyFormat, KeyHash};
 use keyward_core::verdict::{evaluate, Demand, Denial, KeyPolicy};
+use keyward_observe::metrics::{Counter, Histogram};
 use keyward_store::{KeyRecord, Store, StoreError};
 
 use crate::credential::Presented;
@@ -512,6 +513,8 @@ struct Loader {
     runtime: Option<tokio::runtime::Handle>,
     /// Most distinct hashes waiting in the bounded lane.
     max_pending: usize,
+    /// Where the store reads are timed.
+    counters: Arc<VerifyCounters>,
 }
 
 type Waiters = HashMap<KeyHash, Vec<oneshot::Sender<Loaded>>, BuildHasherDefault<PrehashedHasher>>;
@@ -687,7 +690,10 @@ impl Loader {
         hashes: &[KeyHash],
     ) -> Result<HashMap<KeyHash, Arc<CachedKey>>, StoreError> {
         let hex: Vec<String> = hashes.iter().map(KeyHash::to_hex).collect();
-        let rows = self.store.find_keys_with_tenants(&hex).await?;
+        let started = std::time::Instant::now();
+        let rows = self.store.find_keys_with_tenants(&hex).await;
+        self.counters.store_reads.observe(started.elapsed());
+        let rows = rows?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -706,6 +712,22 @@ pub struct Verifier {
     cache: Arc<KeyCache>,
     loader: Arc<Loader>,
     usage: Arc<LastUseRecorder>,
+    counters: Arc<VerifyCounters>,
+}
+
+/// What the verifier counts, for the metrics (read at scrape time). Each
+/// counter is a cell per thread: counting costs an uncontended add.
+#[derive(Debug, Default)]
+pub struct VerifyCounters {
+    /// Lookups of well-formed keys answered from the cache (fresh, or due
+    /// for a refresh).
+    pub hits: Counter,
+    /// Lookups that waited for a store read (never seen, or expired).
+    pub misses: Counter,
+    /// Background refreshes asked for (a hit due for one).
+    pub refreshes: Counter,
+    /// Batched key reads (`find_keys_with_tenants`), each timed.
+    pub store_reads: Histogram,
 }
 
 /// What a verification asks for besides the key.
@@ -728,6 +750,7 @@ impl Verifier {
         max_pending_loads: usize,
     ) -> Verifier {
         let cache = Arc::new(cache);
+        let counters = Arc::new(VerifyCounters::default());
         let loader = Arc::new(Loader {
             store,
             cache: Arc::clone(&cache),
@@ -737,6 +760,7 @@ impl Verifier {
             wake: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             max_pending: max_pending_loads.max(1),
+            counters: Arc::clone(&counters),
         });
         Verifier {
             format,
@@ -744,11 +768,17 @@ impl Verifier {
             cache,
             loader,
             usage,
+            counters,
         }
     }
 
     pub fn cache(&self) -> &KeyCache {
         &self.cache
+    }
+
+    /// Cache hits, misses, refreshes and store read times so far.
+    pub fn counters(&self) -> &VerifyCounters {
+        &self.counters
     }
 
     /// Verifies `presented`, reading the store only on a cache miss.
@@ -763,8 +793,13 @@ impl Verifier {
         };
         let now = self.clock.now();
         let key = match self.cache.lookup(&hash, now) {
-            Lookup::Fresh(k) => k,
+            Lookup::Fresh(k) => {
+                self.counters.hits.inc();
+                k
+            }
             Lookup::Stale(k) => {
+                self.counters.hits.inc();
+                self.counters.refreshes.inc();
                 let lane = if k.is_some() {
                     Lane::Known
                 } else {
@@ -773,8 +808,14 @@ impl Verifier {
                 self.loader.refresh(hash, lane);
                 k
             }
-            Lookup::Expired => self.loader.load(hash, Lane::Known).await?,
-            Lookup::Missing => self.loader.load(hash, Lane::Bounded).await?,
+            Lookup::Expired => {
+                self.counters.misses.inc();
+                self.loader.load(hash, Lane::Known).await?
+            }
+            Lookup::Missing => {
+                self.counters.misses.inc();
+                self.loader.load(hash, Lane::Bounded).await?
+            }
         };
         Ok(self.decide(presented, key, req, now))
     }

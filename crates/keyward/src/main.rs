@@ -400,12 +400,18 @@ async fn log_start(
     } else {
         "off".to_owned()
     };
+    let metrics = match (c.metrics.enabled, c.metrics.listen) {
+        (false, _) => "off".to_owned(),
+        (true, None) => format!("http://{address}{}", c.metrics.path),
+        (true, Some(own)) => format!("http://{own}{}", c.metrics.path),
+    };
     tracing::info!(
         address = %address,
         store = %redact_url(&c.effective_store_url()),
         upstream = %c.gateway.upstream.as_deref().unwrap_or("none"),
         routes = c.routes.len(),
         console = %console,
+        metrics = %metrics,
         "Keyward is listening."
     );
     let filter = KeyFilter {

@@ -22,6 +22,7 @@ mod hardening_cache;
 mod kit;
 mod limits;
 mod messages;
+mod metrics;
 mod openapi;
 mod paths;
 mod privilege;
