@@ -100,6 +100,8 @@ pub struct UsageRecorder {
     /// Deltas and sightings written (since start), for the metrics.
     written: AtomicU64,
     failures: AtomicU64,
+    /// How long flushes that wrote something took.
+    flush_times: crate::metrics::Histogram,
 }
 
 /// A drained batch.
@@ -145,6 +147,7 @@ impl UsageRecorder {
             kept: Mutex::new(Batch::default()),
             written: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            flush_times: crate::metrics::Histogram::default(),
         }
     }
 
@@ -163,6 +166,12 @@ impl UsageRecorder {
     /// Series held now (waiting for a flush).
     pub fn held_series(&self) -> usize {
         self.series.load(Ordering::Relaxed)
+    }
+
+    /// How long the flushes that wrote something took (the metrics'
+    /// `keyward_store_duration_seconds{op="usage_flush"}`).
+    pub fn flush_times(&self) -> &crate::metrics::Histogram {
+        &self.flush_times
     }
 
     /// Series rows written, and flushes that failed, since start.
@@ -295,10 +304,12 @@ impl UsageRecorder {
             return;
         }
         let overflow = self.overflow();
-        match store
+        let started = std::time::Instant::now();
+        let added = store
             .add_usage(&batch.deltas, &batch.ips, self.limits.max_ips_per_key)
-            .await
-        {
+            .await;
+        self.flush_times.observe(started.elapsed());
+        match added {
             Ok(()) => {
                 self.series.fetch_sub(batch.deltas.len(), Ordering::Relaxed);
                 self.ips.fetch_sub(batch.ips.len(), Ordering::Relaxed);

@@ -21,7 +21,6 @@ use keyward_api::BodyLimit;
 use keyward_gateway::{Gateway, GatewaySettings, LivePolicy, OwnPaths};
 use keyward_http::error::ApiError;
 use keyward_limits::{BankConfig, CreditBank, Limits, MemoryLimiter};
-use keyward_observe::metrics::Histogram;
 use keyward_observe::{Metrics, Observer, UsageRecorder};
 use keyward_verify::last_use::LastUseRecorder;
 use keyward_verify::verifier::{KeyCache, Verifier};
@@ -66,8 +65,6 @@ pub struct Shared {
     pub(crate) changes: Arc<crate::changes::Follower>,
     /// The shared rate limiter, when `redis_url` is set (also in `limits`).
     pub(crate) redis: Option<Arc<keyward_redis::RedisLimiter>>,
-    /// How long usage flushes take (read by the metrics).
-    pub(crate) usage_flushes: Arc<Histogram>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -222,7 +219,6 @@ impl Keyward {
                 entropy,
                 usage,
                 observer,
-                usage_flushes: Arc::default(),
             })),
         })
     }
@@ -270,17 +266,8 @@ impl Keyward {
         let purger = spawn_purger(&self.state);
         let usage_tasks = self.state.observer.usage().map(|recorder| {
             let u = &self.state.settings.config.usage;
-            let store = Arc::clone(&self.state.store);
             (
-                match self.state.observer.metrics() {
-                    Some(_) => crate::metrics::spawn_timed_flusher(
-                        Arc::clone(recorder),
-                        store,
-                        Arc::clone(&self.state.usage_flushes),
-                        interval,
-                    ),
-                    None => recorder.spawn_flusher(store, interval),
-                },
+                recorder.spawn_flusher(Arc::clone(&self.state.store), interval),
                 keyward_observe::usage::spawn_pruner(
                     Arc::clone(&self.state.store),
                     Arc::clone(&self.state.clock),

@@ -14,8 +14,6 @@
 //! the same way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -26,9 +24,8 @@ use keyward_core::secret::KeyHash;
 use keyward_core::verdict::Denial;
 use keyward_gateway::OwnPaths;
 use keyward_http::error::ApiError;
-use keyward_observe::metrics::{Exposition, Histogram, Kind, CONTENT_TYPE};
+use keyward_observe::metrics::{Exposition, Kind, CONTENT_TYPE};
 use keyward_observe::UsageRecorder;
-use keyward_store::Store;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -253,11 +250,13 @@ fn write_store(state: &AppState, out: &mut Exposition) {
         &[("op", "find_keys")],
         &state.verifier.counters().store_reads.snapshot(),
     );
-    out.histogram(
-        "keyward_store_duration_seconds",
-        &[("op", "usage_flush")],
-        &state.usage_flushes.snapshot(),
-    );
+    if let Some(u) = state.observer.usage() {
+        out.histogram(
+            "keyward_store_duration_seconds",
+            &[("op", "usage_flush")],
+            &u.flush_times().snapshot(),
+        );
+    }
 }
 
 fn write_changes(state: &AppState, out: &mut Exposition) {
@@ -318,44 +317,6 @@ fn write_usage(u: &UsageRecorder, out: &mut Exposition) {
         "Usage flushes the store refused (the batch is kept for the next one).",
     );
     out.sample("keyward_usage_flush_failures_total", &[], failures);
-}
-
-/// The usage flusher, timed: as `UsageRecorder::spawn_flusher`, and each
-/// flush that had something to write lands in `times`.
-pub(crate) fn spawn_timed_flusher(
-    recorder: Arc<UsageRecorder>,
-    store: Arc<dyn Store>,
-    times: Arc<Histogram>,
-    interval: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reported = recorder.overflow();
-        loop {
-            tick.tick().await;
-            // Only this task drains between flushes, so a flush that
-            // holds series writes them.
-            let busy = recorder.held_series() > 0;
-            let started = Instant::now();
-            recorder.flush(store.as_ref()).await;
-            if busy {
-                times.observe(started.elapsed());
-            }
-            let now = recorder.overflow();
-            if now != reported {
-                let limits = recorder.limits();
-                tracing::warn!(
-                    requests = now.requests - reported.requests,
-                    ips = now.ips - reported.ips,
-                    max_series = limits.max_series,
-                    max_ips = limits.max_ips,
-                    "Usage recording was full: some requests or client addresses were not counted (see keyward_usage_overflow_total)."
-                );
-                reported = now;
-            }
-        }
-    })
 }
 
 /// The metrics' own listener (`metrics.listen`), until [`Listener::stop`].
