@@ -37,6 +37,26 @@ use keyward_store::OutcomeClass;
 pub use metrics::Metrics;
 pub use usage::{UsageLimits, UsageRecorder};
 
+/// Per-thread shards of the recorder and the metrics: more than worker
+/// threads on any machine this runs on, so threads rarely share one.
+pub(crate) const SLOTS: usize = 16;
+
+thread_local! {
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// This thread's shard (threads take turns, so each worker thread of a
+/// server gets one of its own).
+pub(crate) fn slot() -> usize {
+    SLOT.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        s.get() % SLOTS
+    })
+}
+
 /// Which front end decided a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Surface {

@@ -22,7 +22,6 @@
 //! - Counting never waits on I/O nor on another thread's lock (but the
 //!   scrape's, briefly).
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,24 +52,7 @@ const BUCKETS_US: [u64; 14] = [
 /// Buckets with `+Inf`.
 const SLOTS_PER_HISTOGRAM: usize = BUCKETS.len() + 1;
 
-/// Thread slots: more than worker threads on any machine this runs on.
-const SLOTS: usize = 16;
-
-thread_local! {
-    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's slot (threads take turns, so each worker thread of a
-/// server gets one of its own).
-fn slot() -> usize {
-    SLOT.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed));
-        }
-        s.get() % SLOTS
-    })
-}
+use crate::{slot, SLOTS};
 
 /// A value on a cache line of its own.
 #[repr(align(64))]

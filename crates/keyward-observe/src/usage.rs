@@ -9,7 +9,6 @@
 //! store that is briefly away loses nothing; kept batches are bounded like
 //! the shards, and what does not fit is counted as overflow.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,11 +21,7 @@ use keyward_store::{
     Granularity, IpSighting, OutcomeClass, Store, UsageDelta, UsageRetention, UsageStore,
 };
 
-use crate::Observation;
-
-/// Shards of the recorder: more than worker threads on any machine this
-/// runs on, so threads rarely share one.
-const SHARDS: usize = 16;
+use crate::{slot, Observation, SLOTS};
 
 /// The recorder's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,26 +114,10 @@ impl std::fmt::Debug for UsageRecorder {
     }
 }
 
-thread_local! {
-    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's shard index (threads take turns, so each worker thread
-/// of a server gets a shard of its own).
-fn slot() -> usize {
-    SLOT.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed));
-        }
-        s.get() % SHARDS
-    })
-}
-
 impl UsageRecorder {
     pub fn new(limits: UsageLimits) -> UsageRecorder {
         UsageRecorder {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SLOTS).map(|_| Mutex::new(Shard::default())).collect(),
             limits,
             series: AtomicUsize::new(0),
             ips: AtomicUsize::new(0),

@@ -36,6 +36,17 @@ struct Sums {
     latency_us: i64,
 }
 
+/// The outcome and sums of a usage row of a grouped query.
+fn sums(r: &AnyRow) -> StoreResult<(String, OutcomeClass, i64, i64, i64)> {
+    Ok((
+        r.try_get("outcome").map_err(backend)?,
+        OutcomeClass::from_i64(r.try_get("class").map_err(backend)?),
+        sum(r, "requests")?,
+        sum(r, "credits")?,
+        sum(r, "latency_us")?,
+    ))
+}
+
 fn sum(r: &AnyRow, column: &str) -> StoreResult<i64> {
     r.try_get::<Option<i64>, _>(column)
         .map(Option::unwrap_or_default)
@@ -221,13 +232,14 @@ impl UsageStore for SqlStore {
         .map_err(backend)?;
         rows.iter()
             .map(|r| {
+                let (outcome, class, requests, credits, latency_us) = sums(r)?;
                 Ok(UsageRow {
                     bucket: r.try_get("bucket").map_err(backend)?,
-                    outcome: r.try_get("outcome").map_err(backend)?,
-                    class: OutcomeClass::from_i64(r.try_get("class").map_err(backend)?),
-                    requests: sum(r, "requests")?,
-                    credits: sum(r, "credits")?,
-                    latency_us: sum(r, "latency_us")?,
+                    outcome,
+                    class,
+                    requests,
+                    credits,
+                    latency_us,
                 })
             })
             .collect()
@@ -273,13 +285,14 @@ impl UsageStore for SqlStore {
         let rows = q.fetch_all(&self.pool).await.map_err(backend)?;
         rows.iter()
             .map(|r| {
+                let (outcome, class, requests, credits, latency_us) = sums(r)?;
                 Ok(GroupRow {
                     group: r.try_get("grp").map_err(backend)?,
-                    outcome: r.try_get("outcome").map_err(backend)?,
-                    class: OutcomeClass::from_i64(r.try_get("class").map_err(backend)?),
-                    requests: sum(r, "requests")?,
-                    credits: sum(r, "credits")?,
-                    latency_us: sum(r, "latency_us")?,
+                    outcome,
+                    class,
+                    requests,
+                    credits,
+                    latency_us,
                 })
             })
             .collect()
