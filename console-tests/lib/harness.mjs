@@ -104,6 +104,7 @@ export class Keyward {
           KEYWARD_LOG: 'trace',
           KEYWARD_KEYS__SCOPES: scopesToml(),
           KEYWARD_USAGE__FLUSH_INTERVAL_MS: '100',
+          KEYWARD_USAGE__COUNTS_INTERVAL_MS: '100',
           KEYWARD_CACHE__TTL_SECONDS: '2',
         },
       },

@@ -1,7 +1,7 @@
 //! Usage: a key's series (`/v1/keys/{id}/usage`), a tenant's usage grouped
 //! (`/v1/tenants/{id}/usage`), a key's client addresses
 //! (`/v1/keys/{id}/ips`). Counts arrive from every node's recorder within
-//! `usage.flush_interval_ms`.
+//! `usage.counts_interval_ms`.
 
 use axum::extract::{Path, State};
 use keyward_core::clock::Timestamp;

@@ -7,7 +7,7 @@
 //!
 //! - **usage** ([`usage::UsageRecorder`]): per key, tenant header, route
 //!   template, outcome and minute, plus the key's client addresses; a
-//!   background task drains the counts every `usage.flush_interval_ms` and
+//!   background task drains the counts every `usage.counts_interval_ms` and
 //!   adds them to the store ([`keyward_store::UsageStore`]). Bounded: at
 //!   most `usage.max_series` series and `usage.max_ips` addresses are held
 //!   between two flushes; what does not fit is counted as overflow, which

@@ -23,6 +23,9 @@ use keyward_store::{
 
 use crate::{slot, Observation, SLOTS};
 
+/// Series per store transaction in a flush.
+pub const FLUSH_CHUNK: usize = 1_000;
+
 /// The recorder's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageLimits {
@@ -275,40 +278,51 @@ impl UsageRecorder {
         batch
     }
 
-    /// Adds everything counted so far to the store. On failure the batch is
-    /// kept (still counted against the bounds) for the next flush.
+    /// Adds everything counted so far to the store, [`FLUSH_CHUNK`] series
+    /// per transaction (so other store work gets the connection between
+    /// them). What the store refuses is kept (still counted against the
+    /// bounds) for the next flush; what it took is not written twice.
     pub async fn flush(&self, store: &dyn UsageStore) {
-        let batch = self.drain();
+        let mut batch = self.drain();
         if batch.deltas.is_empty() && batch.ips.is_empty() {
             return;
         }
         let overflow = self.overflow();
         let started = std::time::Instant::now();
-        let added = store
-            .add_usage(&batch.deltas, &batch.ips, self.limits.max_ips_per_key)
-            .await;
-        self.flush_times.observe(started.elapsed());
-        match added {
-            Ok(()) => {
-                self.series.fetch_sub(batch.deltas.len(), Ordering::Relaxed);
-                self.ips.fetch_sub(batch.ips.len(), Ordering::Relaxed);
-                self.written
-                    .fetch_add(batch.deltas.len() as u64, Ordering::Relaxed);
-                if overflow.requests > 0 || overflow.ips > 0 {
-                    tracing::debug!(
-                        requests = overflow.requests,
-                        ips = overflow.ips,
-                        "Usage overflow so far (requests and addresses not counted)."
-                    );
+        // Addresses ride with the first chunk.
+        let mut ips = std::mem::take(&mut batch.ips);
+        let mut deltas = batch.deltas;
+        while !deltas.is_empty() || !ips.is_empty() {
+            let n = deltas.len().min(FLUSH_CHUNK);
+            let added = store
+                .add_usage(&deltas[..n], &ips, self.limits.max_ips_per_key)
+                .await;
+            match added {
+                Ok(()) => {
+                    self.series.fetch_sub(n, Ordering::Relaxed);
+                    self.ips.fetch_sub(ips.len(), Ordering::Relaxed);
+                    self.written.fetch_add(n as u64, Ordering::Relaxed);
+                    deltas.drain(..n);
+                    ips.clear();
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, series = deltas.len(), "Could not write usage; keeping it for the next flush.");
+                    // Still counted in `series` / `ips`: new series are
+                    // refused while the store is away and the kept batch
+                    // is full.
+                    *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Batch { deltas, ips };
+                    break;
                 }
             }
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, series = batch.deltas.len(), "Could not write usage; keeping it for the next flush.");
-                // Still counted in `series` / `ips`: new series are refused
-                // while the store is away and the kept batch is full.
-                *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = batch;
-            }
+        }
+        self.flush_times.observe(started.elapsed());
+        if overflow.requests > 0 || overflow.ips > 0 {
+            tracing::debug!(
+                requests = overflow.requests,
+                ips = overflow.ips,
+                "Usage overflow so far (requests and addresses not counted)."
+            );
         }
     }
 

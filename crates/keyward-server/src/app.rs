@@ -267,7 +267,10 @@ impl Keyward {
         let usage_tasks = self.state.observer.usage().map(|recorder| {
             let u = &self.state.settings.config.usage;
             (
-                recorder.spawn_flusher(Arc::clone(&self.state.store), interval),
+                recorder.spawn_flusher(
+                    Arc::clone(&self.state.store),
+                    Duration::from_millis(u.counts_interval_ms),
+                ),
                 keyward_observe::usage::spawn_pruner(
                     Arc::clone(&self.state.store),
                     Arc::clone(&self.state.clock),

@@ -282,9 +282,11 @@ impl Default for ChangesConfig {
 pub struct UsageConfig {
     /// Count usage per key, tenant header, route and outcome.
     pub enabled: bool,
-    /// How often usage and `last_used_at` / `last_used_ip` are written, in
+    /// How often `last_used_at` / `last_used_ip` are written, in
     /// milliseconds.
     pub flush_interval_ms: u64,
+    /// How often usage counts are added to the store, in milliseconds.
+    pub counts_interval_ms: u64,
     /// A key's last use is rewritten at most this often (unless its client
     /// address changed), so busy keys do not turn into a write per flush.
     pub last_used_resolution_seconds: u64,
@@ -310,6 +312,7 @@ impl Default for UsageConfig {
         UsageConfig {
             enabled: true,
             flush_interval_ms: 1000,
+            counts_interval_ms: 10_000,
             last_used_resolution_seconds: 60,
             max_series: 50_000,
             max_ips: 50_000,
@@ -680,6 +683,7 @@ impl Settings {
             return Err(invalid("usage.flush_interval_ms", "must be at least 1"));
         }
         for (name, v) in [
+            ("usage.counts_interval_ms", u.counts_interval_ms),
             ("usage.max_series", u.max_series as u64),
             ("usage.max_ips", u.max_ips as u64),
             ("usage.max_ips_per_key", u64::from(u.max_ips_per_key)),

@@ -222,8 +222,7 @@ fn usage() -> Vec<String> {
          tenant_id TEXT NOT NULL, tenant_header TEXT NOT NULL, route TEXT NOT NULL, \
          outcome TEXT NOT NULL, class BIGINT NOT NULL, requests BIGINT NOT NULL, \
          credits BIGINT NOT NULL, latency_us BIGINT NOT NULL, \
-         PRIMARY KEY (g, bucket, key_id, tenant_header, route, outcome))",
-        "CREATE INDEX usage_by_key ON usage_counts (key_id, g, bucket)",
+         PRIMARY KEY (key_id, g, bucket, tenant_header, route, outcome))",
         "CREATE INDEX usage_by_tenant ON usage_counts (tenant_id, g, bucket)",
         "CREATE TABLE key_ips (\
          key_id TEXT NOT NULL, ip TEXT NOT NULL, first_seen BIGINT NOT NULL, \

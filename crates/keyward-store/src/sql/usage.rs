@@ -11,9 +11,11 @@ use sqlx::Row;
 use super::{backend, SqlStore};
 use crate::*;
 
-/// Rows per multi-row statement (11 values each: well under SQLite's
-/// limit of bound values).
-const CHUNK: usize = 200;
+/// Rows per multi-row statement. Small on purpose: binding costs grow
+/// faster than the number of values in a statement (the SQLite driver
+/// looks each placeholder up by name), and 32 rows already take most of
+/// the round trips out.
+const CHUNK: usize = 32;
 
 fn g(granularity: Granularity) -> i64 {
     match granularity {
@@ -23,9 +25,9 @@ fn g(granularity: Granularity) -> i64 {
     }
 }
 
-/// A row's primary key: granularity, bucket, key, tenant header, route,
+/// A row's primary key: key, granularity, bucket, tenant header, route,
 /// outcome. The map below keeps rows merged and in this order.
-type RowKey = (i64, i64, String, String, String, String);
+type RowKey = (String, i64, i64, String, String, String);
 
 #[derive(Default)]
 struct Sums {
@@ -71,9 +73,9 @@ impl UsageStore for SqlStore {
         for d in deltas {
             for gr in Granularity::ALL {
                 let k = (
+                    d.key_id.clone(),
                     g(gr),
                     gr.floor(d.minute),
-                    d.key_id.clone(),
                     d.tenant_header.clone(),
                     d.route.clone(),
                     d.outcome.clone(),
@@ -100,7 +102,7 @@ impl UsageStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for chunk in rows.chunks(CHUNK) {
             let mut sql = String::from(
-                "INSERT INTO usage_counts (g, bucket, key_id, tenant_header, route, outcome, \
+                "INSERT INTO usage_counts (key_id, g, bucket, tenant_header, route, outcome, \
                  tenant_id, class, requests, credits, latency_us) VALUES ",
             );
             for i in 0..chunk.len() {
@@ -118,17 +120,17 @@ impl UsageStore for SqlStore {
                 sql.push(')');
             }
             sql.push_str(
-                " ON CONFLICT (g, bucket, key_id, tenant_header, route, outcome) DO UPDATE SET \
+                " ON CONFLICT (key_id, g, bucket, tenant_header, route, outcome) DO UPDATE SET \
                  requests = usage_counts.requests + excluded.requests, \
                  credits = usage_counts.credits + excluded.credits, \
                  latency_us = usage_counts.latency_us + excluded.latency_us",
             );
             let mut q = sqlx::query(&sql);
-            for ((gr, bucket, key_id, header, route, outcome), s) in chunk {
+            for ((key_id, gr, bucket, header, route, outcome), s) in chunk {
                 q = q
+                    .bind(key_id.clone())
                     .bind(*gr)
                     .bind(*bucket)
-                    .bind(key_id.clone())
                     .bind(header.clone())
                     .bind(route.clone())
                     .bind(outcome.clone())

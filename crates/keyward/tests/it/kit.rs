@@ -87,6 +87,7 @@ pub fn default_config() -> Config {
     .map(Into::into)
     .to_vec();
     c.usage.flush_interval_ms = 50;
+    c.usage.counts_interval_ms = 50;
     c
 }
 
@@ -307,5 +308,6 @@ pub fn config_from_toml(text: &str) -> Config {
     std::fs::write(&path, text).unwrap();
     let mut c = Config::load(Some(&path), Vec::<(String, String)>::new()).unwrap();
     c.usage.flush_interval_ms = 50;
+    c.usage.counts_interval_ms = 50;
     c
 }

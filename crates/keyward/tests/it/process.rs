@@ -59,6 +59,7 @@ async fn start_env(
         .args(extra)
         .env("KEYWARD_LOG", level)
         .env("KEYWARD_USAGE__FLUSH_INTERVAL_MS", "60000")
+        .env("KEYWARD_USAGE__COUNTS_INTERVAL_MS", "60000")
         .envs(env.iter().copied())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
@@ -1118,7 +1119,7 @@ async fn floods_of_made_up_keys_and_client_addresses_do_not_grow_memory_past_the
         &["--config", cfg.to_str().unwrap()],
         "warn",
         &[
-            ("KEYWARD_USAGE__FLUSH_INTERVAL_MS", "3600000"),
+            ("KEYWARD_USAGE__COUNTS_INTERVAL_MS", "3600000"),
             ("KEYWARD_HTTP__WORKERS", "2"),
         ],
     )

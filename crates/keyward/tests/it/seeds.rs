@@ -16,6 +16,7 @@ async fn example(name: &str) -> (Server, upstream::Running) {
         keyward_server::config::Config::load(Some(&path), Vec::<(String, String)>::new()).unwrap();
     config.gateway.upstream = Some(up.url.clone());
     config.usage.flush_interval_ms = 50;
+    config.usage.counts_interval_ms = 50;
     (Server::start_with(Backend::Sqlite, config).await, up)
 }
 
