@@ -22,6 +22,8 @@ pub const KEYWARD_SCOPES: &[&str] = &[
     "keyward:audit:read",
     "keyward:credits:read",
     "keyward:credits:write",
+    "keyward:leaks:write",
+    "keyward:leaks:check",
 ];
 
 const MAX_SCOPE_LEN: usize = 128;
