@@ -3,6 +3,7 @@
 
 mod credits;
 mod keys;
+mod leaks;
 pub(crate) mod people;
 mod tenants;
 mod usage;
@@ -21,6 +22,9 @@ use crate::event::{ChangeEvent, Invalidator};
 use crate::policy::ManagePolicy;
 
 pub use credits::{CreditChangeInput, Credits};
+pub use leaks::{
+    LeakInput, LeakVerdict, LeakedToken, Reporter, MAX_CHECK_HASHES, MAX_LEAK_REPORTS,
+};
 pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use tenants::{NewTenant, TenantChanges};
 pub use usage::{
