@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
+use crate::{audit, credits, keys, leaks, meta, tenants, usage, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,6 +57,12 @@ use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
         usage::key,
         usage::ips,
         usage::tenant,
+        leaks::report,
+        leaks::check,
+        leaks::of_key,
+        leaks::github,
+        leaks::gitlab_types,
+        leaks::gitlab_revoke,
     ),
     modifiers(&Security),
     tags(
@@ -65,6 +71,7 @@ use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
         (name = "keys", description = "API keys: issue, manage, verify."),
         (name = "audit", description = "Append-only log of management actions."),
         (name = "credits", description = "Tenant credit balances, refills and the ledger."),
+        (name = "leaks", description = "Leaked keys: reports from GitHub's secret scanning, GitLab's token revocation API and people, acted on by the deployment's policy; and which hashes are live keys."),
         (name = "usage", description = "Requests per key, tenant header, route and outcome, by minute, hour or day, and each key's client addresses."),
     )
 )]
