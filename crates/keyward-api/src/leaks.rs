@@ -111,6 +111,14 @@ impl PartnerKeys {
         Ok(())
     }
 
+    /// Adds every key of `other` (its keys win on equal identifiers).
+    pub fn extend(&mut self, other: &PartnerKeys) {
+        for (id, key) in &other.keys {
+            self.keys.retain(|(i, _)| i != id);
+            self.keys.push((id.clone(), *key));
+        }
+    }
+
     /// How many keys there are.
     pub fn len(&self) -> usize {
         self.keys.len()
