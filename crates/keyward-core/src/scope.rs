@@ -183,6 +183,8 @@ const KEYWARD_SCOPE_DESCRIPTIONS: &[&str] = &[
     "Read the audit log through keyward's management API.",
     "Read credit balances and the ledger through keyward's management API.",
     "Grant credits and change refills through keyward's management API.",
+    "Report leaked keys (the policy then revokes, disables or flags them).",
+    "Ask which key hashes are live keys (`keyward scan --check`).",
 ];
 
 impl ScopeCatalog {
