@@ -149,6 +149,8 @@ const IPV6_CIDR: &str = concat!(
     "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
     ")/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
 );
+/// A hex SHA-256 digest, as the leak endpoints take key hashes.
+const SHA256_HEX: &str = "^[0-9a-f]{64}$";
 /// `idempotency::key_of`: 1 to 255 printable ASCII characters (a stricter
 /// reading: not quoted, no white space at either end).
 const IDEMPOTENCY_KEY: &str = "^[!#-~]([ -~]{0,253}[!-~])?$";
@@ -266,6 +268,12 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
             json!({ "enum": ["grant", "adjust"] }),
         ),
         ("ChangeCredits", "reason", text(500)),
+        (
+            "CheckLeaks",
+            "hashes",
+            json!({ "minItems": 1, "maxItems": keyward_manage::MAX_CHECK_HASHES, "items": { "type": "string", "pattern": SHA256_HEX } }),
+        ),
+        ("ReportLeak", "key_hash", json!({ "pattern": SHA256_HEX })),
     ]
 }
 
