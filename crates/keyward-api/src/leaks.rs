@@ -103,8 +103,8 @@ impl PartnerKeys {
     /// Adds the keys of GitHub's document
     /// (`{"public_keys": [{"key_identifier", "key", "is_current"}]}`).
     pub fn add_github_json(&mut self, text: &str) -> Result<(), PartnerKeyError> {
-        let doc: GithubKeyDocument = serde_json::from_str(text)
-            .map_err(|e| PartnerKeyError::BadDocument(e.to_string()))?;
+        let doc: GithubKeyDocument =
+            serde_json::from_str(text).map_err(|e| PartnerKeyError::BadDocument(e.to_string()))?;
         for k in doc.public_keys {
             self.add_pem(&k.key_identifier, &k.key)?;
         }
@@ -197,7 +197,11 @@ async fn refuse(state: &ApiState, reporter: &str, reason: &str, ip: Option<IpAdd
             tracing::error!(error = %e, reporter, reason, "Could not audit a refused leak report.");
         }
     } else {
-        tracing::warn!(reporter, reason, "Leak report refused (not audited: over this minute's budget).");
+        tracing::warn!(
+            reporter,
+            reason,
+            "Leak report refused (not audited: over this minute's budget)."
+        );
     }
 }
 
@@ -603,11 +607,13 @@ pub(crate) async fn report(
         (Some(k), None) => LeakedToken::Secret(k),
         (None, Some(h)) => LeakedToken::Hash(h),
         _ => {
-            return Err(ApiError::Validation(vec![keyward_http::error::FieldError::new(
-                "key",
-                "required",
-                "send exactly one of key and key_hash",
-            )]))
+            return Err(ApiError::Validation(vec![
+                keyward_http::error::FieldError::new(
+                    "key",
+                    "required",
+                    "send exactly one of key and key_hash",
+                ),
+            ]))
         }
     };
     let input = LeakInput {

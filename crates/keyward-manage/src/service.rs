@@ -22,10 +22,10 @@ use crate::event::{ChangeEvent, Invalidator};
 use crate::policy::ManagePolicy;
 
 pub use credits::{CreditChangeInput, Credits};
+pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use leaks::{
     LeakInput, LeakVerdict, LeakedToken, Reporter, MAX_CHECK_HASHES, MAX_LEAK_REPORTS,
 };
-pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use tenants::{NewTenant, TenantChanges};
 pub use usage::{
     GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,

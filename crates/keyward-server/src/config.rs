@@ -416,7 +416,10 @@ impl LeaksConfig {
             return Err(invalid("leaks.queue_capacity", "must be at least 1"));
         }
         if self.sweep_interval_seconds == 0 {
-            return Err(invalid("leaks.sweep_interval_seconds", "must be at least 1"));
+            return Err(invalid(
+                "leaks.sweep_interval_seconds",
+                "must be at least 1",
+            ));
         }
         let g = &self.github;
         if let Some(url) = &g.public_keys_url {
@@ -434,10 +437,16 @@ impl LeaksConfig {
             ));
         }
         if g.refresh_seconds == 0 {
-            return Err(invalid("leaks.github.refresh_seconds", "must be at least 1"));
+            return Err(invalid(
+                "leaks.github.refresh_seconds",
+                "must be at least 1",
+            ));
         }
         if self.gitlab.token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(invalid("leaks.gitlab.token", "must be at least 16 characters"));
+            return Err(invalid(
+                "leaks.gitlab.token",
+                "must be at least 16 characters",
+            ));
         }
         self.local_github_keys().map(|_| ())
     }

@@ -171,12 +171,16 @@ pub(crate) fn spawn_key_refresh(
             tick.tick().await;
             match config.local_github_keys() {
                 Ok(k) => local = k,
-                Err(e) => tracing::warn!(error = %e, "Could not read GitHub's public keys again; the last good set stays."),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not read GitHub's public keys again; the last good set stays.")
+                }
             }
             if let Some(url) = &g.public_keys_url {
                 match fetch_keys(url, timeout).await {
                     Ok(k) => fetched = k,
-                    Err(e) => tracing::warn!(error = %e, "Could not fetch GitHub's public keys; the last good set stays."),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not fetch GitHub's public keys; the last good set stays.")
+                    }
                 }
             }
             let mut all = local.clone();

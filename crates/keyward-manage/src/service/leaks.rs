@@ -142,7 +142,9 @@ fn clip(s: Option<String>, max: usize) -> Option<String> {
 }
 
 fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ManageService {
@@ -306,10 +308,16 @@ impl ManageService {
             None => None,
         };
         let (status, action, detail): (LeakStatus, &str, Option<String>) = match &key {
-            None => (LeakStatus::Applied, "none", Some("the key was deleted".into())),
-            Some(k) if k.revoked_at.is_some() => {
-                (LeakStatus::Applied, "none", Some("the key was already revoked".into()))
-            }
+            None => (
+                LeakStatus::Applied,
+                "none",
+                Some("the key was deleted".into()),
+            ),
+            Some(k) if k.revoked_at.is_some() => (
+                LeakStatus::Applied,
+                "none",
+                Some("the key was already revoked".into()),
+            ),
             Some(k) => {
                 let chosen = self
                     .policy()
@@ -338,7 +346,9 @@ impl ManageService {
                         Err(ManageError::LastRootKey) => (
                             LeakStatus::Failed,
                             "disable",
-                            Some("the last root key that can manage keys cannot be disabled".into()),
+                            Some(
+                                "the last root key that can manage keys cannot be disabled".into(),
+                            ),
                         ),
                         Err(e) => return Err(e),
                     },

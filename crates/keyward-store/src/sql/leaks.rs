@@ -33,7 +33,11 @@ fn leak_from_row(r: &AnyRow) -> StoreResult<LeakReport> {
 /// The insert of one report; `acting` marks the row the unique index holds
 /// once per key hash.
 fn insert_sql(acting: bool) -> String {
-    let tail = if acting { " ON CONFLICT DO NOTHING" } else { "" };
+    let tail = if acting {
+        " ON CONFLICT DO NOTHING"
+    } else {
+        ""
+    };
     format!(
         "INSERT INTO leak_reports ({LEAK_COLUMNS}, acting) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14){tail}"
@@ -52,11 +56,16 @@ impl LeakStore for SqlStore {
         // The acting insert does nothing when the key already has an acting
         // report (the partial unique index): this one is then a repeat.
         let acted = wants_action
-            && bind_report(sqlx::query(&insert_sql(true)), report, LeakStatus::Pending, true)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected()
+            && bind_report(
+                sqlx::query(&insert_sql(true)),
+                report,
+                LeakStatus::Pending,
+                true,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected()
                 == 1;
         let mut stored = report.clone();
         if !acted {
@@ -65,10 +74,15 @@ impl LeakStore for SqlStore {
             } else {
                 report.status
             };
-            bind_report(sqlx::query(&insert_sql(false)), report, stored.status, false)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+            bind_report(
+                sqlx::query(&insert_sql(false)),
+                report,
+                stored.status,
+                false,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         if let Some(a) = audit {
             insert_audit(&mut tx, a).await.map_err(backend)?;

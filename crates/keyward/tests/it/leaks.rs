@@ -67,10 +67,11 @@ fn config_with(partners: &[&Partner]) -> Config {
     c.leaks.github.public_keys = partners.iter().map(|p| p.inline()).collect();
     c.leaks.gitlab.token = Some("gitlab-shared-token-0123456789".into());
     c.leaks.sweep_interval_seconds = 1;
-    c.routes = vec![toml::from_str(
-        "path = \"/v1/hello\"\nrespond = { message = \"hello {key_id}\" }",
-    )
-    .unwrap()];
+    c.routes =
+        vec![
+            toml::from_str("path = \"/v1/hello\"\nrespond = { message = \"hello {key_id}\" }")
+                .unwrap(),
+        ];
     c
 }
 
@@ -121,7 +122,11 @@ async fn settled_leaks(s: &Server, key: &str) -> Value {
         if !pending && r.body["leaked"] == true {
             return r.body;
         }
-        assert!(Instant::now() < deadline, "reports still pending: {}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "reports still pending: {}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -147,9 +152,7 @@ async fn a_signed_github_report_revokes_the_live_key_and_flags_the_test_key() {
     let gh = Partner::new("gh-key-1");
     let s = Server::start_with(Backend::Sqlite, config_with(&[&gh])).await;
     let t = s.tenant("Acme").await;
-    let (live_id, live) = s
-        .key(&t, "prod", json!({ "environment": "live" }))
-        .await;
+    let (live_id, live) = s.key(&t, "prod", json!({ "environment": "live" })).await;
     let (test_id, test) = s.key(&t, "ci", json!({})).await;
     assert_eq!(hello(&s, &live).await.status, StatusCode::OK);
     assert_eq!(hello(&s, &test).await.status, StatusCode::OK);
@@ -171,7 +174,10 @@ async fn a_signed_github_report_revokes_the_live_key_and_flags_the_test_key() {
             { "token_hash": hash(&broken(&live)), "token_type": "keyward_api_key", "label": "false_positive" },
         ])
     );
-    assert!(!r.body.to_string().contains(&live), "the answer echoes a token");
+    assert!(
+        !r.body.to_string().contains(&live),
+        "the answer echoes a token"
+    );
 
     // The live key: revoked by the policy worker, and the very next request
     // with it is refused, through the gateway and the verify API alike.
@@ -183,10 +189,7 @@ async fn a_signed_github_report_revokes_the_live_key_and_flags_the_test_key() {
     hello(&s, &live)
         .await
         .assert_problem(401, "revoked_api_key");
-    assert_eq!(
-        s.verify(&live, json!({})).await["code"],
-        "revoked_api_key"
-    );
+    assert_eq!(s.verify(&live, json!({})).await["code"], "revoked_api_key");
     s.get("/v1/me", &live)
         .await
         .assert_problem(401, "revoked_api_key");
@@ -212,7 +215,12 @@ async fn a_signed_github_report_revokes_the_live_key_and_flags_the_test_key() {
     assert_eq!(revoked[0]["target"], live_id);
 
     // The same token again: recorded as a repeat, acted on once.
-    let r = signed(&s, &gh, &json!([report(&live, "https://example.com/paste")])).await;
+    let r = signed(
+        &s,
+        &gh,
+        &json!([report(&live, "https://example.com/paste")]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body[0]["label"], "true_positive");
     let leaks = settled_leaks(&s, &live_id).await;
@@ -339,7 +347,10 @@ async fn gitlab_reports_through_its_revocation_api() {
         .unwrap()
         .contains(&json!("gitleaks_rule_id_keyward_api_key")));
     assert!(r.body["pattern"].as_str().unwrap().contains("kw_live_"));
-    assert_eq!(types(Some(&format!("Bearer {token}"))).await.status, StatusCode::OK);
+    assert_eq!(
+        types(Some(&format!("Bearer {token}"))).await.status,
+        StatusCode::OK
+    );
     types(None).await.assert_problem(401, "report_not_verified");
     types(Some("gitlab-shared-token-0123456780"))
         .await
@@ -378,9 +389,15 @@ async fn people_report_keys_they_can_see() {
     let acme = s.tenant("Acme").await;
     let other = s.tenant("Other").await;
     let (acme_id, acme_live) = s.key(&acme, "prod", json!({ "environment": "live" })).await;
-    let (other_id, other_live) = s.key(&other, "prod", json!({ "environment": "live" })).await;
+    let (other_id, other_live) = s
+        .key(&other, "prod", json!({ "environment": "live" }))
+        .await;
     let (_, reporter) = s
-        .key(&acme, "security", json!({ "scopes": ["keyward:leaks:write"] }))
+        .key(
+            &acme,
+            "security",
+            json!({ "scopes": ["keyward:leaks:write"] }),
+        )
         .await;
     let (_, unscoped) = s.key(&acme, "plain", json!({ "scopes": [] })).await;
 
@@ -437,16 +454,30 @@ async fn a_tenant_can_choose_disable_for_its_live_keys() {
     let mut c = config_with(&[]);
     c.leaks.tenants.insert(
         "acme".into(),
-        [("live".to_owned(), keyward_server::config::LeakAction::Disable)].into(),
+        [(
+            "live".to_owned(),
+            keyward_server::config::LeakAction::Disable,
+        )]
+        .into(),
     );
     let s = Server::start_with(Backend::Sqlite, c).await;
     let r = s
-        .post("/v1/tenants", &s.root, json!({ "id": "acme", "name": "Acme" }))
+        .post(
+            "/v1/tenants",
+            &s.root,
+            json!({ "id": "acme", "name": "Acme" }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let (id, live) = s.key("acme", "prod", json!({ "environment": "live" })).await;
+    let (id, live) = s
+        .key("acme", "prod", json!({ "environment": "live" }))
+        .await;
     let r = s
-        .post("/v1/leaks", &s.root, json!({ "key": live, "url": "https://x" }))
+        .post(
+            "/v1/leaks",
+            &s.root,
+            json!({ "key": live, "url": "https://x" }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let leaks = settled_leaks(&s, &id).await;
@@ -496,9 +527,13 @@ async fn the_check_answers_which_hashes_are_live_keys_of_the_caller() {
     let (_, writer) = s
         .key(&acme, "w", json!({ "scopes": ["keyward:leaks:write"] }))
         .await;
-    s.post("/v1/leaks/check", &writer, json!({ "hashes": [h(&active)] }))
-        .await
-        .assert_problem(403, "insufficient_scope");
+    s.post(
+        "/v1/leaks/check",
+        &writer,
+        json!({ "hashes": [h(&active)] }),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
 }
 
 #[tokio::test]
@@ -592,7 +627,11 @@ async fn public_keys_come_from_the_url_and_the_last_good_set_stays() {
         if r.status == StatusCode::OK {
             break;
         }
-        assert!(Instant::now() < deadline, "the URL's key never arrived: {}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "the URL's key never arrived: {}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The URL fails from now on: the last good set stays.
@@ -631,7 +670,12 @@ async fn the_reported_secret_is_never_in_the_database_or_the_logs() {
         .port();
     let log_file = std::fs::File::create(&log).unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(&data)
         .env("KEYWARD_LOG", "trace")
         .env("KEYWARD_LEAKS__GITHUB__PUBLIC_KEYS_FILE", &keys)
@@ -651,7 +695,10 @@ async fn the_reported_secret_is_never_in_the_database_or_the_logs() {
     }
     assert!(up, "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let post = |path: &str, key: &str, body: Value| {
-        let req = http.post(format!("{base}{path}")).bearer_auth(key).json(&body);
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body);
         async move { Reply::from(req.send().await.unwrap()).await }
     };
     let t = post("/v1/tenants", &root, json!({ "name": "Acme" })).await;

@@ -97,7 +97,10 @@ pub(super) async fn suite<S: LeakStore + KeyStore + TenantStore + AuditStore + '
     let pending = b.pending_leaks(10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, "leak_1");
-    assert_eq!(a.get_leak("leak_2").await.unwrap().status, LeakStatus::Repeat);
+    assert_eq!(
+        a.get_leak("leak_2").await.unwrap().status,
+        LeakStatus::Repeat
+    );
     assert!(matches!(
         a.get_leak("leak_nope").await,
         Err(StoreError::NotFound)
@@ -114,7 +117,12 @@ pub(super) async fn suite<S: LeakStore + KeyStore + TenantStore + AuditStore + '
         .unwrap());
     let done = b.get_leak("leak_1").await.unwrap();
     assert_eq!(
-        (done.status, done.action.as_deref(), done.applied_at, done.detail),
+        (
+            done.status,
+            done.action.as_deref(),
+            done.applied_at,
+            done.detail
+        ),
         (LeakStatus::Applied, Some("revoke"), Some(20), None)
     );
     assert!(a.pending_leaks(10).await.unwrap().is_empty());
