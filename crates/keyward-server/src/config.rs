@@ -398,7 +398,16 @@ impl LeaksConfig {
 
     fn check(&self, environments: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         let known = |e: &str| e == "root" || environments.contains_key(e);
-        if let Some(e) = self.environments.keys().find(|e| !known(e)) {
+        // The defaults name `live` and `test`, which a deployment with
+        // other environments does not have: those entries are left alone
+        // (they match no key); any other unknown name is a mistake.
+        let defaults = LeaksConfig::default().environments;
+        if let Some(e) = self
+            .environments
+            .iter()
+            .find(|(e, a)| !known(e) && defaults.get(*e) != Some(*a))
+            .map(|(e, _)| e)
+        {
             return Err(invalid(
                 "leaks.environments",
                 format!("{e:?} is not an environment of keys.environments (or root)"),
@@ -1237,6 +1246,47 @@ scopes = [
             .unwrap_err()
             .to_string()
             .contains("credits.reclaim_wait_ms"));
+    }
+
+    #[test]
+    fn leak_policy_names_configured_environments() {
+        // The defaults hold with environments of the deployment's own.
+        let mut c = Config::default();
+        c.keys.environments = [("prod".to_owned(), "acme_prod_".to_owned())].into();
+        assert!(Settings::from_config(c.clone()).is_ok());
+        c.leaks
+            .environments
+            .insert("prd".into(), LeakAction::Disable);
+        let e = Settings::from_config(c.clone()).unwrap_err();
+        assert!(e.to_string().contains("leaks.environments"), "{e}");
+        c.leaks.environments.remove("prd");
+        c.leaks.tenants.insert(
+            "acme".into(),
+            [("live".to_owned(), LeakAction::Flag)].into(),
+        );
+        let e = Settings::from_config(c).unwrap_err();
+        assert!(e.to_string().contains("leaks.tenants.acme"), "{e}");
+        let mut c = Config::default();
+        c.leaks.gitlab.token = Some("short".into());
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.gitlab.token"));
+        let mut c = Config::default();
+        c.leaks.github.public_keys_url = Some("https://api.github.com/x".into());
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.github.public_keys_url"));
+        let mut c = Config::default();
+        c.leaks.github.public_keys = vec![InlineKey {
+            key_identifier: "k".into(),
+            key: "not a key".into(),
+        }];
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.github.public_keys"));
     }
 
     #[test]
