@@ -1,5 +1,5 @@
 //! keyward's management HTTP API: the routes under `/v1` (keys, tenants,
-//! credits, audit, key verification, health, `/v1/me`) and the OpenAPI
+//! credits, audit, key verification, leak reports, health, `/v1/me`) and the OpenAPI
 //! document served at `/openapi.json`.
 //!
 //! Handlers are thin adapters: a `Caller` extractor verifies the presented
@@ -23,6 +23,7 @@
 mod audit;
 mod credits;
 mod keys;
+pub mod leaks;
 mod meta;
 mod openapi;
 mod tenants;
@@ -102,6 +103,8 @@ pub struct Shared {
     pub observer: Arc<Observer>,
     pub clock: Arc<dyn Clock>,
     pub settings: ApiSettings,
+    /// Leak reports: the partner keys, GitLab's token, the policy worker's queue.
+    pub leaks: Arc<leaks::LeakIntake>,
 }
 
 /// The deployment's settings the API reads (fixed while serving).
@@ -167,6 +170,15 @@ fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ("/v1/keys/{id}/rotate", post(keys::rotate)),
         ("/v1/keys/{id}/usage", get(usage::key)),
         ("/v1/keys/{id}/ips", get(usage::ips)),
+        ("/v1/keys/{id}/leaks", get(leaks::of_key)),
+        ("/v1/leaks", post(leaks::report)),
+        ("/v1/leaks/check", post(leaks::check)),
+        ("/v1/leaks/github", post(leaks::github)),
+        (
+            "/v1/leaks/gitlab/revocable_token_types",
+            get(leaks::gitlab_types),
+        ),
+        ("/v1/leaks/gitlab/revoke", post(leaks::gitlab_revoke)),
         ("/v1/audit", get(audit::list)),
         ("/openapi.json", get(meta::openapi)),
     ]

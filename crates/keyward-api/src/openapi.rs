@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
+use crate::{audit, credits, keys, leaks, meta, tenants, usage, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,6 +57,12 @@ use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
         usage::key,
         usage::ips,
         usage::tenant,
+        leaks::report,
+        leaks::check,
+        leaks::of_key,
+        leaks::github,
+        leaks::gitlab_types,
+        leaks::gitlab_revoke,
     ),
     modifiers(&Security),
     tags(
@@ -65,6 +71,7 @@ use crate::{audit, credits, keys, meta, tenants, usage, ApiSettings};
         (name = "keys", description = "API keys: issue, manage, verify."),
         (name = "audit", description = "Append-only log of management actions."),
         (name = "credits", description = "Tenant credit balances, refills and the ledger."),
+        (name = "leaks", description = "Leaked keys: reports from GitHub's secret scanning, GitLab's token revocation API and people, acted on by the deployment's policy; and which hashes are live keys."),
         (name = "usage", description = "Requests per key, tenant header, route and outcome, by minute, hour or day, and each key's client addresses."),
     )
 )]
@@ -142,6 +149,8 @@ const IPV6_CIDR: &str = concat!(
     "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
     ")/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
 );
+/// A hex SHA-256 digest, as the leak endpoints take key hashes.
+const SHA256_HEX: &str = "^[0-9a-f]{64}$";
 /// `idempotency::key_of`: 1 to 255 printable ASCII characters (a stricter
 /// reading: not quoted, no white space at either end).
 const IDEMPOTENCY_KEY: &str = "^[!#-~]([ -~]{0,253}[!-~])?$";
@@ -259,6 +268,12 @@ fn constraints() -> Vec<(&'static str, &'static str, Value)> {
             json!({ "enum": ["grant", "adjust"] }),
         ),
         ("ChangeCredits", "reason", text(500)),
+        (
+            "CheckLeaks",
+            "hashes",
+            json!({ "minItems": 1, "maxItems": keyward_manage::MAX_CHECK_HASHES, "items": { "type": "string", "pattern": SHA256_HEX } }),
+        ),
+        ("ReportLeak", "key_hash", json!({ "pattern": SHA256_HEX })),
     ]
 }
 

@@ -102,6 +102,13 @@ pub async fn list(
         }
         Err(e) => return Err(e.into()),
     };
+    // Marked leaked: one indexed read for the page's keys.
+    let ids: Vec<String> = page.data.iter().map(|k| k.id.clone()).collect();
+    let leaked = state
+        .manage
+        .leaked_keys(&actor, &ids)
+        .await
+        .unwrap_or_default();
     let now = state.clock.now().0;
     let filtered = environment.is_some() || status.is_some();
     let filter_query = |cursor: Option<&str>| {
@@ -197,7 +204,10 @@ pub async fn list(
                                 td { code.key-start { (k.start) "…" } }
                                 td { (ui::env_badge(&k.environment)) }
                                 td { (scope_chips(&k.scopes, 3)) }
-                                td { (ui::key_status(&k.status, k.grace_until.as_deref().map(ms))) }
+                                td {
+                                    (ui::key_status(&k.status, k.grace_until.as_deref().map(ms)))
+                                    @if leaked.contains(&k.id) { " " span class="badge badge-leaked" title="Reported leaked" { "leaked" } }
+                                }
                                 td.nowrap { (ui::time(ms(&k.created_at))) }
                                 td.nowrap {
                                     @match &k.last_used_at {
@@ -914,6 +924,11 @@ async fn detail_view(
         )
     });
     let usage = usage::key_section(state, &access.actor(signed), tid, &key.id, forms.range).await;
+    let leaks = state
+        .manage
+        .key_leaks(&access.actor(signed), &key.id)
+        .await
+        .unwrap_or_default();
     let content = html! {
         nav.breadcrumb aria-label="Breadcrumb" { a href=(base) { "API keys" } span aria-hidden="true" { " / " } span aria-current="page" { (key.name) } }
         div.page-header {
@@ -926,6 +941,7 @@ async fn detail_view(
                         (ui::status_badge(&key.status))
                     }
                     " " (ui::env_badge(&key.environment))
+                    @if !leaks.is_empty() { " " span class="badge badge-leaked" #key-leaked { "leaked" } }
                 }
                 p.lead { "Key ID " code #key-id { (key.id) } }
             }
@@ -971,6 +987,40 @@ async fn detail_view(
                 }
                 @if let Some(at) = &key.revoked_at {
                     div { dt { "Revoked" } dd { (ui::time(ms(at))) @if let Some(r) = &key.revoked_reason { " — " (r) } } }
+                }
+            }
+        }
+        @if !leaks.is_empty() {
+            section.card.card-danger aria-labelledby="leaks-title" #key-leaks {
+                h2 #leaks-title { "Leaked" }
+                p { "This key's secret was reported found where others can read it. "
+                    @if revoked { "It was revoked." } @else { "Rotate it, then revoke the old secret." } }
+                div.table-wrap {
+                    table.table {
+                        caption.visually-hidden { "Leak reports of " (key.name) }
+                        thead { tr { th scope="col" { "Reported" } th scope="col" { "Where" } th scope="col" { "Source" } th scope="col" { "By" } th scope="col" { "Action" } } }
+                        tbody {
+                            @for r in &leaks {
+                                tr {
+                                    td.nowrap { (ui::time(r.received_at)) }
+                                    td { @match &r.url { Some(u) => code { (u) }, None => span.muted { "Not given" } } }
+                                    td { (r.source.as_deref().unwrap_or("—")) }
+                                    td { (r.reporter) }
+                                    td {
+                                        @match (r.status, r.action.as_deref()) {
+                                            (keyward_store::LeakStatus::Repeat, _) => span.muted { "none (reported before)" },
+                                            (keyward_store::LeakStatus::Pending, _) => "pending",
+                                            (keyward_store::LeakStatus::Failed, a) => { (a.unwrap_or("")) " failed" @if let Some(d) = &r.detail { ": " (d) } },
+                                            (_, Some("flag")) => "flagged (still works)",
+                                            (_, Some("revoke")) => "revoked",
+                                            (_, Some("disable")) => "disabled",
+                                            (_, a) => { (a.unwrap_or("none")) @if let Some(d) = &r.detail { " — " (d) } },
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -22,6 +22,8 @@ pub const KEYWARD_SCOPES: &[&str] = &[
     "keyward:audit:read",
     "keyward:credits:read",
     "keyward:credits:write",
+    "keyward:leaks:write",
+    "keyward:leaks:check",
 ];
 
 const MAX_SCOPE_LEN: usize = 128;
@@ -181,6 +183,8 @@ const KEYWARD_SCOPE_DESCRIPTIONS: &[&str] = &[
     "Read the audit log through keyward's management API.",
     "Read credit balances and the ledger through keyward's management API.",
     "Grant credits and change refills through keyward's management API.",
+    "Report leaked keys (the policy then revokes, disables or flags them).",
+    "Ask which key hashes are live keys (`keyward scan --check`).",
 ];
 
 impl ScopeCatalog {

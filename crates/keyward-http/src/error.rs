@@ -99,6 +99,10 @@ pub enum ApiError {
     Overloaded,
     #[error("this API key has as many idempotent requests in progress as idempotency.max_records_per_key allows; retry after some complete")]
     IdempotencyQuotaExceeded,
+    /// A scanner's leak report whose signature or token did not verify
+    /// (why, as a sentence without the body).
+    #[error("{0}")]
+    ReportNotVerified(&'static str),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -152,6 +156,7 @@ impl ApiError {
             ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::IdempotencyQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ReportNotVerified(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,6 +194,7 @@ impl ApiError {
             ApiError::MalformedRequest(_) => "malformed_request",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::IdempotencyQuotaExceeded => "idempotency_quota_exceeded",
+            ApiError::ReportNotVerified(_) => "report_not_verified",
             ApiError::Internal => "internal_error",
         }
     }

@@ -44,6 +44,14 @@ pub enum ChangeEvent {
         tenant_id: Option<String>,
         hash: String,
     },
+    /// A leak report named this key (`report_id`); the policy's action, if
+    /// any, is a change of its own (`KeyRevoked`, `KeyUpdated`).
+    KeyLeaked {
+        key_id: String,
+        tenant_id: Option<String>,
+        hash: String,
+        report_id: String,
+    },
     /// A grant or adjustment of a tenant's credits (ledger entry `ledger_id`).
     CreditsChanged {
         tenant_id: String,
@@ -97,6 +105,7 @@ impl ChangeEvent {
             ChangeEvent::KeyRevoked { .. } => "key.revoked",
             ChangeEvent::KeyRotated { .. } => "key.rotated",
             ChangeEvent::KeyDeleted { .. } => "key.deleted",
+            ChangeEvent::KeyLeaked { .. } => "key.leaked",
             ChangeEvent::CreditsChanged {
                 kind: LedgerKind::Grant,
                 ..
@@ -131,7 +140,8 @@ impl ChangeEvent {
             ChangeEvent::KeyUpdated { tenant_id, .. }
             | ChangeEvent::KeyRevoked { tenant_id, .. }
             | ChangeEvent::KeyRotated { tenant_id, .. }
-            | ChangeEvent::KeyDeleted { tenant_id, .. } => tenant_id.as_deref(),
+            | ChangeEvent::KeyDeleted { tenant_id, .. }
+            | ChangeEvent::KeyLeaked { tenant_id, .. } => tenant_id.as_deref(),
             ChangeEvent::RootKeyCreated { .. }
             | ChangeEvent::UserCreated { .. }
             | ChangeEvent::UserPasswordSet { .. } => None,
@@ -149,7 +159,8 @@ impl ChangeEvent {
             | ChangeEvent::RootKeyCreated { key_id, .. }
             | ChangeEvent::KeyUpdated { key_id, .. }
             | ChangeEvent::KeyRevoked { key_id, .. }
-            | ChangeEvent::KeyDeleted { key_id, .. } => key_id,
+            | ChangeEvent::KeyDeleted { key_id, .. }
+            | ChangeEvent::KeyLeaked { key_id, .. } => key_id,
             ChangeEvent::KeyRotated { old_key_id, .. } => old_key_id,
             ChangeEvent::CreditsChanged { ledger_id, .. } => ledger_id,
             ChangeEvent::MemberInvited { invite_id, .. }

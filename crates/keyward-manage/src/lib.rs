@@ -31,7 +31,7 @@ pub mod limits {
 pub use actor::Actor;
 pub use error::{FieldError, ManageError};
 pub use event::{ChangeEvent, Invalidator, NoInvalidation};
-pub use policy::ManagePolicy;
+pub use policy::{LeakAction, LeakPolicy, ManagePolicy};
 pub use service::{
     people::{check_email, check_name, normalize_email, NewInvite, NewUser},
     AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery, ManageService,
@@ -40,4 +40,7 @@ pub use service::{
 pub use service::{
     GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,
     MAX_BUCKETS, UNFAMILIAR_MS,
+};
+pub use service::{
+    LeakInput, LeakVerdict, LeakedToken, Reporter, MAX_CHECK_HASHES, MAX_LEAK_REPORTS,
 };

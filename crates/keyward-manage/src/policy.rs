@@ -25,6 +25,55 @@ pub struct ManagePolicy {
     pub metadata_max_bytes: usize,
     /// How long an invitation link works, in milliseconds.
     pub invite_ttl_ms: i64,
+    /// What a leak report does to a key (`[leaks]`).
+    pub leaks: LeakPolicy,
+}
+
+/// What a leak report does to the key it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakAction {
+    /// Revoke the key at once: the next request with it is `revoked_api_key`.
+    #[default]
+    Revoke,
+    /// Disable the key (`disabled_api_key`); it can be enabled again.
+    Disable,
+    /// Keep the key working; mark it leaked and alert.
+    Flag,
+}
+
+impl LeakAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakAction::Revoke => "revoke",
+            LeakAction::Disable => "disable",
+            LeakAction::Flag => "flag",
+        }
+    }
+}
+
+/// The leak policy: an action per environment, one for environments not
+/// listed (root keys' environment is `root`), and per-tenant overrides by
+/// environment.
+#[derive(Debug, Clone, Default)]
+pub struct LeakPolicy {
+    pub environments: BTreeMap<String, LeakAction>,
+    pub other_environments: LeakAction,
+    pub tenants: BTreeMap<String, BTreeMap<String, LeakAction>>,
+}
+
+impl LeakPolicy {
+    /// The action for a key of `tenant` in `environment`: the tenant's own
+    /// setting for the environment, else the environment's, else the
+    /// setting for other environments.
+    pub fn action_for(&self, tenant: Option<&str>, environment: &str) -> LeakAction {
+        tenant
+            .and_then(|t| self.tenants.get(t))
+            .and_then(|m| m.get(environment))
+            .or_else(|| self.environments.get(environment))
+            .copied()
+            .unwrap_or(self.other_environments)
+    }
 }
 
 impl ManagePolicy {

@@ -3,6 +3,7 @@
 
 mod credits;
 mod keys;
+mod leaks;
 pub(crate) mod people;
 mod tenants;
 mod usage;
@@ -22,6 +23,9 @@ use crate::policy::ManagePolicy;
 
 pub use credits::{CreditChangeInput, Credits};
 pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
+pub use leaks::{
+    LeakInput, LeakVerdict, LeakedToken, Reporter, MAX_CHECK_HASHES, MAX_LEAK_REPORTS,
+};
 pub use tenants::{NewTenant, TenantChanges};
 pub use usage::{
     GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,

@@ -65,6 +65,10 @@ pub struct Shared {
     pub(crate) changes: Arc<crate::changes::Follower>,
     /// The shared rate limiter, when `redis_url` is set (also in `limits`).
     pub(crate) redis: Option<Arc<keyward_redis::RedisLimiter>>,
+    /// Leak reports: partner keys, GitLab's token, the worker's queue.
+    pub(crate) leaks: Arc<keyward_api::leaks::LeakIntake>,
+    /// Applies the leak policy after the answer.
+    pub(crate) leak_worker: crate::leaks::LeakWorker,
 }
 
 /// A keyward server, ready to route or serve.
@@ -196,6 +200,12 @@ impl Keyward {
                 .enabled
                 .then(|| Arc::new(Metrics::default())),
         ));
+        let leak_worker = crate::leaks::LeakWorker::new(settings.config.leaks.queue_capacity);
+        let leaks = Arc::new(keyward_api::leaks::LeakIntake::new(
+            settings.config.leaks.local_github_keys()?,
+            settings.config.leaks.gitlab.token.clone(),
+            leak_worker.queue(),
+        ));
         let gateway = Arc::new(Gateway::new(
             gateway_settings(&settings),
             policy,
@@ -219,6 +229,8 @@ impl Keyward {
                 entropy,
                 usage,
                 observer,
+                leaks,
+                leak_worker,
             })),
         })
     }
@@ -295,6 +307,19 @@ impl Keyward {
             self.state.settings.config.credits.settle_interval_ms,
         ));
         let followers = Arc::clone(&self.state.changes).start().await;
+        let leak_tasks: Vec<tokio::task::JoinHandle<()>> = self
+            .state
+            .leak_worker
+            .start(
+                Arc::clone(&self.state.manage),
+                Duration::from_secs(self.state.settings.config.leaks.sweep_interval_seconds),
+            )
+            .into_iter()
+            .chain(crate::leaks::spawn_key_refresh(
+                Arc::clone(&self.state.leaks),
+                self.state.settings.config.leaks.clone(),
+            ))
+            .collect();
         let front = Arc::new(crate::serve::Front::new(self.state.clone(), self.router()));
         let workers = match self.state.settings.config.http.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -309,7 +334,7 @@ impl Keyward {
         flusher.abort();
         purger.abort();
         settler.abort();
-        for task in followers {
+        for task in followers.into_iter().chain(leak_tasks) {
             task.abort();
         }
         if let Some(redis) = &self.state.redis {
@@ -456,6 +481,7 @@ pub(crate) fn manage_policy(
                 .saturating_mul(1000),
         )
         .unwrap_or(i64::MAX),
+        leaks: settings.config.leaks.policy(),
     }
 }
 
@@ -477,6 +503,7 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
         },
         readiness: Arc::new(NodeHealth(state.clone())),
         observer: Arc::clone(&state.observer),
+        leaks: Arc::clone(&state.leaks),
     })
 }
 

@@ -63,6 +63,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// How this node hears of changes made on other nodes.
     pub changes: ChangesConfig,
+    /// What leak reports do to keys, and who may send them.
+    pub leaks: LeaksConfig,
 }
 
 pub use keyward_limits::{CreditsConfig, LimitsConfig, TierConfig};
@@ -95,6 +97,7 @@ impl Default for Config {
             routes: Vec::new(),
             console: ConsoleConfig::default(),
             changes: ChangesConfig::default(),
+            leaks: LeaksConfig::default(),
         }
     }
 }
@@ -274,6 +277,187 @@ impl Default for ChangesConfig {
             max_silence_seconds: 10,
             retain_hours: 24,
         }
+    }
+}
+
+pub use keyward_manage::LeakAction;
+
+/// `[leaks]`: what a leak report does to the key it names (per
+/// environment, per tenant), and the partner endpoints' credentials.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaksConfig {
+    /// Environment → action (`revoke`, `disable`, `flag`).
+    pub environments: BTreeMap<String, LeakAction>,
+    /// The action for keys of environments not listed (root keys: `root`).
+    pub other_environments: LeakAction,
+    /// Tenant id → environment → action, overriding the above.
+    pub tenants: BTreeMap<String, BTreeMap<String, LeakAction>>,
+    /// Accepted reports waiting for the policy worker; beyond it they wait
+    /// in the store (pending) for the worker's next sweep.
+    pub queue_capacity: usize,
+    /// How often the worker looks for pending reports in the store.
+    pub sweep_interval_seconds: u64,
+    pub github: GithubLeaksConfig,
+    pub gitlab: GitlabLeaksConfig,
+}
+
+impl Default for LeaksConfig {
+    fn default() -> LeaksConfig {
+        LeaksConfig {
+            environments: BTreeMap::from([
+                ("live".to_owned(), LeakAction::Revoke),
+                ("test".to_owned(), LeakAction::Flag),
+            ]),
+            other_environments: LeakAction::Revoke,
+            tenants: BTreeMap::new(),
+            queue_capacity: 1024,
+            sweep_interval_seconds: 60,
+            github: GithubLeaksConfig::default(),
+            gitlab: GitlabLeaksConfig::default(),
+        }
+    }
+}
+
+/// `[leaks.github]`: the public keys GitHub's partner reports are verified with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubLeaksConfig {
+    /// A file in GitHub's JSON shape (`{"public_keys": [{"key_identifier", "key", "is_current"}]}`).
+    pub public_keys_file: Option<PathBuf>,
+    /// Keys given inline: `[{ key_identifier = "…", key = "-----BEGIN PUBLIC KEY-----…" }]`.
+    pub public_keys: Vec<InlineKey>,
+    /// A URL serving GitHub's JSON shape, fetched at start and every
+    /// `refresh_seconds` (plain `http://`: keyward has no TLS client).
+    pub public_keys_url: Option<String>,
+    /// Longest wait for the URL.
+    pub fetch_timeout_ms: u64,
+    /// How often the file and the URL are read again.
+    pub refresh_seconds: u64,
+}
+
+impl Default for GithubLeaksConfig {
+    fn default() -> GithubLeaksConfig {
+        GithubLeaksConfig {
+            public_keys_file: None,
+            public_keys: Vec::new(),
+            public_keys_url: None,
+            fetch_timeout_ms: 5_000,
+            refresh_seconds: 3_600,
+        }
+    }
+}
+
+/// One inline public key of `[leaks.github] public_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineKey {
+    pub key_identifier: String,
+    /// PEM (`-----BEGIN PUBLIC KEY-----`), P-256.
+    pub key: String,
+}
+
+/// `[leaks.gitlab]`: GitLab's token revocation API.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabLeaksConfig {
+    /// The token GitLab sends in `Authorization` (`secret_detection_token_revocation_token`).
+    pub token: Option<String>,
+}
+
+impl LeaksConfig {
+    /// The management service's leak policy.
+    pub fn policy(&self) -> keyward_manage::LeakPolicy {
+        keyward_manage::LeakPolicy {
+            environments: self.environments.clone(),
+            other_environments: self.other_environments,
+            tenants: self.tenants.clone(),
+        }
+    }
+
+    /// The GitHub keys of the file and the inline list (not the URL's).
+    pub fn local_github_keys(&self) -> Result<keyward_api::leaks::PartnerKeys, ConfigError> {
+        let g = &self.github;
+        let mut keys = keyward_api::leaks::PartnerKeys::default();
+        if let Some(path) = &g.public_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "leaks.github.public_keys_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            keys.add_github_json(&text)
+                .map_err(|e| invalid("leaks.github.public_keys_file", e))?;
+        }
+        for k in &g.public_keys {
+            keys.add_pem(&k.key_identifier, &k.key)
+                .map_err(|e| invalid("leaks.github.public_keys", e))?;
+        }
+        Ok(keys)
+    }
+
+    fn check(&self, environments: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let known = |e: &str| e == "root" || environments.contains_key(e);
+        // The defaults name `live` and `test`, which a deployment with
+        // other environments does not have: those entries are left alone
+        // (they match no key); any other unknown name is a mistake.
+        let defaults = LeaksConfig::default().environments;
+        if let Some(e) = self
+            .environments
+            .iter()
+            .find(|(e, a)| !known(e) && defaults.get(*e) != Some(*a))
+            .map(|(e, _)| e)
+        {
+            return Err(invalid(
+                "leaks.environments",
+                format!("{e:?} is not an environment of keys.environments (or root)"),
+            ));
+        }
+        for (tenant, envs) in &self.tenants {
+            if let Some(e) = envs.keys().find(|e| !known(e)) {
+                return Err(invalid(
+                    format!("leaks.tenants.{tenant}"),
+                    format!("{e:?} is not an environment of keys.environments (or root)"),
+                ));
+            }
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("leaks.queue_capacity", "must be at least 1"));
+        }
+        if self.sweep_interval_seconds == 0 {
+            return Err(invalid(
+                "leaks.sweep_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        let g = &self.github;
+        if let Some(url) = &g.public_keys_url {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    "leaks.github.public_keys_url",
+                    "must be an http:// URL (keyward has no TLS client: serve GitHub's keys from a local mirror, or use public_keys_file)",
+                ));
+            }
+        }
+        if !(1..=60_000).contains(&g.fetch_timeout_ms) {
+            return Err(invalid(
+                "leaks.github.fetch_timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if g.refresh_seconds == 0 {
+            return Err(invalid(
+                "leaks.github.refresh_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.gitlab.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid(
+                "leaks.gitlab.token",
+                "must be at least 16 characters",
+            ));
+        }
+        self.local_github_keys().map(|_| ())
     }
 }
 
@@ -801,6 +985,7 @@ impl Settings {
             .console
             .check()
             .map_err(|e| invalid(e.setting, e.message))?;
+        config.leaks.check(&config.keys.environments)?;
         let credentials = keyward_verify::credential::CredentialRules {
             header: config.keys.header.clone(),
             format: format.clone(),
@@ -1065,6 +1250,47 @@ scopes = [
             .unwrap_err()
             .to_string()
             .contains("credits.reclaim_wait_ms"));
+    }
+
+    #[test]
+    fn leak_policy_names_configured_environments() {
+        // The defaults hold with environments of the deployment's own.
+        let mut c = Config::default();
+        c.keys.environments = [("prod".to_owned(), "acme_prod_".to_owned())].into();
+        assert!(Settings::from_config(c.clone()).is_ok());
+        c.leaks
+            .environments
+            .insert("prd".into(), LeakAction::Disable);
+        let e = Settings::from_config(c.clone()).unwrap_err();
+        assert!(e.to_string().contains("leaks.environments"), "{e}");
+        c.leaks.environments.remove("prd");
+        c.leaks.tenants.insert(
+            "acme".into(),
+            [("live".to_owned(), LeakAction::Flag)].into(),
+        );
+        let e = Settings::from_config(c).unwrap_err();
+        assert!(e.to_string().contains("leaks.tenants.acme"), "{e}");
+        let mut c = Config::default();
+        c.leaks.gitlab.token = Some("short".into());
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.gitlab.token"));
+        let mut c = Config::default();
+        c.leaks.github.public_keys_url = Some("https://api.github.com/x".into());
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.github.public_keys_url"));
+        let mut c = Config::default();
+        c.leaks.github.public_keys = vec![InlineKey {
+            key_identifier: "k".into(),
+            key: "not a key".into(),
+        }];
+        assert!(Settings::from_config(c)
+            .unwrap_err()
+            .to_string()
+            .contains("leaks.github.public_keys"));
     }
 
     #[test]

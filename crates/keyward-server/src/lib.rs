@@ -36,6 +36,7 @@ pub mod bootstrap;
 mod changes;
 pub mod config;
 mod invalidate;
+mod leaks;
 mod metrics;
 mod serve;
 

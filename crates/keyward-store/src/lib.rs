@@ -16,7 +16,9 @@
 //! - the change log every node follows to keep its cache true, with a live
 //!   feed on PostgreSQL: [`ChangeStore`];
 //! - usage counts per key, tenant header, route and outcome by minute, hour
-//!   and day, and each key's client addresses: [`UsageStore`].
+//!   and day, and each key's client addresses: [`UsageStore`];
+//! - leak reports (a key's secret found in public, by hash only), acted on
+//!   once per key: [`LeakStore`].
 //!
 //! [`Store`] is all of them plus a readiness [`Store::ping`]; the server
 //! holds an `Arc<dyn Store>` and calls every method through it.
@@ -33,6 +35,7 @@ mod changes;
 mod credits;
 mod idempotency;
 mod keys;
+mod leaks;
 pub mod sql;
 mod tenants;
 mod usage;
@@ -51,6 +54,7 @@ pub use keys::{
     KeyClass, KeyFilter, KeyPatch, KeyRecord, KeyStatus, KeyStore, KeyUse, KeyWithTenant,
     RateLimitOverride, MAX_HASHES_PER_LOOKUP, ROOT_MANAGEMENT_SCOPE,
 };
+pub use leaks::{LeakReport, LeakStatus, LeakStore};
 pub use sql::SqlStore;
 pub use tenants::{Tenant, TenantPatch, TenantStore};
 pub use usage::{
@@ -102,6 +106,7 @@ pub trait Store:
     + UserStore
     + ChangeStore
     + UsageStore
+    + LeakStore
     + Send
     + Sync
     + 'static

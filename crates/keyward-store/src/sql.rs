@@ -11,6 +11,7 @@ mod changes;
 mod credits;
 mod idempotency;
 mod keys;
+mod leaks;
 pub mod schema;
 mod tenants;
 mod usage;

@@ -51,6 +51,7 @@ async fn fixture() -> Fixture {
         default_refill: None,
         metadata_max_bytes: 4096,
         invite_ttl_ms: 3_600_000,
+        leaks: crate::LeakPolicy::default(),
     };
     let manage = ManageService::new(
         Arc::clone(&store),

@@ -135,6 +135,17 @@ pub const SETTINGS: &[Setting] = &[
     s("changes.poll_interval_ms", "How often each node reads the store's change log (revocations, key and tenant changes from other nodes), whether or not notices arrive; on PostgreSQL a live feed brings changes within milliseconds, and this bounds propagation when a notice is lost."),
     s("changes.max_silence_seconds", "A node that could not read the change log for this long stops trusting its key cache and re-reads every key (answering 503 while the store does not answer): no key revoked longer ago is ever served. Longer than `changes.poll_interval_ms`."),
     s("changes.retain_hours", "How long changes are kept in the log; longer than `changes.max_silence_seconds`."),
+    s("leaks.environments", "What a leak report does to a key, by the key's environment: `revoke` (at once, `revoked_api_key`), `disable` (`disabled_api_key`, can be enabled again) or `flag` (keeps working, marked leaked, a warning logged), e.g. `{ live = \"revoke\", test = \"flag\" }`."),
+    s("leaks.other_environments", "The action for keys of environments not in `leaks.environments` (root keys are environment `root`)."),
+    s("leaks.tenants", "Per-tenant overrides by environment, e.g. `[leaks.tenants.acme] live = \"flag\"`."),
+    s("leaks.queue_capacity", "Accepted reports waiting for the policy worker; past it they wait in the store (recorded pending) for its next sweep."),
+    s("leaks.sweep_interval_seconds", "How often the policy worker applies reports left pending in the store (a full queue, a store error, another node's crash); pending reports are also applied at start."),
+    s("leaks.github.public_keys_file", "A file of GitHub's secret-scanning public keys in GitHub's own JSON shape (`{\"public_keys\": [{\"key_identifier\", \"key\", \"is_current\"}]}`), read at start and every `leaks.github.refresh_seconds`."),
+    s("leaks.github.public_keys", "Public keys given inline: `[{ key_identifier = \"…\", key = \"-----BEGIN PUBLIC KEY-----…\" }]` (PEM, P-256)."),
+    s("leaks.github.public_keys_url", "An `http://` URL serving GitHub's JSON shape (keyward has no TLS client: a local mirror of `https://api.github.com/meta/public_keys/secret_scanning`), fetched at start and every `leaks.github.refresh_seconds`; when a fetch fails, the last good set stays."),
+    s("leaks.github.fetch_timeout_ms", "Longest wait for `leaks.github.public_keys_url` (1 to 60000)."),
+    s("leaks.github.refresh_seconds", "How often the key file and URL are read again."),
+    s("leaks.gitlab.token", "The token GitLab sends in `Authorization` to `/v1/leaks/gitlab/*` (its `secret_detection_token_revocation_token`), at least 16 characters; `KEYWARD_LEAKS__GITLAB__TOKEN` keeps it out of the file. Unset: GitLab's calls are refused."),
 ];
 
 /// The meaning of `name`, if it is a setting.

@@ -210,6 +210,26 @@ pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<Str
         })
         .chain(std::iter::once((6, change_log(dialect, seq))))
         .chain(std::iter::once((7, usage())))
+        .chain(std::iter::once((8, leaks(seq))))
+}
+
+/// 8: leak reports (see `crate::leaks`): the token's hash only, never the
+/// token; one acting report per key hash (`acting = 1`, a partial unique
+/// index), later ones repeats.
+fn leaks(seq: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE leak_reports (seq {seq}, id TEXT NOT NULL UNIQUE, \
+             key_hash TEXT NOT NULL, key_id TEXT, tenant_id TEXT, token_type TEXT, url TEXT, \
+             source TEXT, reporter TEXT NOT NULL, received_at BIGINT NOT NULL, \
+             status TEXT NOT NULL, action TEXT, applied_at BIGINT, detail TEXT, \
+             acting BIGINT NOT NULL)"
+        ),
+        "CREATE UNIQUE INDEX leak_reports_acting ON leak_reports (key_hash) WHERE acting = 1"
+            .to_owned(),
+        "CREATE INDEX leak_reports_by_key ON leak_reports (key_id, seq)".to_owned(),
+        "CREATE INDEX leak_reports_pending ON leak_reports (status, seq)".to_owned(),
+    ]
 }
 
 /// 7: usage counts per key, tenant header, route and outcome, one row per

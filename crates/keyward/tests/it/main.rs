@@ -20,6 +20,7 @@ mod fast_path;
 mod gateway;
 mod hardening_cache;
 mod kit;
+mod leaks;
 mod limits;
 mod messages;
 mod metrics;

@@ -1,5 +1,5 @@
 //! The store conformance suite: one suite per concern's trait (`tenants`,
-//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`, `usage`), each generic over
+//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`, `usage`, `leaks`), each generic over
 //! the traits it needs, so another backend implementing some of them can
 //! run those; and the one place below that runs every suite on SQLite and
 //! on PostgreSQL (which fails loudly if unreachable, never skips). Plus the
@@ -10,6 +10,7 @@ mod changes;
 pub(crate) mod credits;
 mod idempotency;
 mod keys;
+mod leaks;
 mod tenants;
 mod usage;
 mod users;
@@ -123,6 +124,7 @@ conformance! {
     users_conformance: |a, _b| users::suite(a);
     changes_conformance: |a, b| changes::suite(a, b);
     usage_conformance: |a, b| usage::suite(a, b);
+    leaks_conformance: |a, b| leaks::suite(a, b);
 }
 
 #[tokio::test]
