@@ -11,11 +11,11 @@ use sqlx::Row;
 use super::{backend, SqlStore};
 use crate::*;
 
-/// Rows per multi-row statement. Small on purpose: binding costs grow
-/// faster than the number of values in a statement (the SQLite driver
-/// looks each placeholder up by name), and 32 rows already take most of
+/// Rows per multi-row statement. Small on purpose: binding a statement
+/// costs the square of its values (the SQLite driver looks each
+/// placeholder up by name, a linear scan), and 8 rows already take most of
 /// the round trips out.
-const CHUNK: usize = 32;
+const CHUNK: usize = 8;
 
 fn g(granularity: Granularity) -> i64 {
     match granularity {
