@@ -5,6 +5,7 @@
 #
 #   scripts/bench-scan.sh                 # 500 MB tree, 3 runs each
 #   SIZE_MB=100 RUNS=5 scripts/bench-scan.sh
+#   GENERATE_ONLY=1 scripts/bench-scan.sh   # only make the tree
 #
 # Needs: a release build (cargo build --release -p keyward), python3,
 # ripgrep and hyperfine (apt-get install -y ripgrep hyperfine). The tree is
@@ -55,7 +56,7 @@ def line():
 chunks = ["\n".join(line() for _ in range(400)) + "\n" for _ in range(64)]
 target = size_mb * 1_000_000
 written, n = 0, 0
-step = max(1, target // 110_000 // max(1, len(keys)))  # files of ~110 KB
+step = max(1, target // 150_000 // max(1, len(keys)))  # files of ~135 KB on average
 key_files = {i * step + 1: k for i, k in enumerate(keys)}
 while written < target:
     d = os.path.join(root, f"pkg{n % 97:02d}", f"mod{n % 13}")
@@ -72,6 +73,7 @@ print(f"generated {n} files, {written / 1e6:.0f} MB", file=sys.stderr)
 PY
   touch "$tree/.complete"
 fi
+[ "${GENERATE_ONLY:-0}" = 1 ] && exit 0
 
 bytes=$(du -sb --exclude=.complete "$tree" | cut -f1)
 files=$(find "$tree" -type f -name '*.rs' | wc -l)
