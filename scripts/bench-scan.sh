@@ -78,6 +78,9 @@ fi
 bytes=$(du -sb --exclude=.complete "$tree" | cut -f1)
 files=$(find "$tree" -type f -name '*.rs' | wc -l)
 regex=$("$KEYWARD" regex)
+# The prefixes alone, as fixed strings: the floor of any prefix search
+# (no key shape, no checksum), for context.
+literals=$(printf -- "-e %s " $(echo "$regex" | sed -E 's/^\\b\(([^)]*)\).*/\1/' | tr '|' ' '))
 found=$("$KEYWARD" scan --quiet --format json "$tree" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["findings"]))' || true)
 rg_found=$(rg -c "$regex" "$tree" | awk -F: '{s+=$NF} END {print s+0}')
 echo "tree: $files files, $((bytes / 1000000)) MB; keys planted: $(wc -l < "$BENCH_DIR/keys.txt"); keyward scan found $found (checksum valid), rg matched $rg_found lines (regex only)"
@@ -86,7 +89,8 @@ echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 json="$BENCH_DIR/hyperfine.json"
 hyperfine --style basic --warmup 1 --runs "$RUNS" -i --export-json "$json" \
   -n "rg -c (keyward regex)" "rg -c '$regex' '$tree'" \
-  -n "keyward scan" "'$KEYWARD' scan --quiet '$tree'"
+  -n "keyward scan" "'$KEYWARD' scan --quiet '$tree'" \
+  -n "rg -c -F (prefixes)" "rg -c -F $literals '$tree'"
 python3 - "$json" "$bytes" <<'PY'
 import json, sys
 runs = json.load(open(sys.argv[1]))["results"]
@@ -95,5 +99,7 @@ med = {r["command"]: r["median"] for r in runs}
 rg, kw = med["rg -c (keyward regex)"], med["keyward scan"]
 print(f"rg:           median {rg:.3f} s  {mb / rg:8.0f} MB/s")
 print(f"keyward scan: median {kw:.3f} s  {mb / kw:8.0f} MB/s")
+fixed = med["rg -c -F (prefixes)"]
+print(f"rg -F prefixes: median {fixed:.3f} s  {mb / fixed:8.0f} MB/s  (literal search only, for context)")
 print(f"keyward scan / rg throughput: {rg / kw:.2f}x (target >= 0.5x)")
 PY
