@@ -75,7 +75,7 @@ PY
 fi
 [ "${GENERATE_ONLY:-0}" = 1 ] && exit 0
 
-bytes=$(du -sb --exclude=.complete "$tree" | cut -f1)
+bytes=$(find "$tree" -type f -name '*.rs' -printf '%s\n' | awk '{s+=$1} END {print s}')
 files=$(find "$tree" -type f -name '*.rs' | wc -l)
 regex=$("$KEYWARD" regex)
 # The prefixes alone, as fixed strings: the floor of any prefix search
