@@ -8,7 +8,8 @@
 //!
 //! [`KeyFormat::parse`] checks prefix, alphabet, length and checksum before
 //! anything is looked up, so typos and garbage cost no storage access, and
-//! secret scanners can match keys with [`KeyFormat::scan_regex`].
+//! secret scanners can match keys with [`KeyFormat::scan_regex`];
+//! [`KeyFinder`] finds the well-formed keys in any bytes (`keyward scan`).
 //! Storage keeps only [`KeyHash`] (SHA-256) and the display [`KeySecret::start`].
 
 use std::fmt;
@@ -219,31 +220,40 @@ impl KeyFormat {
     /// issued with, so a key glued to more letters is still found. The work
     /// is at most `text.len()` × prefixes × [`MAX_SECRET_LEN`] byte steps.
     pub fn holds_key(&self, text: &[u8]) -> bool {
-        let issued = BODY_LEN + CHECKSUM_LEN;
         self.prefixes.iter().any(|(prefix, _)| {
             let p = prefix.as_bytes();
             let mut from = 0;
             while let Some(at) = find(&text[from..], p) {
                 let start = from + at;
-                let body = start + p.len();
-                let run = text[body..]
-                    .iter()
-                    .take(MAX_SECRET_LEN.saturating_sub(p.len()))
-                    .take_while(|b| base62::is_symbol(**b))
-                    .count();
-                let candidates = [run, issued.min(run)];
-                let hit = candidates.iter().any(|&len| {
-                    len >= MIN_BODY_LEN + CHECKSUM_LEN
-                        && std::str::from_utf8(&text[start..body + len])
-                            .is_ok_and(|s| self.parse(s).is_ok())
-                });
-                if hit {
+                if self.key_at(text, start, p.len()).is_some() {
                     return true;
                 }
                 from = start + 1;
             }
             false
         })
+    }
+
+    /// The length of the well-formed key that starts at `start` with a
+    /// prefix of `prefix_len` bytes, if there is one: the whole base62 run
+    /// after the prefix (up to [`MAX_SECRET_LEN`]) is tried, then the length
+    /// keys are issued with, so a key glued to more letters is still found.
+    fn key_at(&self, text: &[u8], start: usize, prefix_len: usize) -> Option<usize> {
+        let issued = BODY_LEN + CHECKSUM_LEN;
+        let body = start + prefix_len;
+        let run = text[body..]
+            .iter()
+            .take(MAX_SECRET_LEN.saturating_sub(prefix_len))
+            .take_while(|b| base62::is_symbol(**b))
+            .count();
+        [run, issued.min(run)]
+            .into_iter()
+            .find(|&len| {
+                len >= MIN_BODY_LEN + CHECKSUM_LEN
+                    && std::str::from_utf8(&text[start..body + len])
+                        .is_ok_and(|s| self.parse(s).is_ok())
+            })
+            .map(|len| prefix_len + len)
     }
 
     /// A regular expression (POSIX ERE / PCRE compatible) that matches keys
@@ -273,6 +283,101 @@ pub enum GenerateError {
 pub struct ParsedKey<'f> {
     pub kind: &'f KeyKind,
     pub prefix_len: usize,
+}
+
+/// Finds every well-formed key of a [`KeyFormat`] in arbitrary bytes (a
+/// source file, a log): the engine of `keyward scan`.
+///
+/// All prefixes are searched for in one pass (Aho-Corasick, with a SIMD
+/// prefilter for a handful of prefixes); at each occurrence the same two
+/// candidate lengths as [`KeyFormat::holds_key`] are tried, and only a
+/// candidate whose checksum holds is reported, so look-alikes with a wrong
+/// checksum, prefix-only noise and truncated keys are not. What stands
+/// before a prefix does not matter (`API_KEY=kw_live_…`, `"kw_live_…"`,
+/// `xkw_live_…` all hold a key). Build one per format and reuse it: building
+/// costs more than searching a small file.
+#[derive(Debug, Clone)]
+pub struct KeyFinder {
+    format: KeyFormat,
+    /// Matches the format's prefixes, in the order of `format.prefixes`.
+    prefixes: aho_corasick::AhoCorasick,
+}
+
+/// A key that [`KeyFinder::find`] found: where it is in the searched bytes,
+/// and what its prefix says it is. Carries no key material: read the key
+/// from the searched bytes with [`KeyMatch::range`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMatch<'f> {
+    /// Byte offset of the key's first byte (its prefix).
+    pub offset: usize,
+    /// The key's length in bytes, prefix and checksum included.
+    pub len: usize,
+    /// The length of its prefix in bytes (for [`display_start`]).
+    pub prefix_len: usize,
+    /// What the prefix says the key is.
+    pub kind: &'f KeyKind,
+}
+
+impl KeyMatch<'_> {
+    /// The key's bytes in the searched text.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// A [`KeyFinder`] could not be built (a format with far more prefixes than
+/// any deployment has).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the key finder: {0}")]
+pub struct FinderError(#[from] aho_corasick::BuildError);
+
+impl KeyFinder {
+    /// A finder for the keys of `format`.
+    pub fn new(format: &KeyFormat) -> Result<KeyFinder, FinderError> {
+        let prefixes = aho_corasick::AhoCorasick::builder()
+            // The longest prefix where two start at the same byte; the
+            // format forbids one prefix continuing another with base62
+            // characters, so the longest is the only one that can be a key.
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(format.prefixes.iter().map(|(p, _)| p.as_bytes()))?;
+        Ok(KeyFinder {
+            format: format.clone(),
+            prefixes,
+        })
+    }
+
+    /// The format this finder finds keys of.
+    pub fn format(&self) -> &KeyFormat {
+        &self.format
+    }
+
+    /// Every well-formed key in `text`, in order, not overlapping. The work
+    /// is linear in `text.len()` plus at most [`MAX_SECRET_LEN`] steps per
+    /// occurrence of a prefix.
+    pub fn find(&self, text: &[u8]) -> Vec<KeyMatch<'_>> {
+        let mut found = Vec::new();
+        let mut from = 0;
+        while from < text.len() {
+            let input = aho_corasick::Input::new(text).span(from..text.len());
+            let Some(hit) = self.prefixes.find(input) else {
+                break;
+            };
+            let (_, kind) = &self.format.prefixes[hit.pattern().as_usize()];
+            match self.format.key_at(text, hit.start(), hit.len()) {
+                Some(len) => {
+                    found.push(KeyMatch {
+                        offset: hit.start(),
+                        len,
+                        prefix_len: hit.len(),
+                        kind,
+                    });
+                    from = hit.start() + len;
+                }
+                None => from = hit.start() + 1,
+            }
+        }
+        found
+    }
 }
 
 /// Where `needle` first occurs in `haystack`.

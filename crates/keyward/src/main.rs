@@ -5,11 +5,13 @@
 //! the store (the first operator comes from here); `tenants`, `keys`,
 //! `root-keys list|revoke`, `audit` and `credits` call a running server's
 //! management API with the key in `KEYWARD_ROOT_KEY` ([`client`]);
-//! `completions` prints shell completions.
+//! `completions` prints shell completions; `scan` finds keys in files
+//! ([`scan`]) and `regex` prints their pattern for other scanners.
 
 mod client;
 mod config_cmd;
 mod init;
+mod scan;
 mod test_clock;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -63,8 +65,13 @@ enum Command {
     #[command(subcommand)]
     Credits(client::credits::Credits),
     /// Print the regular expression that matches this deployment's keys, for
-    /// secret scanners (GitHub custom patterns, gitleaks).
-    Regex(ConfigArgs),
+    /// secret scanners: plain, as a gitleaks rule, or as a GitHub
+    /// secret-scanning custom pattern.
+    Regex(RegexArgs),
+    /// Find this deployment's keys in files and directories (honouring
+    /// .gitignore, skipping binary and large files), checksums checked;
+    /// print them redacted. Exit status: 0 none found, 1 keys found, 2 error.
+    Scan(scan::ScanArgs),
     /// Print a shell completion script, e.g.
     /// `keyward completions bash > /etc/bash_completion.d/keyward`,
     /// `keyward completions zsh > "${fpath[1]}/_keyward"`,
@@ -137,6 +144,17 @@ struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// `keyward regex`'s arguments.
+#[derive(Args, Clone)]
+struct RegexArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// What to print: `regex` (the plain pattern), `gitleaks` (a
+    /// `[[rules]]` entry) or `github` (a custom-pattern definition).
+    #[arg(long, value_enum, default_value_t = scan::PatternFormat::Regex)]
+    format: scan::PatternFormat,
 }
 
 impl From<ConfigArgs> for ServerArgs {
@@ -262,10 +280,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(args) => init::run(args).await,
         Command::Config(c) => config_cmd::run(c),
         Command::Regex(args) => {
-            let settings = load_settings(&args.into())?;
-            println!("{}", settings.format.scan_regex());
-            Ok(())
+            let settings = load_settings(&args.config.into())?;
+            let mut out = std::io::stdout().lock();
+            scan::print_patterns(&mut out, &settings.format, args.format)
         }
+        Command::Scan(args) => return Ok(scan::run(args).await),
         Command::Tenants(t) => client::tenants::run(t).await,
         Command::Keys(k) => return client::keys::run(k).await,
         Command::Audit(a) => client::audit::run(a).await,

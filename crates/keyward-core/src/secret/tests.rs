@@ -167,6 +167,54 @@ fn keys_are_found_anywhere_in_a_text() {
     }
 }
 
+#[test]
+fn the_finder_reports_every_valid_key_where_it_stands_and_nothing_else() {
+    let f = format();
+    let finder = KeyFinder::new(&f).unwrap();
+    let live = f
+        .generate(&KeyKind::Environment("live".into()), &OsEntropy)
+        .unwrap();
+    let test = f
+        .generate(&KeyKind::Environment("test".into()), &OsEntropy)
+        .unwrap();
+    let root = f.generate(&KeyKind::Root, &OsEntropy).unwrap();
+    let mut broken = live.expose().to_owned();
+    broken.pop();
+    broken.push(if live.expose().ends_with('0') {
+        '1'
+    } else {
+        '0'
+    });
+    let text = format!(
+        "let a = \"{}\";\nkw_live_ kw_test_short {broken}\nx{}abc,{}\nkw_live_kw_test_{}",
+        live.expose(),
+        test.expose(),
+        root.expose(),
+        live.expose()
+    );
+    let found = finder.find(text.as_bytes());
+    let keys: Vec<(&str, &KeyKind)> = found.iter().map(|m| (&text[m.range()], m.kind)).collect();
+    let env = |e: &str| KeyKind::Environment(e.into());
+    assert_eq!(
+        keys,
+        vec![
+            (live.expose(), &env("live")),
+            (test.expose(), &env("test")),
+            (root.expose(), &KeyKind::Root),
+            (live.expose(), &env("live")),
+        ]
+    );
+    assert_eq!(found[0].offset, text.find(live.expose()).unwrap());
+    assert_eq!(found[0].prefix_len, "kw_live_".len());
+    assert_eq!(
+        display_start(&text[found[2].range()], found[2].prefix_len),
+        root.start()
+    );
+    assert!(finder.find(broken.as_bytes()).is_empty());
+    assert!(finder.find(b"").is_empty());
+    assert!(finder.find("kw_live_".repeat(1000).as_bytes()).is_empty());
+}
+
 proptest! {
     /// Every single-character change of a valid key is rejected: CRC32
     /// detects every error burst of up to 32 bits, and one changed character
@@ -190,6 +238,34 @@ proptest! {
     #[test]
     fn parse_never_panics(s in ".{0,300}") {
         let _ = format().parse(&s);
+    }
+
+    /// The finder and `holds_key` agree, and every match is a key `parse`
+    /// accepts, whatever surrounds it.
+    #[test]
+    fn the_finder_agrees_with_holds_key(
+        seed in 1u64..,
+        before in proptest::collection::vec(any::<u8>(), 0..200),
+        after in proptest::collection::vec(any::<u8>(), 0..200),
+        with_key in any::<bool>(),
+    ) {
+        let f = format();
+        let finder = KeyFinder::new(&f).unwrap();
+        let mut text = before.clone();
+        if with_key {
+            let k = f.generate(&KeyKind::Root, &Seeded(std::sync::Mutex::new(seed))).unwrap();
+            text.extend_from_slice(b" ");
+            text.extend_from_slice(k.expose().as_bytes());
+            text.extend_from_slice(b" ");
+        }
+        text.extend_from_slice(&after);
+        let found = finder.find(&text);
+        prop_assert_eq!(!found.is_empty(), f.holds_key(&text));
+        prop_assert!(!with_key || !found.is_empty());
+        for m in found {
+            let s = std::str::from_utf8(&text[m.range()]).unwrap();
+            prop_assert!(f.parse(s).is_ok());
+        }
     }
 
     #[test]

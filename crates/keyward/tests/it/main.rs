@@ -29,6 +29,7 @@ mod paths;
 mod privilege;
 mod process;
 mod readme;
+mod scan;
 mod seeds;
 mod setup;
 mod store;
