@@ -47,8 +47,8 @@ use crate::{ApiState, BodyLimit};
 pub const REFUSALS_AUDITED_PER_MINUTE: u32 = 60;
 
 /// The GitLab token types keyward revokes (GitLab names a finding's type
-/// `gitleaks_rule_id_` + the rule's id; `keyward regex --gitleaks` names
-/// its rule `keyward_api_key`).
+/// `gitleaks_rule_id_` + the rule's id; `keyward regex --format gitleaks`
+/// names its rule `keyward_api_key`).
 pub const GITLAB_TOKEN_TYPES: &[&str] = &["gitleaks_rule_id_keyward_api_key", "keyward_api_key"];
 
 /// Where accepted reports go to have the policy applied (the server's

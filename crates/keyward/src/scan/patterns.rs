@@ -57,7 +57,7 @@ pub(crate) fn print_patterns(
                 "# keyward API keys. gitleaks cannot check their CRC32 checksum: \
                  `keyward scan` reports only well-formed keys.\n\
                  [[rules]]\n\
-                 id = \"keyward-api-key\"\n\
+                 id = \"keyward_api_key\"\n\
                  description = \"keyward API key\"\n\
                  regex = '''{}'''\n\
                  keywords = [{}]",

@@ -722,7 +722,7 @@ fn regex_prints_the_pattern_a_gitleaks_rule_and_a_github_custom_pattern() {
     assert_eq!(gitleaks.code, 0, "{}", gitleaks.stderr);
     let rules: toml::Value = toml::from_str(&gitleaks.stdout).unwrap();
     let rule = &rules["rules"][0];
-    assert_eq!(rule["id"].as_str(), Some("keyward-api-key"));
+    assert_eq!(rule["id"].as_str(), Some("keyward_api_key"));
     assert_eq!(
         format!("{}\n", rule["regex"].as_str().unwrap()),
         plain.stdout
@@ -784,4 +784,59 @@ fn the_vendored_sarif_schema_is_sarif_2_1_0() {
     assert!(std::fs::read_to_string(dir.join("README.md"))
         .unwrap()
         .contains("oasis-tcs/sarif-spec"));
+}
+
+/// `--check` against a real keyward: a live key, a revoked one and one
+/// nobody issued, in one file; only the live one is live.
+#[tokio::test]
+async fn check_against_a_running_keyward_marks_only_its_live_keys() {
+    let s = crate::kit::Server::start().await;
+    let tenant = s.tenant("Acme").await;
+    let (_, live) = s.key(&tenant, "live", json!({})).await;
+    let (revoked_id, revoked) = s.key(&tenant, "old", json!({})).await;
+    let r = s
+        .post(
+            &format!("/v1/keys/{revoked_id}/revoke"),
+            &s.root,
+            json!({ "reason": "leaked" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let unknown = keyward_server::config::Settings::from_config(crate::kit::default_config())
+        .unwrap()
+        .format
+        .generate(&KeyKind::Environment("test".into()), &OsEntropy)
+        .unwrap();
+    let root = temp_dir("scan-check-real");
+    write(
+        &root,
+        "app/.env",
+        format!("A={live}\nB={revoked}\nC={}\n", unknown.expose()).as_bytes(),
+    );
+    let (base, key) = (s.base.clone(), s.root.clone());
+    let dir = root.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        keyward(
+            &dir,
+            &["scan", "--check", "--format", "json", "."],
+            &[
+                ("KEYWARD_URL", base.as_str()),
+                ("KEYWARD_ROOT_KEY", key.as_str()),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    let verdicts: Vec<(i64, bool)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["line"].as_i64().unwrap(), f["live"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(verdicts, vec![(1, true), (2, false), (3, false)]);
+    for secret in [live.as_str(), revoked.as_str(), unknown.expose()] {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    }
 }
