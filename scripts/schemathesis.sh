@@ -201,8 +201,15 @@ width = max(map(len, ops), default=0)
 for op in sorted(ops):
     print(f"  {op:<{width}}  " + "  ".join(f"{c}×{n}" for c, n in sorted(ops[op].items())))
 print(f"  {sum(sum(c.values()) for c in tally.values())} requests; {len(probes)} undocumented methods answered 405")
-# Each operation must have been reached past authentication at least once.
-unreached = [op for op, c in ops.items() if set(c) <= {"401"}]
+# Each operation must have been reached past authentication at least once,
+# but GitLab's revocation calls: they take a shared token of GitLab's
+# (`[leaks.gitlab]`, tested in crates/keyward/tests/it/leaks.rs), not the
+# run's key, which Schemathesis sends on every request.
+partner = ("/v1/leaks/gitlab/",)
+unreached = [
+    op for op, c in ops.items()
+    if set(c) <= {"401"} and not op.split()[1].startswith(partner)
+]
 if unreached:
     sys.exit(f"FAIL: never authenticated: {unreached}")
 with open(sys.argv[1] + ".ops", "w", encoding="utf-8") as f:

@@ -62,6 +62,12 @@ def after_call(context, case, response):
 # (`tenant_id` is optional for tenant keys, required of root keys.)
 INEXPRESSIBLE_FIELDS = {
     ("expires_at", "in_past"),
+    # Usage ranges: `from` before `to`, and at most 2,200 buckets of the
+    # granularity between them.
+    ("from", "invalid_range"),
+    ("from", "range_too_large"),
+    # `POST /v1/leaks`: exactly one of `key` and `key_hash`.
+    ("key", "required"),
     ("metadata", "too_large"),
     ("tenant_id", "required"),
 }

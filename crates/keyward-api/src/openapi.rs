@@ -395,6 +395,11 @@ fn query_constraints(op: &mut Value) {
                 json!({ "enum": ["active", "disabled", "expired", "revoked"] })
             }
             (Some("query"), Some("kind")) => json!({ "enum": ["tenant", "root"] }),
+            (Some("query"), Some("from" | "to")) => json!({ "format": "date-time" }),
+            (Some("query"), Some("granularity")) => json!({ "enum": ["minute", "hour", "day"] }),
+            (Some("query"), Some("group_by")) => {
+                json!({ "enum": ["key", "tenant_header", "route", "outcome"] })
+            }
             // Ids are keyward's (`key_…`, `ten_…`) or a tenant's own id,
             // 1 to 64 of these characters; anything else is not an id (and
             // an encoded slash or backslash is refused before routing).
