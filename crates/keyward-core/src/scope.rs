@@ -24,6 +24,10 @@ pub const KEYWARD_SCOPES: &[&str] = &[
     "keyward:credits:write",
     "keyward:leaks:write",
     "keyward:leaks:check",
+    "keyward:webhooks:read",
+    "keyward:webhooks:write",
+    "keyward:events:write",
+    "keyward:alerts:read",
 ];
 
 const MAX_SCOPE_LEN: usize = 128;

@@ -1259,6 +1259,7 @@ mod tests {
                     action: "credits.granted".into(),
                     target: tenant.into(),
                     details: serde_json::json!({}),
+                    event: None,
                 },
             )
             .await

@@ -71,13 +71,23 @@ impl Actor {
                 "keyward:keys:write",
                 "keyward:audit:read",
                 "keyward:tenants:read",
+                "keyward:webhooks:read",
+                "keyward:webhooks:write",
+                "keyward:alerts:read",
             ],
             Role::Developer => &[
                 "keyward:keys:read",
                 "keyward:keys:write",
                 "keyward:tenants:read",
+                "keyward:webhooks:read",
+                "keyward:alerts:read",
             ],
-            Role::Viewer => &["keyward:keys:read", "keyward:tenants:read"],
+            Role::Viewer => &[
+                "keyward:keys:read",
+                "keyward:tenants:read",
+                "keyward:webhooks:read",
+                "keyward:alerts:read",
+            ],
         }
     }
 

@@ -91,6 +91,22 @@ pub enum ChangeEvent {
     UserPasswordSet {
         user_id: String,
     },
+    EndpointCreated {
+        endpoint_id: String,
+        tenant_id: Option<String>,
+    },
+    EndpointUpdated {
+        endpoint_id: String,
+        tenant_id: Option<String>,
+    },
+    EndpointSecretRotated {
+        endpoint_id: String,
+        tenant_id: Option<String>,
+    },
+    EndpointDeleted {
+        endpoint_id: String,
+        tenant_id: Option<String>,
+    },
 }
 
 impl ChangeEvent {
@@ -120,6 +136,74 @@ impl ChangeEvent {
             ChangeEvent::MemberRemoved { .. } => "member.removed",
             ChangeEvent::UserCreated { .. } => "user.created",
             ChangeEvent::UserPasswordSet { .. } => "user.password_set",
+            ChangeEvent::EndpointCreated { .. } => "webhook.endpoint_created",
+            ChangeEvent::EndpointUpdated { .. } => "webhook.endpoint_updated",
+            ChangeEvent::EndpointSecretRotated { .. } => "webhook.secret_rotated",
+            ChangeEvent::EndpointDeleted { .. } => "webhook.endpoint_deleted",
+        }
+    }
+
+    /// Whether this change is published as an event (to webhook endpoints):
+    /// key, tenant and credit changes are; people and sign-in changes are not.
+    pub fn published(&self) -> bool {
+        matches!(
+            self,
+            ChangeEvent::TenantCreated { .. }
+                | ChangeEvent::TenantUpdated { .. }
+                | ChangeEvent::KeyCreated { .. }
+                | ChangeEvent::KeyUpdated { .. }
+                | ChangeEvent::KeyRevoked { .. }
+                | ChangeEvent::KeyRotated { .. }
+                | ChangeEvent::KeyDeleted { .. }
+                | ChangeEvent::KeyLeaked { .. }
+                | ChangeEvent::CreditsChanged { .. }
+        )
+    }
+
+    /// The ids an event's `data` carries (never a hash or a secret).
+    pub(crate) fn ids(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: &str| {
+            m.insert(k.to_owned(), serde_json::Value::from(v));
+        };
+        match self {
+            ChangeEvent::KeyCreated { key_id, .. }
+            | ChangeEvent::KeyUpdated { key_id, .. }
+            | ChangeEvent::KeyRevoked { key_id, .. }
+            | ChangeEvent::KeyDeleted { key_id, .. } => put("key_id", key_id),
+            ChangeEvent::KeyLeaked {
+                key_id, report_id, ..
+            } => {
+                put("key_id", key_id);
+                put("report_id", report_id);
+            }
+            ChangeEvent::KeyRotated {
+                old_key_id,
+                new_key_id,
+                ..
+            } => {
+                put("key_id", old_key_id);
+                put("new_key_id", new_key_id);
+            }
+            ChangeEvent::CreditsChanged { ledger_id, .. } => put("ledger_id", ledger_id),
+            _ => {}
+        }
+        if let Some(t) = self.tenant_id() {
+            put("tenant_id", t);
+        }
+        m
+    }
+
+    /// The key the change is about, if any.
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        match self {
+            ChangeEvent::KeyCreated { key_id, .. }
+            | ChangeEvent::KeyUpdated { key_id, .. }
+            | ChangeEvent::KeyRevoked { key_id, .. }
+            | ChangeEvent::KeyDeleted { key_id, .. }
+            | ChangeEvent::KeyLeaked { key_id, .. } => Some(key_id),
+            ChangeEvent::KeyRotated { old_key_id, .. } => Some(old_key_id),
+            _ => None,
         }
     }
 
@@ -141,7 +225,11 @@ impl ChangeEvent {
             | ChangeEvent::KeyRevoked { tenant_id, .. }
             | ChangeEvent::KeyRotated { tenant_id, .. }
             | ChangeEvent::KeyDeleted { tenant_id, .. }
-            | ChangeEvent::KeyLeaked { tenant_id, .. } => tenant_id.as_deref(),
+            | ChangeEvent::KeyLeaked { tenant_id, .. }
+            | ChangeEvent::EndpointCreated { tenant_id, .. }
+            | ChangeEvent::EndpointUpdated { tenant_id, .. }
+            | ChangeEvent::EndpointSecretRotated { tenant_id, .. }
+            | ChangeEvent::EndpointDeleted { tenant_id, .. } => tenant_id.as_deref(),
             ChangeEvent::RootKeyCreated { .. }
             | ChangeEvent::UserCreated { .. }
             | ChangeEvent::UserPasswordSet { .. } => None,
@@ -170,6 +258,10 @@ impl ChangeEvent {
             | ChangeEvent::MemberRemoved { user_id, .. }
             | ChangeEvent::UserCreated { user_id }
             | ChangeEvent::UserPasswordSet { user_id } => user_id,
+            ChangeEvent::EndpointCreated { endpoint_id, .. }
+            | ChangeEvent::EndpointUpdated { endpoint_id, .. }
+            | ChangeEvent::EndpointSecretRotated { endpoint_id, .. }
+            | ChangeEvent::EndpointDeleted { endpoint_id, .. } => endpoint_id,
         }
     }
 }

@@ -33,6 +33,11 @@ pub use error::{FieldError, ManageError};
 pub use event::{ChangeEvent, Invalidator, NoInvalidation};
 pub use policy::{LeakAction, LeakPolicy, ManagePolicy};
 pub use service::{
+    error_rate, spike, AlertPolicy, AlertQuery, AlertRun, DeliveryLog, EndpointChanges,
+    EndpointWithSecret, NewEndpoint, Spike, UpstreamEvent, WebhookSettings, MAX_DESCRIPTION,
+    MAX_EVENT_DATA, RESERVED_PREFIXES,
+};
+pub use service::{
     people::{check_email, check_name, normalize_email, NewInvite, NewUser},
     AuditQuery, CreditChangeInput, Credits, Cursor, IssuedKey, KeyChanges, KeyQuery, ManageService,
     NewKey, NewTenant, Paging, RateLimitInput, Revocation, TenantChanges,

@@ -1,19 +1,23 @@
 //! [`ManageService`]: every management action, checked, committed with its
 //! audit entry, and announced to the [`Invalidator`].
 
+mod alerts;
 mod credits;
 mod keys;
 mod leaks;
 pub(crate) mod people;
 mod tenants;
 mod usage;
+mod webhooks;
 
 use std::sync::{Arc, RwLock};
 
 use keyward_core::clock::{Clock, Timestamp};
 use keyward_core::id::new_id;
 use keyward_core::secret::{Entropy, KeySecret};
-use keyward_store::{AuditEntry, AuditEvent, AuditFilter, KeyRecord, Page, PageRequest, Store};
+use keyward_store::{
+    AuditEntry, AuditEvent, AuditFilter, KeyRecord, NewEvent, Page, PageRequest, Store,
+};
 use serde_json::Value;
 
 use crate::actor::Actor;
@@ -21,6 +25,7 @@ use crate::error::ManageError;
 use crate::event::{ChangeEvent, Invalidator};
 use crate::policy::ManagePolicy;
 
+pub use alerts::{error_rate, spike, AlertPolicy, AlertRun, Spike};
 pub use credits::{CreditChangeInput, Credits};
 pub use keys::{KeyChanges, KeyQuery, NewKey, RateLimitInput, Revocation};
 pub use leaks::{
@@ -31,6 +36,10 @@ pub use usage::{
     GroupPaging, KeyAddresses, KeyUsage, SeenAddress, TenantUsage, UsageCounts, UsageWindow,
     MAX_BUCKETS, UNFAMILIAR_MS,
 };
+pub use webhooks::{
+    AlertQuery, DeliveryLog, EndpointChanges, EndpointWithSecret, NewEndpoint, UpstreamEvent,
+    WebhookSettings, MAX_DESCRIPTION, MAX_EVENT_DATA, RESERVED_PREFIXES,
+};
 
 /// The management service: one per server (or CLI command).
 pub struct ManageService {
@@ -39,6 +48,8 @@ pub struct ManageService {
     entropy: Arc<dyn Entropy>,
     invalidator: Arc<dyn Invalidator>,
     policy: RwLock<Arc<ManagePolicy>>,
+    /// `None` while webhooks are off.
+    webhooks: RwLock<Option<Arc<WebhookSettings>>>,
 }
 
 /// A key just issued (created, rotated, or a root key): its record and the
@@ -116,6 +127,7 @@ impl ManageService {
             entropy,
             invalidator,
             policy: RwLock::new(Arc::new(policy)),
+            webhooks: RwLock::new(None),
         }
     }
 
@@ -156,15 +168,38 @@ impl ManageService {
         event: &ChangeEvent,
         details: Value,
     ) -> Result<AuditEntry, ManageError> {
+        let at = self.clock.now().0;
+        let published = if event.published() {
+            let mut data = event.ids();
+            if let Value::Object(d) = &details {
+                for (k, v) in d {
+                    data.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            data.insert("actor".to_owned(), Value::from(actor.audit_id()));
+            Some(NewEvent {
+                id: self.new_id("msg")?,
+                at,
+                tenant_id: event.tenant_id().map(str::to_owned),
+                key_id: event.key_id().map(str::to_owned),
+                event_type: event.action().to_owned(),
+                data: Value::Object(data),
+                source: "keyward".to_owned(),
+                idempotency_key: None,
+            })
+        } else {
+            None
+        };
         Ok(AuditEntry {
             id: self.new_id("evt")?,
-            at: self.clock.now().0,
+            at,
             actor: actor.audit_id().to_owned(),
             actor_ip: actor.ip().map(|i| i.to_string()),
             tenant_id: event.tenant_id().map(str::to_owned),
             action: event.action().to_owned(),
             target: event.target().to_owned(),
             details,
+            event: published,
         })
     }
 

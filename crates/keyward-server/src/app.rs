@@ -69,6 +69,9 @@ pub struct Shared {
     pub(crate) leaks: Arc<keyward_api::leaks::LeakIntake>,
     /// Applies the leak policy after the answer.
     pub(crate) leak_worker: crate::leaks::LeakWorker,
+    /// The webhook master key's id, when webhooks are on (checked against
+    /// the store's at start).
+    pub(crate) webhook_key_id: Option<String>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -188,6 +191,30 @@ impl Keyward {
             ))),
             manage_policy(&settings, &policy.current().tiers),
         ));
+        let webhook_key_id = if settings.config.webhooks.enabled {
+            match crate::webhooks::master_key(&settings, entropy.as_ref())? {
+                Some(master) => {
+                    let id = master.key_id();
+                    let w = &settings.config.webhooks;
+                    manage.set_webhooks(Some(keyward_manage::WebhookSettings {
+                        master,
+                        allow_private: w.allow_private_addresses,
+                        rotation_overlap_ms: i64::try_from(
+                            w.rotation_overlap_seconds.saturating_mul(1000),
+                        )
+                        .unwrap_or(i64::MAX),
+                        max_endpoints: w.max_endpoints,
+                    }));
+                    Some(id)
+                }
+                None => {
+                    tracing::warn!("Webhooks are off: on PostgreSQL, set webhooks.signing_key_file (the same key on every node).");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let observer = Arc::new(Observer::new(
             settings
                 .config
@@ -231,6 +258,7 @@ impl Keyward {
                 observer,
                 leaks,
                 leak_worker,
+                webhook_key_id,
             })),
         })
     }
@@ -320,6 +348,7 @@ impl Keyward {
                 self.state.settings.config.leaks.clone(),
             ))
             .collect();
+        let event_tasks = self.start_event_tasks().await?;
         let front = Arc::new(crate::serve::Front::new(self.state.clone(), self.router()));
         let workers = match self.state.settings.config.http.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -334,7 +363,7 @@ impl Keyward {
         flusher.abort();
         purger.abort();
         settler.abort();
-        for task in followers.into_iter().chain(leak_tasks) {
+        for task in followers.into_iter().chain(leak_tasks).chain(event_tasks) {
             task.abort();
         }
         if let Some(redis) = &self.state.redis {
@@ -355,6 +384,49 @@ impl Keyward {
         drop(running);
         tracing::info!("Server stopped; last-use batches flushed.");
         Ok(())
+    }
+}
+
+impl Keyward {
+    /// The webhook deliverer, its pruner and the alert checks. Refuses to
+    /// start when the store was set up with another webhook master key.
+    async fn start_event_tasks(&self) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let s = &self.state;
+        let mut tasks = Vec::new();
+        if let Some(id) = &s.webhook_key_id {
+            let stored = s
+                .store
+                .init_setting(crate::webhooks::KEY_ID_SETTING, id)
+                .await
+                .map_err(std::io::Error::other)?;
+            if &stored != id {
+                return Err(std::io::Error::other(format!(
+                    "this node's webhook master key (id {id}) is not the one the store was set up with (id {stored}): give every node the same webhooks.signing_key_file"
+                )));
+            }
+            let deliverer = crate::webhooks::Deliverer::new(
+                Arc::clone(&s.manage),
+                Arc::clone(&s.store),
+                Arc::clone(&s.clock),
+                Arc::clone(&s.entropy),
+                s.limits.credits.node_id().to_owned(),
+                &s.settings.config.webhooks,
+            )
+            .map_err(std::io::Error::other)?;
+            tasks.push(deliverer.spawn());
+            tasks.push(crate::webhooks::spawn_pruner(
+                Arc::clone(&s.store),
+                Arc::clone(&s.clock),
+                s.settings.config.webhooks.retain_days,
+            ));
+        }
+        if s.settings.config.alerts.enabled {
+            tasks.push(crate::webhooks::spawn_alerts(
+                Arc::clone(&s.manage),
+                &s.settings,
+            ));
+        }
+        Ok(tasks)
     }
 }
 

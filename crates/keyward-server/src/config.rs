@@ -15,7 +15,10 @@ use keyward_core::scope::ScopeCatalog;
 use keyward_core::secret::KeyFormat;
 use serde::{Deserialize, Serialize};
 
+mod events;
 pub mod reference;
+
+pub use events::{AlertsConfig, WebhooksConfig, DEFAULT_RETRY_SCHEDULE_MS};
 
 /// Environment variables that belong to the CLI, not to the configuration.
 const NOT_SETTINGS: &[&str] = &[
@@ -65,6 +68,11 @@ pub struct Config {
     pub changes: ChangesConfig,
     /// What leak reports do to keys, and who may send them.
     pub leaks: LeaksConfig,
+    /// Signed event delivery to webhook endpoints.
+    pub webhooks: WebhooksConfig,
+    /// The alert checks (spikes, error rates, new addresses, dormant and
+    /// expiring keys, low credits).
+    pub alerts: AlertsConfig,
 }
 
 pub use keyward_limits::{CreditsConfig, LimitsConfig, TierConfig};
@@ -98,6 +106,8 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             changes: ChangesConfig::default(),
             leaks: LeaksConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -986,6 +996,8 @@ impl Settings {
             .check()
             .map_err(|e| invalid(e.setting, e.message))?;
         config.leaks.check(&config.keys.environments)?;
+        config.webhooks.check()?;
+        config.alerts.check()?;
         let credentials = keyward_verify::credential::CredentialRules {
             header: config.keys.header.clone(),
             format: format.clone(),

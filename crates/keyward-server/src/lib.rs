@@ -39,5 +39,6 @@ mod invalidate;
 mod leaks;
 mod metrics;
 mod serve;
+mod webhooks;
 
 pub use app::{build_app, AppState, Keyward, ReloadError};

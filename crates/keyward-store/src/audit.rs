@@ -21,6 +21,9 @@ pub struct AuditEntry {
     pub target: String,
     /// Non-secret details (changed field names, reasons).
     pub details: Value,
+    /// The event this change publishes (`key.revoked`…), recorded and
+    /// fanned out to webhook endpoints in the change's transaction.
+    pub event: Option<crate::NewEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

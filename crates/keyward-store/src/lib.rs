@@ -18,7 +18,11 @@
 //! - usage counts per key, tenant header, route and outcome by minute, hour
 //!   and day, and each key's client addresses: [`UsageStore`];
 //! - leak reports (a key's secret found in public, by hash only), acted on
-//!   once per key: [`LeakStore`].
+//!   once per key: [`LeakStore`];
+//! - the outbox of events (written in the transaction of the change that
+//!   caused them and fanned out there to matching webhook endpoints),
+//!   endpoints, deliveries leased to one worker at a time, attempts, and
+//!   alerts: [`EventStore`].
 //!
 //! [`Store`] is all of them plus a readiness [`Store::ping`]; the server
 //! holds an `Arc<dyn Store>` and calls every method through it.
@@ -33,6 +37,7 @@
 mod audit;
 mod changes;
 mod credits;
+mod events;
 mod idempotency;
 mod keys;
 mod leaks;
@@ -48,6 +53,11 @@ pub use changes::{Change, ChangeFeed, ChangeKind, ChangeStore};
 pub use credits::{
     next_boundary, ChangeOutcome, CreditAccount, CreditChange, CreditStore, LedgerEntry,
     LedgerKind, Recover, Refill, RefillMode, RefillPeriod, ReserveRequest, Reserved, Settlement,
+};
+pub use events::{
+    Alert, AlertFilter, Attempt, Claimed, Delivery, DeliveryStatus, Endpoint, EndpointPatch, Event,
+    EventStore, KeyDue, KeyMinute, LowCredits, NewAddress, NewEvent, NextStep, PrunedEvents,
+    Recorded, TypePattern,
 };
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyStore, StoredResponse};
 pub use keys::{
@@ -107,6 +117,7 @@ pub trait Store:
     + ChangeStore
     + UsageStore
     + LeakStore
+    + EventStore
     + Send
     + Sync
     + 'static

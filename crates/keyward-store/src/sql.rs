@@ -9,6 +9,7 @@
 mod audit;
 mod changes;
 mod credits;
+mod events;
 mod idempotency;
 mod keys;
 mod leaks;

@@ -518,6 +518,7 @@ impl ManageService {
             action: "leak.report_refused".into(),
             target: reporter.to_owned(),
             details: json!({ "reason": reason }),
+            event: None,
         };
         self.store.audit_refused_leak(&audit).await?;
         tracing::warn!(reporter, reason, "Leak report refused.");

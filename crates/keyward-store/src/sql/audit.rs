@@ -49,6 +49,9 @@ pub(crate) async fn insert_audit(
     .bind(json_text(&a.details))
     .execute(&mut **tx)
     .await?;
+    if let Some(e) = &a.event {
+        super::events::insert_event(tx, e).await?;
+    }
     Ok(())
 }
 

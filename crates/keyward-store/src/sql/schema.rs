@@ -211,6 +211,69 @@ pub(super) fn migrations(dialect: Dialect) -> impl Iterator<Item = (i64, Vec<Str
         .chain(std::iter::once((6, change_log(dialect, seq))))
         .chain(std::iter::once((7, usage())))
         .chain(std::iter::once((8, leaks(seq))))
+        .chain(std::iter::once((9, events(seq))))
+}
+
+/// 9: the outbox and webhooks (see `crate::events`): events, endpoints and
+/// their type filters, deliveries (one per event and endpoint, leased to
+/// one worker at a time), attempts, alerts (one open alert per `dedupe`, a
+/// partial unique index), deployment settings; a tenant's low-credit
+/// threshold; and indexes the alert evaluation reads recent usage by.
+fn events(seq: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE events (seq {seq}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, \
+             tenant_id TEXT, key_id TEXT, type TEXT NOT NULL, data TEXT NOT NULL, \
+             source TEXT NOT NULL, idem TEXT UNIQUE)"
+        ),
+        "CREATE INDEX events_by_tenant ON events (tenant_id, seq)".to_owned(),
+        "CREATE INDEX events_by_time ON events (at)".to_owned(),
+        format!(
+            "CREATE TABLE webhook_endpoints (seq {seq}, id TEXT NOT NULL UNIQUE, tenant_id TEXT, \
+             url TEXT NOT NULL, description TEXT NOT NULL, event_types TEXT NOT NULL, \
+             enabled BIGINT NOT NULL, salt TEXT NOT NULL, previous_salt TEXT, \
+             previous_until BIGINT, failing_since BIGINT, created_at BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, deleted_at BIGINT)"
+        ),
+        "CREATE INDEX webhook_endpoints_by_tenant ON webhook_endpoints (tenant_id, seq)"
+            .to_owned(),
+        "CREATE TABLE webhook_filters (endpoint_id TEXT NOT NULL, exact TEXT, prefix TEXT)"
+            .to_owned(),
+        "CREATE INDEX webhook_filters_by_endpoint ON webhook_filters (endpoint_id)".to_owned(),
+        format!(
+            "CREATE TABLE webhook_deliveries (seq {seq}, event_id TEXT NOT NULL, \
+             endpoint_id TEXT NOT NULL, event_type TEXT NOT NULL, status TEXT NOT NULL, \
+             attempts BIGINT NOT NULL, tries BIGINT NOT NULL, next_at BIGINT, \
+             lease_owner TEXT, lease_until BIGINT, created_at BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, last_status BIGINT, last_error TEXT, \
+             UNIQUE (event_id, endpoint_id))"
+        ),
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_at)".to_owned(),
+        "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, seq)"
+            .to_owned(),
+        format!(
+            "CREATE TABLE webhook_attempts (seq {seq}, event_id TEXT NOT NULL, \
+             endpoint_id TEXT NOT NULL, at BIGINT NOT NULL, status BIGINT, \
+             latency_ms BIGINT NOT NULL, response TEXT NOT NULL, error TEXT, ok BIGINT NOT NULL, \
+             node TEXT NOT NULL)"
+        ),
+        "CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (endpoint_id, event_id, seq)"
+            .to_owned(),
+        "CREATE INDEX webhook_attempts_by_time ON webhook_attempts (at)".to_owned(),
+        format!(
+            "CREATE TABLE alerts (seq {seq}, id TEXT NOT NULL UNIQUE, at BIGINT NOT NULL, \
+             tenant_id TEXT, key_id TEXT, kind TEXT NOT NULL, dedupe TEXT NOT NULL, \
+             details TEXT NOT NULL, resolved_at BIGINT)"
+        ),
+        "CREATE UNIQUE INDEX alerts_open ON alerts (dedupe) WHERE resolved_at IS NULL".to_owned(),
+        "CREATE INDEX alerts_by_key ON alerts (key_id, seq)".to_owned(),
+        "CREATE INDEX alerts_by_tenant ON alerts (tenant_id, seq)".to_owned(),
+        "CREATE INDEX alerts_by_kind ON alerts (kind, resolved_at)".to_owned(),
+        "CREATE TABLE keyward_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)".to_owned(),
+        "ALTER TABLE tenants ADD COLUMN credits_low_threshold BIGINT".to_owned(),
+        "CREATE INDEX usage_recent ON usage_counts (g, bucket)".to_owned(),
+        "CREATE INDEX key_ips_first_seen ON key_ips (first_seen)".to_owned(),
+    ]
 }
 
 /// 8: leak reports (see `crate::leaks`): the token's hash only, never the

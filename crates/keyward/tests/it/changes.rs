@@ -41,6 +41,7 @@ fn audit(target: &str) -> AuditEntry {
         action: "key.revoked".into(),
         target: target.into(),
         details: json!({}),
+        event: None,
     }
 }
 

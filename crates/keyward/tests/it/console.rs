@@ -73,6 +73,7 @@ impl Console {
             action: "member.added".into(),
             target: u.id.clone(),
             details: json!({}),
+            event: None,
         };
         self.store
             .set_role(tenant, &u.id, role, &audit)

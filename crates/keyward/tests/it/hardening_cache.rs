@@ -220,6 +220,7 @@ fn audit(action: &str, target: &str) -> AuditEntry {
         action: action.into(),
         target: target.into(),
         details: json!({}),
+        event: None,
     }
 }
 

@@ -806,6 +806,7 @@ impl TwoNodes {
                     action: "credits.granted".into(),
                     target: tenant.into(),
                     details: json!({}),
+                    event: None,
                 },
             )
             .await

@@ -33,6 +33,7 @@ fn audit(action: &str, target: &str, at: i64) -> AuditEntry {
         action: action.into(),
         target: target.into(),
         details: json!({}),
+        event: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub(super) async fn suite<S: TenantStore + AuditStore + 'static>(store: Arc<S>) 
         .into(),
         target: tenant.to_owned(),
         details: json!({ "changed": ["name"], "n": n, "reason": "ünïcode ✓" }),
+        event: None,
     };
     for (id, n) in [("ten_a", 0), ("ten_b", 1)] {
         let t = Tenant {

@@ -29,6 +29,7 @@ pub(super) async fn suite<S: TenantStore + UserStore + 'static>(store: Arc<S>) {
                 action: "tenant.created".into(),
                 target: ten.clone(),
                 details: json!({}),
+                event: None,
             },
         )
         .await
@@ -42,6 +43,7 @@ pub(super) async fn suite<S: TenantStore + UserStore + 'static>(store: Arc<S>) {
         action: n.into(),
         target: "x".into(),
         details: json!({}),
+        event: None,
     };
     let user = |id: &str, email: &str| User {
         id: id.into(),
