@@ -1,5 +1,6 @@
 //! keyward's management HTTP API: the routes under `/v1` (keys, tenants,
-//! credits, audit, key verification, leak reports, health, `/v1/me`) and the OpenAPI
+//! credits, audit, key verification, leak reports, usage, webhooks, events,
+//! alerts, health, `/v1/me`) and the OpenAPI
 //! document served at `/openapi.json`.
 //!
 //! Handlers are thin adapters: a `Caller` extractor verifies the presented
@@ -29,6 +30,7 @@ mod openapi;
 mod tenants;
 mod usage;
 mod views;
+mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -180,6 +182,26 @@ fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ),
         ("/v1/leaks/gitlab/revoke", post(leaks::gitlab_revoke)),
         ("/v1/audit", get(audit::list)),
+        ("/v1/webhooks", post(webhooks::create).get(webhooks::list)),
+        (
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        ),
+        ("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate)),
+        ("/v1/webhooks/{id}/test", post(webhooks::test)),
+        ("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries)),
+        (
+            "/v1/webhooks/{id}/deliveries/{event_id}",
+            get(webhooks::delivery),
+        ),
+        (
+            "/v1/webhooks/{id}/deliveries/{event_id}/redeliver",
+            post(webhooks::redeliver),
+        ),
+        ("/v1/events", post(webhooks::publish)),
+        ("/v1/alerts", get(webhooks::alerts)),
         ("/openapi.json", get(meta::openapi)),
     ]
 }

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, credits, keys, leaks, meta, tenants, usage, ApiSettings};
+use crate::{audit, credits, keys, leaks, meta, tenants, usage, webhooks, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -63,6 +63,18 @@ use crate::{audit, credits, keys, leaks, meta, tenants, usage, ApiSettings};
         leaks::github,
         leaks::gitlab_types,
         leaks::gitlab_revoke,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::test,
+        webhooks::deliveries,
+        webhooks::delivery,
+        webhooks::redeliver,
+        webhooks::publish,
+        webhooks::alerts,
     ),
     modifiers(&Security),
     tags(
@@ -72,6 +84,7 @@ use crate::{audit, credits, keys, leaks, meta, tenants, usage, ApiSettings};
         (name = "audit", description = "Append-only log of management actions."),
         (name = "credits", description = "Tenant credit balances, refills and the ledger."),
         (name = "leaks", description = "Leaked keys: reports from GitHub's secret scanning, GitLab's token revocation API and people, acted on by the deployment's policy; and which hashes are live keys."),
+        (name = "webhooks", description = "Signed event delivery (Standard Webhooks v1): endpoints per tenant or operator-wide, their delivery logs, events handed in by the upstream API, and alerts."),
         (name = "usage", description = "Requests per key, tenant header, route and outcome, by minute, hour or day, and each key's client addresses."),
     )
 )]

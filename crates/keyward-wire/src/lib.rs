@@ -9,7 +9,7 @@
 //! Times are RFC 3339 strings in UTC.
 //!
 //! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
-//! [`audit`], [`usage`], [`meta`] (health and the principal), [`problem`] (error
+//! [`audit`], [`usage`], [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health and the principal), [`problem`] (error
 //! bodies), [`page`] (a page of any list).
 
 pub mod audit;
@@ -20,6 +20,7 @@ pub mod page;
 pub mod problem;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 pub use audit::{AuditEventView, AuditPage, ListAudit};
 pub use credits::{
@@ -37,6 +38,12 @@ pub use tenants::{CreateTenant, ListTenants, TenantPage, TenantView, UpdateTenan
 pub use usage::{
     KeyIpPage, KeyIpView, KeyUsageView, ListIps, TenantUsagePage, TenantUsageQuery,
     UsageCountsView, UsageGroupView, UsagePoint, UsageQuery,
+};
+
+pub use webhooks::{
+    AlertPage, AlertView, AttemptView, CreateEndpoint, DeliveryDetail, DeliveryPage, DeliveryView,
+    EndpointPage, EndpointView, EndpointWithSecret, EventView, ListAlerts, ListDeliveries,
+    ListEndpoints, PublishEvent, PublishedEvent, RotateEndpointSecret, UpdateEndpoint,
 };
 
 /// Deserializes a field that may be absent (`None`), `null` (`Some(None)`)
