@@ -12,7 +12,7 @@
 //! - [`spawn_alerts`] runs the alert checks on a timer;
 //! - [`spawn_pruner`] deletes old deliveries, attempts and events.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ use crate::config::{invalid, ConfigError, Settings, WebhooksConfig};
 pub(crate) const KEY_ID_SETTING: &str = "webhooks.master_key_id";
 
 /// The master key: `webhooks.signing_key`, else `webhooks.signing_key_file`,
-/// else (SQLite) `<data_dir>/webhook-signing.key`, created when missing.
+/// else (SQLite) `webhook-signing.key` beside the database file (in
+/// `data_dir` by default), created when missing.
 /// `None` on PostgreSQL without either (webhooks are then off).
 pub(crate) fn master_key(
     settings: &Settings,
@@ -46,22 +47,41 @@ pub(crate) fn master_key(
     if let Some(path) = &w.signing_key_file {
         return read_key(path, "webhooks.signing_key_file").map(Some);
     }
-    if !settings.config.effective_store_url().starts_with("sqlite:") {
+    let url = settings.config.effective_store_url();
+    let Some(db) = url.strip_prefix("sqlite:") else {
         return Ok(None);
+    };
+    let db = db.trim_start_matches("//");
+    let db = db.split('?').next().unwrap_or(db);
+    if db.is_empty() || db.contains(":memory:") {
+        // A store that ends with the process: so may its key.
+        return MasterKey::generate(entropy)
+            .map(Some)
+            .map_err(|e| invalid("webhooks", e));
     }
-    let path = settings.config.data_dir.join("webhook-signing.key");
+    // Beside the database: the two belong together.
+    let path = Path::new(db)
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("webhook-signing.key");
     if path.exists() {
         return read_key(&path, "webhooks.signing_key_file").map(Some);
     }
     let key = MasterKey::generate(entropy).map_err(|e| invalid("webhooks", e))?;
-    write_key(&path, &key.to_file_text()).map_err(|e| {
-        invalid(
+    match write_key(&path, &key.to_file_text()) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "Created the webhook signing master key.");
+            Ok(Some(key))
+        }
+        // Another process beside the same store made it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(&path, "webhooks.signing_key_file").map(Some)
+        }
+        Err(e) => Err(invalid(
             "webhooks.signing_key_file",
             format!("could not create {}: {e}", path.display()),
-        )
-    })?;
-    tracing::info!(path = %path.display(), "Created the webhook signing master key.");
-    Ok(Some(key))
+        )),
+    }
 }
 
 fn read_key(path: &Path, setting: &str) -> Result<MasterKey, ConfigError> {
@@ -72,7 +92,7 @@ fn read_key(path: &Path, setting: &str) -> Result<MasterKey, ConfigError> {
 }
 
 /// Writes a new key file readable by its owner only.
-fn write_key(path: &PathBuf, text: &str) -> std::io::Result<()> {
+fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -23,8 +23,8 @@ pub struct WebhooksConfig {
     /// hex characters, or base64 of 32 bytes or more). Prefer
     /// `signing_key_file`; every node must have the same.
     pub signing_key: Option<String>,
-    /// A file holding the master key. Unset on SQLite:
-    /// `<data_dir>/webhook-signing.key`, created on first start.
+    /// A file holding the master key. Unset on SQLite: `webhook-signing.key`
+    /// beside the database (in `data_dir`), created on first start.
     pub signing_key_file: Option<PathBuf>,
     /// Allow endpoints resolving to loopback, private, link-local and other
     /// non-public addresses (tests, private networks).
