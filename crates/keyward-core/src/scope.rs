@@ -189,6 +189,10 @@ const KEYWARD_SCOPE_DESCRIPTIONS: &[&str] = &[
     "Grant credits and change refills through keyward's management API.",
     "Report leaked keys (the policy then revokes, disables or flags them).",
     "Ask which key hashes are live keys (`keyward scan --check`).",
+    "Read webhook endpoints and their delivery logs.",
+    "Create, change, rotate, test and delete webhook endpoints, and redeliver.",
+    "Hand events to keyward for signed delivery to the tenant's webhook endpoints (`POST /v1/events`).",
+    "Read alerts (new client addresses, traffic spikes, error rates, dormant and expiring keys, low credits).",
 ];
 
 impl ScopeCatalog {
