@@ -43,6 +43,7 @@ pub(crate) async fn create(
         tier: body.tier,
         grantable_scopes: body.grantable_scopes,
         metadata: body.metadata,
+        credits_low_threshold: body.credits_low_threshold,
     };
     let tenant = state.manage.create_tenant(&caller.actor, input).await?;
     Ok((StatusCode::CREATED, axum::Json(tenant_view(&tenant))))
@@ -133,6 +134,7 @@ pub(crate) async fn update(
         tier: body.tier,
         grantable_scopes: body.grantable_scopes,
         metadata: body.metadata,
+        credits_low_threshold: body.credits_low_threshold,
     };
     let t = state
         .manage

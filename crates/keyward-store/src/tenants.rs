@@ -18,6 +18,9 @@ pub struct Tenant {
     /// The ceiling of scopes its keys may be given by anyone but operators
     /// (a plan); `None` is no ceiling.
     pub grantable_scopes: Option<Vec<String>>,
+    /// A balance under this raises `credits.low` (see `EventStore`);
+    /// `None`: the deployment's default, if any.
+    pub credits_low_threshold: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +29,7 @@ pub struct TenantPatch {
     pub metadata: Option<Value>,
     pub tier: Option<Option<String>>,
     pub grantable_scopes: Option<Option<Vec<String>>>,
+    pub credits_low_threshold: Option<Option<i64>>,
     pub updated_at: i64,
 }
 

@@ -86,6 +86,7 @@ pub fn tenant_view(t: &Tenant) -> TenantView {
         name: t.name.clone(),
         tier: t.tier.clone(),
         grantable_scopes: t.grantable_scopes.clone(),
+        credits_low_threshold: t.credits_low_threshold,
         metadata: t.metadata.clone(),
         created_at: time(t.created_at),
         updated_at: time(t.updated_at),

@@ -15,6 +15,9 @@ pub struct TenantView {
     /// The ceiling of scopes its keys may be given by anyone but operators
     /// (a plan); `null`: no ceiling.
     pub grantable_scopes: Option<Vec<String>>,
+    /// A balance under this raises the `credits.low` alert and event;
+    /// `null`: the deployment's default (`alerts.credits_low_threshold`).
+    pub credits_low_threshold: Option<i64>,
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
@@ -44,6 +47,9 @@ pub struct CreateTenant {
     pub grantable_scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A balance under this raises `credits.low` (0 or more).
+    #[schema(minimum = 0)]
+    pub credits_low_threshold: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
@@ -71,6 +77,15 @@ pub struct UpdateTenant {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// The `credits.low` threshold (0 or more), or `null` for the
+    /// deployment's default.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub credits_low_threshold: Option<Option<i64>>,
 }
 
 // The query of `GET /v1/tenants`.

@@ -17,6 +17,8 @@ pub struct NewTenant {
     pub tier: Option<String>,
     pub grantable_scopes: Option<Vec<String>>,
     pub metadata: Option<Value>,
+    /// A balance under this raises `credits.low`.
+    pub credits_low_threshold: Option<i64>,
 }
 
 /// Changes to a tenant: `None` leaves a field, `Some(None)` clears it.
@@ -26,6 +28,7 @@ pub struct TenantChanges {
     pub tier: Option<Option<String>>,
     pub grantable_scopes: Option<Option<Vec<String>>>,
     pub metadata: Option<Value>,
+    pub credits_low_threshold: Option<Option<i64>>,
 }
 
 fn capitalize(s: &str) -> String {
@@ -65,6 +68,13 @@ impl ManageService {
             c.tier(t);
         }
         let grantable_scopes = input.grantable_scopes.as_deref().map(|g| c.grantable(g));
+        if input.credits_low_threshold.is_some_and(|t| t < 0) {
+            c.push(
+                "credits_low_threshold",
+                "out_of_range",
+                "the threshold is 0 or more credits",
+            );
+        }
         if let Some(id) = &input.id {
             let ok = !id.is_empty()
                 && id.len() <= 64
@@ -93,6 +103,7 @@ impl ManageService {
             updated_at: now,
             tier: input.tier,
             grantable_scopes,
+            credits_low_threshold: input.credits_low_threshold,
         };
         let event = ChangeEvent::TenantCreated {
             tenant_id: tenant.id.clone(),
@@ -174,12 +185,20 @@ impl ManageService {
                 Some(None)
             }
         };
+        if matches!(input.credits_low_threshold, Some(Some(t)) if t < 0) {
+            c.push(
+                "credits_low_threshold",
+                "out_of_range",
+                "the threshold is 0 or more credits",
+            );
+        }
         c.finish()?;
         let patch = TenantPatch {
             name: input.name.map(|n| n.trim().to_owned()),
             metadata: input.metadata,
             tier: input.tier,
             grantable_scopes,
+            credits_low_threshold: input.credits_low_threshold,
             updated_at: self.now().0,
         };
         let mut changed = Vec::new();
@@ -191,6 +210,9 @@ impl ManageService {
         }
         if patch.tier.is_some() {
             changed.push("tier");
+        }
+        if patch.credits_low_threshold.is_some() {
+            changed.push("credits_low_threshold");
         }
         let mut details = json!({ "changed": changed });
         if let Some(g) = &patch.grantable_scopes {

@@ -11,7 +11,7 @@ use super::{
 use crate::*;
 
 const TENANT_COLUMNS: &str =
-    "seq, id, name, metadata, created_at, updated_at, tier, grantable_scopes";
+    "seq, id, name, metadata, created_at, updated_at, tier, grantable_scopes, credits_low_threshold";
 
 fn tenant_from_row(r: &AnyRow) -> StoreResult<(i64, Tenant)> {
     Ok((
@@ -33,6 +33,7 @@ fn tenant_from_row(r: &AnyRow) -> StoreResult<(i64, Tenant)> {
                 None => None,
                 Some(s) => Some(parse_strings("grantable_scopes", &s)?),
             },
+            credits_low_threshold: r.try_get("credits_low_threshold").map_err(backend)?,
         },
     ))
 }
@@ -42,8 +43,8 @@ impl TenantStore for SqlStore {
     async fn create_tenant(&self, t: &Tenant, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, metadata, created_at, updated_at, tier, grantable_scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tenants (id, name, metadata, created_at, updated_at, tier, grantable_scopes, \
+             credits_low_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -52,6 +53,7 @@ impl TenantStore for SqlStore {
         .bind(t.updated_at)
         .bind(t.tier.clone())
         .bind(t.grantable_scopes.as_deref().map(strings_text))
+        .bind(t.credits_low_threshold)
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -113,6 +115,10 @@ impl TenantStore for SqlStore {
         if let Some(g) = &patch.grantable_scopes {
             let p = b.arg(Bind::Text(g.as_deref().map(strings_text)));
             b.sql.push_str(&format!(", grantable_scopes = {p}"));
+        }
+        if let Some(c) = &patch.credits_low_threshold {
+            let p = b.arg(Bind::Int(*c));
+            b.sql.push_str(&format!(", credits_low_threshold = {p}"));
         }
         let p = b.arg(Bind::Text(Some(id.to_owned())));
         b.sql

@@ -30,6 +30,9 @@ pub(crate) enum Tenants {
         /// A JSON object stored with the tenant, e.g. '{"plan":"pro"}'.
         #[arg(long, value_name = "JSON", value_parser = json_object)]
         metadata: Option<serde_json::Value>,
+        /// A balance under this raises the `credits.low` alert and event.
+        #[arg(long, value_name = "CREDITS")]
+        credits_low_threshold: Option<i64>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -66,6 +69,16 @@ pub(crate) enum Tenants {
         /// Replace the metadata with this JSON object.
         #[arg(long, value_name = "JSON", value_parser = json_object)]
         metadata: Option<serde_json::Value>,
+        /// A balance under this raises the `credits.low` alert and event.
+        #[arg(
+            long,
+            value_name = "CREDITS",
+            conflicts_with = "clear_credits_low_threshold"
+        )]
+        credits_low_threshold: Option<i64>,
+        /// Use the deployment's default threshold (`alerts.credits_low_threshold`).
+        #[arg(long)]
+        clear_credits_low_threshold: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -86,6 +99,7 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
             tier,
             grantable_scopes,
             metadata,
+            credits_low_threshold,
             remote,
         } => {
             let body = CreateTenant {
@@ -94,6 +108,7 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
                 tier,
                 grantable_scopes: (!grantable_scopes.is_empty()).then_some(grantable_scopes),
                 metadata,
+                credits_low_threshold,
             };
             let client = Client::new(&remote)?;
             let t: TenantView = client
@@ -115,6 +130,8 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
             grantable_scopes,
             clear_grantable_scopes,
             metadata,
+            credits_low_threshold,
+            clear_credits_low_threshold,
             remote,
         } => {
             let body = UpdateTenant {
@@ -130,6 +147,11 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
                     (!grantable_scopes.is_empty()).then_some(Some(grantable_scopes))
                 },
                 metadata,
+                credits_low_threshold: if clear_credits_low_threshold {
+                    Some(None)
+                } else {
+                    credits_low_threshold.map(Some)
+                },
             };
             let client = Client::new(&remote)?;
             let path = format!("/v1/tenants/{}", segment(&id));

@@ -850,3 +850,122 @@ async fn a_delivery_survives_sigkill_and_restart() {
         }
     }
 }
+
+/// The time-based alerts: low credits (the tenant's own threshold),
+/// an expiring key, a dormant key disabled by policy — each once, each
+/// sent, and resolved when the condition ends.
+#[tokio::test]
+async fn credits_low_expiring_and_dormant_keys_alert_once() {
+    let rx = Receiver::start();
+    let (s, _) = server(
+        &[1_000],
+        r#"
+[alerts]
+interval_ms = 100
+dormant_days = 30
+disable_dormant = true
+expiring_days = 7
+"#,
+    )
+    .await;
+    let tenant = s.tenant("Vox").await;
+    let (_, whsec) = endpoint(
+        &s,
+        Some(&tenant),
+        &rx.url("time"),
+        &[
+            "credits.low",
+            "key.expiring",
+            "alert.key_dormant",
+            "key.updated",
+        ],
+    )
+    .await;
+    sync_receiver(&rx, "time", &s, &[&whsec], &[]).await;
+    let r = s
+        .patch(
+            &format!("/v1/tenants/{tenant}"),
+            &s.root,
+            json!({ "credits_low_threshold": 100 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["credits_low_threshold"], 100);
+    let r = s
+        .patch(
+            &format!("/v1/tenants/{tenant}"),
+            &s.root,
+            json!({ "credits_low_threshold": -1 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+
+    s.grant(&tenant, 50).await;
+    let expires = Timestamp(s.clock.now().0 + 3 * 86_400_000).to_rfc3339();
+    let (expiring, _) = s
+        .key(&tenant, "expiring", json!({ "expires_at": expires }))
+        .await;
+    let got = rx.wait_for("time", 2, WAIT).await;
+    let types: std::collections::BTreeSet<_> =
+        got.iter().map(|r| r.event_type.clone().unwrap()).collect();
+    assert!(types.contains("credits.low"), "{types:?}");
+    assert!(types.contains("key.expiring"), "{types:?}");
+    let low = got
+        .iter()
+        .find(|r| r.event_type.as_deref() == Some("credits.low"))
+        .unwrap();
+    assert_eq!(low.data["balance"], 50);
+    assert_eq!(low.data["threshold"], 100);
+    let exp = got
+        .iter()
+        .find(|r| r.event_type.as_deref() == Some("key.expiring"))
+        .unwrap();
+    assert_eq!(exp.data["key_id"], expiring.as_str());
+
+    // Back over the threshold: resolved; nothing more is sent meanwhile.
+    s.grant(&tenant, 100).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let a = s
+            .get(
+                &format!("/v1/alerts?tenant_id={tenant}&kind=credits_low"),
+                &s.root,
+            )
+            .await;
+        if a.body["data"][0]["resolved_at"].is_string() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", a.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rx.received("time").await.len(), 2);
+
+    // 31 days on, every key of the tenant is dormant: one alert each, and
+    // the policy disables them (a `key.updated` event each, audited).
+    s.clock.advance_seconds(31 * 86_400);
+    sync_receiver(&rx, "time", &s, &[&whsec], &[]).await;
+    let got = rx.wait_for("time", 4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let dormant: Vec<_> = rx
+        .received("time")
+        .await
+        .into_iter()
+        .filter(|r| r.event_type.as_deref() == Some("alert.key_dormant"))
+        .collect();
+    assert_eq!(dormant.len(), 1, "{got:?}");
+    let k = s.get(&format!("/v1/keys/{expiring}"), &s.root).await;
+    assert_eq!(k.body["enabled"], false, "{}", k.body);
+    let audit = s
+        .get(&format!("/v1/audit?tenant_id={tenant}"), &s.root)
+        .await;
+    assert!(
+        audit.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "key.disabled" && e["actor"] == "alerts"),
+        "{}",
+        audit.body
+    );
+    assert!(rx.received("time").await.iter().all(|r| r.verified));
+}

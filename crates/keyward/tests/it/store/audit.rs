@@ -35,6 +35,7 @@ pub(super) async fn suite<S: TenantStore + AuditStore + 'static>(store: Arc<S>) 
             updated_at: 1,
             tier: None,
             grantable_scopes: None,
+            credits_low_threshold: None,
         };
         store.create_tenant(&t, &entry(n, id)).await.unwrap();
     }

@@ -30,6 +30,7 @@ where
         updated_at: 1,
         tier: None,
         grantable_scopes: None,
+        credits_low_threshold: None,
     };
     store
         .create_tenant(&tenant, &audit("tenant.created", "ten_1", 1))

@@ -22,6 +22,7 @@ pub(super) async fn suite<S: TenantStore + KeyStore + AuditStore + 'static>(stor
         updated_at: 1,
         tier: None,
         grantable_scopes: None,
+        credits_low_threshold: None,
     };
     store
         .create_tenant(&t, &audit("tenant.created", "ten_1", 1))

@@ -41,6 +41,7 @@ pub(super) async fn suite<S: LeakStore + KeyStore + TenantStore + AuditStore + '
         updated_at: 1,
         tier: None,
         grantable_scopes: None,
+        credits_low_threshold: None,
     };
     a.create_tenant(&t, &super::audit("tenant.created", "ten_1", 1))
         .await

@@ -18,6 +18,7 @@ pub(super) async fn suite<S: TenantStore + 'static>(store: Arc<S>, store2: Arc<S
         updated_at: 1,
         tier: Some("gold".into()),
         grantable_scopes: Some(vec!["keyward:keys:*".into(), "vox:*".into()]),
+        credits_low_threshold: None,
     };
     store
         .create_tenant(&t, &audit("tenant.created", "ten_1", 1))
@@ -36,6 +37,7 @@ pub(super) async fn suite<S: TenantStore + 'static>(store: Arc<S>, store2: Arc<S
                 metadata: None,
                 tier: Some(None),
                 grantable_scopes: None,
+                credits_low_threshold: None,
                 updated_at: 2,
             },
             &audit("tenant.updated", "ten_1", 2),
@@ -49,6 +51,7 @@ pub(super) async fn suite<S: TenantStore + 'static>(store: Arc<S>, store2: Arc<S
     assert_eq!(patched.grantable_scopes, t.grantable_scopes);
     let ceiling = |g: Option<Vec<String>>| TenantPatch {
         grantable_scopes: Some(g),
+        credits_low_threshold: None,
         updated_at: 2,
         ..TenantPatch::default()
     };

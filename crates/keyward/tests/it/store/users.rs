@@ -19,6 +19,7 @@ pub(super) async fn suite<S: TenantStore + UserStore + 'static>(store: Arc<S>) {
                 updated_at: 1,
                 tier: None,
                 grantable_scopes: None,
+                credits_low_threshold: None,
             },
             &AuditEntry {
                 id: "evt_t".into(),
