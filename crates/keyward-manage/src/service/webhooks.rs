@@ -446,11 +446,10 @@ impl ManageService {
             source: "keyward".to_owned(),
             idempotency_key: None,
         };
-        Ok(self
-            .store
+        self.store
             .record_event_for(&event, &endpoint.id)
             .await
-            .map_err(not_found("endpoint"))?)
+            .map_err(not_found("endpoint"))
     }
 
     /// An endpoint's deliveries, newest first (`keyward:webhooks:read`).

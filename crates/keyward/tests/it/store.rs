@@ -1,5 +1,5 @@
 //! The store conformance suite: one suite per concern's trait (`tenants`,
-//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`, `usage`, `leaks`), each generic over
+//! `keys`, `audit`, `credits`, `idempotency`, `users`, `changes`, `usage`, `leaks`, `events`), each generic over
 //! the traits it needs, so another backend implementing some of them can
 //! run those; and the one place below that runs every suite on SQLite and
 //! on PostgreSQL (which fails loudly if unreachable, never skips). Plus the
@@ -8,6 +8,7 @@
 mod audit;
 mod changes;
 pub(crate) mod credits;
+mod events;
 mod idempotency;
 mod keys;
 mod leaks;
@@ -126,6 +127,7 @@ conformance! {
     changes_conformance: |a, b| changes::suite(a, b);
     usage_conformance: |a, b| usage::suite(a, b);
     leaks_conformance: |a, b| leaks::suite(a, b);
+    events_conformance: |a, b| events::suite(a, b);
 }
 
 #[tokio::test]
