@@ -70,8 +70,11 @@ export function createRootKey(dataDir, name) {
 
 /** A running keyward. */
 export class Keyward {
-  /** `rootKey`: also create an operator root key (`k.rootKey`) for the API. */
-  static async start({ rootKey = false } = {}) {
+  /**
+   * `rootKey`: also create an operator root key (`k.rootKey`) for the API.
+   * `env`: more `KEYWARD_*` settings (e.g. `KEYWARD_WEBHOOKS__POLL_INTERVAL_MS`).
+   */
+  static async start({ rootKey = false, env = {} } = {}) {
     if (!fs.existsSync(KEYWARD_TEST_BIN)) {
       throw new Error(`No keyward binary at ${KEYWARD_TEST_BIN}: run cargo build, or set KEYWARD_TEST_BIN.`);
     }
@@ -106,6 +109,7 @@ export class Keyward {
           KEYWARD_USAGE__FLUSH_INTERVAL_MS: '100',
           KEYWARD_USAGE__COUNTS_INTERVAL_MS: '100',
           KEYWARD_CACHE__TTL_SECONDS: '2',
+          ...env,
         },
       },
     );

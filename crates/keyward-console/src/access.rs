@@ -6,6 +6,8 @@
 //! | create, edit, revoke, rotate keys | ✓ | ✓ | ✓ | | ✓ |
 //! | invite, change roles, remove members | ✓ | ✓ (not owners) | | | ✓ |
 //! | read the audit log | ✓ | ✓ | | | ✓ |
+//! | see webhook endpoints, deliveries and alerts | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | add, change, test, rotate, delete endpoints; redeliver | ✓ | ✓ | | | ✓ |
 //! | list and create tenants | | | | | ✓ |
 //!
 //! The console checks these before acting, to answer with a clear message;
@@ -81,6 +83,20 @@ impl TenantAccess {
 
     pub fn can_read_audit(&self) -> bool {
         self.can_manage_members()
+    }
+
+    /// Whether the user acts with `scope`: a member with their role's
+    /// scopes ([`Actor::role_scopes`], the table the management service
+    /// checks), an operator with every scope.
+    pub fn holds(&self, scope: &str) -> bool {
+        match self.standing {
+            Standing::Operator => true,
+            Standing::Member(role) => Actor::role_scopes(role).contains(&scope),
+        }
+    }
+
+    pub fn can_write_webhooks(&self) -> bool {
+        self.holds("keyward:webhooks:write")
     }
 
     /// Roles this user may give (invite with, or change to).

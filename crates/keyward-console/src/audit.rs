@@ -24,7 +24,7 @@ pub struct AuditQuery {
 }
 
 /// Details as `key: value` pairs; arrays joined.
-fn details(v: &Value) -> String {
+pub(crate) fn details(v: &Value) -> String {
     match v {
         Value::Object(m) => m
             .iter()

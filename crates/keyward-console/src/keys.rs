@@ -1,6 +1,6 @@
 //! API key pages: the list (filters, pagination), creation, the one-time
 //! secret dialog, and a key's detail with its usage (`usage::key_section`),
-//! edit, rotate and revoke.
+//! its alerts (`alerts::key_section`), edit, rotate and revoke.
 //!
 //! Every action calls the management service with the user's actor
 //! ([`TenantAccess::actor`]), as the API does, so the console cannot
@@ -924,6 +924,7 @@ async fn detail_view(
         )
     });
     let usage = usage::key_section(state, &access.actor(signed), tid, &key.id, forms.range).await;
+    let alerts = super::alerts::key_section(state, &access.actor(signed), tid, &key.id).await;
     let leaks = state
         .manage
         .key_leaks(&access.actor(signed), &key.id)
@@ -1025,6 +1026,7 @@ async fn detail_view(
             }
         }
         (usage)
+        (alerts)
         @if !writable {
             p.notice { "You have view access to " (access.tenant.name) ". Owners, admins and developers can change, rotate and revoke keys." }
         }

@@ -37,6 +37,7 @@
 
 mod access;
 pub mod accounts;
+mod alerts;
 mod assets;
 mod audit;
 mod chart;
@@ -50,6 +51,7 @@ mod session;
 mod tenants;
 mod ui;
 mod usage;
+mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -174,6 +176,39 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S
         )
         .route("/console/t/{tid}/audit", get(audit::list))
         .route("/console/t/{tid}/usage", get(usage::tenant_page))
+        .route("/console/t/{tid}/alerts", get(alerts::tenant_page))
+        .route(
+            "/console/t/{tid}/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}",
+            get(webhooks::detail).post(webhooks::update),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/enabled",
+            post(webhooks::set_enabled),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/test",
+            post(webhooks::send_test),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/rotate",
+            post(webhooks::rotate),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/delete",
+            post(webhooks::delete),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/deliveries/{event}",
+            get(webhooks::delivery),
+        )
+        .route(
+            "/console/t/{tid}/webhooks/{eid}/deliveries/{event}/redeliver",
+            post(webhooks::redeliver),
+        )
         .route(
             "/console/t/{tid}/settings",
             get(tenants::settings).post(tenants::save_settings),

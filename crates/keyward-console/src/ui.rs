@@ -31,6 +31,8 @@ pub fn url_encode(s: &str) -> String {
 pub enum Section {
     Keys,
     Usage,
+    Alerts,
+    Webhooks,
     Members,
     Audit,
     Settings,
@@ -233,6 +235,8 @@ fn sidebar(chrome: &Chrome<'_>) -> Markup {
                 ul.nav-list {
                     (link(format!("/console/t/{}/keys", a.tenant.id), "API keys", ICON_KEY, chrome.section == Section::Keys))
                     (link(format!("/console/t/{}/usage", a.tenant.id), "Usage", ICON_CHART, chrome.section == Section::Usage))
+                    (link(format!("/console/t/{}/alerts", a.tenant.id), "Alerts", ICON_BELL, chrome.section == Section::Alerts))
+                    (link(format!("/console/t/{}/webhooks", a.tenant.id), "Webhooks", ICON_WEBHOOK, chrome.section == Section::Webhooks))
                     (link(format!("/console/t/{}/members", a.tenant.id), "Members", ICON_USERS, chrome.section == Section::Members))
                     @if a.can_read_audit() {
                         (link(format!("/console/t/{}/audit", a.tenant.id), "Audit log", ICON_LIST, chrome.section == Section::Audit))
@@ -262,6 +266,8 @@ const ICON_USERS: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill
 const ICON_LIST: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M8 6h13"/><path d="M8 12h13"/><path d="M8 18h13"/><path d="M3 6h.01"/><path d="M3 12h.01"/><path d="M3 18h.01"/></svg>"#;
 const ICON_BUILDING: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="4" y="2" width="16" height="20" rx="2"/><path d="M9 22v-4h6v4"/><path d="M8 6h.01"/><path d="M16 6h.01"/><path d="M12 6h.01"/><path d="M12 10h.01"/><path d="M12 14h.01"/><path d="M16 10h.01"/><path d="M16 14h.01"/><path d="M8 10h.01"/><path d="M8 14h.01"/></svg>"#;
 const ICON_SLIDERS: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M4 21v-7"/><path d="M4 10V3"/><path d="M12 21v-9"/><path d="M12 8V3"/><path d="M20 21v-5"/><path d="M20 12V3"/><path d="M1 14h6"/><path d="M9 8h6"/><path d="M17 16h6"/></svg>"#;
+const ICON_BELL: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/><path d="M10.3 21a1.94 1.94 0 0 0 3.4 0"/></svg>"#;
+const ICON_WEBHOOK: &str = r#"<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M18 16.98h-5.99c-1.1 0-1.95.94-2.48 1.9A4 4 0 0 1 2 17c.01-.7.2-1.4.57-2"/><path d="m6 17 3.13-5.78c.53-.97.1-2.18-.5-3.1a4 4 0 1 1 6.89-4.06"/><path d="m12 6 3.13 5.73C15.66 12.7 16.9 13 18 13a4 4 0 0 1 0 8"/></svg>"#;
 pub const ICON_EMPTY_KEY: &str = r#"<svg viewBox="0 0 24 24" width="40" height="40" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linecap="round" stroke-linejoin="round"><circle cx="8" cy="15" r="4"/><path d="M10.85 12.15 19 4"/><path d="m18 5 2 2"/><path d="m15 8 2 2"/></svg>"#;
 
 /// The hidden CSRF field every POST form carries.
