@@ -1,6 +1,7 @@
 //! The sender against real HTTP servers on 127.0.0.1: a tiny scripted
 //! HTTP/1.1 server on raw tokio sockets, so each test controls exactly what
 //! the receiver does (answers, redirects, stalls, floods).
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
