@@ -8,6 +8,7 @@
 pub mod client;
 pub mod cluster;
 pub mod raw;
+pub mod receiver;
 pub mod upstream;
 
 use std::sync::Arc;
