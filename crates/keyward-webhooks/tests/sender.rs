@@ -433,3 +433,30 @@ async fn names_that_do_not_resolve_fail_clearly() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn https_speaks_tls_and_reports_a_failed_handshake() {
+    // A plain-HTTP server behind an https URL, answering whatever arrives
+    // with an HTTP error: the rustls handshake fails on it, and the attempt
+    // says so instead of panicking or taking it for a response.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 5];
+        stream.read_exact(&mut hello).await.unwrap();
+        stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        // A TLS record of type 22 (handshake) is what a TLS client sends.
+        hello[0]
+    });
+    let sender = Sender::new(config(true)).unwrap();
+    let attempt = post(&sender, &format!("https://{addr}/")).await;
+    assert_eq!(attempt.status, None);
+    assert!(!attempt.ok);
+    let error = attempt.error.unwrap();
+    assert!(error.starts_with("connection failed: "), "{error}");
+    assert_eq!(served.await.unwrap(), 22, "no TLS ClientHello was sent");
+}

@@ -316,5 +316,50 @@ async fn receiver_verifies_a_hand_signed_delivery() {
         "{late:?}"
     );
 
-    assert_eq!(receiver.received_all().await.len(), 6);
+    // With the wall clock (no `now_ms`), a delivery stamped now verifies.
+    use keyward_core::clock::{Clock, SystemClock};
+    receiver
+        .configure("live", &[secret.to_whsec().as_str()], &[])
+        .await;
+    let now = SystemClock.now().millis() / 1000;
+    let live_sig = signature_header(&[&secret], "msg_live", now, body.as_bytes());
+    let res = http
+        .post(receiver.url("live"))
+        .header("webhook-id", "msg_live")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", &live_sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let live = receiver.wait_for("live", 1, Duration::from_secs(5)).await;
+    assert!(live[0].verified, "{live:?}");
+    assert_eq!(live[0].name, "live");
+    assert!((live[0].received_at_ms / 1000 - now).abs() < 60);
+
+    // keyward-webhooks' own sender, as the delivery worker uses it.
+    let sender = keyward_webhooks::Sender::new(keyward_webhooks::SenderConfig {
+        allow_private: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let sent_sig = signature_header(&[&secret], "msg_sender", now, body.as_bytes());
+    let url = receiver.url("live");
+    let attempt = sender
+        .send(&keyward_webhooks::Outgoing {
+            url: &url,
+            msg_id: "msg_sender",
+            timestamp: now,
+            body: body.as_bytes(),
+            signature: &sent_sig,
+        })
+        .await;
+    assert!(attempt.ok, "{attempt:?}");
+    assert_eq!(attempt.response, r#"{"received":true}"#);
+    let live = receiver.wait_for("live", 2, Duration::from_secs(5)).await;
+    assert!(live[1].verified, "{live:?}");
+    assert_eq!(live[1].id.as_deref(), Some("msg_sender"));
+
+    assert_eq!(receiver.received_all().await.len(), 7);
 }
