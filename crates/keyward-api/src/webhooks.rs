@@ -266,7 +266,7 @@ pub(crate) async fn delete(
     tag = "webhooks",
     operation_id = "rotate_webhook_secret",
     params(("id" = String, Path, description = "The endpoint's id, `whe_…`.")),
-    request_body(content = RotateEndpointSecret, description = "Optional; an empty body takes the default overlap."),
+    request_body(content = Option<RotateEndpointSecret>, description = "Optional; an empty body takes the default overlap."),
     security(("bearer" = []), ("api_key" = []), ("basic" = [])),
     responses(
         (status = 200, body = EndpointWithSecret),

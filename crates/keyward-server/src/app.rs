@@ -72,6 +72,8 @@ pub struct Shared {
     /// The webhook master key's id, when webhooks are on (checked against
     /// the store's at start).
     pub(crate) webhook_key_id: Option<String>,
+    /// What this node's webhook deliverer did (for `/metrics`).
+    pub(crate) deliveries: Arc<crate::webhooks::DeliveryCounters>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -259,6 +261,7 @@ impl Keyward {
                 leaks,
                 leak_worker,
                 webhook_key_id,
+                deliveries: Arc::default(),
             })),
         })
     }
@@ -411,6 +414,7 @@ impl Keyward {
                 Arc::clone(&s.entropy),
                 s.limits.credits.node_id().to_owned(),
                 &s.settings.config.webhooks,
+                Arc::clone(&s.deliveries),
             )
             .map_err(std::io::Error::other)?;
             tasks.push(deliverer.spawn());

@@ -9,9 +9,9 @@
 //! ([`keyward_observe::Metrics`]) and reads the rest where it lives: the key
 //! cache's counters and the time of its store reads (the verifier), rate
 //! limit and credit decisions (`Limits`), the rate limiter's state (Redis),
-//! the change follower's state, and usage recording (its held series,
-//! overflow and flushes). Webhook and outbox gauges are to come here, read
-//! the same way.
+//! the change follower's state, usage recording (its held series,
+//! overflow and flushes), and webhook delivery (this node's attempts by
+//! result, and the outbox's depth as its deliverer last read it).
 
 use std::net::SocketAddr;
 
@@ -136,7 +136,9 @@ pub(crate) fn render(state: &AppState) -> String {
     if let Some(u) = state.observer.usage() {
         write_usage(u, &mut out);
     }
-    // Webhook and outbox gauges go here when they exist.
+    if state.webhook_key_id.is_some() {
+        write_webhooks(&state.deliveries, &mut out);
+    }
     out.finish()
 }
 
@@ -317,6 +319,56 @@ fn write_usage(u: &UsageRecorder, out: &mut Exposition) {
         "Usage flushes the store refused (the batch is kept for the next one).",
     );
     out.sample("keyward_usage_flush_failures_total", &[], failures);
+}
+
+fn write_webhooks(d: &crate::webhooks::DeliveryCounters, out: &mut Exposition) {
+    use std::sync::atomic::Ordering::Relaxed;
+    out.family(
+        "keyward_webhook_attempts_total",
+        Kind::Counter,
+        "Webhook delivery attempts this node made, by result: delivered (2xx), retry (failed, another attempt is scheduled), failed (the schedule is exhausted; the endpoint is marked failing).",
+    );
+    for (result, n) in [
+        ("delivered", &d.delivered),
+        ("retry", &d.retried),
+        ("failed", &d.gave_up),
+    ] {
+        out.sample(
+            "keyward_webhook_attempts_total",
+            &[("result", result)],
+            n.load(Relaxed),
+        );
+    }
+    out.family(
+        "keyward_webhook_attempt_milliseconds_total",
+        Kind::Counter,
+        "Time this node's webhook attempts took, summed (divide by the attempts for the mean).",
+    );
+    out.sample(
+        "keyward_webhook_attempt_milliseconds_total",
+        &[],
+        d.latency_ms.load(Relaxed),
+    );
+    out.family(
+        "keyward_webhook_store_errors_total",
+        Kind::Counter,
+        "Claims or attempt records the store refused (a refused record is retried when its lease runs out).",
+    );
+    out.sample(
+        "keyward_webhook_store_errors_total",
+        &[],
+        d.store_errors.load(Relaxed),
+    );
+    out.family(
+        "keyward_webhook_pending_deliveries",
+        Kind::Gauge,
+        "Deliveries waiting in the outbox (due or scheduled), read every 5 s.",
+    );
+    out.sample(
+        "keyward_webhook_pending_deliveries",
+        &[],
+        d.pending.load(Relaxed),
+    );
 }
 
 /// The metrics' own listener (`metrics.listen`), until [`Listener::stop`].

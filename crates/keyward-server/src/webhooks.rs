@@ -13,6 +13,7 @@
 //! - [`spawn_pruner`] deletes old deliveries, attempts and events.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +110,21 @@ fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// What this node's deliverer did, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryCounters {
+    /// Attempts by result: delivered, failed and retried, failed for good.
+    pub(crate) delivered: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) gave_up: AtomicU64,
+    /// Sum of attempt latencies, in ms.
+    pub(crate) latency_ms: AtomicU64,
+    /// Claims or records the store refused.
+    pub(crate) store_errors: AtomicU64,
+    /// Deliveries pending in the store (due or not), read every few seconds.
+    pub(crate) pending: AtomicU64,
+}
+
 /// Sends due deliveries (one per node).
 pub(crate) struct Deliverer {
     manage: Arc<ManageService>,
@@ -119,6 +135,7 @@ pub(crate) struct Deliverer {
     schedule: RetrySchedule,
     node: String,
     config: WebhooksConfig,
+    counters: Arc<DeliveryCounters>,
 }
 
 impl Deliverer {
@@ -129,6 +146,7 @@ impl Deliverer {
         entropy: Arc<dyn Entropy>,
         node: String,
         config: &WebhooksConfig,
+        counters: Arc<DeliveryCounters>,
     ) -> Result<Deliverer, ConfigError> {
         let sender = Sender::new(SenderConfig {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
@@ -147,6 +165,7 @@ impl Deliverer {
             schedule: RetrySchedule::from_millis(&config.retry_schedule_ms),
             node,
             config: config.clone(),
+            counters,
         })
     }
 
@@ -155,11 +174,19 @@ impl Deliverer {
         let me = Arc::new(self);
         tokio::spawn(async move {
             let idle = Duration::from_millis(me.config.poll_interval_ms);
+            let mut depth_read = std::time::Instant::now() - Duration::from_secs(60);
             loop {
+                if depth_read.elapsed() >= Duration::from_secs(5) {
+                    depth_read = std::time::Instant::now();
+                    if let Ok(n) = me.store.pending_deliveries().await {
+                        me.counters.pending.store(n, Ordering::Relaxed);
+                    }
+                }
                 match me.round().await {
                     Ok(0) => tokio::time::sleep(idle).await,
                     Ok(_) => {}
                     Err(e) => {
+                        me.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "Could not claim webhook deliveries.");
                         tokio::time::sleep(idle).await;
                     }
@@ -242,6 +269,15 @@ impl Deliverer {
             ok: sent.ok,
             node: self.node.clone(),
         };
+        self.counters
+            .latency_ms
+            .fetch_add(sent.latency_ms, Ordering::Relaxed);
+        match &next {
+            NextStep::Delivered => &self.counters.delivered,
+            NextStep::RetryAt(_) => &self.counters.retried,
+            NextStep::GiveUp(_) => &self.counters.gave_up,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         match &next {
             NextStep::Delivered => {
                 tracing::debug!(event_id = %c.event.id, endpoint_id = %c.endpoint.id, "Webhook delivered.")

@@ -103,7 +103,13 @@ impl Server {
         Server::start_on(store, config, ManualClock::starting_now()).await
     }
 
-    pub async fn start_on(store: Arc<SqlStore>, config: Config, clock: ManualClock) -> Server {
+    pub async fn start_on(store: Arc<SqlStore>, mut config: Config, clock: ManualClock) -> Server {
+        // The store is given, not named in the config: without a key of its
+        // own the server would put its webhook key file beside the config's
+        // default database (./data).
+        if config.webhooks.signing_key.is_none() && config.webhooks.signing_key_file.is_none() {
+            config.webhooks.signing_key = Some(new_id("whk", &OsEntropy).unwrap().repeat(2));
+        }
         let settings = Settings::from_config(config).unwrap();
         let (_, secret) = keyward_server::bootstrap::create_root_key(
             &settings,

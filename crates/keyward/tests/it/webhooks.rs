@@ -107,7 +107,7 @@ async fn attempts(s: &Server, endpoint: &str, event: &str, n: usize) -> Value {
 async fn a_revocation_is_delivered_once_verified_and_retried_on_the_schedule() {
     let rx = Receiver::start();
     // 5 s then 60 s: the test moves the clock, nothing sleeps that long.
-    let (s, db) = server(&[5_000, 60_000], "").await;
+    let (s, db) = server(&[5_000, 60_000], "[metrics]\nenabled = true").await;
     let tenant = s.tenant("Vox").await;
     let (key, _) = s
         .key(&tenant, "agent", json!({ "scopes": ["vox:calls:read"] }))
@@ -183,6 +183,24 @@ async fn a_revocation_is_delivered_once_verified_and_retried_on_the_schedule() {
         3,
         "nothing after delivery"
     );
+
+    // The node counted its attempts.
+    let m = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "keyward_webhook_attempts_total{result=\"delivered\"} 1",
+        "keyward_webhook_attempts_total{result=\"retry\"} 2",
+        "keyward_webhook_attempts_total{result=\"failed\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
+    }
 
     // Revoking again changes nothing and sends nothing.
     s.post(&format!("/v1/keys/{key}/revoke"), &s.root, json!({}))

@@ -122,7 +122,10 @@ pub(super) async fn suite<S: EventStore + AuditStore + 'static>(a: Arc<S>, b: Ar
     )
     .await
     .unwrap();
-    assert_eq!(a.get_event("msg_4").await.unwrap().event_type, "key.revoked");
+    assert_eq!(
+        a.get_event("msg_4").await.unwrap().event_type,
+        "key.revoked"
+    );
     let d = a.get_delivery("whe_exact", "msg_4").await.unwrap();
     assert_eq!(d.status, DeliveryStatus::Pending);
 
@@ -151,38 +154,71 @@ pub(super) async fn suite<S: EventStore + AuditStore + 'static>(a: Arc<S>, b: Ar
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), total, "a delivery was claimed twice");
-    // 2 + 1 + 1 + 1 (msg_4) + 2 + 2 = 9 due; 8 claimed by the two.
+    // Due: msg_1 2, msg_2 1, msg_3 1, msg_4 2 (the exact filter and the
+    // operator-wide `*`), msg_5 2, msg_6 2 = 10; the two claimed 8.
     assert_eq!(total, 8);
-    // Leased: nothing more until the lease runs out, then the rest.
+    // Leased ones are skipped: the rest, then nothing until leases run out.
     let rest = a.claim_deliveries("n1", 200, 60_000, 100).await.unwrap();
-    assert_eq!(rest.len(), 1);
-    let again = b.claim_deliveries("n2", 60_001, 120_000, 100).await.unwrap();
-    assert_eq!(again.len(), 9, "expired leases are taken over");
+    assert_eq!(rest.len(), 2);
+    assert!(b
+        .claim_deliveries("n2", 300, 60_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = b
+        .claim_deliveries("n2", 60_001, 120_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 10, "expired leases are taken over");
 
     // A retry, a success, a give-up.
     let c = &again[0];
     assert!(a
-        .finish_attempt(c.delivery.seq, "n2", &attempt(60_002, false), &NextStep::RetryAt(70_000))
+        .finish_attempt(
+            c.delivery.seq,
+            "n2",
+            &attempt(60_002, false),
+            &NextStep::RetryAt(70_000)
+        )
         .await
         .unwrap());
     assert!(
-        !a.finish_attempt(c.delivery.seq, "n1", &attempt(60_003, true), &NextStep::Delivered)
-            .await
-            .unwrap(),
+        !a.finish_attempt(
+            c.delivery.seq,
+            "n1",
+            &attempt(60_003, true),
+            &NextStep::Delivered
+        )
+        .await
+        .unwrap(),
         "a lease not held"
     );
     let d = a
         .get_delivery(&c.delivery.endpoint_id, &c.delivery.event_id)
         .await
         .unwrap();
-    assert_eq!((d.status, d.attempts, d.next_at), (DeliveryStatus::Pending, 1, Some(70_000)));
-    assert!(a.claim_deliveries("n1", 69_999, 200_000, 100).await.unwrap().is_empty());
-    let due = a.claim_deliveries("n1", 70_000, 200_000, 100).await.unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.next_at),
+        (DeliveryStatus::Pending, 1, Some(70_000))
+    );
+    assert!(a
+        .claim_deliveries("n1", 69_999, 200_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = a
+        .claim_deliveries("n1", 70_000, 200_000, 100)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     let give_up = NextStep::GiveUp(Box::new((
         Alert {
             kind: "endpoint_failing".into(),
-            ..alert("alr_f", &format!("endpoint_failing:{}", c.delivery.endpoint_id), 70_001)
+            ..alert(
+                "alr_f",
+                &format!("endpoint_failing:{}", c.delivery.endpoint_id),
+                70_001,
+            )
         },
         event("msg_f", None, "webhook.endpoint_failing", 70_001),
     )));
@@ -196,21 +232,41 @@ pub(super) async fn suite<S: EventStore + AuditStore + 'static>(a: Arc<S>, b: Ar
         .list_attempts(&c.delivery.endpoint_id, &c.delivery.event_id, 10)
         .await
         .unwrap();
-    assert_eq!(attempts.len(), 3, "every attempt is recorded, also a late one");
+    assert_eq!(
+        attempts.len(),
+        3,
+        "every attempt is recorded, also a late one"
+    );
     // Redelivery restarts the schedule; a success clears `failing`.
     let r = a
         .redeliver(&c.delivery.endpoint_id, &c.delivery.event_id, 80_000)
         .await
         .unwrap();
     assert_eq!((r.status, r.tries), (DeliveryStatus::Pending, 0));
-    let due = a.claim_deliveries("n1", 80_000, 200_000, 100).await.unwrap();
-    assert_eq!(due.len(), 1);
+    // Due now: it, and the give-up's `webhook.endpoint_failing` event to
+    // the operator-wide endpoint (the others are still leased).
+    let due = a
+        .claim_deliveries("n1", 80_000, 200_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due
+        .iter()
+        .any(|d| d.event.event_type == "webhook.endpoint_failing" && d.endpoint.id == "whe_op"));
     assert!(a
-        .finish_attempt(due[0].delivery.seq, "n1", &attempt(80_001, true), &NextStep::Delivered)
+        .finish_attempt(
+            c.delivery.seq,
+            "n1",
+            &attempt(80_001, true),
+            &NextStep::Delivered
+        )
         .await
         .unwrap());
     assert_eq!(
-        a.get_endpoint(&c.delivery.endpoint_id).await.unwrap().failing_since,
+        a.get_endpoint(&c.delivery.endpoint_id)
+            .await
+            .unwrap()
+            .failing_since,
         None
     );
     let open = a
@@ -228,19 +284,34 @@ pub(super) async fn suite<S: EventStore + AuditStore + 'static>(a: Arc<S>, b: Ar
 
     // Alerts: once per open dedupe value, across handles; again once resolved.
     let e = |id: &str| event(id, Some("ten_1"), "alert.test", 90_000);
-    assert!(a.raise_alert(&alert("alr_1", "d1", 90_000), &e("msg_a1")).await.unwrap());
-    assert!(!b.raise_alert(&alert("alr_2", "d1", 90_001), &e("msg_a2")).await.unwrap());
-    assert!(a.get_event("msg_a2").await.is_err(), "no event for a repeat");
+    assert!(a
+        .raise_alert(&alert("alr_1", "d1", 90_000), &e("msg_a1"))
+        .await
+        .unwrap());
+    assert!(!b
+        .raise_alert(&alert("alr_2", "d1", 90_001), &e("msg_a2"))
+        .await
+        .unwrap());
+    assert!(
+        a.get_event("msg_a2").await.is_err(),
+        "no event for a repeat"
+    );
     assert!(a.resolve_alert("d1", 90_002).await.unwrap());
-    assert!(b.raise_alert(&alert("alr_3", "d1", 90_003), &e("msg_a3")).await.unwrap());
+    assert!(b
+        .raise_alert(&alert("alr_3", "d1", 90_003), &e("msg_a3"))
+        .await
+        .unwrap());
 
     // Deleting an endpoint cancels its pending deliveries.
     a.record_event(&event("msg_7", Some("ten_2"), "vox.call.x", 95_000))
         .await
         .unwrap();
-    a.delete_endpoint("whe_b", &super::audit("webhook.endpoint_deleted", "whe_b", 95_001))
-        .await
-        .unwrap();
+    a.delete_endpoint(
+        "whe_b",
+        &super::audit("webhook.endpoint_deleted", "whe_b", 95_001),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         a.get_delivery("whe_b", "msg_7").await.unwrap().status,
         DeliveryStatus::Cancelled
