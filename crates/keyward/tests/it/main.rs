@@ -35,3 +35,4 @@ mod setup;
 mod store;
 mod upstream;
 mod usage;
+mod webhooks_cli;
