@@ -1,17 +1,21 @@
 //! The client commands: `tenants`, `keys`, `root-keys list|revoke`,
-//! `audit` and `credits` call a running keyward's management API with the
-//! key in `KEYWARD_ROOT_KEY`, posting and reading the `keyward_wire` types.
+//! `audit`, `credits`, `webhooks`, `events` and `alerts` call a running
+//! keyward's management API with the key in `KEYWARD_ROOT_KEY`, posting and
+//! reading the `keyward_wire` types.
 //!
 //! Every client command takes [`Remote`] (`--url`, `--output`); lists take
 //! [`Paging`] (`--limit`, `--cursor`, `--all`). [`output`] prints an answer
 //! as a table for people, JSON for programs, or just its ids.
 
+pub(crate) mod alerts;
 pub(crate) mod audit;
 pub(crate) mod credits;
+pub(crate) mod events;
 pub(crate) mod keys;
 pub(crate) mod output;
 pub(crate) mod root_keys;
 pub(crate) mod tenants;
+pub(crate) mod webhooks;
 
 use std::io::IsTerminal;
 

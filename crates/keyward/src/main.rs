@@ -3,8 +3,9 @@
 //! `serve` runs the server; `root-keys create` bootstraps the first operator
 //! key straight into the store; `users …` manages console users straight in
 //! the store (the first operator comes from here); `tenants`, `keys`,
-//! `root-keys list|revoke`, `audit` and `credits` call a running server's
-//! management API with the key in `KEYWARD_ROOT_KEY` ([`client`]);
+//! `root-keys list|revoke`, `audit`, `credits`, `webhooks`, `events` and
+//! `alerts` call a running server's management API with the key in
+//! `KEYWARD_ROOT_KEY` ([`client`]);
 //! `completions` prints shell completions; `scan` finds keys in files
 //! ([`scan`]) and `regex` prints their pattern for other scanners.
 
@@ -64,6 +65,18 @@ enum Command {
     /// through a running server's API.
     #[command(subcommand)]
     Credits(client::credits::Credits),
+    /// Webhook endpoints (events signed per Standard Webhooks), their
+    /// secrets and delivery log, through a running server's API.
+    #[command(subcommand)]
+    Webhooks(client::webhooks::Webhooks),
+    /// Events of your API, delivered to tenants' webhook endpoints, through
+    /// a running server's API.
+    #[command(subcommand)]
+    Events(client::events::Events),
+    /// Alerts keyward raised (new addresses, traffic spikes, failing
+    /// endpoints, …), through a running server's API.
+    #[command(subcommand)]
+    Alerts(client::alerts::Alerts),
     /// Print the regular expression that matches this deployment's keys, for
     /// secret scanners: plain, as a gitleaks rule, or as a GitHub
     /// secret-scanning custom pattern.
@@ -249,6 +262,9 @@ fn command() -> clap::Command {
         .mut_subcommand("keys", client::with_env_help)
         .mut_subcommand("audit", client::with_env_help)
         .mut_subcommand("credits", client::with_env_help)
+        .mut_subcommand("webhooks", client::webhooks::with_env_help)
+        .mut_subcommand("events", client::with_env_help)
+        .mut_subcommand("alerts", client::with_env_help)
         .mut_subcommand("root-keys", |c| {
             c.mut_subcommand("list", client::with_env_help)
                 .mut_subcommand("revoke", client::with_env_help)
@@ -289,6 +305,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(k) => return client::keys::run(k).await,
         Command::Audit(a) => client::audit::run(a).await,
         Command::Credits(c) => client::credits::run(c).await,
+        Command::Webhooks(w) => client::webhooks::run(w).await,
+        Command::Events(e) => client::events::run(e).await,
+        Command::Alerts(a) => client::alerts::run(a).await,
         Command::Completions { shell } => {
             // Into a buffer first: `generate` panics on a failed write (a
             // closed pipe), a plain write returns the error.

@@ -3,7 +3,9 @@
 //! default when stdout is not a terminal) or `id` (only ids, one a line).
 //!
 //! [`Render`] says how one answer looks as a table and which ids it has;
-//! [`Row`] says how a list item looks as one line of a table.
+//! [`Row`] says how a list item looks as one line of a table. The answers of
+//! `webhooks`, `events` and `alerts` implement them beside their commands,
+//! with the helpers here.
 
 use std::io::{IsTerminal, Write};
 
@@ -97,7 +99,7 @@ impl<T: Row + Serialize> Render for Page<T> {
 }
 
 /// Aligned columns under a header line.
-fn columns(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn columns(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -121,7 +123,7 @@ fn columns(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 /// `label  value` lines, aligned; empty values are left out.
-fn fields(rows: &[(&str, String)]) -> String {
+pub(crate) fn fields(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     rows.iter()
         .filter(|(_, v)| !v.is_empty())
@@ -130,11 +132,11 @@ fn fields(rows: &[(&str, String)]) -> String {
         .join("\n")
 }
 
-fn opt(v: &Option<String>) -> String {
+pub(crate) fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
-fn list(v: &[String]) -> String {
+pub(crate) fn list(v: &[String]) -> String {
     v.join(", ")
 }
 
@@ -201,7 +203,7 @@ impl Row for TenantView {
     }
 }
 
-fn compact(v: &serde_json::Value) -> String {
+pub(crate) fn compact(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::Object(m) if m.is_empty() => String::new(),

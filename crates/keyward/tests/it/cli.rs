@@ -16,10 +16,10 @@ use crate::kit::{default_config, fresh_store_url, run_with_stdin, Backend, Serve
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
 /// One run of the binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -32,7 +32,7 @@ impl Run {
     }
 
     /// Succeeded; its stdout as JSON.
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         assert_eq!(
             self.code, 0,
             "stderr: {}\nstdout: {}",
@@ -43,7 +43,7 @@ impl Run {
     }
 
     /// Succeeded; its stdout's lines.
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         assert_eq!(
             self.code, 0,
             "stderr: {}\nstdout: {}",
@@ -55,7 +55,7 @@ impl Run {
 
 /// Runs `keyward args…` against `base` with `key` in `KEYWARD_ROOT_KEY`
 /// and `stdin` on its standard input, off the runtime the server runs on.
-async fn run_as(base: &str, key: Option<&str>, args: &[&str], stdin: &str) -> Run {
+pub(crate) async fn run_as(base: &str, key: Option<&str>, args: &[&str], stdin: &str) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("KEYWARD_URL", base)

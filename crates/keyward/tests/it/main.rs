@@ -36,3 +36,4 @@ mod store;
 mod upstream;
 mod usage;
 mod webhooks;
+mod webhooks_cli;

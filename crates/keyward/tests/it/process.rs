@@ -11,9 +11,9 @@ use crate::kit::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 fn free_port() -> u16 {
@@ -35,7 +35,7 @@ async fn start_with(data: &Path, log: &Path, extra: &[&str], level: &str) -> Run
 
 /// [`start_with`], with `KEYWARD_*` variables of its own (over the
 /// defaults here: usage flushed once a minute).
-async fn start_env(
+pub(crate) async fn start_env(
     data: &Path,
     log: &Path,
     extra: &[&str],
@@ -92,7 +92,7 @@ impl Drop for Running {
 
 impl Running {
     /// SIGTERM, then wait for a clean exit.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
