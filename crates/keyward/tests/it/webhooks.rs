@@ -732,12 +732,29 @@ signing_key = "6b6579776172642d746573742d6d61737465722d6b65792d3031323334353637"
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
-/// One `keyward serve` process on a SQLite data dir.
+/// One `keyward serve` process; killed (SIGKILL) and reaped on drop.
+struct Proc(std::process::Child);
+
+impl Proc {
+    fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `keyward serve` on a SQLite data dir; its base URL.
 fn serve(
     data: &std::path::Path,
     config: &std::path::Path,
     log: &std::path::Path,
-) -> (std::process::Child, String) {
+) -> (Proc, String) {
     let addr = data.join("addr");
     let _ = std::fs::remove_file(&addr);
     let file = std::fs::OpenOptions::new()
@@ -745,18 +762,20 @@ fn serve(
         .append(true)
         .open(log)
         .unwrap();
-    let child = std::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--address-file"])
-        .arg(&addr)
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .env("KEYWARD_LOG", "debug")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+    let child = Proc(
+        std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--address-file"])
+            .arg(&addr)
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .env("KEYWARD_LOG", "debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..400 {
         if let Some(a) = std::fs::read_to_string(&addr)
             .ok()
@@ -799,7 +818,7 @@ async fn a_delivery_survives_sigkill_and_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
     let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let (mut child, base) = serve(&data, &config, &log);
+    let (child, base) = serve(&data, &config, &log);
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         http.post(format!("{base}{path}"))
@@ -835,21 +854,19 @@ async fn a_delivery_survives_sigkill_and_restart() {
     rx.wait_for("kill", 1, WAIT).await;
     // Attempt 1 failed and is recorded; SIGKILL before attempt 2 is due.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(
         rx.received("kill").await.len(),
         1,
         "nothing while it is down"
     );
-    let (mut child, _) = serve(&data, &config, &log);
+    let (child, _) = serve(&data, &config, &log);
     let got = rx.wait_for("kill", 2, Duration::from_secs(20)).await;
     assert_eq!(got[1].attempt_no, 2);
     assert!(got.iter().all(|r| r.verified), "{got:?}");
     assert_eq!(got[1].status, 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 
     // The secret (and its key bytes) are in no file and no log line.
     let encoded = secret.trim_start_matches("whsec_");
