@@ -340,14 +340,14 @@ fn write_webhooks(d: &crate::webhooks::DeliveryCounters, out: &mut Exposition) {
         );
     }
     out.family(
-        "keyward_webhook_attempt_milliseconds_total",
+        "keyward_webhook_attempt_seconds_total",
         Kind::Counter,
-        "Time this node's webhook attempts took, summed (divide by the attempts for the mean).",
+        "Time this node's webhook attempts took, in seconds, summed (divide by the attempts for the mean).",
     );
     out.sample(
-        "keyward_webhook_attempt_milliseconds_total",
+        "keyward_webhook_attempt_seconds_total",
         &[],
-        d.latency_ms.load(Relaxed),
+        d.latency_ms.load(Relaxed) as f64 / 1000.0,
     );
     out.family(
         "keyward_webhook_store_errors_total",

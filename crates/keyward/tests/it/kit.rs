@@ -23,6 +23,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Executor;
 
+/// The webhook master key of every in-process test server (64 hex digits).
+pub const TEST_WEBHOOK_KEY: &str =
+    "6b6579776172642d746573742d776562686f6f6b2d6d61737465722d6b657921";
+
 pub const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +110,10 @@ impl Server {
     pub async fn start_on(store: Arc<SqlStore>, mut config: Config, clock: ManualClock) -> Server {
         // The store is given, not named in the config: without a key of its
         // own the server would put its webhook key file beside the config's
-        // default database (./data).
+        // default database (./data). One key for every test server, as every
+        // node of a deployment has the same (several servers share a store).
         if config.webhooks.signing_key.is_none() && config.webhooks.signing_key_file.is_none() {
-            config.webhooks.signing_key = Some(new_id("whk", &OsEntropy).unwrap().repeat(2));
+            config.webhooks.signing_key = Some(TEST_WEBHOOK_KEY.to_owned());
         }
         let settings = Settings::from_config(config).unwrap();
         let (_, secret) = keyward_server::bootstrap::create_root_key(
