@@ -20,7 +20,8 @@ the script's summary.
 with a 4xx other than 401, 403, 404, 409, 429) is checked too, less the
 refusals no schema can prevent, each named in `inexpressible` below: a
 value only the server can judge (a cursor it issued, an expiry in the
-future, metadata's size in bytes, a CIDR without host bits, a rate faster
+future, metadata's size in bytes, a webhook URL that must resolve to a
+public address, an event filter's grammar, keyward's reserved event types, a CIDR without host bits, a rate faster
 than 10^6 per second, an Idempotency-Key used before) or a JSON integer
 written as a float (`5.0`, which JSON Schema counts as an integer and
 serde does not). Any other refusal fails the run.
@@ -70,6 +71,24 @@ INEXPRESSIBLE_FIELDS = {
     ("key", "required"),
     ("metadata", "too_large"),
     ("tenant_id", "required"),
+    # Webhook endpoints: a URL must be public and resolve (no DNS in the
+    # run), and a filter pattern's grammar (`prefix.*`, `*`) is the
+    # server's; a description without control characters.
+    ("url", "forbidden_address"),
+    ("url", "unresolvable_host"),
+    ("url", "invalid_url"),
+    ("url", "unsupported_url_scheme"),
+    ("url", "url_without_host"),
+    ("url", "url_with_credentials"),
+    ("url", "url_with_fragment"),
+    ("url", "url_too_long"),
+    ("event_types", "invalid_event_filter"),
+    ("event_types", "invalid_event_type"),
+    ("event_types", "duplicate_event_filter"),
+    ("description", "invalid"),
+    # `POST /v1/events`: keyward's own type prefixes, data's size in bytes.
+    ("type", "reserved_type"),
+    ("data", "too_large"),
 }
 
 

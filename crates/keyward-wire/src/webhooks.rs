@@ -58,6 +58,7 @@ pub struct CreateEndpoint {
     pub description: Option<String>,
     /// 1 to 50 of: an event type (`key.revoked`), a `prefix.*` pattern
     /// (`vox.call.*`), or `*`.
+    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Vec<String>,
     /// Default `true`.
     pub enabled: Option<bool>,
@@ -73,6 +74,7 @@ pub struct UpdateEndpoint {
     #[schema(max_length = 500)]
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -158,14 +160,14 @@ pub struct PublishEvent {
     /// own prefixes (`key.`, `tenant.`, `credits.`, `alert.`, `webhook.`)
     /// are refused.
     #[serde(rename = "type")]
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")]
     pub event_type: String,
     /// A JSON object, at most 64 KiB.
     #[schema(value_type = Object)]
     pub data: Value,
     /// The same key (per tenant) records the event once; the
     /// `Idempotency-Key` header is used when absent.
-    #[schema(max_length = 255)]
+    #[schema(max_length = 255, pattern = r"^[!-~]+$")]
     pub idempotency_key: Option<String>,
 }
 
