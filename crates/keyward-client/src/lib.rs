@@ -89,7 +89,8 @@
 //! The API key is an [`ApiKey`]: `Debug` prints `<redacted>`, and it is
 //! wiped on drop. The client keeps it only as its `Authorization` header,
 //! whose bytes are wiped when the client and its last request are gone;
-//! a `verify` body (it holds the key verified) is wiped the same way. No
+//! the bodies of `verify` and `report_leak` (they hold a key) are wiped the
+//! same way. No
 //! error or `Debug` output holds either. What the HTTP stack copies into
 //! its own buffers is out of reach, and the secrets in `create_key`,
 //! `rotate_key`, `create_webhook` and `rotate_webhook_secret` answers are
@@ -101,7 +102,7 @@
 //!   `verify` on a warm client is one request on a reused connection: its
 //!   URL is parsed once, its body serialized once for every attempt.
 //! - Randomness (idempotency keys, jitter) comes from an
-//!   [`Entropy`](keyward_core::secret::Entropy) given to the builder.
+//!   [`Entropy`] given to the builder.
 //! - Path segments are percent-encoded (tenant ids are chosen by users).
 
 #![forbid(unsafe_code)]
@@ -119,11 +120,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use keyward_core::secret::{Entropy, OsEntropy};
 use reqwest::Url;
 use zeroize::Zeroizing;
 
 pub use error::{ClientError, ProblemDetails};
+/// Where idempotency keys and jitter come from (keyward-core's).
+pub use keyward_core::secret::{Entropy, EntropyError, OsEntropy};
+/// The API's JSON types, which every method takes and answers.
 pub use keyward_wire as wire;
 
 use retry::Backoff;

@@ -141,8 +141,10 @@ impl Client {
     /// `POST /v1/events`: an event of your API for the tenant's endpoints
     /// subscribed to its type, recorded once however often it is sent. The
     /// idempotency key is `event.idempotency_key`, or one the client makes
-    /// for this call (sent as `Idempotency-Key` on every attempt); a
-    /// repeat answers the recorded event with `duplicate: true`.
+    /// for this call (sent as `Idempotency-Key` on every attempt). A
+    /// repeat answers the recorded event with `duplicate: true`, and so
+    /// does this call when its first answer was lost and a retry found the
+    /// event recorded.
     pub async fn publish_event(&self, event: &PublishEvent) -> Result<PublishedEvent, ClientError> {
         let idempotency_key = match event.idempotency_key {
             // The body's key wins over the header; it is sent as it is.
