@@ -33,6 +33,7 @@ use keyward_http::error::ApiError;
 use keyward_manage::{LeakInput, LeakVerdict, LeakedToken, Reporter};
 use keyward_store::LeakReport;
 use keyward_views::{opt_time, time};
+use keyward_wire::{CheckLeaks, KeyLeakView, KeyLeaks, LeakReceipt, LiveKeys, ReportLeak};
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
@@ -547,39 +548,6 @@ pub(crate) async fn gitlab_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A leak report by a person or another scanner: the key itself or the hex
-/// SHA-256 of it (one of the two), and where it was found.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReportLeak {
-    /// The leaked key (checked and hashed, never stored).
-    #[serde(default)]
-    key: Option<String>,
-    /// Or: the hex SHA-256 of the leaked key.
-    #[serde(default)]
-    key_hash: Option<String>,
-    /// Where it was found.
-    #[serde(default)]
-    url: Option<String>,
-    /// What kind of place (`commit`, `paste`, `log`, …).
-    #[serde(default)]
-    source: Option<String>,
-}
-
-/// What happened to a report.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct LeakReceipt {
-    /// Hex SHA-256 of the key.
-    token_hash: String,
-    /// `true_positive`: a key you can see; `false_positive`: not one.
-    label: &'static str,
-    /// The recorded report (none for a key with a broken checksum).
-    report_id: Option<String>,
-    /// `pending` (the policy is applied in a moment), `repeat` (the key was
-    /// reported before: it acts once), or `unmatched`.
-    status: Option<&'static str>,
-}
-
 /// Reports a leaked key (`keyward:leaks:write`). Tenant keys reach their
 /// tenant's keys only. The policy is applied after the answer, once per key.
 #[utoipa::path(
@@ -641,26 +609,12 @@ pub(crate) async fn report(
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(LeakReceipt {
-            label: label(&v),
+            label: label(&v).to_owned(),
             report_id: v.report.as_ref().map(|r| r.id.clone()),
-            status: v.report.as_ref().map(|r| r.status.as_str()),
+            status: v.report.as_ref().map(|r| r.status.as_str().to_owned()),
             token_hash: v.token_hash,
         }),
     ))
-}
-
-/// Hashes to check.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CheckLeaks {
-    /// Hex SHA-256 digests of candidate keys, 1 to 100.
-    hashes: Vec<String>,
-}
-
-/// Which of the hashes are keys active now.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct LiveKeys {
-    live: Vec<String>,
 }
 
 /// Which hashes are live keys (`keyward:leaks:check`): what `keyward scan
@@ -694,24 +648,6 @@ pub(crate) async fn check(
     Ok(axum::Json(LiveKeys { live }))
 }
 
-/// One leak report of a key.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct KeyLeakView {
-    id: String,
-    /// `github`, `gitlab`, `api:<key id>`.
-    reporter: String,
-    url: Option<String>,
-    source: Option<String>,
-    token_type: Option<String>,
-    received_at: String,
-    /// `pending`, `applied`, `failed` or `repeat`.
-    status: &'static str,
-    /// `revoke`, `disable`, `flag` or `none`, once applied.
-    action: Option<String>,
-    applied_at: Option<String>,
-    detail: Option<String>,
-}
-
 fn leak_view(r: &LeakReport) -> KeyLeakView {
     KeyLeakView {
         id: r.id.clone(),
@@ -720,19 +656,11 @@ fn leak_view(r: &LeakReport) -> KeyLeakView {
         source: r.source.clone(),
         token_type: r.token_type.clone(),
         received_at: time(r.received_at),
-        status: r.status.as_str(),
+        status: r.status.as_str().to_owned(),
         action: r.action.clone(),
         applied_at: opt_time(r.applied_at),
         detail: r.detail.clone(),
     }
-}
-
-/// A key's leak reports, newest first, at most 50 (`keyward:keys:read`).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct KeyLeaks {
-    /// Whether the key was reported leaked.
-    leaked: bool,
-    data: Vec<KeyLeakView>,
 }
 
 /// A key's leak reports (`keyward:keys:read`).

@@ -9,12 +9,15 @@
 //! Times are RFC 3339 strings in UTC.
 //!
 //! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
-//! [`audit`], [`usage`], [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health and the principal), [`problem`] (error
-//! bodies), [`page`] (a page of any list).
+//! [`audit`], [`usage`], [`leaks`] (reports and the live-key check),
+//! [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health
+//! and the principal), [`problem`] (error bodies), [`page`] (a page of any
+//! list).
 
 pub mod audit;
 pub mod credits;
 pub mod keys;
+pub mod leaks;
 pub mod meta;
 pub mod page;
 pub mod problem;
@@ -31,6 +34,7 @@ pub use keys::{
     CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState, RevokeKey,
     RotateKey, UpdateKey, VerifyKey, VerifyResult,
 };
+pub use leaks::{CheckLeaks, KeyLeakView, KeyLeaks, LeakReceipt, LiveKeys, ReportLeak};
 pub use meta::{Health, Principal};
 pub use page::Page;
 pub use problem::{Envelope, EnvelopeError, ErrorBody, FieldError, Problem, ProblemDoc};

@@ -1,11 +1,14 @@
 //! The client commands: `tenants`, `keys`, `root-keys list|revoke`,
 //! `audit`, `credits`, `webhooks`, `events` and `alerts` call a running
-//! keyward's management API with the key in `KEYWARD_ROOT_KEY`, posting and
-//! reading the `keyward_wire` types.
+//! keyward's management API with the key in `KEYWARD_ROOT_KEY`, through
+//! `keyward_client` (the typed client of the `keyward_wire` types).
 //!
-//! Every client command takes [`Remote`] (`--url`, `--output`); lists take
-//! [`Paging`] (`--limit`, `--cursor`, `--all`). [`output`] prints an answer
-//! as a table for people, JSON for programs, or just its ids.
+//! Every client command takes [`Remote`] (`--url`, `--output`) and
+//! [`connect`]s; lists take [`Paging`] (`--limit`, `--cursor`, `--all`)
+//! and go through [`listing`]. A failed call is reported by [`failed`]:
+//! keyward's error body on stderr, its status as the error. [`output`]
+//! prints an answer as a table for people, JSON for programs, or just its
+//! ids.
 
 pub(crate) mod alerts;
 pub(crate) mod audit;
@@ -17,13 +20,13 @@ pub(crate) mod root_keys;
 pub(crate) mod tenants;
 pub(crate) mod webhooks;
 
+use std::future::Future;
 use std::io::IsTerminal;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use keyward_wire::{ErrorBody, Page};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+pub(crate) use keyward_client::Client;
+use keyward_client::ClientError;
 
 pub(crate) use output::Output;
 
@@ -46,9 +49,6 @@ pub(crate) fn with_env_help(cmd: clap::Command) -> clap::Command {
         cmd.mut_subcommand(name, with_env_help)
     })
 }
-
-/// The query of a `GET` that has none.
-pub(crate) const NO_QUERY: &[(&str, &str)] = &[];
 
 /// Where the server is.
 #[derive(Args, Clone, Debug)]
@@ -97,153 +97,68 @@ pub(crate) struct Paging {
     pub(crate) all: bool,
 }
 
-/// A client of a running keyward's management API, with the key in
-/// `KEYWARD_ROOT_KEY`: it posts wire request types and reads wire responses.
-pub(crate) struct Client {
-    http: reqwest::Client,
-    url: String,
-    key: zeroize::Zeroizing<String>,
+/// How many pages `--all` may fetch: all of them. The user asked for the
+/// whole list; the walk ends at its last page, or with an error if keyward
+/// answers a cursor with itself.
+pub(crate) const ALL_PAGES: usize = usize::MAX;
+
+/// A client of the running keyward at `--url`, with the key in
+/// `KEYWARD_ROOT_KEY`.
+pub(crate) fn connect(remote: &Remote) -> Result<Client> {
+    let key = std::env::var("KEYWARD_ROOT_KEY").map_err(|_| {
+        anyhow::anyhow!(
+            "set KEYWARD_ROOT_KEY to an operator root key (`keyward root-keys create`) or a management key"
+        )
+    })?;
+    let key = zeroize::Zeroizing::new(key.trim().to_owned());
+    if key.is_empty() {
+        bail!("KEYWARD_ROOT_KEY is empty: set it to an operator root key (`keyward root-keys create`) or a management key");
+    }
+    Ok(Client::builder(remote.server.url.as_str())
+        .key(key)
+        .build()?)
 }
 
-impl Client {
-    pub(crate) fn new(remote: &Remote) -> Result<Client> {
-        let key = std::env::var("KEYWARD_ROOT_KEY").map_err(|_| {
-            anyhow::anyhow!(
-                "set KEYWARD_ROOT_KEY to an operator root key (`keyward root-keys create`) or a management key"
-            )
-        })?;
-        let key = zeroize::Zeroizing::new(key.trim().to_owned());
-        if key.is_empty() {
-            bail!("KEYWARD_ROOT_KEY is empty: set it to an operator root key (`keyward root-keys create`) or a management key");
+/// A failed call as the CLI reports it: keyward's error body (a problem or
+/// an envelope, pretty) on stderr, and its status as the error; anything
+/// else (no connection, a timeout, an unexpected body) as it is.
+pub(crate) fn failed(e: ClientError) -> anyhow::Error {
+    let (status, pretty) = match e {
+        ClientError::Problem { status, problem } => {
+            let pretty = output::pretty(&problem.body).unwrap_or(problem.detail);
+            (status, pretty)
         }
-        Ok(Client {
-            http: reqwest::Client::new(),
-            url: remote.server.url.clone(),
-            key,
-        })
-    }
-
-    /// `GET path?query`.
-    pub(crate) async fn get<R: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &impl Serialize,
-    ) -> Result<R> {
-        let req = self.request(reqwest::Method::GET, path).query(query);
-        let text = self.finish(req).await?;
-        parse(&text)
-    }
-
-    /// `method path` with an optional JSON body.
-    pub(crate) async fn send<R: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<R> {
-        let text = self.send_text(method, path, body, &[]).await?;
-        parse(&text)
-    }
-
-    /// `method path` with an optional JSON body and extra headers; the
-    /// success body as text (empty for a 204).
-    pub(crate) async fn send_text(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-        headers: &[(&str, &str)],
-    ) -> Result<String> {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        self.finish(req).await
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{}", self.url.trim_end_matches('/'), path);
-        self.http
-            .request(method, url)
-            .bearer_auth(self.key.as_str())
-    }
-
-    /// The body of a success; an error's body (a problem or an envelope,
-    /// pretty) goes to stderr and the status becomes the error.
-    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<String> {
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach keyward at {}", self.url))?;
-        let status = res.status();
-        let text = res.text().await?;
-        if status.is_success() {
-            return Ok(text);
-        }
-        let pretty = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => output::pretty(&e).ok(),
-            // Not keyward's (a proxy's, say): as it came, pretty if JSON.
-            Err(_) => serde_json::from_str::<serde_json::Value>(&text)
+        // Not keyward's (a proxy's, say): as it came, pretty if JSON.
+        ClientError::Status { status, body } => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| serde_json::to_string_pretty(&v).ok()),
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            (status, pretty)
         }
-        .unwrap_or(text);
-        eprintln!("{pretty}");
-        bail!("keyward answered {status}")
-    }
-
-    /// One page of a list, or with `--all` every page joined into one.
-    pub(crate) async fn list<T: DeserializeOwned, Q: Serialize>(
-        &self,
-        path: &str,
-        paging: &Paging,
-        query: impl Fn(Option<u32>, Option<String>) -> Q,
-    ) -> Result<Page<T>> {
-        let mut page: Page<T> = self
-            .get(path, &query(paging.limit, paging.cursor.clone()))
-            .await?;
-        if !paging.all {
-            return Ok(page);
-        }
-        let mut items = std::mem::take(&mut page.data);
-        let mut cursor = page.next_cursor.take();
-        while let Some(c) = cursor {
-            let mut next: Page<T> = self
-                .get(path, &query(paging.limit, Some(c.clone())))
-                .await?;
-            if next.next_cursor.as_deref() == Some(c.as_str()) {
-                bail!("keyward gave the same cursor twice; stopping the listing");
-            }
-            items.append(&mut next.data);
-            cursor = next.next_cursor;
-        }
-        Ok(Page {
-            data: items,
-            next_cursor: None,
-            has_more: false,
-        })
-    }
+        other => return other.into(),
+    };
+    eprintln!("{pretty}");
+    anyhow::anyhow!("keyward answered {status}")
 }
 
-fn parse<R: DeserializeOwned>(text: &str) -> Result<R> {
-    serde_json::from_str(text).context("keyward answered with an unexpected body")
+/// The answer of a call, or its failure reported by [`failed`].
+pub(crate) async fn answer<T>(call: impl Future<Output = Result<T, ClientError>>) -> Result<T> {
+    call.await.map_err(failed)
 }
 
-/// A path segment (an id) with the characters a URL path cannot hold as
-/// they are percent-encoded.
-pub(crate) fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// A list: one page (`one`), or with `--all` every page joined into one
+/// (`all`, asked for [`ALL_PAGES`]). Only the one chosen is sent.
+pub(crate) async fn listing<P>(
+    paging: &Paging,
+    one: impl Future<Output = Result<P, ClientError>>,
+    all: impl Future<Output = Result<P, ClientError>>,
+) -> Result<P> {
+    if paging.all {
+        answer(all).await
+    } else {
+        answer(one).await
     }
-    out
 }
 
 /// A JSON object given on the command line (`--metadata '{"plan":"pro"}'`).

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use keyward_wire::{AlertView, ListAlerts};
 
 use super::output::{opt, print_page, Row};
-use super::{Client, Paging, Remote};
+use super::{connect, listing, Paging, Remote, ALL_PAGES};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Alerts {
@@ -43,17 +43,21 @@ pub(crate) async fn run(cmd: Alerts) -> Result<()> {
             paging,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<AlertView, _>("/v1/alerts", &paging, |limit, cursor| ListAlerts {
-                    tenant_id: tenant.clone(),
-                    key_id: key.clone(),
-                    kind: kind.clone(),
-                    open: open.then_some(true),
-                    limit,
-                    cursor,
-                })
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListAlerts {
+                tenant_id: tenant,
+                key_id: key,
+                kind,
+                open: open.then_some(true),
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_alerts(&q),
+                client.list_alerts_all(&q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
     }

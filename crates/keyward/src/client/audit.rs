@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use keyward_wire::{AuditEventView, ListAudit};
+use keyward_wire::ListAudit;
 
 use super::output::print_page;
-use super::{Client, Paging, Remote};
+use super::{connect, listing, Paging, Remote, ALL_PAGES};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Audit {
@@ -28,14 +28,18 @@ pub(crate) async fn run(cmd: Audit) -> Result<()> {
             paging,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<AuditEventView, _>("/v1/audit", &paging, |limit, cursor| ListAudit {
-                    tenant_id: tenant.clone(),
-                    limit,
-                    cursor,
-                })
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListAudit {
+                tenant_id: tenant,
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_audit(&q),
+                client.list_audit_all(&q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
     }

@@ -4,13 +4,10 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use keyward_wire::{
-    ChangeCredits, CreditsView, LedgerEntryView, ListLedger, RefillMode, RefillPeriod, RefillSpec,
-};
-use reqwest::Method;
+use keyward_wire::{ChangeCredits, ListLedger, RefillMode, RefillPeriod, RefillSpec};
 
 use super::output::{print, print_page};
-use super::{segment, Client, Paging, Remote, NO_QUERY};
+use super::{answer, connect, listing, Paging, Remote, ALL_PAGES};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Credits {
@@ -104,15 +101,11 @@ pub(crate) enum Mode {
     Add,
 }
 
-fn credits_path(tenant: &str, rest: &str) -> String {
-    format!("/v1/tenants/{}/credits{rest}", segment(tenant))
-}
-
 pub(crate) async fn run(cmd: Credits) -> Result<()> {
     match cmd {
         Credits::Balance { tenant, remote } => {
-            let client = Client::new(&remote)?;
-            let view: CreditsView = client.get(&credits_path(&tenant, ""), &NO_QUERY).await?;
+            let client = connect(&remote)?;
+            let view = answer(client.get_credits(&tenant)).await?;
             print(remote.output(), &view)
         }
         Credits::Grant(c) => change("grant", c).await,
@@ -122,14 +115,17 @@ pub(crate) async fn run(cmd: Credits) -> Result<()> {
             paging,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<LedgerEntryView, _>(
-                    &credits_path(&tenant, "/ledger"),
-                    &paging,
-                    |limit, cursor| ListLedger { limit, cursor },
-                )
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListLedger {
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_ledger(&tenant, &q),
+                client.list_ledger_all(&tenant, &q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
         Credits::Refill(Refill::Set {
@@ -150,21 +146,13 @@ pub(crate) async fn run(cmd: Credits) -> Result<()> {
                     Mode::Add => RefillMode::Add,
                 },
             };
-            let client = Client::new(&remote)?;
-            let view: CreditsView = client
-                .send(Method::PUT, &credits_path(&tenant, "/refill"), Some(&spec))
-                .await?;
+            let client = connect(&remote)?;
+            let view = answer(client.set_refill(&tenant, &spec)).await?;
             print(remote.output(), &view)
         }
         Credits::Refill(Refill::Clear { tenant, remote }) => {
-            let client = Client::new(&remote)?;
-            let view: CreditsView = client
-                .send(
-                    Method::DELETE,
-                    &credits_path(&tenant, "/refill"),
-                    None::<&()>,
-                )
-                .await?;
+            let client = connect(&remote)?;
+            let view = answer(client.clear_refill(&tenant)).await?;
             print(remote.output(), &view)
         }
     }
@@ -176,21 +164,10 @@ async fn change(kind: &str, c: Change) -> Result<()> {
         amount: c.amount,
         reason: c.reason,
     };
-    let client = Client::new(&c.remote)?;
-    let headers: Vec<(&str, &str)> = c
-        .idempotency_key
-        .as_deref()
-        .map(|k| ("Idempotency-Key", k))
-        .into_iter()
-        .collect();
-    let text = client
-        .send_text(
-            Method::POST,
-            &credits_path(&c.tenant, ""),
-            Some(&body),
-            &headers,
-        )
-        .await?;
-    let entry: LedgerEntryView = serde_json::from_str(&text)?;
+    let client = connect(&c.remote)?;
+    // Without --idempotency-key the client makes a key for this run, so its
+    // own retries cannot change the balance twice.
+    let entry =
+        answer(client.change_credits(&c.tenant, &body, c.idempotency_key.as_deref())).await?;
     print(c.remote.output(), &entry)
 }

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
 use keyward_wire::{PublishEvent, PublishedEvent};
-use reqwest::Method;
 
 use super::output::{fields, opt, print, Render};
-use super::{json_object, Client, Remote};
+use super::{answer, connect, json_object, Remote};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Events {
@@ -66,8 +65,8 @@ async fn send(args: Send) -> Result<()> {
         data,
         idempotency_key: args.idempotency_key,
     };
-    let client = Client::new(&args.remote)?;
-    let published: PublishedEvent = client.send(Method::POST, "/v1/events", Some(&body)).await?;
+    let client = connect(&args.remote)?;
+    let published = answer(client.publish_event(&body)).await?;
     print(args.remote.output(), &published)?;
     if published.duplicate {
         // On stderr, so that stdout stays what --output asked for.

@@ -6,14 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use keyward_wire::{
-    CreateKey, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RevokeKey, RotateKey, UpdateKey,
-    VerifyKey, VerifyResult,
+    CreateKey, KeyWithSecret, ListKeys, RateLimitSpec, RevokeKey, RotateKey, UpdateKey, VerifyKey,
 };
-use reqwest::Method;
 use zeroize::Zeroizing;
 
 use super::output::{self, print, print_page, Output};
-use super::{json_object, segment, Client, Paging, Remote, ServerUrl, NO_QUERY};
+use super::{answer, connect, json_object, listing, Paging, Remote, ServerUrl, ALL_PAGES};
 
 /// `--output` of the commands that issue a secret.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,13 +311,13 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
                 metadata,
                 enabled: disabled.then_some(false),
             };
-            let client = Client::new(&remote.remote())?;
-            let issued: KeyWithSecret = client.send(Method::POST, "/v1/keys", Some(&body)).await?;
+            let client = connect(&remote.remote())?;
+            let issued = answer(client.create_key(&body)).await?;
             remote.print(&issued)?;
         }
         Keys::Get { id, remote } => {
-            let client = Client::new(&remote)?;
-            let k: KeyView = client.get(&key_path(&id, ""), &NO_QUERY).await?;
+            let client = connect(&remote)?;
+            let k = answer(client.get_key(&id)).await?;
             print(remote.output(), &k)?;
         }
         Keys::Update {
@@ -366,17 +364,13 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             if body == UpdateKey::default() {
                 bail!("nothing to change: give at least one of the options (see --help)");
             }
-            let client = Client::new(&remote)?;
-            let k: KeyView = client
-                .send(Method::PATCH, &key_path(&id, ""), Some(&body))
-                .await?;
+            let client = connect(&remote)?;
+            let k = answer(client.update_key(&id, &body)).await?;
             print(remote.output(), &k)?;
         }
         Keys::Delete { id, remote } => {
-            let client = Client::new(&remote)?;
-            client
-                .send_text(Method::DELETE, &key_path(&id, ""), None::<&()>, &[])
-                .await?;
+            let client = connect(&remote)?;
+            answer(client.delete_key(&id)).await?;
             match remote.output() {
                 Output::Id => println!("{id}"),
                 Output::Json => println!(
@@ -393,17 +387,21 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             paging,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<KeyView, _>("/v1/keys", &paging, |limit, cursor| ListKeys {
-                    tenant_id: tenant.clone(),
-                    environment: environment.clone(),
-                    status: status.clone(),
-                    kind: None,
-                    limit,
-                    cursor,
-                })
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListKeys {
+                tenant_id: tenant,
+                environment,
+                status,
+                kind: None,
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_keys(&q),
+                client.list_keys_all(&q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)?;
         }
         Keys::Rotate {
@@ -411,14 +409,8 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             grace_seconds,
             remote,
         } => {
-            let client = Client::new(&remote.remote())?;
-            let issued: KeyWithSecret = client
-                .send(
-                    Method::POST,
-                    &key_path(&id, "/rotate"),
-                    Some(&RotateKey { grace_seconds }),
-                )
-                .await?;
+            let client = connect(&remote.remote())?;
+            let issued = answer(client.rotate_key(&id, &RotateKey { grace_seconds })).await?;
             remote.print(&issued)?;
             // On stderr, so that stdout stays what --output asked for.
             eprintln!(
@@ -427,14 +419,8 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
             );
         }
         Keys::Revoke { id, reason, remote } => {
-            let client = Client::new(&remote)?;
-            let k: KeyView = client
-                .send(
-                    Method::POST,
-                    &key_path(&id, "/revoke"),
-                    Some(&RevokeKey { reason }),
-                )
-                .await?;
+            let client = connect(&remote)?;
+            let k = answer(client.revoke_key(&id, &RevokeKey { reason })).await?;
             print(remote.output(), &k)?;
         }
         Keys::Verify {
@@ -454,10 +440,6 @@ pub(crate) async fn run(cmd: Keys) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn key_path(id: &str, action: &str) -> String {
-    format!("/v1/keys/{}{action}", segment(id))
 }
 
 /// A PATCH member: a value, `null` to clear it, or absent.
@@ -505,7 +487,7 @@ async fn verify(
     remote: &Remote,
 ) -> Result<ExitCode> {
     let key = read_key()?;
-    let client = Client::new(remote)?;
+    let client = connect(remote)?;
     let mut body = VerifyKey {
         key: key.to_string(),
         scopes,
@@ -513,9 +495,7 @@ async fn verify(
         cost,
         credits,
     };
-    let res = client
-        .send::<VerifyResult>(Method::POST, "/v1/keys/verify", Some(&body))
-        .await;
+    let res = answer(client.verify(&body)).await;
     zeroize::Zeroize::zeroize(&mut body.key);
     let verdict = res?;
     print(remote.output(), &verdict)?;

@@ -3,11 +3,10 @@
 
 use anyhow::Result;
 use clap::Args;
-use keyward_wire::{KeyView, ListKeys, RevokeKey};
-use reqwest::Method;
+use keyward_wire::{ListKeys, RevokeKey};
 
 use super::output::{print, print_page};
-use super::{segment, Client, Paging, Remote};
+use super::{answer, connect, listing, Paging, Remote, ALL_PAGES};
 
 /// `keyward root-keys list`.
 #[derive(Args, Debug)]
@@ -35,31 +34,28 @@ pub(crate) struct Revoke {
 }
 
 pub(crate) async fn list(args: List) -> Result<()> {
-    let client = Client::new(&args.remote)?;
-    let status = args.status;
-    let page = client
-        .list::<KeyView, _>("/v1/keys", &args.paging, |limit, cursor| ListKeys {
-            kind: Some("root".to_owned()),
-            status: status.clone(),
-            limit,
-            cursor,
-            ..ListKeys::default()
-        })
-        .await?;
+    let client = connect(&args.remote)?;
+    let q = ListKeys {
+        kind: Some("root".to_owned()),
+        status: args.status,
+        limit: args.paging.limit,
+        cursor: args.paging.cursor.clone(),
+        ..ListKeys::default()
+    };
+    let page = listing(
+        &args.paging,
+        client.list_keys(&q),
+        client.list_keys_all(&q, ALL_PAGES),
+    )
+    .await?;
     print_page(args.remote.output(), &page)
 }
 
 pub(crate) async fn revoke(args: Revoke) -> Result<()> {
-    let client = Client::new(&args.remote)?;
-    let path = format!("/v1/keys/{}/revoke", segment(&args.id));
-    let k: KeyView = client
-        .send(
-            Method::POST,
-            &path,
-            Some(&RevokeKey {
-                reason: args.reason,
-            }),
-        )
-        .await?;
+    let client = connect(&args.remote)?;
+    let revoke = RevokeKey {
+        reason: args.reason,
+    };
+    let k = answer(client.revoke_key(&args.id, &revoke)).await?;
     print(args.remote.output(), &k)
 }

@@ -2,11 +2,10 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use keyward_wire::{CreateTenant, ListTenants, TenantView, UpdateTenant};
-use reqwest::Method;
+use keyward_wire::{CreateTenant, ListTenants, UpdateTenant};
 
 use super::output::{print, print_page};
-use super::{json_object, segment, Client, Paging, Remote, NO_QUERY};
+use super::{answer, connect, json_object, listing, Paging, Remote, ALL_PAGES};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Tenants {
@@ -110,16 +109,13 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
                 metadata,
                 credits_low_threshold,
             };
-            let client = Client::new(&remote)?;
-            let t: TenantView = client
-                .send(Method::POST, "/v1/tenants", Some(&body))
-                .await?;
+            let client = connect(&remote)?;
+            let t = answer(client.create_tenant(&body)).await?;
             print(remote.output(), &t)
         }
         Tenants::Get { id, remote } => {
-            let client = Client::new(&remote)?;
-            let path = format!("/v1/tenants/{}", segment(&id));
-            let t: TenantView = client.get(&path, &NO_QUERY).await?;
+            let client = connect(&remote)?;
+            let t = answer(client.get_tenant(&id)).await?;
             print(remote.output(), &t)
         }
         Tenants::Update {
@@ -153,19 +149,22 @@ pub(crate) async fn run(cmd: Tenants) -> Result<()> {
                     credits_low_threshold.map(Some)
                 },
             };
-            let client = Client::new(&remote)?;
-            let path = format!("/v1/tenants/{}", segment(&id));
-            let t: TenantView = client.send(Method::PATCH, &path, Some(&body)).await?;
+            let client = connect(&remote)?;
+            let t = answer(client.update_tenant(&id, &body)).await?;
             print(remote.output(), &t)
         }
         Tenants::List { paging, remote } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<TenantView, _>("/v1/tenants", &paging, |limit, cursor| ListTenants {
-                    limit,
-                    cursor,
-                })
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListTenants {
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_tenants(&q),
+                client.list_tenants_all(&q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
     }

@@ -6,18 +6,20 @@
 //! answers of `create` and `rotate-secret`, so those two print it, labelled,
 //! this once; every other command prints the endpoint without it.
 
+use std::future::Future;
+
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use keyward_client::ClientError;
 use keyward_wire::{
     AttemptView, CreateEndpoint, DeliveryDetail, DeliveryView, EndpointView, EndpointWithSecret,
     EventView, ListDeliveries, ListEndpoints, RotateEndpointSecret, UpdateEndpoint,
 };
-use reqwest::Method;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use super::output::{self, columns, compact, fields, list, opt, print, print_page, Output};
 use super::output::{Render, Row};
-use super::{segment, Client, Paging, Remote, ServerUrl, NO_QUERY};
+use super::{answer, connect, listing, Paging, Remote, ServerUrl, ALL_PAGES};
 
 /// `--output` of the commands that show a signing secret.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,19 +90,14 @@ pub(crate) fn with_env_help(cmd: clap::Command) -> clap::Command {
         .mut_subcommand("update", |c| c.after_help(ENV_HELP_BESIDE_ENDPOINT))
 }
 
-/// Sends the request that issues a secret and prints its answer; the
-/// copies of the secret this process holds are wiped afterwards.
+/// Awaits the call that issues a secret and prints its answer; the secret
+/// is wiped afterwards (and the client wipes the answer's bytes where it
+/// can).
 async fn issue(
-    remote: &Remote,
     format: &SecretFormat,
-    method: Method,
-    path: &str,
-    body: Option<&impl serde::Serialize>,
+    call: impl Future<Output = Result<EndpointWithSecret, ClientError>>,
 ) -> Result<EndpointView> {
-    let client = Client::new(remote)?;
-    let text = Zeroizing::new(client.send_text(method, path, body, &[]).await?);
-    let mut issued: EndpointWithSecret = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("keyward answered with an unexpected body: {e}"))?;
+    let mut issued = answer(call).await?;
     let printed = match format.output {
         Some(SecretOutput::Secret) => {
             println!("{}", issued.secret);
@@ -277,14 +274,8 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
                 event_types: events,
                 enabled: disabled.then_some(false),
             };
-            issue(
-                &server.remote(None),
-                &format,
-                Method::POST,
-                "/v1/webhooks",
-                Some(&body),
-            )
-            .await?;
+            let client = connect(&server.remote(None))?;
+            issue(&format, client.create_webhook(&body)).await?;
             Ok(())
         }
         Webhooks::List {
@@ -292,19 +283,23 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             paging,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<EndpointView, _>("/v1/webhooks", &paging, |limit, cursor| ListEndpoints {
-                    tenant_id: tenant.clone(),
-                    limit,
-                    cursor,
-                })
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListEndpoints {
+                tenant_id: tenant,
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_webhooks(&q),
+                client.list_webhooks_all(&q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
         Webhooks::Show { id, remote } => {
-            let client = Client::new(&remote)?;
-            let e: EndpointView = client.get(&endpoint_path(&id, ""), &NO_QUERY).await?;
+            let client = connect(&remote)?;
+            let e = answer(client.get_webhook(&id)).await?;
             print(remote.output(), &e)
         }
         Webhooks::Update {
@@ -331,17 +326,13 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             if body == UpdateEndpoint::default() {
                 bail!("nothing to change: give at least one of the options (see --help)");
             }
-            let client = Client::new(&remote)?;
-            let e: EndpointView = client
-                .send(Method::PATCH, &endpoint_path(&id, ""), Some(&body))
-                .await?;
+            let client = connect(&remote)?;
+            let e = answer(client.update_webhook(&id, &body)).await?;
             print(remote.output(), &e)
         }
         Webhooks::Delete { id, remote } => {
-            let client = Client::new(&remote)?;
-            client
-                .send_text(Method::DELETE, &endpoint_path(&id, ""), None::<&()>, &[])
-                .await?;
+            let client = connect(&remote)?;
+            answer(client.delete_webhook(&id)).await?;
             match remote.output() {
                 Output::Id => println!("{id}"),
                 Output::Json => println!(
@@ -362,14 +353,9 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
                 server,
                 output: None,
             };
-            let endpoint = issue(
-                &remote,
-                &format,
-                Method::POST,
-                &endpoint_path(&id, "/rotate-secret"),
-                Some(&RotateEndpointSecret { overlap_seconds }),
-            )
-            .await?;
+            let client = connect(&remote)?;
+            let rotate = RotateEndpointSecret { overlap_seconds };
+            let endpoint = issue(&format, client.rotate_webhook_secret(&id, &rotate)).await?;
             // On stderr, so that stdout stays what --output asked for.
             match &endpoint.previous_secret_expires_at {
                 Some(until) => eprintln!(
@@ -382,10 +368,8 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             Ok(())
         }
         Webhooks::Test { id, remote } => {
-            let client = Client::new(&remote)?;
-            let event: EventView = client
-                .send(Method::POST, &endpoint_path(&id, "/test"), None::<&()>)
-                .await?;
+            let client = connect(&remote)?;
+            let event = answer(client.test_webhook(&id)).await?;
             print(remote.output(), &event)?;
             eprintln!(
                 "Queued {} for {id}; follow it with `keyward webhooks delivery {id} {}`.",
@@ -394,14 +378,17 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             Ok(())
         }
         Webhooks::Deliveries { id, paging, remote } => {
-            let client = Client::new(&remote)?;
-            let page = client
-                .list::<DeliveryView, _>(
-                    &endpoint_path(&id, "/deliveries"),
-                    &paging,
-                    |limit, cursor| ListDeliveries { limit, cursor },
-                )
-                .await?;
+            let client = connect(&remote)?;
+            let q = ListDeliveries {
+                limit: paging.limit,
+                cursor: paging.cursor.clone(),
+            };
+            let page = listing(
+                &paging,
+                client.list_deliveries(&id, &q),
+                client.list_deliveries_all(&id, &q, ALL_PAGES),
+            )
+            .await?;
             print_page(remote.output(), &page)
         }
         Webhooks::Delivery {
@@ -409,10 +396,8 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             event_id,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let detail: DeliveryDetail = client
-                .get(&delivery_path(&id, &event_id, ""), &NO_QUERY)
-                .await?;
+            let client = connect(&remote)?;
+            let detail = answer(client.get_delivery(&id, &event_id)).await?;
             print(remote.output(), &detail)
         }
         Webhooks::Redeliver {
@@ -420,29 +405,11 @@ pub(crate) async fn run(cmd: Webhooks) -> Result<()> {
             event_id,
             remote,
         } => {
-            let client = Client::new(&remote)?;
-            let d: DeliveryView = client
-                .send(
-                    Method::POST,
-                    &delivery_path(&id, &event_id, "/redeliver"),
-                    None::<&()>,
-                )
-                .await?;
+            let client = connect(&remote)?;
+            let d = answer(client.redeliver(&id, &event_id)).await?;
             print(remote.output(), &d)
         }
     }
-}
-
-fn endpoint_path(id: &str, action: &str) -> String {
-    format!("/v1/webhooks/{}{action}", segment(id))
-}
-
-fn delivery_path(id: &str, event_id: &str, action: &str) -> String {
-    format!(
-        "/v1/webhooks/{}/deliveries/{}{action}",
-        segment(id),
-        segment(event_id)
-    )
 }
 
 /// Whose events an endpoint receives.

@@ -10,27 +10,13 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
-use reqwest::Method;
-use serde::{Deserialize, Serialize};
+use keyward_wire::CheckLeaks;
 
 use super::Finding;
-use crate::client::{Client, Remote, ServerUrl};
+use crate::client::{answer, connect, Client, Remote, ServerUrl};
 
 /// The most hashes one request may carry.
 pub(crate) const BATCH: usize = 100;
-
-/// The path of the check.
-const PATH: &str = "/v1/leaks/check";
-
-#[derive(Serialize)]
-struct CheckBody<'a> {
-    hashes: &'a [String],
-}
-
-#[derive(Deserialize)]
-struct CheckAnswer {
-    live: Vec<String>,
-}
 
 /// A client of `POST /v1/leaks/check` with the key in `KEYWARD_ROOT_KEY`.
 pub(crate) struct Checker {
@@ -40,7 +26,7 @@ pub(crate) struct Checker {
 impl Checker {
     /// A checker of the keyward at `server`; fails without `KEYWARD_ROOT_KEY`.
     pub(crate) fn new(server: &ServerUrl) -> Result<Checker> {
-        let client = Client::new(&Remote {
+        let client = connect(&Remote {
             server: server.clone(),
             output: None,
         })?;
@@ -54,11 +40,11 @@ impl Checker {
         hashes.dedup();
         let mut live = HashSet::new();
         for batch in hashes.chunks(BATCH) {
-            let answer: CheckAnswer = self
-                .client
-                .send(Method::POST, PATH, Some(&CheckBody { hashes: batch }))
-                .await?;
-            for h in answer.live {
+            let check = CheckLeaks {
+                hashes: batch.to_vec(),
+            };
+            let reply = answer(self.client.check_leaks(&check)).await?;
+            for h in reply.live {
                 if !batch.contains(&h) {
                     bail!("keyward answered the leak check with a hash it was not asked about");
                 }

@@ -33,6 +33,7 @@ mod scan;
 mod seeds;
 mod setup;
 mod store;
+mod typed_client;
 mod upstream;
 mod usage;
 mod webhooks;
