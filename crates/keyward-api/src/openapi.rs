@@ -388,6 +388,11 @@ fn optional_body(op: &mut Value) {
 /// Query and path parameters' ranges and values (`keyward_views::paging`,
 /// the list filters, ids).
 fn query_constraints(op: &mut Value) {
+    let operation = op
+        .get("operationId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
         return;
     };
@@ -407,6 +412,10 @@ fn query_constraints(op: &mut Value) {
             (Some("query"), Some("status")) => {
                 json!({ "enum": ["active", "disabled", "expired", "revoked"] })
             }
+            (Some("query"), Some("kind")) if operation == "list_alerts" => json!({
+                "enum": ["new_ip", "traffic_spike", "error_rate", "key_dormant",
+                         "key_expiring", "credits_low", "endpoint_failing"]
+            }),
             (Some("query"), Some("kind")) => json!({ "enum": ["tenant", "root"] }),
             (Some("query"), Some("from" | "to")) => json!({ "format": "date-time" }),
             (Some("query"), Some("granularity")) => json!({ "enum": ["minute", "hour", "day"] }),
@@ -416,7 +425,7 @@ fn query_constraints(op: &mut Value) {
             // Ids are keyward's (`key_…`, `ten_…`) or a tenant's own id,
             // 1 to 64 of these characters; anything else is not an id (and
             // an encoded slash or backslash is refused before routing).
-            (Some("path"), Some("id")) => {
+            (Some("path"), Some("id" | "event_id")) => {
                 json!({ "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$" })
             }
             (Some("header"), Some("Idempotency-Key")) => {
