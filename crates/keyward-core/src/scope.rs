@@ -334,7 +334,7 @@ mod tests {
         assert!(c.entries()[3].description.is_some());
         assert_eq!(KEYWARD_SCOPES.len(), KEYWARD_SCOPE_DESCRIPTIONS.len());
         let sorted: Vec<&str> = c.declared().collect();
-        assert_eq!(sorted[0], "keyward:audit:read");
+        assert_eq!(sorted[0], "keyward:alerts:read");
     }
 
     fn set(s: &[&str]) -> ScopeSet {
