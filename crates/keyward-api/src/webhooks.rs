@@ -432,7 +432,7 @@ pub(crate) async fn redeliver(
     security(("bearer" = []), ("api_key" = []), ("basic" = [])),
     responses(
         (status = 202, description = "Recorded (or, with a used idempotency key, the recorded event).", body = PublishedEvent),
-        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field.", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body`: not JSON, a field of the wrong type, or an unknown field. `invalid_idempotency_key`: the Idempotency-Key header is malformed.", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "`insufficient_scope`: the key lacks `keyward:events:write`.", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such tenant, or one the key may not see.", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = DISABLED_409, body = ProblemDoc, content_type = "application/problem+json"),
@@ -447,11 +447,7 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     Json(body): Json<PublishEvent>,
 ) -> Result<(StatusCode, axum::Json<PublishedEvent>), ApiError> {
-    let header_key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_owned))
-        .transpose()
-        .map_err(|_| ApiError::InvalidIdempotencyKey("must be visible ASCII"))?;
+    let header_key = keyward_gateway::idempotency::key_of(&headers)?;
     let r = state
         .manage
         .publish_event(

@@ -167,7 +167,7 @@ pub struct PublishEvent {
     pub data: Value,
     /// The same key (per tenant) records the event once; the
     /// `Idempotency-Key` header is used when absent.
-    #[schema(max_length = 255, pattern = r"^[!-~]+$")]
+    #[schema(max_length = 255, pattern = r"^[ -~]+$")]
     pub idempotency_key: Option<String>,
 }
 

@@ -569,12 +569,12 @@ impl ManageService {
         if let Some(k) = &input.idempotency_key {
             if k.is_empty()
                 || k.len() > MAX_EVENT_IDEMPOTENCY_KEY
-                || !k.bytes().all(|b| b.is_ascii_graphic())
+                || !k.bytes().all(|b| (0x20..0x7f).contains(&b))
             {
                 errors.push(crate::FieldError::new(
                     "idempotency_key",
                     "invalid",
-                    format!("1-{MAX_EVENT_IDEMPOTENCY_KEY} visible ASCII characters"),
+                    format!("1-{MAX_EVENT_IDEMPOTENCY_KEY} printable ASCII characters"),
                 ));
             }
         }
