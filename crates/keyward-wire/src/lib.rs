@@ -9,10 +9,11 @@
 //! Times are RFC 3339 strings in UTC.
 //!
 //! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
-//! [`audit`], [`usage`], [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health and the principal), [`problem`] (error
+//! [`audit`], [`changes`] (the change feed), [`usage`], [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health and the principal), [`problem`] (error
 //! bodies), [`page`] (a page of any list).
 
 pub mod audit;
+pub mod changes;
 pub mod credits;
 pub mod keys;
 pub mod meta;
@@ -23,13 +24,15 @@ pub mod usage;
 pub mod webhooks;
 
 pub use audit::{AuditEventView, AuditPage, ListAudit};
+pub use changes::{ChangePage, ChangeView, ListChanges};
 pub use credits::{
     ChangeCredits, CreditState, CreditsView, LedgerEntryView, LedgerPage, ListLedger, RefillMode,
     RefillPeriod, RefillSpec,
 };
 pub use keys::{
-    CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState, RevokeKey,
-    RotateKey, UpdateKey, VerifyKey, VerifyResult,
+    CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState,
+    RatePolicySpec, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyPolicy, VerifyQuery,
+    VerifyResult,
 };
 pub use meta::{Health, Principal};
 pub use page::Page;
