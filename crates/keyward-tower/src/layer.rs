@@ -249,3 +249,167 @@ fn with_rate(mut res: Response<Body>, rate: Option<RateState>) -> Response<Body>
     }
     res
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checks the layer makes before any backend is asked: the path
+    //! rule, open routes, and credentials that are missing, broken or
+    //! misplaced. The backend here admits every key it is asked about and
+    //! counts the asks, so a refusal that reached it shows.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::routing::get;
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use super::*;
+    use crate::{DeploymentConfig, Principal};
+
+    #[derive(Default)]
+    struct Admitting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Backend for Admitting {
+        async fn decide(&self, _: Demand<'_>) -> Result<Admitted, Refused> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Admitted {
+                principal: Principal::new(keyward_wire::Principal {
+                    key_id: "key_1".into(),
+                    key_name: "k".into(),
+                    start: "kw_test_abcd".into(),
+                    kind: "tenant".into(),
+                    tenant_id: None,
+                    tenant_name: None,
+                    environment: "test".into(),
+                    scopes: vec![],
+                    owner: None,
+                    tier: None,
+                    expires_at: None,
+                    metadata: serde_json::json!({}),
+                }),
+                rate: None,
+            })
+        }
+    }
+
+    async fn send(
+        backend: &Arc<Admitting>,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value, Option<String>) {
+        let deployment = Deployment::new(DeploymentConfig::default()).unwrap();
+        let routes = RouteTable::new()
+            .route(http::Method::GET, "/open", Rule::open())
+            .unwrap();
+        let app = axum::Router::new()
+            .route("/open", get(|| async { "open" }))
+            .route(
+                "/v1/items",
+                get(|req: Request<Body>| async move {
+                    // The handler never sees the credential.
+                    assert!(req.headers().get("authorization").is_none());
+                    assert!(req.headers().get("x-api-key").is_none());
+                    req.uri().path().to_owned()
+                }),
+            );
+        let mut svc =
+            KeywardLayer::new(deployment, routes, Arc::clone(backend) as Arc<dyn Backend>)
+                .layer(app);
+        let mut req = Request::builder().uri(target);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = svc.call(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json, (status == 200).then_some(text))
+    }
+
+    fn key() -> String {
+        let format = Deployment::new(DeploymentConfig::default())
+            .unwrap()
+            .credentials
+            .format;
+        format
+            .generate(
+                &keyward_core::secret::KeyKind::Environment("test".into()),
+                &keyward_core::secret::OsEntropy,
+            )
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn misplaced_missing_and_broken_credentials_never_reach_the_backend() {
+        let backend = Arc::new(Admitting::default());
+        let key = key();
+        let bearer = format!("Bearer {key}");
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            ("/v1/items".into(), vec![], 401, "missing_credentials"),
+            (
+                format!("/v1/items?api_key={key}"),
+                vec![],
+                400,
+                "credentials_misplaced",
+            ),
+            (
+                format!("/v1/items?q={key}"),
+                vec![("authorization", bearer.as_str())],
+                400,
+                "credentials_misplaced",
+            ),
+            (
+                "/v1/items".into(),
+                vec![("authorization", bearer.as_str()), ("cookie", "token=abc")],
+                400,
+                "credentials_misplaced",
+            ),
+            (
+                format!("/open?x={key}"),
+                vec![],
+                400,
+                "credentials_misplaced",
+            ),
+            (
+                "/v1/items".into(),
+                vec![("authorization", "Basic !!!")],
+                401,
+                "invalid_api_key",
+            ),
+            (
+                "/v1/items".into(),
+                vec![("authorization", "Digest abc")],
+                401,
+                "invalid_api_key",
+            ),
+            ("/v1/%2e%2e%2fx".into(), vec![], 400, "invalid_path"),
+        ];
+        for (target, headers, status, code) in cases {
+            let (s, body, _) = send(&backend, &target, &headers).await;
+            assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{target}");
+        }
+        assert_eq!(backend.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn open_routes_pass_and_keys_in_either_header_are_checked_on_the_normal_path() {
+        let backend = Arc::new(Admitting::default());
+        let (s, _, text) = send(&backend, "/open", &[]).await;
+        assert_eq!((s, text.as_deref()), (200, Some("open")));
+        assert_eq!(backend.0.load(Ordering::SeqCst), 0);
+        let key = key();
+        let bearer = format!("Bearer {key}");
+        for header in [("authorization", bearer.as_str()), ("x-api-key", &key)] {
+            let (s, _, text) = send(&backend, "/v1/./items", &[header]).await;
+            assert_eq!((s, text.as_deref()), (200, Some("/v1/items")));
+        }
+        assert_eq!(backend.0.load(Ordering::SeqCst), 2);
+    }
+}
