@@ -70,6 +70,45 @@ pub struct KeywardService<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+pin_project_lite::pin_project! {
+    /// The answer of [`KeywardService`]: decided without waiting (the
+    /// inner service's future, or a refusal) costs no allocation; a
+    /// decision that waits on the backend is boxed.
+    #[project = KeywardFutureProj]
+    pub enum KeywardFuture<F, E> {
+        /// Admitted (or open): the inner service answers.
+        Inner { #[pin] inner: F, rate: Option<RateState> },
+        /// Refused before the inner service was called.
+        Refused { response: Option<Response<Body>> },
+        /// The backend had to wait.
+        Waiting { #[pin] future: BoxFuture<Result<Response<Body>, E>> },
+    }
+}
+
+impl<F, ResBody, E> Future for KeywardFuture<F, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            KeywardFutureProj::Inner { inner, rate } => inner
+                .poll(cx)
+                .map(|r| r.map(|res| with_rate(boxed(res), rate.take()))),
+            KeywardFutureProj::Refused { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                // Polled again after it answered: a caller bug; answer
+                // something rather than panic.
+                None => Poll::Ready(Ok(Response::new(Body::empty()))),
+            },
+            KeywardFutureProj::Waiting { future } => future.poll(cx),
+        }
+    }
+}
+
 impl<S, B, ResBody> tower_service::Service<Request<B>> for KeywardService<S>
 where
     S: tower_service::Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -81,20 +120,20 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = KeywardFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The clone that was made ready is the one that serves.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
+        let shared = &self.shared;
+        let refused = |refused| KeywardFuture::Refused {
+            response: Some(shared.refusal(refused)),
+        };
         let step = match shared.prepare(&mut req) {
             Ok(step) => step,
-            Err(refused) => return Box::pin(std::future::ready(Ok(shared.refusal(refused)))),
+            Err(r) => return refused(r),
         };
         let Step::Check {
             presented,
@@ -103,7 +142,10 @@ where
         } = step
         else {
             req.extensions_mut().insert(shared.style.clone());
-            return Box::pin(async move { inner.call(req).await.map(boxed) });
+            return KeywardFuture::Inner {
+                inner: self.inner.call(req),
+                rate: None,
+            };
         };
         let demand = Demand {
             presented: &presented,
@@ -113,32 +155,40 @@ where
             credits: rule.credits,
         };
         if let Some(decided) = shared.backend.decide_now(&demand) {
+            // Decided now: the service made ready is called now, no clone.
             return match decided {
                 Ok(admitted) => {
                     let rate = shared.admit(&mut req, admitted);
-                    Box::pin(
-                        async move { inner.call(req).await.map(|r| with_rate(boxed(r), rate)) },
-                    )
+                    KeywardFuture::Inner {
+                        inner: self.inner.call(req),
+                        rate,
+                    }
                 }
-                Err(refused) => Box::pin(std::future::ready(Ok(shared.refusal(refused)))),
+                Err(r) => refused(r),
             };
         }
-        Box::pin(async move {
-            let demand = Demand {
-                presented: &presented,
-                client_ip,
-                scopes: &rule.scopes,
-                cost: rule.cost,
-                credits: rule.credits,
-            };
-            match shared.backend.decide(demand).await {
-                Ok(admitted) => {
-                    let rate = shared.admit(&mut req, admitted);
-                    inner.call(req).await.map(|r| with_rate(boxed(r), rate))
+        // The clone that was made ready is the one that serves, later.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        KeywardFuture::Waiting {
+            future: Box::pin(async move {
+                let demand = Demand {
+                    presented: &presented,
+                    client_ip,
+                    scopes: &rule.scopes,
+                    cost: rule.cost,
+                    credits: rule.credits,
+                };
+                match shared.backend.decide(demand).await {
+                    Ok(admitted) => {
+                        let rate = shared.admit(&mut req, admitted);
+                        inner.call(req).await.map(|r| with_rate(boxed(r), rate))
+                    }
+                    Err(refused) => Ok(shared.refusal(refused)),
                 }
-                Err(refused) => Ok(shared.refusal(refused)),
-            }
-        })
+            }),
+        }
     }
 }
 

@@ -50,6 +50,6 @@ pub use config::{ConfigError, Deployment, DeploymentConfig};
 pub use keyward_http::error::ApiError;
 /// The wire types the principal is made of.
 pub use keyward_wire as wire;
-pub use layer::{KeywardLayer, KeywardService};
+pub use layer::{KeywardFuture, KeywardLayer, KeywardService};
 pub use principal::{Principal, RequireScopes, ScopeList};
 pub use routes::{RouteError, RouteTable, Rule};
