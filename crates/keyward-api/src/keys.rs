@@ -24,6 +24,7 @@ use keyward_verify::credential::{Presented, Secret};
 use keyward_verify::verifier::{Outcome, Request};
 use keyward_views::{page_parts, paging, with_secret, KeyViewExt};
 use keyward_wire::ListKeys;
+use keyward_wire::{RatePolicySpec, VerifyPolicy, VerifyQuery};
 
 pub(crate) const MAX_NAME: usize = limits::MAX_KEY_NAME;
 pub(crate) const MAX_ALLOWLIST: usize = limits::MAX_ALLOWLIST;
@@ -295,12 +296,16 @@ pub(crate) async fn delete(
 
 /// Verifies a presented key. Always HTTP 200: the verdict is data
 /// (`valid`, `code`). Needs `keyward:keys:verify`; a tenant key verifies
-/// only its own tenant's keys (others are `invalid_api_key`).
+/// only its own tenant's keys (others are `invalid_api_key`). With
+/// `?include_policy=true` the answer also holds the key's `policy`, so a
+/// service can cache the key by its hash and decide later requests itself
+/// (following `GET /v1/changes` to drop what changed).
 #[utoipa::path(
     post,
     path = "/v1/keys/verify",
     tag = "keys",
     operation_id = "verify_key",
+    params(VerifyQuery),
     request_body = VerifyKey,
     security(("bearer" = []), ("api_key" = []), ("basic" = [])),
     responses(
@@ -315,9 +320,11 @@ pub(crate) async fn delete(
 pub(crate) async fn verify(
     State(state): State<ApiState>,
     caller: Caller,
+    Query(query): Query<VerifyQuery>,
     Json(body): Json<VerifyKey>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.actor.require("keyward:keys:verify")?;
+    let include_policy = query.include_policy.unwrap_or(false);
     let mut errors = Vec::new();
     for (i, s) in body.scopes.iter().enumerate() {
         if let Err(e) = scope::check_syntax(s) {
@@ -383,6 +390,10 @@ pub(crate) async fn verify(
         key,
         ratelimit: None,
         credits: None,
+        policy: None,
+    };
+    let policy_of = |k: &keyward_verify::verifier::CachedKey| {
+        include_policy.then(|| verify_policy(k, &state.policy.current().tiers))
     };
     let mut rate = None;
     let mut counted: Option<&keyward_verify::verifier::CachedKey> = None;
@@ -421,6 +432,7 @@ pub(crate) async fn verify(
                             key_remaining: c.key_remaining,
                         }),
                         retry_after: None,
+                        policy: policy_of(k),
                     }
                 }
                 Err(refused) => {
@@ -428,6 +440,7 @@ pub(crate) async fn verify(
                     code = refused.denial.code();
                     VerifyResult {
                         ratelimit: rate.as_ref().map(super::views::rate_limit_state),
+                        policy: policy_of(k),
                         ..denied(refused.denial, Some(Principal::new(k)))
                     }
                 }
@@ -436,7 +449,10 @@ pub(crate) async fn verify(
         Outcome::Denied(d, Some(k)) if !foreign(k) => {
             counted = Some(k);
             code = d.code();
-            denied(d.clone(), Some(Principal::new(k)))
+            VerifyResult {
+                policy: policy_of(k),
+                ..denied(d.clone(), Some(Principal::new(k)))
+            }
         }
         Outcome::Denied(d, None) => {
             code = d.code();
@@ -475,4 +491,34 @@ pub(crate) async fn verify(
         r.write_headers(response.headers_mut());
     }
     Ok(response)
+}
+
+/// A known key's policy for `include_policy`: its stored facts, and the
+/// rate limit the tiers in force give it (what the verify API itself would
+/// spend against).
+fn verify_policy(
+    k: &keyward_verify::verifier::CachedKey,
+    tiers: &keyward_limits::Tiers,
+) -> VerifyPolicy {
+    let r = &k.record;
+    VerifyPolicy {
+        revoked: k.policy.revoked,
+        enabled: r.enabled,
+        expires_at_ms: r.expires_at,
+        grace_until_ms: r.grace_until,
+        ip_allowlist: r.ip_allowlist.clone(),
+        scopes: r.scopes.clone(),
+        environment: r.environment.clone(),
+        tenant_id: r.tenant_id.clone(),
+        sub_tenants: r.sub_tenants.clone(),
+        credit_cap: r.credit_cap,
+        rate_limit: tiers
+            .policy_for(&keyward_gateway::spender(k))
+            .map(|p| RatePolicySpec {
+                policy: p.name.to_string(),
+                limit: p.limit,
+                window_ms: p.window_ms,
+                burst: p.burst,
+            }),
+    }
 }

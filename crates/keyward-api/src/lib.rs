@@ -1,6 +1,6 @@
 //! keyward's management HTTP API: the routes under `/v1` (keys, tenants,
 //! credits, audit, key verification, leak reports, usage, webhooks, events,
-//! alerts, health, `/v1/me`) and the OpenAPI
+//! alerts, health, `/v1/me`, the change feed `/v1/changes`) and the OpenAPI
 //! document served at `/openapi.json`.
 //!
 //! Handlers are thin adapters: a `Caller` extractor verifies the presented
@@ -22,6 +22,7 @@
 //! the server's edge.
 
 mod audit;
+pub mod changes;
 mod credits;
 mod keys;
 pub mod leaks;
@@ -107,6 +108,9 @@ pub struct Shared {
     pub settings: ApiSettings,
     /// Leak reports: the partner keys, GitLab's token, the policy worker's queue.
     pub leaks: Arc<leaks::LeakIntake>,
+    /// Raised when the change log may have grown: ends the change feed's
+    /// waits (`GET /v1/changes`).
+    pub changes: Arc<changes::ChangeSignal>,
 }
 
 /// The deployment's settings the API reads (fixed while serving).
@@ -164,6 +168,7 @@ fn table() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ("/v1/tenants/{id}/usage", get(usage::tenant)),
         ("/v1/keys", post(keys::create).get(keys::list)),
         ("/v1/keys/verify", post(keys::verify)),
+        ("/v1/changes", get(changes::list)),
         (
             "/v1/keys/{id}",
             get(keys::get).patch(keys::update).delete(keys::delete),

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, credits, keys, leaks, meta, tenants, usage, webhooks, ApiSettings};
+use crate::{audit, changes, credits, keys, leaks, meta, tenants, usage, webhooks, ApiSettings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,7 @@ use crate::{audit, credits, keys, leaks, meta, tenants, usage, webhooks, ApiSett
         keys::rotate,
         keys::delete,
         keys::verify,
+        changes::list,
         audit::list,
         credits::get,
         credits::change,

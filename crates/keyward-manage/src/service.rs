@@ -142,6 +142,26 @@ impl ManageService {
         self.store.ping().await
     }
 
+    /// The change log after `after` (at most `limit` entries, oldest first)
+    /// and the newest `seq`, for the change feed (`GET /v1/changes`): needs
+    /// `keyward:keys:verify`. A tenant key reads only its own tenant's
+    /// entries (another tenant's keys do not exist for it); the newest
+    /// `seq` is the log's either way, so its reader moves on.
+    pub async fn changes_after(
+        &self,
+        actor: &Actor,
+        after: i64,
+        limit: u32,
+    ) -> Result<(Vec<keyward_store::Change>, i64), ManageError> {
+        actor.require("keyward:keys:verify")?;
+        let last = self.store.last_change_seq().await?;
+        let mut changes = self.store.changes_after(after, limit).await?;
+        if !actor.is_operator() {
+            changes.retain(|c| c.tenant_id.is_some() && actor.sees_tenant(c.tenant_id.as_deref()));
+        }
+        Ok((changes, last))
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<ManagePolicy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))

@@ -74,6 +74,9 @@ pub struct Shared {
     pub(crate) webhook_key_id: Option<String>,
     /// What this node's webhook deliverer did (for `/metrics`).
     pub(crate) deliveries: Arc<crate::webhooks::DeliveryCounters>,
+    /// Raised when a change committed here or was applied from another
+    /// node: wakes the change feed's long polls (`GET /v1/changes`).
+    pub(crate) change_signal: Arc<keyward_api::changes::ChangeSignal>,
 }
 
 /// A keyward server, ready to route or serve.
@@ -173,6 +176,7 @@ impl Keyward {
             decisions: Default::default(),
         });
         let verifier = Arc::new(verifier);
+        let change_signal = Arc::new(keyward_api::changes::ChangeSignal::default());
         let changes = Arc::new(
             crate::changes::Follower::new(
                 Arc::clone(&store),
@@ -181,16 +185,18 @@ impl Keyward {
                 limits.credits.node_id().to_owned(),
                 &settings.config.changes,
             )
-            .with_reclaim(Arc::new(Arc::clone(&limits.credits))),
+            .with_reclaim(Arc::new(Arc::clone(&limits.credits)))
+            .with_signal(Arc::clone(&change_signal)),
         );
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
         let manage = Arc::new(keyward_manage::ManageService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&entropy),
-            Arc::new(crate::invalidate::LocalInvalidator::new(Arc::clone(
-                &verifier,
-            ))),
+            Arc::new(crate::invalidate::LocalInvalidator::new(
+                Arc::clone(&verifier),
+                Arc::clone(&change_signal),
+            )),
             manage_policy(&settings, &policy.current().tiers),
         ));
         let webhook_key_id = if settings.config.webhooks.enabled {
@@ -262,6 +268,7 @@ impl Keyward {
                 leak_worker,
                 webhook_key_id,
                 deliveries: Arc::default(),
+                change_signal,
             })),
         })
     }
@@ -359,6 +366,8 @@ impl Keyward {
         };
         let mut running = crate::serve::Workers::start(front, listener, workers)?;
         shutdown.await;
+        // Long polls of the change feed end now rather than hold the drain.
+        self.state.change_signal.close();
         running.drain().await;
         if let Some(metrics) = metrics {
             metrics.stop().await;
@@ -580,6 +589,7 @@ fn api_state(state: &AppState) -> keyward_api::ApiState {
         readiness: Arc::new(NodeHealth(state.clone())),
         observer: Arc::clone(&state.observer),
         leaks: Arc::clone(&state.leaks),
+        changes: Arc::clone(&state.change_signal),
     })
 }
 

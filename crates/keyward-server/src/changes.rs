@@ -114,6 +114,8 @@ pub(crate) struct Follower {
     feed_up: AtomicBool,
     silent: AtomicBool,
     poll_now: tokio::sync::Notify,
+    /// Raised after new changes were applied (the change feed's waiters).
+    signal: Option<Arc<keyward_api::changes::ChangeSignal>>,
 }
 
 impl Follower {
@@ -143,6 +145,22 @@ impl Follower {
             feed_up: AtomicBool::new(false),
             silent: AtomicBool::new(false),
             poll_now: tokio::sync::Notify::new(),
+            signal: None,
+        }
+    }
+
+    /// Raises `signal` whenever new changes were applied.
+    pub(crate) fn with_signal(
+        mut self,
+        signal: Arc<keyward_api::changes::ChangeSignal>,
+    ) -> Follower {
+        self.signal = Some(signal);
+        self
+    }
+
+    fn raise(&self) {
+        if let Some(s) = &self.signal {
+            s.raise();
         }
     }
 
@@ -276,6 +294,9 @@ impl Follower {
         if dropped {
             self.verifier.cache().clear();
         }
+        if applied > 0 {
+            self.raise();
+        }
         Ok(applied)
     }
 
@@ -376,7 +397,9 @@ impl Follower {
                 match next {
                     Ok(Ok(Some(change))) => {
                         backoff = Duration::from_millis(100);
-                        self.take(&change);
+                        if self.take(&change) {
+                            self.raise();
+                        }
                     }
                     Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                         // Lost (or silent): listen again on a new connection

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use keyward_api::changes::ChangeSignal;
 use keyward_core::secret::KeyHash;
 use keyward_manage::{ChangeEvent, Invalidator};
 
@@ -10,13 +11,16 @@ use keyward_verify::verifier::Verifier;
 /// Drops what a committed change makes stale from this node's cache: the
 /// changed key's entry (update, revoke, rotate: the old key, delete), and
 /// everything on a tenant change (cached principals carry the tenant's name).
+/// Then it raises the change signal, so the change feed's long polls read
+/// the log (the change is committed by now).
 pub(crate) struct LocalInvalidator {
     verifier: Arc<Verifier>,
+    signal: Arc<ChangeSignal>,
 }
 
 impl LocalInvalidator {
-    pub(crate) fn new(verifier: Arc<Verifier>) -> LocalInvalidator {
-        LocalInvalidator { verifier }
+    pub(crate) fn new(verifier: Arc<Verifier>, signal: Arc<ChangeSignal>) -> LocalInvalidator {
+        LocalInvalidator { verifier, signal }
     }
 }
 
@@ -36,7 +40,8 @@ impl Invalidator for LocalInvalidator {
             | ChangeEvent::KeyDeleted { hash, .. }
             | ChangeEvent::KeyRotated { old_hash: hash, .. } => drop_key(&self.verifier, hash),
             ChangeEvent::TenantUpdated { .. } => self.verifier.cache().clear(),
-            _ => {}
+            _ => return,
         }
+        self.signal.raise();
     }
 }

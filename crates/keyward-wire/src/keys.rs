@@ -208,6 +208,48 @@ pub struct VerifyResult {
     /// With `rate_limited`: seconds until the same request would pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// With `?include_policy=true`, for every known key of the caller's
+    /// tenant (valid or not): what a caller needs to decide later requests of this
+    /// key itself. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<VerifyPolicy>,
+}
+
+/// A key's policy as the verify API reports it with `include_policy`: the
+/// facts `revoked → enabled → expiry → IP → scopes` are decided on, and the
+/// rate limit in force for it. Times are milliseconds since the epoch.
+/// Changes to any of these appear in the change feed (`GET /v1/changes`)
+/// under the key's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyPolicy {
+    /// Revoked or deleted.
+    pub revoked: bool,
+    pub enabled: bool,
+    pub expires_at_ms: Option<i64>,
+    /// Set on a rotated key: its old secret works until then.
+    pub grace_until_ms: Option<i64>,
+    /// Addresses and CIDR ranges; empty allows every address.
+    pub ip_allowlist: Vec<String>,
+    pub scopes: Vec<String>,
+    pub environment: String,
+    pub tenant_id: Option<String>,
+    /// The key's tenant's sub-tenants it may act for (the tenant header).
+    pub sub_tenants: Vec<String>,
+    /// The most the key may spend in all.
+    pub credit_cap: Option<i64>,
+    /// The rate limit in force (the key's own, else its tier's, else its
+    /// tenant's tier's, else the default tier's); none: not limited.
+    pub rate_limit: Option<RatePolicySpec>,
+}
+
+/// A resolved rate limit: `limit` tokens per `window_ms`, at most `burst`
+/// at once, reported under `policy` (a tier's name, or `key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RatePolicySpec {
+    pub policy: String,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub burst: u64,
 }
 
 /// A rate limit: `limit` tokens per `window_seconds`, at most `burst` at once.
@@ -229,6 +271,17 @@ pub struct RateLimitState {
     pub remaining: u64,
     /// Seconds until the bucket is full again.
     pub reset_seconds: u64,
+}
+
+/// The query of `POST /v1/keys/verify`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// Also answer the key's policy (`policy`), so the caller can cache the
+    /// key and decide later requests itself, as the tower layer's remote
+    /// backend does. Default `false`. A query parameter rather than a body
+    /// field, so bodies stay what older servers accept.
+    pub include_policy: Option<bool>,
 }
 
 // The query of `GET /v1/keys`.

@@ -9,12 +9,13 @@
 //! Times are RFC 3339 strings in UTC.
 //!
 //! Map: [`keys`] (keys and verification), [`tenants`], [`credits`],
-//! [`audit`], [`usage`], [`leaks`] (reports and the live-key check),
-//! [`webhooks`] (endpoints, deliveries, events, alerts), [`meta`] (health
-//! and the principal), [`problem`] (error bodies), [`page`] (a page of any
-//! list).
+//! [`audit`], [`changes`] (the change feed), [`usage`], [`leaks`] (reports
+//! and the live-key check), [`webhooks`] (endpoints, deliveries, events,
+//! alerts), [`meta`] (health and the principal), [`problem`] (error bodies),
+//! [`page`] (a page of any list).
 
 pub mod audit;
+pub mod changes;
 pub mod credits;
 pub mod keys;
 pub mod leaks;
@@ -26,13 +27,15 @@ pub mod usage;
 pub mod webhooks;
 
 pub use audit::{AuditEventView, AuditPage, ListAudit};
+pub use changes::{ChangePage, ChangeView, ListChanges};
 pub use credits::{
     ChangeCredits, CreditState, CreditsView, LedgerEntryView, LedgerPage, ListLedger, RefillMode,
     RefillPeriod, RefillSpec,
 };
 pub use keys::{
-    CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState, RevokeKey,
-    RotateKey, UpdateKey, VerifyKey, VerifyResult,
+    CreateKey, KeyPage, KeyView, KeyWithSecret, ListKeys, RateLimitSpec, RateLimitState,
+    RatePolicySpec, RevokeKey, RotateKey, UpdateKey, VerifyKey, VerifyPolicy, VerifyQuery,
+    VerifyResult,
 };
 pub use leaks::{CheckLeaks, KeyLeakView, KeyLeaks, LeakReceipt, LiveKeys, ReportLeak};
 pub use meta::{Health, Principal};

@@ -21,6 +21,7 @@ mod gateway;
 mod hardening_cache;
 mod kit;
 mod leaks;
+mod library;
 mod limits;
 mod messages;
 mod metrics;
