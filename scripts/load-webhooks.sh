@@ -23,7 +23,7 @@ BIN="${KEYWARD_BIN:-$root_dir/target/release/keyward}"
 unset KEYWARD_BIN
 EVENTS="${EVENTS:-20000}"; DURATION="${DURATION:-10s}"; CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"; KEYS="${KEYS:-1000}"; ROUNDS="${ROUNDS:-3}"
-UP_PORT=18481; KW_PORT=18482
+UP_PORT=18491; KW_PORT=18492
 tmp="$(mktemp -d)"; pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
