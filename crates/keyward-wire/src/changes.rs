@@ -14,6 +14,7 @@ pub struct ListChanges {
     pub after: Option<i64>,
     /// When there are none yet, wait up to this long for one (0 to 30,000;
     /// default 0: answer at once).
+    #[param(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
 }
 
